@@ -1,0 +1,52 @@
+"""Error types that name what is wrong and where (file, line, sample, field)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PicbenchError(Exception):
+    """Base class of every error picbench raises on purpose."""
+
+
+class BenchFormatError(PicbenchError, ValueError):
+    """A bench file or a record inside it is malformed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        sample_id: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.file, self.line, self.sample_id, self.field = file, line, sample_id, field
+        where = []
+        if file is not None:
+            where.append(f"{file}" + (f":{line}" if line is not None else ""))
+        if sample_id is not None:
+            where.append(f"sample {sample_id!r}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        self.reason = message
+        super().__init__((", ".join(where) + ": " if where else "") + message)
+
+
+class ImageError(PicbenchError, OSError):
+    """An image is missing, truncated, corrupt or undecodable."""
+
+
+class UnsafePathError(PicbenchError, ValueError):
+    """A bench path is absolute or escapes its data root."""
+
+
+class MissingWeightsError(PicbenchError, FileNotFoundError):
+    """Model weights are not available locally and the hub cannot be reached."""
+
+
+class UnknownNameError(PicbenchError, KeyError):
+    """A registry lookup failed; the message carries a 'did you mean' suggestion."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

@@ -1,0 +1,40 @@
+"""Image I/O that never lets a bad file pass silently: every image becomes upright RGB or an
+:class:`ImageError` naming the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from picbench.errors import ImageError
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode fully (so truncation is caught now, not later), apply EXIF orientation, and convert
+    grayscale, palette, RGBA (onto white), CMYK and 16-bit images to 8-bit RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return to_rgb(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"image {path} is corrupt or truncated: {exc}") from exc
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited onto white."""
+    if im.mode == "RGB":
+        return im.copy()
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        im = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, im).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        im = im.point(lambda v: v / 256).convert("L")
+    return im.convert("RGB")

@@ -1,0 +1,52 @@
+"""Where data lives: the data root, safe resolution of bench-relative paths, picbench's home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from picbench.errors import PicbenchError, UnsafePathError
+
+DATA_DIR_ENV = "PICBENCH_DATA_DIR"
+HOME_ENV = "PICBENCH_HOME"
+
+
+def find_data_dir(explicit: str | Path | None = None, *, required: bool = True) -> Path | None:
+    """The data root: an explicit option, else ``$PICBENCH_DATA_DIR``, else ``../shared/data``
+    beside the current directory (the layout of a picbench checkout next to its shared data)."""
+    candidates: list[tuple[str, Path]] = []
+    if explicit is not None:
+        candidates.append(("--data-dir", Path(explicit)))
+    elif os.environ.get(DATA_DIR_ENV):
+        candidates.append((f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])))
+    else:
+        candidates.append(("default", Path.cwd().parent / "shared" / "data"))
+    source, path = candidates[0]
+    if path.is_dir():
+        return path.resolve()
+    if not required:
+        return None
+    raise PicbenchError(
+        f"data directory {path} ({source}) does not exist; pass --data-dir DIR or set "
+        f"{DATA_DIR_ENV} to the folder holding dreambench/ and msbench/"
+    )
+
+
+def picbench_home() -> Path:
+    """Per-user state (built benches, caches): ``$PICBENCH_HOME`` or ``~/.cache/picbench``."""
+    home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "picbench")
+    return home
+
+
+def resolve_in_root(root: Path, relative: str) -> Path:
+    """Resolve a bench-relative path, refusing absolute paths and any that escape ``root``:
+    a bench file must never make picbench read arbitrary files."""
+    if not relative or not isinstance(relative, str):
+        raise UnsafePathError(f"empty or non-string path {relative!r}")
+    if relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":") or os.path.isabs(relative):
+        raise UnsafePathError(f"absolute path {relative!r} is not allowed; paths are relative to the data root")
+    root = Path(root).resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise UnsafePathError(f"path {relative!r} escapes the data root {root}")
+    return target

@@ -1,0 +1,86 @@
+"""A lazy, typed registry: entries are import paths resolved on first use, unknown names get a
+"did you mean" suggestion, and third-party packages add entries through an entry-point group."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable, Generic, Iterator, TypeVar
+
+from picbench.errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str  # "module:attribute"
+    summary: str = ""
+
+
+class Registry(Generic[T]):
+    """Name -> lazily imported object. ``kind`` is used in messages ("method", "bench")."""
+
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._loaded: dict[str, T] = {}
+        self._plugins_scanned = False
+
+    def register(self, name: str, target: str, summary: str = "") -> None:
+        if name in self._entries and self._entries[name].target != target:
+            raise ValueError(f"{self.kind} {name!r} is already registered as {self._entries[name].target}")
+        self._entries[name] = Entry(name, target, summary)
+
+    def _scan_plugins(self) -> None:
+        if self._plugins_scanned or self.group is None:
+            return
+        self._plugins_scanned = True
+        for ep in entry_points(group=self.group):
+            if ep.name not in self._entries:
+                self._entries[ep.name] = Entry(ep.name, ep.value, f"plugin from {ep.dist.name if ep.dist else 'unknown'}")
+
+    def names(self) -> list[str]:
+        self._scan_plugins()
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[Entry]:
+        for name in self.names():
+            yield self._entries[name]
+
+    def __contains__(self, name: str) -> bool:
+        self._scan_plugins()
+        return name in self._entries
+
+    def suggest(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names()) or 'none'})"
+
+    def get(self, name: str) -> T:
+        self._scan_plugins()
+        if name not in self._entries:
+            raise UnknownNameError(self.suggest(name))
+        if name not in self._loaded:
+            module_name, _, attr = self._entries[name].target.partition(":")
+            obj = importlib.import_module(module_name)
+            for part in attr.split(".") if attr else ():
+                obj = getattr(obj, part)
+            self._loaded[name] = obj  # type: ignore[assignment]
+        return self._loaded[name]
+
+
+def lazy(factory: Callable[[], T]) -> Callable[[], T]:
+    """Cache a zero-argument factory's result (for heavy module-level objects)."""
+    cache: list[T] = []
+
+    def get() -> T:
+        if not cache:
+            cache.append(factory())
+        return cache[0]
+
+    return get
