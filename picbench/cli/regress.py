@@ -1,0 +1,61 @@
+"""``picbench regress``: fail a build when a model release loses identity or position quality.
+
+Exit codes: 0 no metric fell by more than its tolerance; 1 at least one did (a table says which);
+2 the input is unusable (unreadable files, bad tolerances, nothing comparable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from picbench.cli.app import app, console, err_console
+from picbench.errors import PicbenchError
+from picbench.regress import DEFAULT_TOLERANCE, MetricCheck, compare, load_table, parse_tolerances
+
+EXIT_REGRESSION = 1
+EXIT_UNUSABLE = 2
+
+
+@app.command("regress")
+def regress(
+    results: Annotated[list[Path], typer.Argument(help="the run to check: results.json files, run folders or a leaderboard CSV")],
+    baseline: Annotated[list[Path], typer.Option("--baseline", "-b", help="leaderboard CSV or results to compare against (repeatable)")],
+    tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed absolute drop of any metric")] = DEFAULT_TOLERANCE,
+    tolerance_for: Annotated[list[str], typer.Option("--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)")] = [],  # noqa: B006
+    show_all: Annotated[bool, typer.Option("--show-all", help="list every compared metric, not only those that fell")] = False,
+) -> None:
+    """Compare every metric the run and the baseline share; exit 1 if any fell by more than its tolerance."""
+    try:
+        report = compare(load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for))
+    except PicbenchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_UNUSABLE) from None
+    for warning in report.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {warning}")
+    shown = report.checks if show_all else report.regressions
+    if shown:
+        console.print(checks_table(shown, title="metrics compared" if show_all else "metrics that fell by more than their tolerance"))
+    n_rows = len({(c.method, c.bench) for c in report.checks})
+    if report.passed:
+        console.print(f"[bold green]pass:[/] {len(report.checks)} metric(s) over {n_rows} method/bench row(s); none fell by more than its tolerance")
+        return
+    console.print(f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance")
+    raise typer.Exit(EXIT_REGRESSION)
+
+
+def checks_table(checks: list[MetricCheck], title: str) -> Table:
+    view = Table(title=title)
+    for column in ("method", "bench", "metric", "baseline", "run", "change", "tol", "source"):
+        view.add_column(column, justify="right" if column in ("baseline", "run", "change", "tol") else "left", overflow="fold")
+    for c in checks:
+        style = "bold red" if c.fell else "green"
+        view.add_row(c.method, c.bench, c.metric, f"{c.baseline:.4f}", f"{c.candidate:.4f}", f"[{style}]{-c.drop:+.4f}[/]",
+                     f"{c.tolerance:g}", c.baseline_source)
+    origins = sorted({c.baseline_origin.rpartition(":")[0] or c.baseline_origin for c in checks if c.baseline_origin})
+    if origins:
+        view.caption = "baseline from " + ", ".join(origins)
+    return view

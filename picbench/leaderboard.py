@@ -1,0 +1,190 @@
+"""Leaderboards: run results (measured, or numbers copied from a paper) merged into one CSV with a
+row per method and bench, a column per metric, and the provenance that says where a row came from.
+
+The same table is what ``picbench regress`` reads as a baseline, so a results file and a
+leaderboard row are made comparable here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from picbench.errors import PicbenchError
+from picbench.results import RunResult, load_result
+
+KEY_COLUMNS = ["method", "bench", "source", "smoke"]
+"""A leaderboard holds one row per value of these columns."""
+
+PROVENANCE_COLUMNS = [
+    "method_version",
+    "bench_version",
+    "bench_hash",
+    "seeds",
+    "picbench_version",
+    "git_hash",
+    "date",
+    "citation",
+    "note",
+    "origin",
+]
+COUNT_COLUMNS = ["n_items", "n_failures"]
+BASE_METRICS = ["clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "iou", "ap", "ap50", "ap75"]
+SPLITS = ["", ".single", ".multi"]
+KNOWN_METRICS = [m + s for m in BASE_METRICS for s in SPLITS]
+"""Metric columns in the order a reader expects them; unknown metric keys follow, sorted."""
+
+SMOKE_NOTE = "SMOKE RUN: random-weight models, the numbers mean nothing"
+SOURCES = ("measured", "reported")
+
+
+def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str, Any]:
+    """One leaderboard row from one run result; ``origin`` (the file it came from) is kept so a
+    reader can trace every number."""
+    prov = result.provenance
+    row: dict[str, Any] = {
+        "method": result.method,
+        "bench": result.bench,
+        "source": result.source,
+        "smoke": bool(result.smoke),
+        "method_version": result.method_version,
+        "bench_version": result.bench_version,
+        "bench_hash": result.bench_hash,
+        "seeds": " ".join(str(s) for s in result.seeds),
+        "picbench_version": _first(prov, "picbench_version", "version"),
+        "git_hash": _first(prov, "git_hash", "git_commit", "git"),
+        "date": _first(prov, "date", "created", "timestamp", "finished_at"),
+        "citation": _first(prov, "citation"),
+        "note": SMOKE_NOTE if result.smoke else _first(prov, "note"),
+        "origin": str(origin) if origin is not None else "",
+    }
+    for key in COUNT_COLUMNS:
+        value = result.counts.get(key, result.metrics.get(key))
+        row[key] = int(value) if value is not None else None
+    for key, value in result.metrics.items():
+        if key not in COUNT_COLUMNS:
+            row[key] = _metric_value(value, result.method, key, origin)
+    return row
+
+
+def load_results(paths: Iterable[str | Path]) -> list[tuple[RunResult, Path]]:
+    """Each path is a results JSON or a run folder holding one."""
+    loaded = []
+    for path in paths:
+        path = Path(path)
+        loaded.append((load_result(path), path / "results.json" if path.is_dir() else path))
+    return loaded
+
+
+def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Leaderboard rows from results JSONs, run folders and leaderboard CSVs (``*.csv``), so an
+    existing leaderboard can be extended with new runs."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        if str(path).endswith(".csv"):
+            rows.extend(read_leaderboard(path).to_dict("records"))
+        else:
+            rows.extend(result_row(result, origin) for result, origin in load_results([path]))
+    return rows
+
+
+def build_leaderboard(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> a table in leaderboard column order, sorted by bench then method; two rows with the
+    same method, bench, source and smoke flag are refused, naming where both came from."""
+    if not rows:
+        raise PicbenchError("no results to put on a leaderboard")
+    frame = pd.DataFrame(list(rows))
+    duplicated = frame[frame.duplicated(KEY_COLUMNS, keep=False)]
+    if not duplicated.empty:
+        first = duplicated.iloc[0]
+        same = duplicated[(duplicated[KEY_COLUMNS] == first[KEY_COLUMNS]).all(axis=1)]
+        raise PicbenchError(
+            f"two rows for method {first['method']!r} on bench {first['bench']!r} "
+            f"(source {first['source']}, smoke {bool(first['smoke'])}): {', '.join(map(str, same['origin']))}; "
+            "a leaderboard holds one row per method and bench, so pass only one of them"
+        )
+    return _ordered(frame).sort_values(["bench", "method", "source", "smoke"], kind="stable").reset_index(drop=True)
+
+
+def export_leaderboard(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
+    """Merge results files, run folders and leaderboard CSVs into the CSV at ``out``."""
+    table = build_leaderboard(load_rows(paths))
+    write_leaderboard(table, out)
+    return table
+
+
+def write_leaderboard(table: pd.DataFrame, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    table.to_csv(tmp, index=False, float_format="%.6g")
+    tmp.replace(out)
+    return out
+
+
+def read_leaderboard(path: str | Path) -> pd.DataFrame:
+    """A leaderboard CSV, checked: the key columns exist, ``source`` is known, metrics are numbers."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"seeds": str, "bench_hash": str, "git_hash": str, "method_version": str, "bench_version": str})
+    except FileNotFoundError:
+        raise PicbenchError(f"no leaderboard file at {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise PicbenchError(f"{path}: not a readable CSV: {exc}") from None
+    missing = [c for c in ("method", "bench") if c not in frame.columns]
+    if missing:
+        raise PicbenchError(f"{path}: leaderboard lacks column(s) {missing} (found {list(frame.columns)})")
+    frame["source"] = frame["source"].fillna("measured") if "source" in frame.columns else "measured"
+    frame["smoke"] = frame["smoke"].map(_as_bool) if "smoke" in frame.columns else False
+    for line, source in zip(range(2, len(frame) + 2), frame["source"]):
+        if source not in SOURCES:
+            raise PicbenchError(f"{path}:{line}: field 'source' is {source!r}, expected one of {list(SOURCES)}")
+    for column in metric_columns(frame):
+        numeric = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & numeric.isna()
+        if bad.any():
+            line = int(bad.to_numpy().nonzero()[0][0]) + 2
+            raise PicbenchError(f"{path}:{line}: field {column!r} is {frame[column][bad].iloc[0]!r}, not a number")
+        frame[column] = numeric
+    frame["origin"] = [f"{path}:{line}" for line in range(2, len(frame) + 2)]
+    return frame
+
+
+def metric_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of ``table`` that hold metric values (not keys, counts or provenance)."""
+    fixed = set(KEY_COLUMNS) | set(PROVENANCE_COLUMNS) | set(COUNT_COLUMNS)
+    return [c for c in table.columns if c not in fixed]
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    metrics = metric_columns(frame)
+    known = [m for m in KNOWN_METRICS if m in metrics]
+    other = sorted(m for m in metrics if m not in KNOWN_METRICS)
+    columns = KEY_COLUMNS + known + other + COUNT_COLUMNS + PROVENANCE_COLUMNS
+    return frame.reindex(columns=columns)
+
+
+def _metric_value(value: Any, method: str, key: str, origin: str | Path | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise PicbenchError(f"{origin or 'results'}: method {method!r}, metric {key!r} is {value!r}, not a finite number")
+    return float(value)
+
+
+def _first(mapping: Any, *keys: str) -> str:
+    for key in keys:
+        value = mapping.get(key) if isinstance(mapping, Mapping) else None
+        if value not in (None, ""):
+            return str(value)
+    return ""
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value) if value == value else False  # NaN (empty cell) is not smoke
