@@ -4,16 +4,28 @@ a bench JSONL file."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Callable
 
+from picbench.errors import UnknownNameError
 from picbench.paths import find_data_dir, picbench_home
 from picbench.records import Bench
-from picbench.registry import Registry
+from picbench.registry import Entry, Registry
 
 BenchLoader = Callable[[Path], Bench]
 
 BENCHES: Registry[BenchLoader] = Registry("bench", entry_point_group="picbench.benches")
+
+BENCHES.register("dreambench", "picbench.benches.dreambench:load", "DreamBench: 30 subjects x 25 prompts, 750 single-subject samples")
+BENCHES.register("dreambench-multi", "picbench.benches.dreambench:load_multi", "DreamBench pairs (UNO's list): 750 two-subject samples")
+BENCHES.register("msbench", "picbench.benches.msbench:load", "MS-Bench: 13 combination types, fixed layouts, 4488 samples")
+BENCHES.register("positionic", "picbench.benches.positionic:load", "PositionIC-Bench format (official file not public; see positionic-open)")
+
+# Benches that `picbench bench build NAME` reconstructs into built_bench_dir(); not loaders.
+BUILDABLE: dict[str, Entry] = {
+    "positionic-open": Entry("positionic-open", "picbench.benches.positionic:write_open", "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi"),
+}
 
 
 def built_bench_dir() -> Path:
@@ -39,4 +51,17 @@ def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
     built = built_benches()
     if name in built and name not in BENCHES:
         return read_bench_jsonl(built[name], root)
+    if name not in BENCHES:
+        raise UnknownNameError(unknown_bench_message(name, built))
     return BENCHES.get(name)(root)
+
+
+def unknown_bench_message(name: str, built: dict[str, Path]) -> str:
+    """'Did you mean' over registered, built and buildable benches; a known but unbuilt bench
+    says how to build it."""
+    if name in BUILDABLE:
+        return f"bench {name!r} is not built yet: run `picbench bench build {name}`"
+    known = sorted({*BENCHES.names(), *built, *BUILDABLE})
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown bench {name!r}{hint} (known: {', '.join(known)}; or pass a path to a .jsonl bench file)"
