@@ -5,6 +5,7 @@ from __future__ import annotations
 from picbench.cli.app import app
 import picbench.cli.leaderboard  # noqa: F401
 import picbench.cli.regress  # noqa: F401
+import picbench.cli.report  # noqa: F401
 
 
 def main() -> None:
