@@ -1,0 +1,65 @@
+"""On-disk embedding cache, so that a reference image is encoded once per model, ever.
+
+Embeddings live in a SQLite table (WAL mode, so several scoring processes can share the run's
+``store.sqlite``) keyed by (model id, sha256 of the image bytes or text). The model id includes
+the weight hash, so different weights never share an entry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+TABLE = "emb_vectors"
+_CHUNK = 500  # SQLite's bound-parameter limit is 999 on old builds
+
+
+class EmbeddingCache:
+    """float32 vectors keyed by (model_id, content sha256); safe for several processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (model_id TEXT NOT NULL, key TEXT NOT NULL, "
+            "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_id, key))"
+        )
+        self._conn.commit()
+
+    def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached vectors among ``keys`` (missing keys are simply absent)."""
+        found: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(
+                f"SELECT key, dim, vec FROM {TABLE} WHERE model_id = ? AND key IN ({marks})", (model_id, *chunk)
+            )
+            for key, dim, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if vec.shape[0] == dim:  # a torn write never passes as a vector
+                    found[key] = vec.copy()
+        return found
+
+    def put_many(self, model_id: str, items: Mapping[str, np.ndarray]) -> None:
+        rows = []
+        for key, vec in items.items():
+            arr = np.ascontiguousarray(np.asarray(vec, dtype=np.float32).reshape(-1))
+            rows.append((model_id, key, int(arr.shape[0]), arr.tobytes()))
+        with self._conn:
+            self._conn.executemany(f"INSERT OR REPLACE INTO {TABLE} (model_id, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
+
+    def count(self, model_id: str | None = None) -> int:
+        if model_id is None:
+            return self._conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
+        return self._conn.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+    def close(self) -> None:
+        self._conn.close()
