@@ -6,6 +6,7 @@ from picbench.cli.app import app
 import picbench.cli.leaderboard  # noqa: F401
 import picbench.cli.regress  # noqa: F401
 import picbench.cli.report  # noqa: F401
+import picbench.cli.run  # noqa: F401
 
 
 def main() -> None:

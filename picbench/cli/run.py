@@ -1,0 +1,158 @@
+"""``picbench run`` and ``picbench merge``: the main job, with progress bars, a clean Ctrl-C and a
+summary; smoke runs (``--models tiny``) are labelled loudly at the start and the end.
+
+Exit codes: 0 done; 1 unusable input (unknown method or bench, a bench failing validation, an
+unwritable output folder, an incompatible store); 130 interrupted (finished work is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from picbench.cli.app import app, console, err_console
+from picbench.errors import PicbenchError
+from picbench.results import RunResult
+
+EXIT_UNUSABLE = 1
+EXIT_INTERRUPTED = 130
+SMOKE_BANNER = "SMOKE RUN: --models tiny uses random-weight models; its images and numbers mean nothing"
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise PicbenchError(f"--seeds must be comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise PicbenchError(f"--seeds needs distinct integers, got {text!r}")
+    return seeds
+
+
+def parse_assignments(values: list[str], option: str) -> dict[str, Any]:
+    """KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true/false, lists) is taken as such."""
+    parsed: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise PicbenchError(f"{option} expects KEY=VALUE, got {item!r}")
+        try:
+            parsed[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+class RichProgress:
+    """The runner's progress reports drawn as rich bars, one per phase."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def phase(self, name: str, total: int, done: int) -> None:
+        label = {"generate": "generating", "score": "scoring"}.get(name, name)
+        self.tasks[name] = self.progress.add_task(label, total=total, completed=done)
+
+    def advance(self, name: str, n: int = 1) -> None:
+        self.progress.advance(self.tasks[name], n)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]failure:[/] {message}")
+
+
+@app.command("run")
+def run_command(
+    method: Annotated[str, typer.Option("--method", "-m", help="method name (picbench ls methods)")],
+    bench: Annotated[str, typer.Option("--bench", "-b", help="bench name or bench .jsonl path")],
+    out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/METHOD__BENCH); rerunning resumes")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N samples")] = None,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = "cpu",
+    models: Annotated[str, typer.Option(help="default, or tiny: random-weight models, a smoke run")] = "default",
+    shard: Annotated[Optional[str], typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    detector: Annotated[str, typer.Option(help="box detector of the metric engine, or 'none' for no box metrics")] = "grounding-dino",
+    param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
+    weights: Annotated[list[str], typer.Option("--weights", help="local weights folder of a metric model ROLE=DIR (clip, dino, detector)")] = [],  # noqa: B006
+    batch_size: Annotated[int, typer.Option(min=1, help="samples per generate call and metric batch")] = 4,
+    retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
+) -> None:
+    """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
+    from picbench.runner import RunConfig, Shard, run
+
+    if models not in ("default", "tiny"):
+        _fail(PicbenchError(f"--models must be 'default' or 'tiny', got {models!r}"))
+    try:
+        config = RunConfig(
+            method=method, bench=bench, out=out or Path("runs") / f"{method}__{Path(bench).stem}", seeds=parse_seeds(seeds),
+            limit=limit, device=device, models=models, shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
+            data_dir=data_dir, detector=None if detector.lower() == "none" else detector,
+            params=parse_assignments(param, "--param"), weights=parse_assignments(weights, "--weights"),
+            batch_size=batch_size, retry_failed=retry_failed,
+        )
+    except PicbenchError as exc:
+        _fail(exc)
+    if config.smoke:
+        console.print(Panel(SMOKE_BANNER, style="bold white on red"))
+    bars = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    try:
+        with bars:
+            outcome = run(config, RichProgress(bars))
+    except KeyboardInterrupt:
+        err_console.print(
+            f"[bold yellow]interrupted:[/] every finished generation and score is saved in {config.out}/store.sqlite; "
+            "run the same command again to resume"
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (PicbenchError, ValueError) as exc:  # ValueError: a method's parameter check
+        _fail(exc)
+    console.print(
+        f"part {outcome.part}: {outcome.items} item(s); generated {outcome.generated} ({outcome.generation_reused} reused), "
+        f"{outcome.generation_failures} generation failure(s); scored {outcome.scored} ({outcome.score_reused} reused)"
+    )
+    if outcome.result is None:
+        console.print(f"shard {outcome.part} done; when every shard is done: [bold]picbench merge {config.out}[/]")
+        return
+    print_summary(outcome.result, config.out)
+
+
+@app.command("merge")
+def merge_command(
+    out: Annotated[Path, typer.Argument(help="the run folder the shards wrote")],
+    device: Annotated[Optional[str], typer.Option(help="device for the metric engine (default: the run's)")] = None,
+) -> None:
+    """Write results.json and samples.jsonl of a sharded run from its store."""
+    from picbench.runner import merge
+
+    try:
+        result = merge(out, device=device)
+    except PicbenchError as exc:
+        _fail(exc)
+    print_summary(result, out)
+
+
+def print_summary(result: RunResult, out: Path) -> None:
+    table = Table(title=f"{result.method} on {result.bench}" + (" [SMOKE]" if result.smoke else ""))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(result.metrics):
+        value = result.metrics[key]
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
+    for key in sorted(result.counts):
+        table.add_row(f"[dim]{key}[/]", str(result.counts[key]))
+    console.print(table)
+    console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
+    if result.smoke:
+        console.print(Panel(SMOKE_BANNER, style="bold white on red"))
+
+
+def _fail(exc: Exception) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(EXIT_UNUSABLE)

@@ -1,0 +1,77 @@
+"""``images``: score images that some other program already generated.
+
+Expected layout (``--param dir=FOLDER``)::
+
+    FOLDER/seed<SEED>/<SAMPLE_ID>.<png|jpg|jpeg|webp>
+
+one file per sample and seed, e.g. ``gens/seed0/dog_007.png`` for sample ``dog_007`` and seed 0 (a
+sample id holding ``/`` maps to sub-folders). A missing, ambiguous (two extensions) or corrupt file
+is a failure of that sample, recorded and reported, never a crash. The image must have the sample's
+width x height unless ``--param resize=true`` resizes it (bicubic). The folder's listing (names,
+sizes, modification times) is part of the cache key, so replacing a file invalidates its cached copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+from picbench.errors import ImageError
+from picbench.imaging import load_rgb
+from picbench.methods.base import Capabilities, Method
+from picbench.paths import resolve_in_root
+from picbench.records import Sample
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class ImagesMethod(Method):
+    name = "images"
+    version = "1"
+    capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
+    default_params = {"dir": None, "resize": False}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self.params["dir"]:
+            raise ValueError("method images needs --param dir=FOLDER holding FOLDER/seed<SEED>/<SAMPLE_ID>.png")
+        self.folder = Path(self.params["dir"]).expanduser().resolve()
+        if not self.folder.is_dir():
+            raise ValueError(f"method images: folder {self.folder} does not exist")
+        self.params["dir"] = str(self.folder)
+        self.params["resize"] = str(self.params["resize"]).lower() in ("1", "true", "yes")
+
+    def cache_params(self) -> dict[str, Any]:
+        return {**super().cache_params(), "listing": self._listing_hash()}
+
+    def _listing_hash(self) -> str:
+        h = hashlib.sha256()
+        for root, dirs, files in os.walk(self.folder):
+            dirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{os.path.relpath(os.path.join(root, name), self.folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def image_path(self, sample: Sample, seed: int) -> Path:
+        """The one file holding ``sample`` at ``seed``; ImageError when none or several exist."""
+        stem = resolve_in_root(self.folder / f"seed{seed}", sample.id)
+        found = [p for p in (stem.with_name(stem.name + ext) for ext in EXTENSIONS) if p.is_file()]
+        if not found:
+            raise ImageError(f"no image for sample {sample.id!r} seed {seed}: expected {stem}.png (or {', '.join(EXTENSIONS[1:])})")
+        if len(found) > 1:
+            raise ImageError(f"several images for sample {sample.id!r} seed {seed}: {', '.join(p.name for p in found)}; keep one")
+        return found[0]
+
+    def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        images = []
+        for sample in samples:
+            image = load_rgb(self.image_path(sample, seed))
+            if self.params["resize"] and image.size != (sample.width, sample.height):
+                image = image.resize((sample.width, sample.height), Image.Resampling.BICUBIC)
+            images.append(image)
+        return images

@@ -1,0 +1,486 @@
+"""``picbench run`` without the terminal: load and validate a bench, generate what the store lacks,
+score what is unscored, aggregate, and write the run folder.
+
+Every finished generation and score is committed to the store (OUT/store.sqlite) at once, so a run
+killed at any point and started again recomputes nothing that was finished, and ends with the same
+results as an uninterrupted run. A sharded run (``--shard i/n``, or ranks of ``torchrun`` /
+``accelerate launch``) writes its part into the one store; :func:`merge` (run by rank 0 when the
+ranks finish, or by ``picbench merge OUT``) turns the store into results.json and samples.jsonl.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from datetime import datetime, timedelta, timezone
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from typing import Any, Literal, Mapping, Protocol
+
+from PIL import Image
+
+import picbench
+from picbench.benches import load_bench
+from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.methods import METHODS, Method
+from picbench.records import Bench, Generation, Sample, Score, generation_key
+from picbench.results import SAMPLES_FILE, RunResult, save_result
+from picbench.store import RunStore
+
+_LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "open_clip_torch", "timm", "peft", "accelerate", "numpy", "pillow", "pycocotools")
+RUN_CONFIG_SCHEMA = 1
+
+
+class BenchRefusedError(PicbenchError):
+    """The bench failed validation; nothing was generated."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (0-based) of ``count``: the work items whose position modulo count is index."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            index, count = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise PicbenchError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        if count < 1 or not 0 <= index < count:
+            raise PicbenchError(f"--shard {text}: need 0 <= i < n")
+        return cls(index, count)
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on. ``params`` override the method's defaults."""
+
+    method: str
+    bench: str
+    out: Path
+    seeds: tuple[int, ...] = (0,)
+    limit: int | None = None
+    device: str = "cpu"
+    models: Literal["default", "tiny"] = "default"
+    shard: Shard | None = None
+    data_dir: Path | None = None
+    detector: str | None = "grounding-dino"
+    metrics: tuple[str, ...] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, str] = field(default_factory=dict)
+    batch_size: int = 4
+    retry_failed: bool = False
+
+    @property
+    def smoke(self) -> bool:
+        return self.models == "tiny"
+
+
+class Progress(Protocol):
+    """What the runner reports while it works (the CLI draws rich progress bars from it)."""
+
+    def phase(self, name: str, total: int, done: int) -> None: ...
+
+    def advance(self, name: str, n: int = 1) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+
+class SilentProgress:
+    def phase(self, name: str, total: int, done: int) -> None:
+        pass
+
+    def advance(self, name: str, n: int = 1) -> None:
+        pass
+
+    def note(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class RunOutcome:
+    """What one invocation did; ``result`` is None for a shard whose merge is still to come."""
+
+    out: Path
+    result: RunResult | None
+    part: str
+    items: int = 0
+    generated: int = 0
+    generation_reused: int = 0
+    generation_failures: int = 0
+    scored: int = 0
+    score_reused: int = 0
+
+
+@dataclass(frozen=True)
+class _Item:
+    sample: Sample
+    seed: int
+    key: str
+
+
+def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
+    """Run (or resume) one method on one bench. Raises before generating anything when the bench,
+    the method or the output folder is unusable."""
+    progress = progress or SilentProgress()
+    shard, dist_state = _resolve_shard(config)
+    device = _rank_device(config.device, dist_state)
+    bench = load_bench(config.bench, config.data_dir)
+    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
+    _refuse_invalid(bench.with_samples(samples))
+    method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params))
+    store = RunStore(config.out)
+    with store:
+        cache_params = method.cache_params()
+        items = [_Item(s, seed, generation_key(method.name, method.version, cache_params, s.id, seed)) for s in samples for seed in config.seeds]
+        mine = items[shard.index :: shard.count]
+        run_cfg = _config_record(config, bench, method, cache_params)
+        store.put_part(str(shard), run_cfg, "running")
+        outcome = RunOutcome(out=Path(config.out), result=None, part=str(shard), items=len(mine))
+        _generate(store, method, cache_params, mine, bench.data_root, config, outcome, progress)
+        identity, provenance_method = method.capabilities.references, _method_provenance(method)
+        del method
+        _free_accelerator_memory()
+        engine = _engine(config, device, store)
+        scorer = _scorer_key(engine, config)
+        _score(store, engine, scorer, mine, bench.data_root, identity, outcome, progress)
+        store.put_part(str(shard), {**run_cfg, "scorer_key": scorer, "method_provenance": provenance_method}, "done")
+        if dist_state is not None:
+            dist_state.wait_for_everyone()
+        if shard.count == 1 or (dist_state is not None and dist_state.is_main_process):
+            outcome.result = _finalize(store, config, bench, samples, items, engine, scorer, provenance_method, device)
+    return outcome
+
+
+def merge(out: str | Path, *, device: str | None = None, progress: Progress | None = None) -> RunResult:
+    """Turn the store of a sharded run into results.json and samples.jsonl. Every part must have
+    finished with the same configuration."""
+    out = Path(out)
+    if not (out / "store.sqlite").is_file():
+        raise PicbenchError(f"{out} holds no store.sqlite: nothing to merge")
+    with RunStore(out) as store:
+        parts = store.parts()
+        by_count: dict[int, dict[int, tuple[dict[str, Any], str]]] = {}
+        for part, record in parts.items():
+            index, count = (int(v) for v in part.split("/"))
+            by_count.setdefault(count, {})[index] = record
+        if not by_count:
+            raise PicbenchError(f"{out}: the store records no run; run `picbench run ... --out {out}` first")
+        complete = [n for n, recs in by_count.items() if all(recs.get(i, ({}, ""))[1] == "done" for i in range(n))]
+        if not complete:
+            n = max(by_count)
+            unfinished = [f"{i}/{n}" for i in range(n) if by_count[n].get(i, ({}, ""))[1] != "done"]
+            raise PicbenchError(f"{out}: shard(s) {', '.join(unfinished)} have not finished; run them again (they resume), then merge")
+        n = max(complete)
+        cfg = by_count[n][0][0]
+        differing = [f"{i}/{n}" for i in range(n) if _comparable(by_count[n][i][0]) != _comparable(cfg)]
+        if differing:
+            raise PicbenchError(f"{out}: shard(s) {', '.join(differing)} ran with another configuration than shard 0/{n}; rerun them")
+    config = RunConfig(
+        method=cfg["method"], bench=cfg["bench"], out=out, seeds=tuple(cfg["seeds"]), limit=cfg["limit"],
+        device=device or cfg["device"], models=cfg["models"], data_dir=Path(cfg["data_dir"]) if cfg["data_dir"] else None,
+        detector=cfg["detector"], metrics=tuple(cfg["metrics"]) if cfg["metrics"] else None, params=cfg["params"],
+        weights=cfg["weights"], batch_size=cfg["batch_size"],
+    )
+    bench = load_bench(config.bench, config.data_dir)
+    if bench.spec_hash() != cfg["bench_spec_hash"]:
+        raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
+    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
+    items = [_Item(s, seed, generation_key(cfg["method"], cfg["method_version"], cfg["cache_params"], s.id, seed)) for s in samples for seed in config.seeds]
+    with RunStore(out) as store:
+        engine = _engine(config, config.device, store)
+        scorer = _scorer_key(engine, config)
+        if scorer != cfg["scorer_key"]:
+            raise PicbenchError(f"{out}: the metric engine here differs from the one that scored the shards (models or weights changed)")
+        return _finalize(store, config, bench, samples, items, engine, scorer, cfg["method_provenance"], config.device)
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def _resolve_shard(config: RunConfig) -> tuple[Shard, Any]:
+    """The explicit --shard, else this rank's shard under torchrun / accelerate launch (with the
+    accelerate state used to wait for the other ranks), else the whole run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        if config.shard is not None:
+            raise PicbenchError("--shard cannot be combined with torchrun / accelerate launch: the ranks are the shards")
+        from accelerate import PartialState
+
+        state = PartialState(cpu=config.device == "cpu", timeout=timedelta(days=2))
+        return Shard(state.process_index, state.num_processes), state
+    return config.shard or Shard(0, 1), None
+
+
+def _rank_device(device: str, dist_state: Any) -> str:
+    if dist_state is not None and device == "cuda":
+        return f"cuda:{dist_state.local_process_index}"
+    return device
+
+
+def _refuse_invalid(bench: Bench) -> None:
+    """Refuse, before any generation, a bench that fails validation."""
+    from picbench.validate import validate_bench
+
+    report = validate_bench(bench)
+    if report.errors:
+        listed = "\n".join(f"  - {e.where()}: {e.message}" for e in report.errors[:20])
+        more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
+        raise BenchRefusedError(
+            f"bench {bench.name} fails validation with {len(report.errors)} error(s); nothing was generated. "
+            f"Run `picbench validate {bench.name}` for the full report.\n{listed}{more}"
+        )
+
+
+def _generate(store: RunStore, method: Method, cache_params: Mapping[str, Any], items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress) -> None:
+    """Generate every item the store lacks (or whose image file is gone; failures again only with
+    ``retry_failed``), in batches of one seed."""
+    done = {k: g for k, g in store.get_generations(i.key for i in items).items() if _finished(store, g, config.retry_failed)}
+    pending = [i for i in items if i.key not in done]
+    outcome.generation_reused = len(done)
+    outcome.generation_failures = sum(1 for g in done.values() if g.failure is not None)
+    progress.phase("generate", len(items), outcome.generation_reused)
+    record = partial(_record, store, method, cache_params, outcome=outcome, progress=progress)
+    by_seed: dict[int, list[_Item]] = {}
+    for item in pending:
+        reason = method.supports(item.sample)
+        if reason is not None:
+            record(item, None, f"unsupported: {reason}")
+        else:
+            by_seed.setdefault(item.seed, []).append(item)
+    for seed, seed_items in by_seed.items():
+        for start in range(0, len(seed_items), config.batch_size):
+            batch = seed_items[start : start + config.batch_size]
+            for item, image, failure in _generate_batch(method, batch, seed, data_root):
+                record(item, image, failure)
+
+
+def _finished(store: RunStore, generation: Generation, retry_failed: bool) -> bool:
+    if generation.failure is not None:
+        return not retry_failed
+    return generation.image_path is not None and (store.out_dir / generation.image_path).is_file()
+
+
+def _generate_batch(method: Method, batch: list[_Item], seed: int, data_root: Path) -> list[tuple[_Item, Image.Image | None, str | None]]:
+    """Generate one batch; when the batch raises, retry its samples one by one so one bad sample
+    fails alone. Missing weights are not a per-sample problem: they stop the run."""
+    try:
+        outputs = method.generate([i.sample for i in batch], seed, data_root)
+    except MissingWeightsError:
+        raise
+    except Exception as exc:  # a method's failure on a sample is recorded, not fatal
+        if len(batch) > 1:
+            return [r for item in batch for r in _generate_batch(method, [item], seed, data_root)]
+        return [(batch[0], None, f"generation raised {type(exc).__name__}: {exc}")]
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
+        got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
+        return [(item, None, f"method returned {got} outputs for a batch of {len(batch)}") for item in batch]
+    return [(item, *check_image(output, item.sample)) for item, output in zip(batch, outputs)]
+
+
+def check_image(output: Any, sample: Sample) -> tuple[Image.Image | None, str | None]:
+    """(RGB image, None) for a usable output, else (None, the reason): not an image, NaN or
+    infinite values, undecodable, or not the sample's width x height."""
+    if not isinstance(output, Image.Image):
+        try:
+            import numpy as np
+
+            values = np.asarray(output.detach().cpu() if hasattr(output, "detach") else output, dtype=np.float64)
+            if values.size and not np.isfinite(values).all():
+                return None, "method returned NaN or infinite values instead of an image"
+        except (TypeError, ValueError):
+            pass
+        return None, f"method returned {type(output).__name__}, not a PIL image"
+    try:
+        output.load()
+        image = output.convert("RGB")
+    except Exception as exc:  # PIL raises many types for broken pixel data
+        return None, f"broken image ({type(exc).__name__}: {exc})"
+    if image.size != (sample.width, sample.height):
+        return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}"
+    return image, None
+
+
+def _record(store: RunStore, method: Method, cache_params: Mapping[str, Any], item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress) -> None:
+    """Save the image (atomically), then its record: a record never points at a missing file."""
+    generation = Generation(method.name, method.version, cache_params, item.sample.id, item.seed, None, method.smoke, failure)
+    if image is not None:
+        generation = replace(generation, image_path=store.save_image(image, store.image_name(generation)))
+    store.put_generation(generation)
+    outcome.generated += 1
+    outcome.generation_failures += failure is not None
+    if failure is not None:
+        progress.note(f"sample {item.sample.id} seed {item.seed}: {failure}")
+    progress.advance("generate")
+
+
+def _engine(config: RunConfig, device: str, store: RunStore) -> Any:
+    from picbench.metrics.cache import EmbeddingCache
+    from picbench.metrics.engine import MetricEngine
+
+    return MetricEngine(
+        models=config.models, device=device, metrics=config.metrics, detector=config.detector,
+        weights=dict(config.weights) or None, cache=EmbeddingCache(store.path), batch_size=max(1, config.batch_size),
+    )
+
+
+def _scorer_key(engine: Any, config: RunConfig) -> str:
+    """Scores are reused only under the same engine: models, weights, detector, metrics."""
+    engine_identity = {k: v for k, v in engine.provenance().items() if k != "device"}  # ranks use different devices
+    payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine_identity}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _score(store: RunStore, engine: Any, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress) -> None:
+    from picbench.metrics.engine import ScoreItem
+
+    generations = store.get_generations(i.key for i in items)
+    scored = store.get_scores(scorer, (i.key for i in items))
+    pending = [i for i in items if i.key not in scored and i.key in generations]
+    outcome.score_reused = len(items) - len(pending)
+    progress.phase("score", len(items), outcome.score_reused)
+    score_items = [
+        ScoreItem(
+            sample=i.sample, seed=i.seed, identity=identity, failure=generations[i.key].failure,
+            image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None,
+        )
+        for i in pending
+    ]
+    for item, score in zip(pending, engine.score(score_items, data_root)):
+        store.put_score(item.key, scorer, score)
+        outcome.scored += 1
+        progress.advance("score")
+
+
+def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sample], items: list[_Item], engine: Any, scorer: str, method_provenance: Mapping[str, Any], device: str) -> RunResult:
+    """Aggregate every item's stored score and write samples.jsonl and results.json (atomically)."""
+    generations = store.get_generations(i.key for i in items)
+    scores = store.get_scores(scorer, (i.key for i in items))
+    missing = [i for i in items if i.key not in scores]
+    if missing:
+        first = missing[0]
+        raise PicbenchError(
+            f"{len(missing)} of {len(items)} items have no score yet (first: sample {first.sample.id} seed {first.seed}); "
+            "run the unfinished shards again, then merge"
+        )
+    ordered: list[Score] = [scores[i.key] for i in items]
+    aggregate = engine.aggregate(ordered, {s.id: s for s in samples})
+    _write_samples(store.out_dir, items, ordered, generations)
+    counts = {k: int(v) for k, v in aggregate.items() if k.startswith("n_") and v is not None}
+    counts.update(
+        samples=len(samples), items=len(items),
+        generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
+    )
+    engine_provenance = engine.provenance()
+    smoke = config.smoke or bool(engine_provenance.get("smoke"))
+    result = RunResult(
+        method=method_provenance["name"], method_version=method_provenance["version"], method_params=method_provenance["params"],
+        bench=bench.name, bench_version=bench.version, bench_hash=bench.content_hash(), seeds=tuple(config.seeds),
+        metrics={k: (float(v) if v is not None else None) for k, v in aggregate.items() if not k.startswith("n_")},
+        counts=counts, smoke=smoke,
+        provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
+    )
+    save_result(result, store.out_dir)
+    return result
+
+
+def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
+    path = out / SAMPLES_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for item, score in zip(items, scores):
+                generation = generations[item.key]
+                line = {**score.to_dict(), "image": generation.image_path, "generation_key": item.key, "generation_failure": generation.failure}
+                fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PicbenchError(f"cannot write {path}: {exc.strerror or exc}; the store keeps every record, rerun `picbench merge {out}`") from exc
+
+
+# -- provenance ----------------------------------------------------------------------------------
+
+
+def _method_provenance(method: Method) -> dict[str, Any]:
+    return {
+        "name": method.name, "version": method.version, "params": method.cache_params(),
+        "capabilities": asdict(method.capabilities), "checkpoints": dict(method.checkpoints),
+    }
+
+
+def _config_record(config: RunConfig, bench: Bench, method: Method, cache_params: Mapping[str, Any]) -> dict[str, Any]:
+    """What a shard stores so that a merge can rebuild the run without the method's models."""
+    return {
+        "schema": RUN_CONFIG_SCHEMA, "method": config.method, "method_version": method.version, "cache_params": dict(cache_params),
+        "params": dict(config.params), "bench": config.bench, "bench_spec_hash": bench.spec_hash(),
+        "data_dir": str(config.data_dir) if config.data_dir else None, "seeds": list(config.seeds), "limit": config.limit,
+        "models": config.models, "device": config.device, "detector": config.detector,
+        "metrics": list(config.metrics) if config.metrics else None, "weights": dict(config.weights), "batch_size": config.batch_size,
+    }
+
+
+def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A shard's configuration minus what may differ between shards of one run."""
+    return {k: v for k, v in cfg.items() if k not in ("device", "batch_size", "method_provenance")}
+
+
+def _provenance(config: RunConfig, bench: Bench, method: Mapping[str, Any], engine: Mapping[str, Any], device: str, smoke: bool) -> dict[str, Any]:
+    return {
+        "picbench_version": picbench.__version__,
+        "git": _git_state(),
+        "bench": {"name": bench.name, "version": bench.version, "spec_hash": bench.spec_hash(), "reconstruction": bench.reconstruction, "limit": config.limit},
+        "method": dict(method),
+        "seeds": list(config.seeds),
+        "models": config.models,
+        "smoke": smoke,
+        "metric_engine": dict(engine),
+        "libraries": _library_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "device": device,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git_state() -> dict[str, Any] | None:
+    """The commit of the picbench checkout (None for an install outside git) and whether it is dirty."""
+    root = Path(picbench.__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def _library_versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in _LIBRARIES:
+        try:
+            found[name] = package_version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _free_accelerator_memory() -> None:
+    """Let the metric engine's models have the memory the method's models held."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,231 @@
+"""The resumable run store: one embedded SQLite file (OUT/store.sqlite, WAL mode) per output folder.
+
+It holds generation records keyed by ``Generation.key``, Score records keyed by (generation key,
+scorer key) and the run parts (one per shard) that a merge needs; the metric engine's embedding
+cache keeps its ``emb_*`` tables in the same file. Every record is committed as soon as it is
+finished, and an image is on disk (written atomically) before its record exists, so a run killed at
+any point loses only the work in flight. Several processes (shards, ranks) may write one store at
+once: WAL lets readers run beside the one writer, and a busy timeout makes writers queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from PIL import Image
+
+from picbench import __version__
+from picbench.errors import PicbenchError
+from picbench.records import Generation, Score, canonical_json
+
+STORE_FILE = "store.sqlite"
+IMAGES_DIR = "images"
+# Bump when a table's meaning changes: a store of another schema is refused, never silently reused.
+STORE_SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 300.0
+_CACHE_TABLE_PREFIX = "emb_"  # the metric engine's EmbeddingCache owns these tables
+_CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
+
+_TABLES = """
+CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE generations (
+    key TEXT PRIMARY KEY, method TEXT NOT NULL, method_version TEXT NOT NULL, params TEXT NOT NULL,
+    sample_id TEXT NOT NULL, seed INTEGER NOT NULL, image TEXT, failure TEXT, smoke INTEGER NOT NULL,
+    created REAL NOT NULL, pid INTEGER NOT NULL, writes INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE scores (
+    generation_key TEXT NOT NULL, scorer_key TEXT NOT NULL, sample_id TEXT NOT NULL, seed INTEGER NOT NULL,
+    score TEXT NOT NULL, created REAL NOT NULL, pid INTEGER NOT NULL, writes INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (generation_key, scorer_key));
+CREATE TABLE run_parts (part TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, updated REAL NOT NULL);
+"""
+
+
+class StoreError(PicbenchError):
+    """The store cannot be opened or written (unwritable folder, full disk, corrupt file)."""
+
+
+class IncompatibleStoreError(StoreError):
+    """The store was written under a store schema this picbench does not read."""
+
+
+class RunStore:
+    """Generation and score records of one output folder; a context manager that closes itself."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / STORE_FILE
+        self.images_dir = self.out_dir / IMAGES_DIR
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"output folder {self.out_dir} cannot be created: {exc.strerror or exc}; choose another --out") from exc
+        if not os.access(self.out_dir, os.W_OK | os.X_OK):
+            raise StoreError(f"output folder {self.out_dir} is not writable; choose another --out")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a usable picbench store ({exc}); move it away or choose another --out") from exc
+
+    def _init_schema(self) -> None:
+        """Create the tables in an empty store; refuse a store of another schema version."""
+        with self._write():
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            ours = {t for t in tables if not t.startswith(_CACHE_TABLE_PREFIX)}
+            if "store_meta" in ours:
+                meta = dict(self._db.execute("SELECT key, value FROM store_meta"))
+                found = meta.get("schema_version")
+                if found != str(STORE_SCHEMA_VERSION):
+                    raise IncompatibleStoreError(
+                        f"{self.path} was written by picbench {meta.get('picbench_version', '?')} with store schema "
+                        f"{found}; this picbench {__version__} reads store schema {STORE_SCHEMA_VERSION}. Its records "
+                        "are not reused: choose another --out, or move the old folder away to start afresh"
+                    )
+                return
+            if ours:
+                raise IncompatibleStoreError(
+                    f"{self.path} holds tables {sorted(ours)} but no picbench store header: it is not a store this "
+                    "picbench can reuse; choose another --out"
+                )
+            for statement in filter(str.strip, _TABLES.split(";")):
+                self._db.execute(statement)
+            self._db.executemany(
+                "INSERT INTO store_meta (key, value) VALUES (?, ?)",
+                [("schema_version", str(STORE_SCHEMA_VERSION)), ("picbench_version", __version__), ("created", repr(time.time()))],
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """One immediate transaction: writers queue on the busy timeout, a failure rolls back."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from exc
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._write_error(exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _write_error(self, exc: BaseException) -> StoreError:
+        return StoreError(f"cannot write {self.path}: {exc}. Finished records are kept; fix the cause (disk space, permissions) and rerun to resume")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- images ----------------------------------------------------------------------------------
+
+    def image_name(self, generation: Generation) -> str:
+        """A readable, unique file name: sample id, seed and the start of the generation key."""
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", generation.sample_id)[:80]
+        return f"{IMAGES_DIR}/{safe}__seed{generation.seed}__{generation.key[:12]}.png"
+
+    def save_image(self, image: Image.Image, relative: str) -> str:
+        """Write a PNG atomically (temporary file in the same folder, fsync, rename): a reader sees
+        the old file or the whole new one, never half. Returns ``relative`` (to the run folder)."""
+        target = self.out_dir / relative
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                image.save(fh, format="PNG")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot write image {target}: {exc.strerror or exc}. Finished records are kept; "
+                "free space or fix permissions and rerun to resume"
+            ) from exc
+        return relative
+
+    # -- generations -----------------------------------------------------------------------------
+
+    def put_generation(self, generation: Generation) -> None:
+        """Record a finished generation (an image or a failure). Writing a key twice counts in
+        ``writes``, which is how tests prove that nothing finished is recomputed."""
+        g = generation
+        with self._write():
+            self._db.execute(
+                "INSERT INTO generations (key, method, method_version, params, sample_id, seed, image, failure, smoke, created, pid)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET image = excluded.image, failure = excluded.failure,"
+                " smoke = excluded.smoke, created = excluded.created, pid = excluded.pid, writes = writes + 1",
+                (g.key, g.method, g.method_version, canonical_json(dict(g.params)), g.sample_id, g.seed,
+                 g.image_path, g.failure, int(g.smoke), time.time(), os.getpid()),
+            )
+
+    def get_generations(self, keys: Iterable[str]) -> dict[str, Generation]:
+        """Finished generations among ``keys``."""
+        found: dict[str, Generation] = {}
+        cols = "key, method, method_version, params, sample_id, seed, image, failure, smoke"
+        for rows in self._select_in(f"SELECT {cols} FROM generations WHERE key IN ({{}})", list(keys)):
+            for key, method, version, params, sample_id, seed, image, failure, smoke in rows:
+                found[key] = Generation(method, version, json.loads(params), sample_id, int(seed), image, bool(smoke), failure)
+        return found
+
+    # -- scores ----------------------------------------------------------------------------------
+
+    def put_score(self, generation_key: str, scorer_key: str, score: Score) -> None:
+        with self._write():
+            self._db.execute(
+                "INSERT INTO scores (generation_key, scorer_key, sample_id, seed, score, created, pid)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(generation_key, scorer_key) DO UPDATE SET score = excluded.score,"
+                " created = excluded.created, pid = excluded.pid, writes = writes + 1",
+                (generation_key, scorer_key, score.sample_id, score.seed, json.dumps(score.to_dict(), sort_keys=True, allow_nan=False),
+                 time.time(), os.getpid()),
+            )
+
+    def get_scores(self, scorer_key: str, generation_keys: Iterable[str]) -> dict[str, Score]:
+        """Scores by generation key, for one scorer (metric engine configuration)."""
+        found: dict[str, Score] = {}
+        query = "SELECT generation_key, score FROM scores WHERE scorer_key = ? AND generation_key IN ({})"
+        for rows in self._select_in(query, list(generation_keys), scorer_key):
+            for key, blob in rows:
+                found[key] = Score.from_dict(json.loads(blob))
+        return found
+
+    # -- run parts (shards) ----------------------------------------------------------------------
+
+    def put_part(self, part: str, config: Mapping[str, Any], status: str) -> None:
+        """Record one shard's configuration and status ("running" or "done")."""
+        with self._write():
+            self._db.execute(
+                "INSERT OR REPLACE INTO run_parts (part, config, status, updated) VALUES (?, ?, ?, ?)",
+                (part, canonical_json(dict(config)), status, time.time()),
+            )
+
+    def parts(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """part ("i/n") -> (configuration, status)."""
+        rows = self._db.execute("SELECT part, config, status FROM run_parts ORDER BY part").fetchall()
+        return {part: (json.loads(config), status) for part, config, status in rows}
+
+    def _select_in(self, query: str, keys: Sequence[str], *leading: Any) -> Iterator[list[tuple]]:
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            yield self._db.execute(query.format(", ".join("?" * len(chunk))), (*leading, *chunk)).fetchall()
