@@ -46,7 +46,7 @@ def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
 
     root = find_data_dir(data_dir)
     assert root is not None
-    if name.endswith(".jsonl") and Path(name).is_file():
+    if name.endswith(".jsonl"):
         return read_bench_jsonl(name, root)
     built = built_benches()
     if name in built and name not in BENCHES:
