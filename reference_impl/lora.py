@@ -1,0 +1,123 @@
+"""LoRA on the FLUX transformer: peft/diffusers-format files, and UNO's released LoRA.
+
+PositionIC's own LoRA (rank 512 in the paper, not released) is trained and saved in the
+diffusers/peft format (`pytorch_lora_weights.safetensors`, keys
+`transformer.<module>.lora_A.weight` / `.lora_B.weight`) and loads with :func:`load_lora`.
+
+UNO's released LoRA (`dit_lora.safetensors` in the hub repo `bytedance-research/UNO`) is a state
+dict of the attention processors that UNO's code (github.com/bytedance/UNO, `uno/flux/util.py`
+`set_lora` and `uno/flux/modules/layers.py`, XLabs-style processors) installs on *every* block of
+Black Forest Labs' FLUX model, rank 512 (`lora_rank=512` in UNO's `app.py`), no alpha (scale 1).
+Each `LoRALinearLayer` holds `down` (in -> rank) and `up` (rank -> out), both without bias, and
+adds `up(down(x))` to the wrapped projection. Its key layout and our diffusers/peft names:
+
+| UNO key (`<...>.down.weight` / `.up.weight`)   | wraps BFL's               | diffusers module (`lora_A` / `lora_B`)            |
+|------------------------------------------------|---------------------------|---------------------------------------------------|
+| `double_blocks.{i}.processor.qkv_lora1`        | `img_attn.qkv` (3*dim out)| `transformer_blocks.{i}.attn.to_q`, `to_k`, `to_v` |
+| `double_blocks.{i}.processor.proj_lora1`       | `img_attn.proj`           | `transformer_blocks.{i}.attn.to_out.0`             |
+| `double_blocks.{i}.processor.qkv_lora2`        | `txt_attn.qkv`            | `transformer_blocks.{i}.attn.add_q_proj`, `add_k_proj`, `add_v_proj` |
+| `double_blocks.{i}.processor.proj_lora2`       | `txt_attn.proj`           | `transformer_blocks.{i}.attn.to_add_out`           |
+| `single_blocks.{i}.processor.qkv_lora`         | q,k,v part of `linear1`   | `single_transformer_blocks.{i}.attn.to_q`, `to_k`, `to_v` |
+| `single_blocks.{i}.processor.proj_lora`        | `linear2` (in: attn ++ mlp)| `single_transformer_blocks.{i}.proj_out`          |
+
+A fused qkv LoRA becomes three LoRAs that share `down` as `lora_A` and take consecutive thirds
+of `up`'s rows as `lora_B` (BFL packs q, k, v in that order along the output). This is the XLabs
+layout diffusers already converts (`FluxLoraLoaderMixin.lora_state_dict` detects the
+`.processor.` keys), so we validate the layout strictly here and let diffusers rename.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from diffusers import FluxPipeline, FluxTransformer2DModel
+from safetensors.torch import load_file
+
+from picbench.errors import MissingWeightsError
+
+UNO_LORA_REPO = "bytedance-research/UNO"
+UNO_LORA_FILE = "dit_lora.safetensors"
+UNO_LORA_RANK = 512
+
+_UNO_KEY = re.compile(
+    r"^(?:double_blocks\.(?P<d>\d+)\.processor\.(?:qkv|proj)_lora[12]"
+    r"|single_blocks\.(?P<s>\d+)\.processor\.(?:qkv|proj)_lora)\.(?:down|up)\.weight$"
+)
+
+
+def uno_lora_layout(transformer: FluxTransformer2DModel, rank: int = UNO_LORA_RANK) -> dict[str, tuple[int, int]]:
+    """The keys and shapes UNO's `set_lora` creates for a FLUX model of this config."""
+    dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    mlp = int(dim * 4.0)  # FLUX's mlp_ratio; UNO hard-codes 15360 = 3072 + 4 * 3072
+    shapes: dict[str, tuple[int, int]] = {}
+
+    def add(prefix: str, n_in: int, n_out: int) -> None:
+        shapes[f"{prefix}.down.weight"] = (rank, n_in)
+        shapes[f"{prefix}.up.weight"] = (n_out, rank)
+
+    for i in range(transformer.config.num_layers):
+        for stream in ("1", "2"):
+            add(f"double_blocks.{i}.processor.qkv_lora{stream}", dim, 3 * dim)
+            add(f"double_blocks.{i}.processor.proj_lora{stream}", dim, dim)
+    for i in range(transformer.config.num_single_layers):
+        add(f"single_blocks.{i}.processor.qkv_lora", dim, 3 * dim)
+        add(f"single_blocks.{i}.processor.proj_lora", dim + mlp, dim)
+    return shapes
+
+
+def random_uno_lora(transformer: FluxTransformer2DModel, rank: int = 4, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A randomly initialised state dict in UNO's released key layout (for tests and tiny runs)."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=g) * std for k, shape in uno_lora_layout(transformer, rank).items()}
+
+
+def convert_uno_lora(state_dict: Mapping[str, torch.Tensor], *, source: str = "UNO LoRA") -> dict[str, torch.Tensor]:
+    """UNO's key names -> diffusers/peft names (`transformer.<module>.lora_A/B.weight`).
+
+    Refuses anything outside UNO's layout, naming `source` and the key, rather than loading a
+    partial adapter silently."""
+    if not state_dict:
+        raise ValueError(f"{source}: empty state dict")
+    for key, tensor in state_dict.items():
+        if not _UNO_KEY.match(key):
+            raise ValueError(f"{source}: key {key!r} is not in UNO's LoRA layout (double_blocks.N.processor.qkv_lora1.down.weight, ...)")
+        pair = key[: -len("down.weight")] + "up.weight" if key.endswith(".down.weight") else key[: -len("up.weight")] + "down.weight"
+        if pair not in state_dict:
+            raise ValueError(f"{source}: {key!r} has no matching {pair!r}")
+        if tensor.ndim != 2:
+            raise ValueError(f"{source}: {key!r} must be a 2-D weight, got shape {tuple(tensor.shape)}")
+    converted = FluxPipeline.lora_state_dict(dict(state_dict))
+    return dict(converted)
+
+
+def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(f"LoRA file {path} does not exist")
+    return load_file(str(path))
+
+
+def load_lora(pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "positionic", scale: float = 1.0) -> None:
+    """Load a diffusers/peft-format FLUX LoRA (a local file or a state dict) into `pipe.transformer`."""
+    state_dict = read_lora_file(lora) if isinstance(lora, (str, Path)) else dict(lora)
+    if any(".processor." in k for k in state_dict):
+        raise ValueError(f"{lora if isinstance(lora, (str, Path)) else 'LoRA'}: this is UNO's layout; use load_uno_lora")
+    state_dict = dict(FluxPipeline.lora_state_dict(state_dict))  # kohya / ai-toolkit / peft names -> diffusers names
+    _load_into_transformer(pipe.transformer, state_dict, adapter_name, scale)
+
+
+def load_uno_lora(pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "uno", scale: float = 1.0) -> None:
+    """Convert UNO's released LoRA (file or state dict) and load it into `pipe.transformer`."""
+    source = str(lora) if isinstance(lora, (str, Path)) else "UNO LoRA"
+    state_dict = read_lora_file(lora) if isinstance(lora, (str, Path)) else dict(lora)
+    _load_into_transformer(pipe.transformer, convert_uno_lora(state_dict, source=source), adapter_name, scale)
+
+
+def _load_into_transformer(transformer: FluxTransformer2DModel, state_dict: dict[str, torch.Tensor], adapter_name: str, scale: float) -> None:
+    """peft LoRA on the transformer only (keys `transformer.*`); the text encoders stay as they are."""
+    prefix = "transformer" if any(k.startswith("transformer.") for k in state_dict) else None
+    transformer.load_lora_adapter(state_dict, prefix=prefix, adapter_name=adapter_name)
+    transformer.set_adapters(adapter_name, scale)
