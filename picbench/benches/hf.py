@@ -1,0 +1,151 @@
+"""Bench <-> Hugging Face ``datasets.Dataset``, saved to and loaded from a local folder or the Hub.
+
+One row per Sample: ``id, prompt, width, height, split, subjects`` (paths, class words, boxes,
+depths), ``meta`` (canonical JSON text, since metas differ per bench) and ``images``, a list of
+``{path, image}`` with an ``Image`` feature. Each distinct image's bytes are stored once, in the
+row of the first sample that uses it (references and eval images alike; an unreadable image is
+left out with a warning naming it, as the bench's samples keep its path): DreamBench's 750
+samples share 158 images, and embedding them per row would copy ~100 MB into ~3 GB. The bench
+header (name, version, description, reconstruction) is JSON in ``Dataset.info.description``.
+
+Back from a dataset, the images are written under a data root at their bench-relative paths
+(refusing unsafe paths, and refusing to overwrite a different file). A local folder and a Hub
+repo id go through the same conversion; only the fetch differs, and a failed fetch (offline,
+``HF_HUB_OFFLINE=1``, unknown repo) is a :class:`PicbenchError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import Features, Image, List, Value
+
+from picbench.errors import BenchFormatError, PicbenchError
+from picbench.paths import picbench_home, resolve_in_root
+from picbench.records import BENCH_SCHEMA, Bench, Sample, canonical_json
+
+_SUBJECT = {
+    "name": Value("string"),
+    "class_word": Value("string"),
+    "references": List(Value("string")),
+    "eval_images": List(Value("string")),
+    "box": List(Value("float64")),
+    "depth": Value("int64"),
+}
+FEATURES = Features(
+    {
+        "id": Value("string"),
+        "prompt": Value("string"),
+        "width": Value("int64"),
+        "height": Value("int64"),
+        "split": Value("string"),
+        "subjects": List(_SUBJECT),
+        "meta": Value("string"),
+        "images": List({"path": Value("string"), "image": Image()}),
+    }
+)
+
+
+def bench_to_dataset(bench: Bench) -> datasets.Dataset:
+    """Every sample as a row; every image's bytes once (see the module docstring)."""
+    rows: dict[str, list[Any]] = {key: [] for key in FEATURES}
+    stored: set[str] = set()
+    missing: list[str] = []
+    for sample in bench.samples:
+        d = sample.to_dict()
+        for key in ("id", "prompt", "width", "height", "split", "subjects"):
+            rows[key].append(d[key])
+        rows["meta"].append(canonical_json(d["meta"]))
+        new_images = []
+        for rel in dict.fromkeys(p for s in sample.subjects for p in (*s.references, *s.eval_images)):
+            if rel in stored:
+                continue
+            stored.add(rel)
+            path = resolve_in_root(bench.data_root, rel)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                missing.append(f"{rel} (sample {sample.id!r}: {exc.strerror})")
+                continue
+            new_images.append({"path": rel, "image": {"bytes": data, "path": Path(rel).name}})
+        rows["images"].append(new_images)
+    if missing:
+        warnings.warn(f"bench {bench.name}: {len(missing)} image(s) could not be read and are not in the dataset: {'; '.join(missing)}", stacklevel=2)
+    info = datasets.DatasetInfo(description=json.dumps(bench.header(), sort_keys=True), features=FEATURES)
+    return datasets.Dataset.from_dict(rows, features=FEATURES, info=info)
+
+
+def dataset_to_bench(ds: datasets.Dataset, data_root: str | Path) -> Bench:
+    """Rebuild the Bench, writing its images under ``data_root`` where they are not there yet."""
+    data_root = Path(data_root)
+    try:
+        header = json.loads(ds.info.description or "")
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("schema") != BENCH_SCHEMA:
+        raise BenchFormatError(f"dataset lacks a picbench bench header ({BENCH_SCHEMA}) in info.description")
+    table = ds.with_format("arrow")[:]
+    samples = []
+    for row in table.to_pylist():
+        for image in row.pop("images") or []:
+            _materialize(data_root, image["path"], image["image"]["bytes"], sample_id=row["id"])
+        try:
+            meta = json.loads(row["meta"] or "{}")
+        except json.JSONDecodeError as exc:
+            raise BenchFormatError(f"meta is not JSON: {exc.msg}", sample_id=row["id"], field="meta") from None
+        row["meta"] = meta
+        row["subjects"] = [{k: v for k, v in s.items() if v is not None} for s in row["subjects"]]
+        samples.append(Sample.from_dict(row))
+    return Bench(header["name"], header["version"], tuple(samples), data_root, header.get("description", ""), bool(header.get("reconstruction", False)))
+
+
+def _materialize(data_root: Path, rel: str, data: bytes, *, sample_id: str) -> None:
+    target = resolve_in_root(data_root, rel)
+    if target.is_file():
+        if hashlib.sha256(target.read_bytes()).digest() != hashlib.sha256(data).digest():
+            raise PicbenchError(f"sample {sample_id!r}: {target} exists with other content than the dataset's {rel}; use an empty data root")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+
+
+def save_bench_hf(bench: Bench, folder: str | Path) -> Path:
+    folder = Path(folder)
+    bench_to_dataset(bench).save_to_disk(str(folder))
+    return folder
+
+
+def default_hf_root(source: str) -> Path:
+    """Where images of a dataset-loaded bench go unless a data root is given."""
+    return picbench_home() / "hf" / re.sub(r"[^A-Za-z0-9_.-]+", "__", source.strip("/"))
+
+
+def fetch_dataset(source: str | Path) -> datasets.Dataset:
+    """A folder written by ``save_bench_hf``, or a Hub repo id (split ``train``)."""
+    if Path(source).is_dir():
+        try:
+            return datasets.load_from_disk(str(source))
+        except (FileNotFoundError, ValueError) as exc:
+            raise PicbenchError(f"{source} is not a dataset folder saved by `picbench bench export --format hf`: {exc}") from exc
+    try:
+        return datasets.load_dataset(str(source), split="train")
+    except Exception as exc:  # the hub raises many types (offline, not found, gated)
+        offline = datasets.config.HF_HUB_OFFLINE
+        raise PicbenchError(
+            f"cannot load bench dataset {str(source)!r} from the Hugging Face Hub"
+            + (" (offline: HF_HUB_OFFLINE is set)" if offline else "")
+            + f": {type(exc).__name__}: {exc}. Pass a local folder written by `picbench bench export BENCH --format hf`, "
+            "or download the repo where the Hub is reachable (e.g. `huggingface-cli download REPO --repo-type dataset`)."
+        ) from exc
+
+
+def load_bench_hf(source: str | Path, data_root: str | Path | None = None) -> Bench:
+    """Load a bench from a local dataset folder or a Hub repo id (same conversion either way)."""
+    ds = fetch_dataset(source)
+    return dataset_to_bench(ds, data_root if data_root is not None else default_hf_root(str(source)))
