@@ -28,6 +28,7 @@ PROVENANCE_COLUMNS = [
     "picbench_version",
     "git_hash",
     "date",
+    "limit",
     "citation",
     "note",
     "origin",
@@ -45,7 +46,6 @@ SOURCES = ("measured", "reported")
 def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str, Any]:
     """One leaderboard row from one run result; ``origin`` (the file it came from) is kept so a
     reader can trace every number."""
-    prov = result.provenance
     row: dict[str, Any] = {
         "method": result.method,
         "bench": result.bench,
@@ -55,11 +55,8 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
         "bench_version": result.bench_version,
         "bench_hash": result.bench_hash,
         "seeds": " ".join(str(s) for s in result.seeds),
-        "picbench_version": _first(prov, "picbench_version", "version"),
-        "git_hash": _first(prov, "git_hash", "git_commit", "git"),
-        "date": _first(prov, "date", "created", "timestamp", "finished_at"),
-        "citation": _first(prov, "citation"),
-        "note": SMOKE_NOTE if result.smoke else _first(prov, "note"),
+        **provenance_summary(result),
+        "note": SMOKE_NOTE if result.smoke else _first(result.provenance, "note"),
         "origin": str(origin) if origin is not None else "",
     }
     for key in COUNT_COLUMNS:
@@ -69,6 +66,26 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
         if key not in COUNT_COLUMNS:
             row[key] = _metric_value(value, result.method, key, origin)
     return row
+
+
+def provenance_summary(result: RunResult) -> dict[str, str]:
+    """The provenance a table shows: picbench version, git commit (``-dirty`` when the checkout had
+    changes), date, the run's ``--limit`` (a partial run is not the full bench) and a citation."""
+    prov = result.provenance
+    git = prov.get("git")
+    if isinstance(git, Mapping):
+        commit = str(git.get("commit") or "") + ("-dirty" if git.get("dirty") and git.get("commit") else "")
+    else:
+        commit = _first(prov, "git_hash", "git")
+    bench = prov.get("bench")
+    limit = bench.get("limit") if isinstance(bench, Mapping) else prov.get("limit")
+    return {
+        "picbench_version": _first(prov, "picbench_version"),
+        "git_hash": commit,
+        "date": _first(prov, "created", "date"),
+        "limit": "" if limit is None else str(limit),
+        "citation": _first(prov, "citation"),
+    }
 
 
 def load_results(paths: Iterable[str | Path]) -> list[tuple[RunResult, Path]]:
@@ -130,7 +147,7 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
     """A leaderboard CSV, checked: the key columns exist, ``source`` is known, metrics are numbers."""
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={"seeds": str, "bench_hash": str, "git_hash": str, "method_version": str, "bench_version": str})
+        frame = pd.read_csv(path, dtype={c: str for c in PROVENANCE_COLUMNS})
     except FileNotFoundError:
         raise PicbenchError(f"no leaderboard file at {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -117,6 +117,11 @@ def compare(
         else:
             rows = same_smoke
         for _, base in rows.iterrows():
+            if _text(run.get("limit")) and _text(run.get("limit")) != _text(base.get("limit")):
+                warnings.append(
+                    f"{run['method']} on {run['bench']}: the run used --limit {_text(run.get('limit'))}, the baseline row "
+                    f"({base['source']}) {'used --limit ' + _text(base.get('limit')) if _text(base.get('limit')) else 'covers the whole bench'}"
+                )
             shared = [m for m in metric_columns(candidate) if m in baseline_metrics and _has(run[m]) and _has(base[m])]
             absent = [m for m in sorted(baseline_metrics) if _has(base[m]) and not (m in run and _has(run[m]))]
             if absent:
@@ -137,6 +142,10 @@ def compare(
     if unused:
         warnings.append(f"--tolerance-for names metric(s) that were not compared: {', '.join(unused)}")
     return RegressReport(tuple(checks), tuple(warnings))
+
+
+def _text(value: object) -> str:
+    return "" if not _has(value) else str(value)
 
 
 def _has(value: object) -> bool:

@@ -139,3 +139,14 @@ def test_show_prints_the_rows() -> None:
     assert result.exit_code == 0, result.output
     for method in ("uno", "dreamo", "gligen", "instancediffusion", "msdiffusion"):
         assert method in result.output
+
+
+def test_runner_provenance_fills_the_columns(tmp_path: Path) -> None:
+    """The runner records git as {commit, dirty}, the date as "created" and --limit under "bench"."""
+    base = make_result("paste", "positionic-open", {"iou": 0.5})
+    result = RunResult(**{**base.__dict__, "provenance": {"picbench_version": "9.9", "git": {"commit": "f00d", "dirty": True},
+                                                         "created": "2026-11-26T13:00:00+00:00", "bench": {"name": "positionic-open", "limit": 4}}})
+    row = result_row(result, tmp_path / "results.json")
+    assert (row["git_hash"], row["date"], row["limit"], row["picbench_version"]) == ("f00d-dirty", "2026-11-26T13:00:00+00:00", "4", "9.9")
+    clean = RunResult(**{**base.__dict__, "provenance": {"git": {"commit": "f00d", "dirty": False}, "bench": {"limit": None}}})
+    assert (result_row(clean)["git_hash"], result_row(clean)["limit"]) == ("f00d", "")

@@ -143,3 +143,13 @@ def test_ci_example_calls_real_options() -> None:
         checked += 1
     assert checked >= 4
     assert "leaderboards/paper_reported.csv" in " ".join(commands) and REPORTED_CSV.is_file()
+
+
+def test_a_partial_run_is_warned(tmp_path: Path) -> None:
+    paper = reported("positionic", "dreambench")
+    run = save_run(tmp_path / "run", "positionic", "dreambench", paper)
+    data = run / "results.json"
+    data.write_text(data.read_text(encoding="utf-8").replace('"provenance": {', '"provenance": {"bench": {"limit": 4}, ', 1), encoding="utf-8")
+    report = compare(load_table([run]), load_table([REPORTED_CSV]))
+    assert report.passed
+    assert any("--limit 4" in w and "whole bench" in w for w in report.warnings)
