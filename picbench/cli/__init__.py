@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from picbench.cli.app import app
+import picbench.cli.bench  # noqa: F401
 import picbench.cli.leaderboard  # noqa: F401
+import picbench.cli.ls  # noqa: F401
 import picbench.cli.regress  # noqa: F401
 import picbench.cli.report  # noqa: F401
 import picbench.cli.run  # noqa: F401
+import picbench.cli.validate  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,59 @@
+"""``picbench ls [benches|methods|metrics]``: what can be run, as rich tables."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from picbench.cli.app import app, console
+
+
+class Listing(str, Enum):
+    benches = "benches"
+    methods = "methods"
+    metrics = "metrics"
+
+
+def bench_table() -> Table:
+    from picbench.benches import BENCHES, BUILDABLE, built_benches
+
+    table = Table(title="benches")
+    for column in ("name", "kind", "summary", "file"):
+        table.add_column(column, overflow="fold")
+    built = built_benches()
+    for entry in BENCHES.entries():
+        table.add_row(entry.name, "loader", escape(entry.summary), "")
+    for name, path in built.items():
+        if name not in BENCHES:
+            table.add_row(name, "built", escape(BUILDABLE[name].summary if name in BUILDABLE else ""), escape(str(path)))
+    for name, entry in BUILDABLE.items():
+        if name not in built:
+            table.add_row(name, "buildable", escape(entry.summary), f"not built: picbench bench build {name}")
+    return table
+
+
+def registry_table(kind: str) -> Table:
+    if kind == "methods":
+        from picbench.methods import METHODS as registry
+    else:
+        from picbench.metrics import METRICS as registry
+    table = Table(title=kind)
+    for column in ("name", "target", "summary"):
+        table.add_column(column)
+    for entry in registry.entries():
+        table.add_row(entry.name, escape(entry.target), escape(entry.summary))
+    return table
+
+
+@app.command("ls")
+def ls(what: Listing = typer.Argument(None, help="benches, methods or metrics (all three when omitted)")) -> None:
+    """List benches (registered, built and buildable), methods and metrics."""
+    kinds = [what.value] if what is not None else [k.value for k in Listing]
+    for kind in kinds:
+        table = bench_table() if kind == "benches" else registry_table(kind)
+        if not table.rows:
+            table.caption = f"no {kind} registered yet"
+        console.print(table)
