@@ -1,0 +1,200 @@
+"""CLIP and DINO image/text encoders behind one small interface, each with its original
+preprocessing, returning L2-normalized float32 embeddings.
+
+CLIP comes through open_clip (default ViT-B-32, OpenAI weights) or a transformers CLIPModel;
+DINO through timm (``vit_small_patch16_224.dino``; DINOv2 by name). Every encoder records its
+model id, weight hash and preprocessing, and counts the seconds spent in forward passes so the
+engine's overhead can be measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from picbench.errors import MissingWeightsError
+from picbench.metrics.weights import weights_sha256
+
+log = logging.getLogger(__name__)
+CONTEXT_LENGTH = 77
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Encoder:
+    """An image encoder: ``preprocess`` (PIL -> tensor, picklable for DataLoader workers) and
+    ``encode_images`` (batch -> normalized embeddings)."""
+
+    role: str = ""
+    preprocess: Callable[[Image.Image], torch.Tensor]
+
+    def __init__(self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any]) -> None:
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.arch = arch
+        self.folder = Path(folder)
+        self.weights_sha256 = weights_sha256(folder)
+        self.preprocessing = preprocessing
+        self.forward_seconds = 0.0
+
+    @property
+    def model_id(self) -> str:
+        """Cache key: architecture, weights and preprocessing (a change in any is a new model)."""
+        prep = json.dumps(self.preprocessing, sort_keys=True, default=str)
+        import hashlib
+
+        return f"{self.role}:{self.arch}@{self.weights_sha256[:16]}:{hashlib.sha256(prep.encode()).hexdigest()[:8]}"
+
+    def provenance(self) -> dict[str, Any]:
+        return {"arch": self.arch, "weights_sha256": self.weights_sha256, "folder": str(self.folder), "preprocessing": self.preprocessing, "model_id": self.model_id}
+
+    def _autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        with self._autocast():
+            out = self._forward_images(pixels.to(self.device, non_blocking=True))
+        out = F.normalize(out.float(), dim=-1).cpu()
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+
+class ClipEncoder(Encoder):
+    role = "clip"
+
+    def _forward_texts(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        start = time.perf_counter()
+        with self._autocast():
+            out = self._forward_texts(texts)
+        out = F.normalize(out.float(), dim=-1).cpu()
+        self.forward_seconds += time.perf_counter() - start
+        return out
+
+
+class OpenClipEncoder(ClipEncoder):
+    """open_clip model from a ``local-dir`` folder (open_clip_config.json + weights) or a built-in
+    architecture name with a checkpoint file (e.g. OpenAI's ViT-B-32.pt)."""
+
+    def __init__(self, folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> None:
+        import open_clip
+
+        folder = Path(folder)
+        if (folder / "open_clip_config.json").is_file():
+            name, pretrained = f"local-dir:{folder}", None
+            arch = json.loads((folder / "open_clip_config.json").read_text()).get("model_cfg", {}).get("name", arch)
+        else:
+            ckpt = folder if folder.is_file() else next((p for p in sorted(folder.glob("*")) if p.suffix in (".pt", ".pth", ".bin", ".safetensors")), None)
+            if ckpt is None:
+                raise MissingWeightsError(f"no open_clip checkpoint or open_clip_config.json in {folder}")
+            name, pretrained = arch, str(ckpt)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.preprocess = preprocess
+        cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+        super().__init__(model, arch=f"open_clip/{arch}", folder=folder, device=device,
+                         preprocessing={"transform": repr(preprocess), **{k: v for k, v in dict(cfg).items()}})
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(pixels)
+
+    def _forward_texts(self, texts: list[str]) -> torch.Tensor:
+        for text in texts:
+            n = len(self.tokenizer.encode(text)) + 2 if hasattr(self.tokenizer, "encode") else 0
+            if n > CONTEXT_LENGTH:
+                log.warning("prompt truncated to %d CLIP tokens (%d given): %r", CONTEXT_LENGTH, n, text[:80])
+        return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+
+class HFClipEncoder(ClipEncoder):
+    """transformers CLIPModel with its CLIPProcessor (save_pretrained folder or hub snapshot)."""
+
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        from transformers import CLIPModel, CLIPProcessor
+
+        model = CLIPModel.from_pretrained(folder)
+        self.processor = CLIPProcessor.from_pretrained(folder)
+        self.preprocess = _HFPixels(self.processor.image_processor)
+        super().__init__(model, arch=f"transformers/{model.config.model_type}", folder=folder, device=device,
+                         preprocessing=self.processor.image_processor.to_dict())
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.model.get_image_features(pixel_values=pixels))
+
+    def _forward_texts(self, texts: list[str]) -> torch.Tensor:
+        full = self.processor.tokenizer(texts)["input_ids"]
+        for text, ids in zip(texts, full):
+            if len(ids) > CONTEXT_LENGTH:
+                log.warning("prompt truncated to %d CLIP tokens (%d given): %r", CONTEXT_LENGTH, len(ids), text[:80])
+        tokens = self.processor.tokenizer(texts, padding=True, truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt").to(self.device)
+        return _pooled(self.model.get_text_features(**tokens))
+
+
+class _HFPixels:
+    """A picklable PIL -> pixel tensor callable around a transformers image processor."""
+
+    def __init__(self, image_processor: Any) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+def _pooled(out: Any) -> torch.Tensor:
+    """transformers 5 returns an output object where 4.x returned the projected tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class TimmDinoEncoder(Encoder):
+    """DINO ViT CLS embedding through timm, with DreamBooth's protocol: resize 256 (bicubic),
+    center crop 224, ImageNet mean/std (timm's own default for this tag crops 0.9; we pin 0.875)."""
+
+    role = "dino"
+
+    def __init__(self, folder: Path, device: str = "cpu") -> None:
+        import timm
+        from timm.data import create_transform
+
+        folder = Path(folder)
+        cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+        arch = cfg.get("architecture", "vit_small_patch16_224")
+        model = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
+        size = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        is_v1 = "dinov2" not in arch
+        prep = {"input_size": (3, size, size), "interpolation": "bicubic", "crop_pct": size / 256 if is_v1 else model.pretrained_cfg.get("crop_pct", 0.875),
+                "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        self.preprocess = create_transform(**prep)
+        super().__init__(model, arch=f"timm/{arch}.{cfg.get('pretrained_cfg', {}).get('tag', 'dino')}", folder=folder, device=device,
+                         preprocessing={**prep, "transform": repr(self.preprocess)})
+
+    def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixels)
+
+
+def load_clip(folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> ClipEncoder:
+    """open_clip when the folder is in open_clip's layout (or holds a bare checkpoint), else a
+    transformers CLIPModel."""
+    folder = Path(folder)
+    config = folder / "config.json"
+    if folder.is_dir() and not (folder / "open_clip_config.json").is_file() and config.is_file() and "model_type" in json.loads(config.read_text()):
+        return HFClipEncoder(folder, device)
+    return OpenClipEncoder(folder, device, arch)
+
+
+def load_dino(folder: Path, device: str = "cpu") -> TimmDinoEncoder:
+    return TimmDinoEncoder(folder, device)

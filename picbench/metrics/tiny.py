@@ -1,0 +1,211 @@
+"""Random-weight models of the real architectures, for tests and smoke runs.
+
+Each builder makes a small model from config (hidden sizes of 32-64, one or two layers) and saves
+it in the on-disk format its real loader reads (open_clip ``local-dir``, timm ``local-dir``,
+transformers ``save_pretrained``), so everything downstream goes through the real loading path.
+Numbers computed with these models are smoke numbers and are labelled so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from picbench.paths import picbench_home
+
+SEED = 0
+CLIP_CFG = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_dir() -> Path:
+    return picbench_home() / "tiny-models"
+
+
+def _ready(folder: Path) -> bool:
+    return (folder / ".complete").is_file()
+
+
+def _finish(folder: Path) -> Path:
+    (folder / ".complete").write_text("random weights: smoke model\n")
+    return folder
+
+
+def _seeded() -> None:
+    torch.manual_seed(SEED)
+
+
+def build_open_clip(folder: Path | None = None) -> Path:
+    """A ViT-B-32-shaped open_clip model (real tokenizer, OpenAI preprocessing), as ``local-dir``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = Path(folder or tiny_dir() / "open_clip")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    preprocess = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CLIP_CFG, "preprocess_cfg": preprocess}))
+    _seeded()
+    model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    return _finish(folder)
+
+
+def build_timm_dino(folder: Path | None = None) -> Path:
+    """A ViT-S/16-shaped DINO model (no head), in timm's hub layout (config.json + model.safetensors)."""
+    import timm
+    from safetensors.torch import save_file
+
+    folder = Path(folder or tiny_dir() / "dino")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    args = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+    _seeded()
+    model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, **args)
+    keep = ("tag", "input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes", "first_conv", "classifier")
+    cfg = {"architecture": "vit_small_patch16_224", "num_classes": 0, "num_features": 32, "model_args": args,
+           "pretrained_cfg": {k: v for k, v in model.pretrained_cfg.items() if k in keep}}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    save_file(model.state_dict(), str(folder / "model.safetensors"))
+    return _finish(folder)
+
+
+def clip_tokenizer_files(folder: Path) -> None:
+    """CLIP's real BPE vocabulary (shipped with open_clip) written as transformers' vocab.json + merges.txt."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    simple = SimpleTokenizer()
+    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {rename.get(tok, tok): idx for tok, idx in simple.encoder.items()}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    merges = sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair, _ in merges) + "\n")
+
+
+def _clip_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    clip_tokenizer_files(folder)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+
+
+def build_hf_clip(folder: Path | None = None) -> Path:
+    """A transformers CLIPModel (ViT-B/32 shape, tiny) with its CLIPProcessor, via save_pretrained."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = Path(folder or tiny_dir() / "hf_clip")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 49408,
+                     "max_position_embeddings": 77, "hidden_act": "quick_gelu", "eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 49407},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 224,
+                       "patch_size": 32, "hidden_act": "quick_gelu"},
+        projection_dim=32,
+    )
+    _seeded()
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                                         image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3)
+    CLIPProcessor(image_processor=image_processor, tokenizer=_clip_tokenizer(folder)).save_pretrained(folder)
+    return _finish(folder)
+
+
+def build_owlv2(folder: Path | None = None) -> Path:
+    """An OWLv2 open-vocabulary detector (tiny, 64 px input) with its processor, via save_pretrained."""
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    folder = Path(folder or tiny_dir() / "owlv2")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    config = Owlv2Config(
+        text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 49408,
+                     "max_position_embeddings": 16, "eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 0},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
+        projection_dim=32,
+    )
+    _seeded()
+    Owlv2ForObjectDetection(config).save_pretrained(folder)
+    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
+    Owlv2Processor(image_processor=image_processor, tokenizer=_clip_tokenizer(folder)).save_pretrained(folder)
+    return _finish(folder)
+
+
+def _qwen_tokenizer():
+    """A small byte-level BPE with Qwen2.5-VL's special tokens and chat template: enough to drive
+    the real processor and generate() end to end (its text is random, like its weights)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from picbench.metrics.detectors.vision_r1 import PROMPT
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [PROMPT.format(categories="dog and backpack"), '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
+              "system user assistant You are a helpful assistant. 0123456789 {}[],:\""]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = QWEN_CHAT_TEMPLATE
+    return fast
+
+
+def build_qwen25_vl(folder: Path | None = None) -> Path:
+    """A Qwen2.5-VL (Vision-R1's architecture) with a one-block vision tower and a one-layer
+    language model, with the real Qwen2-VL image processor, via save_pretrained."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    folder = Path(folder or tiny_dir() / "vision_r1")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _qwen_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    config = Qwen2_5_VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]},
+        vision_config={"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [0]},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    _seeded()
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(folder)
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
+                        chat_template=QWEN_CHAT_TEMPLATE).save_pretrained(folder)
+    return _finish(folder)
+
+
+BUILDERS = {"clip": build_open_clip, "hf_clip": build_hf_clip, "dino": build_timm_dino, "owlv2": build_owlv2, "vision-r1": build_qwen25_vl}
+
+
+def tiny_weights(role: str) -> Path:
+    """The folder of the tiny model for a role, built on first use."""
+    return BUILDERS[role]()

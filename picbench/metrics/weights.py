@@ -1,0 +1,86 @@
+"""Where model weights come from: an explicit folder, ``$PICBENCH_WEIGHTS_DIR/<role>/``, the
+Hugging Face cache, or the hub; offline without them, a :class:`MissingWeightsError` that says
+which model is missing and how to supply it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from picbench.errors import MissingWeightsError
+from picbench.records import file_sha256
+
+WEIGHTS_ENV = "PICBENCH_WEIGHTS_DIR"
+HUB_IDS = {
+    "clip": "timm/vit_base_patch32_clip_224.openai",  # open_clip ViT-B-32, OpenAI weights
+    "dino": "timm/vit_small_patch16_224.dino",
+    "owlv2": "google/owlv2-base-patch16-ensemble",
+    "grounding-dino": "IDEA-Research/grounding-dino-base",
+    "vision-r1": "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1",
+}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    role: str
+    model_id: str
+    folder: Path
+    source: str  # "argument", "env", "hf-cache", "hub", "tiny"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def missing(role: str, model_id: str, detail: str) -> MissingWeightsError:
+    return MissingWeightsError(
+        f"weights for the {role} model {model_id!r} are not available ({detail}). Supply them with "
+        f"`--weights {role}=DIR` (a folder holding the checkpoint in its loader's layout), or set "
+        f"{WEIGHTS_ENV} so that ${WEIGHTS_ENV}/{role}/ holds them, or download {model_id!r} into the "
+        f"Hugging Face cache (`huggingface-cli download {model_id}`) on a machine with hub access."
+    )
+
+
+def resolve(role: str, model_id: str, weights: Mapping[str, str | Path] | None = None) -> ResolvedWeights:
+    """The local folder holding ``model_id`` for ``role``, looked up in the documented order."""
+    if weights and role in weights:
+        folder = Path(weights[role]).expanduser()
+        if not folder.exists():
+            raise missing(role, model_id, f"the folder {folder} given with --weights does not exist")
+        return ResolvedWeights(role, model_id, folder, "argument")
+    env_dir = os.environ.get(WEIGHTS_ENV)
+    if env_dir and (Path(env_dir) / role).is_dir():
+        return ResolvedWeights(role, model_id, Path(env_dir) / role, "env")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return ResolvedWeights(role, model_id, Path(snapshot_download(model_id, local_files_only=True)), "hf-cache")
+    except Exception:  # not cached: any error of the hub client means "not here"
+        pass
+    if _offline():
+        raise missing(role, model_id, "not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+    try:
+        return ResolvedWeights(role, model_id, Path(snapshot_download(model_id)), "hub")
+    except Exception as exc:
+        raise missing(role, model_id, f"the hub could not be reached: {type(exc).__name__}") from exc
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of the checkpoint file(s) in a folder (or of the file itself), for provenance and
+    cache keys: different weights never share cached embeddings."""
+    folder = Path(folder)
+    files = [folder] if folder.is_file() else sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    if not files:
+        raise MissingWeightsError(f"no checkpoint file ({', '.join(_WEIGHT_SUFFIXES)}) in {folder}")
+    if len(files) == 1:
+        return file_sha256(files[0])
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
