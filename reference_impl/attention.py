@@ -1,0 +1,227 @@
+"""Masked attention backends: one VAA semantics (`vaa.dense_vaa_mask`), several ways to compute it.
+
+- `sdpa`: `scaled_dot_product_attention` with the dense additive mask. Any device, has a
+  backward everywhere: the training path on CPU. Memory grows as L^2.
+- `flex`: compiled FlexAttention. The VAA bias comes from a compact lookup, never an L x L
+  tensor: each token carries one integer code, and `table[code[q] + code[kv]]` is the bias
+  (see `vaa_lookup`). The BlockMask is counted directly from the token groups and weight maps
+  (`vaa_block_mask`), so blocks that VAA masks entirely are skipped. No backward on CPU.
+- `auto`: the fastest exact backend per device. Measured with `benchmarks/bench_attention.py`
+  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128): on CPU (2 shared cores,
+  fp32) the dense-mask SDPA costs ~1.0-1.1x unmasked SDPA while compiled flex costs well
+  over 1.3x unmasked SDPA (the CPU flex kernel is slower than SDPA's even unmasked, and only
+  ~14% of blocks are fully masked at this layout), so CPU -> `sdpa`. On CUDA the Triton flex
+  kernel skips masked blocks and never materializes the L^2 mask, so CUDA -> `flex`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+from picbench.reference_impl.layout import TokenLayout
+from picbench.reference_impl.vaa import dense_vaa_mask, target_log_weights
+
+DEFAULT_BLOCK_SIZE = 128
+# Lookup tables are padded to a power of two (at least this long) so layouts of one sequence
+# length reuse one compiled kernel instead of recompiling for every table size.
+_MIN_TABLE_CAPACITY = 256
+_MAX_REFS = 12  # ref codes are powers of two: the table grows as 2^K
+
+
+class MaskedAttention(Protocol):
+    """`prepare` once per layout (and step), then call per layer: q, k, v [B, H, L, D] -> [B, H, L, D]."""
+
+    name: str
+
+    def prepare(
+        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
+    ) -> Any: ...
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: Any) -> torch.Tensor: ...
+
+
+class SdpaAttention:
+    """Dense additive VAA mask through `F.scaled_dot_product_attention` (prepared = the mask or None)."""
+
+    name = "sdpa"
+
+    def prepare(
+        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
+    ) -> torch.Tensor | None:
+        if weights is None:
+            return None
+        return dense_vaa_mask(layout, weights.to(device), dtype=dtype)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: torch.Tensor | None) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=prepared)
+
+
+@dataclass(frozen=True)
+class VaaLookup:
+    """Per-token codes [L_pad] and a flat bias table: bias(q, kv) = table[code[q] + code[kv]]."""
+
+    code: torch.Tensor
+    table: torch.Tensor
+    n_regions: int
+
+
+def vaa_lookup(layout: TokenLayout, weights: torch.Tensor, pad_to: int) -> VaaLookup:
+    """Encode the VAA bias so one table read gives it for any token pair.
+
+    Target tokens with equal log-weight vectors form a region r (0..R-1). Codes: text and padding
+    0; ref k `2^k`; a target token of region r `(r + 1) * C` with C = 2^K + 1. A pair's code sum
+    then lands on: row r+1, column 2^k for target-ref_k (table: log w_k of region r); row 0,
+    column 2^i + 2^j (two bits) for ref_i-ref_j, i != j (table: -inf); every other pair on a
+    cell holding 0 (one bit or none in row 0, column 0 in any row).
+    """
+    k_refs = layout.n_refs
+    if k_refs > _MAX_REFS:
+        raise ValueError(f"flex VAA supports at most {_MAX_REFS} references, got {k_refs}")
+    log_w = target_log_weights(layout, weights.cpu())
+    regions, region_of = torch.unique(log_w, dim=0, return_inverse=True)
+    n_cols = 2**k_refs + 1
+    n_rows = 2 * len(regions) + 1  # target-target pairs reach row r1 + r2 + 2
+    table = torch.zeros(n_rows, n_cols)
+    ref_cols = [2**k for k in range(k_refs)]
+    table[1 : len(regions) + 1, ref_cols] = regions
+    for i in range(k_refs):
+        for j in range(i + 1, k_refs):
+            table[0, 2**i + 2**j] = float("-inf")
+    capacity = max(_MIN_TABLE_CAPACITY, 1 << (table.numel() - 1).bit_length())
+    flat = torch.cat([table.flatten(), torch.zeros(capacity - table.numel())])
+
+    code = torch.zeros(pad_to, dtype=torch.int32)
+    code[layout.target_slice] = ((region_of + 1) * n_cols).to(torch.int32)
+    for k in range(k_refs):
+        code[layout.ref_slice(k)] = 2**k
+    return VaaLookup(code=code, table=flat, n_regions=len(regions))
+
+
+@dataclass(frozen=True)
+class BlockCounts:
+    """Per (q-block, kv-block): how many VAA-masked pairs, and how many pairs in all."""
+
+    masked: torch.Tensor
+    total: torch.Tensor
+    complete: torch.Tensor  # [n_blocks] bool: the block holds no padding
+
+
+def vaa_block_counts(layout: TokenLayout, weights: torch.Tensor, block_size: int) -> BlockCounts:
+    """Count masked pairs per block pair from group ranges and weight maps: O(L K + n_blocks^2 K).
+
+    Per block: a_k = tokens of ref k, z_k = target tokens where w_k = 0. Masked pairs between
+    blocks Q and V: sum_{i != j} a_i(Q) a_j(V) + z(Q) . a(V) + a(Q) . z(V).
+    """
+    n_blocks = -(-layout.length // block_size)
+    pad = n_blocks * block_size
+    k_refs = layout.n_refs
+    is_ref = torch.zeros(pad, k_refs, dtype=torch.float64)
+    zero_w = torch.zeros(pad, k_refs, dtype=torch.float64)
+    real = torch.zeros(pad, dtype=torch.float64)
+    real[: layout.length] = 1
+    for k in range(k_refs):
+        is_ref[layout.ref_slice(k), k] = 1
+    weights_flat = weights[:k_refs].detach().cpu().reshape(k_refs, -1).T
+    zero_w[layout.target_slice] = (weights_flat == 0).to(torch.float64)
+
+    def per_block(x: torch.Tensor) -> torch.Tensor:
+        return x.view(n_blocks, block_size, *x.shape[1:]).sum(1)
+
+    a, z, size = per_block(is_ref), per_block(zero_w), per_block(real)
+    a_sum = a.sum(1)
+    masked = torch.outer(a_sum, a_sum) - a @ a.T + z @ a.T + a @ z.T
+    return BlockCounts(masked=masked, total=torch.outer(size, size), complete=size == block_size)
+
+
+def _dense_to_block_indices(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[nq, nk] bool -> (num [1, 1, nq], indices [1, 1, nq, nk]) with the True columns first."""
+    num = blocks.sum(-1, dtype=torch.int32)
+    indices = torch.argsort((~blocks).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+    return num[None, None], indices[None, None]
+
+
+def vaa_block_mask(
+    layout: TokenLayout, weights: torch.Tensor, block_size: int = DEFAULT_BLOCK_SIZE, device: str | torch.device = "cpu"
+) -> tuple[BlockMask, float]:
+    """The BlockMask of VAA, and the fraction of block pairs it skips as fully masked.
+
+    Full blocks hold no masked pair and no padding; partial blocks are the rest that are not
+    entirely masked. The mask itself (-inf) comes from the score lookup, so mask_mod is a no-op.
+    """
+    counts = vaa_block_counts(layout, weights, block_size)
+    empty = counts.masked >= counts.total
+    full = (counts.masked == 0) & counts.complete[:, None] & counts.complete[None, :]
+    partial = ~empty & ~full
+    kv_num, kv_idx = _dense_to_block_indices(partial)
+    full_num, full_idx = _dense_to_block_indices(full)
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num.to(device),
+        kv_idx.to(device),
+        full_num.to(device),
+        full_idx.to(device),
+        BLOCK_SIZE=block_size,
+        seq_lengths=(layout.length, layout.length),
+    )
+    return block_mask, empty.double().mean().item()
+
+
+@dataclass(frozen=True)
+class FlexPlan:
+    """What `FlexAttention` needs per layout: the BlockMask and score_mod (None = unmasked)."""
+
+    block_mask: BlockMask | None
+    score_mod: Any
+    skipped_fraction: float
+
+
+@functools.cache
+def compiled_flex_attention() -> Any:
+    """One compiled FlexAttention per process. Static shapes: the CPU C++ kernel does not compile
+    with dynamic shapes here, and same-shaped layouts reuse the kernel."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+class FlexAttention:
+    """VAA through compiled FlexAttention with a block-sparse mask and a one-lookup score_mod."""
+
+    name = "flex"
+
+    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        self.block_size = block_size
+
+    def prepare(
+        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
+    ) -> FlexPlan:
+        if weights is None:
+            return FlexPlan(block_mask=None, score_mod=None, skipped_fraction=0.0)
+        n_blocks = -(-layout.length // self.block_size)
+        lookup = vaa_lookup(layout, weights, pad_to=n_blocks * self.block_size)
+        code, table = lookup.code.to(device), lookup.table.to(device)
+
+        def vaa_score(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return score + table[code[q] + code[kv]]
+
+        block_mask, skipped = vaa_block_mask(layout, weights, self.block_size, device)
+        return FlexPlan(block_mask=block_mask, score_mod=vaa_score, skipped_fraction=skipped)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: FlexPlan) -> torch.Tensor:
+        return compiled_flex_attention()(q, k, v, score_mod=prepared.score_mod, block_mask=prepared.block_mask)
+
+
+def get_backend(
+    name: Literal["sdpa", "flex", "auto"], device: str | torch.device, *, block_size: int = DEFAULT_BLOCK_SIZE
+) -> MaskedAttention:
+    """A backend by name; `auto` is `flex` on CUDA and `sdpa` elsewhere (see the module docstring)."""
+    if name == "auto":
+        name = "flex" if torch.device(device).type == "cuda" else "sdpa"
+    if name == "sdpa":
+        return SdpaAttention()
+    if name == "flex":
+        return FlexAttention(block_size=block_size)
+    raise ValueError(f"unknown attention backend {name!r}: choose 'sdpa', 'flex' or 'auto'")
