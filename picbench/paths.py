@@ -40,13 +40,18 @@ def picbench_home() -> Path:
 
 def resolve_in_root(root: Path, relative: str) -> Path:
     """Resolve a bench-relative path, refusing absolute paths and any that escape ``root``:
-    a bench file must never make picbench read arbitrary files."""
+    a bench file must never make picbench read arbitrary files. A path without ``..`` stays
+    inside the root by its text, so symlinks the root's owner placed there are followed; a path
+    with ``..`` must also stay inside once resolved."""
     if not relative or not isinstance(relative, str):
         raise UnsafePathError(f"empty or non-string path {relative!r}")
     if relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":") or os.path.isabs(relative):
         raise UnsafePathError(f"absolute path {relative!r} is not allowed; paths are relative to the data root")
     root = Path(root).resolve()
-    target = (root / relative).resolve()
+    parts = Path(relative).parts
+    if ".." not in parts:
+        return root.joinpath(*parts)
+    target = root.joinpath(*parts).resolve()
     if target != root and root not in target.parents:
         raise UnsafePathError(f"path {relative!r} escapes the data root {root}")
     return target

@@ -112,3 +112,15 @@ def test_resolve_in_root_refuses_unsafe_paths(tmp_path: Path, bad: str) -> None:
     with pytest.raises(UnsafePathError):
         resolve_in_root(tmp_path, bad)
     assert resolve_in_root(tmp_path, "a/b.jpg") == (tmp_path / "a" / "b.jpg").resolve()
+
+
+def test_resolve_in_root_follows_symlinks_inside_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "img.jpg").write_bytes(b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "linked").symlink_to(outside)
+    assert resolve_in_root(root, "linked/img.jpg").read_bytes() == b"x"
+    with pytest.raises(UnsafePathError):
+        resolve_in_root(root, "linked/../../elsewhere/img.jpg")
