@@ -362,9 +362,9 @@ class MSDiffusionModel:
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         name = MSDiffusionMethod.name
+        adapter_file = Path(adapter) if Path(adapter).is_file() else download_file(name, adapter, ADAPTER_FILE, weights_dir)
         self.pipe = load_pretrained(name, sdxl, weights_dir, lambda p: StableDiffusionXLPipeline.from_pretrained(p, dtype=dtype, add_watermarker=False))
         self.image_encoder = load_pretrained(name, image_encoder, weights_dir, lambda p: CLIPVisionModelWithProjection.from_pretrained(p, dtype=dtype))
-        adapter_file = Path(adapter) if Path(adapter).is_file() else download_file(name, adapter, ADAPTER_FILE, weights_dir)
         self.image_processor = CLIPImageProcessor()  # the authors use the default, not the checkpoint's
         self.pipe.set_progress_bar_config(disable=True)
         cfg = ResamplerConfig(

@@ -1,0 +1,365 @@
+"""DreamO (Mou et al. 2025, arXiv:2504.16915) as a picbench method, on diffusers' FLUX components.
+
+DreamO is FLUX.1-dev plus LoRAs, with each reference image VAE-encoded, packed like the target and
+appended after the target tokens. Reference k gets position ids shifted diagonally past the target
+and the earlier references (the same ids as UnoPE, so :func:`unope_image_ids` is reused), and every
+image token gets a learned embedding added right after ``x_embedder``: target tokens
+``task_embedding[1]``, reference k ``task_embedding[0] + idx_embedding[k]`` (k from 1). Only the
+target's prediction is kept at each step. DreamO takes no boxes.
+
+Why diffusers and not the authors' package: bytedance/DreamO is an application repository (a gradio
+app, BEN2 and facexlib preprocessing, a monkey-patched ``FluxTransformer2DModel.forward``), not an
+installable library. Its additions fit in a forward hook on ``x_embedder`` and a short sampling
+loop over the same FLUX components the reference PositionIC pipeline uses
+(``picbench.reference_impl.tiny`` for tiny runs), so we carry only those.
+
+Pinned to DreamO v1.0 as released in the public repository bytedance/DreamO
+(``dreamo/dreamo_pipeline.py`` @ 264b439, ``dreamo_generator.py`` @ 3ad62b3, ``app.py``,
+``dreamo/utils.py`` @ 8fa379f), hub repo ``ByteDance/DreamO``:
+
+- ``dreamo.safetensors``: ``dreamo_t5_embedding.weight`` (its last 10 rows become the T5 embeddings
+  of the added tokens ``[ref#1]``..``[ref#9]``, ``[res]``), ``dreamo_task_embedding.weight`` [2, dim],
+  ``dreamo_idx_embedding.weight`` [10, dim], and the main LoRA; ``dreamo_cfg_distill.safetensors``
+  (weight 1), ``dreamo_quality_lora_pos.safetensors`` (0.15), ``dreamo_quality_lora_neg.safetensors``
+  (-0.8); plus the FLUX-Turbo LoRA ``alimama-creative/FLUX.1-Turbo-Alpha`` (weight 1). All are fused
+  into the transformer.
+- DreamO's LoRA keys are XLabs-processor names with the block index after an underscore: the
+  authors' converter (``convert_flux_lora_to_diffusers``) finds ``double_blocks_<n>`` or
+  ``single_blocks_<n>``, the site ``qkv_lora1|qkv_lora2|proj_lora1|proj_lora2`` (double) or
+  ``qkv_lora|proj_lora`` (single), and ``down``/``up``. The public code does not show the full key
+  strings; we match exactly those parts, rewrite the block index to UNO's ``double_blocks.<n>``
+  form and reuse the UNO converter (same sites, same fused-qkv split: shared ``down``, ``up``
+  split in three).
+
+Inference follows the authors' app defaults for v1.0 with Turbo: 12 steps, guidance 3.5 (also on
+the first step), no true CFG, 1024x1024, references resized to an area of 512^2 with sides
+floored to multiples of 16, scaled to [-1, 1], task "ip", seed via
+``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. Left out: the "ip" task's BEN2
+background removal (a separate model outside these dependencies; references go in unmasked).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from picbench.adapters.checkpoints import download_file, load_pretrained
+from picbench.imaging import load_rgb
+from picbench.methods.base import Capabilities, Method
+from picbench.paths import resolve_in_root
+from picbench.records import Sample
+
+FLUX_REPO = "black-forest-labs/FLUX.1-dev"
+DREAMO_REPO = "ByteDance/DreamO"
+TURBO_REPO = "alimama-creative/FLUX.1-Turbo-Alpha"
+TURBO_FILE = "diffusion_pytorch_model.safetensors"
+MAIN_FILE = "dreamo.safetensors"
+# (adapter name, file in ByteDance/DreamO, fusing weight) as the authors' load_dreamo_model sets them
+DREAMO_LORAS = (("dreamo", MAIN_FILE, 1.0), ("cfg", "dreamo_cfg_distill.safetensors", 1.0),
+                ("quality_pos", "dreamo_quality_lora_pos.safetensors", 0.15), ("quality_neg", "dreamo_quality_lora_neg.safetensors", -0.8))
+TURBO_WEIGHT = 1.0
+T5_NEW_TOKENS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
+TARGET_TASK, IP_TASK = 1, 0  # rows of the task embedding (the authors map every reference task to row 0)
+MAX_REFERENCES = 9  # idx_embedding has 10 rows and references count from 1
+PATCH = 16  # pixels per FLUX token (8x VAE, 2x2 packing)
+
+_DREAMO_KEY = re.compile(
+    r"(?P<kind>double|single)_blocks_(?P<n>\d+).*?(?P<site>qkv_lora[12]?|proj_lora[12]?)\.?(?P<dir>down|up)"
+)
+_EMBEDDING_KEYS = ("dreamo_t5_embedding.weight", "dreamo_task_embedding.weight", "dreamo_idx_embedding.weight")
+
+
+# --------------------------------------------------------------------------- checkpoint layout
+
+
+def dreamo_lora_to_uno_layout(state_dict: Mapping[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
+    """DreamO LoRA keys -> UNO's ``double_blocks.N.processor.<site>.<down|up>.weight`` names (the
+    embeddings are not LoRA and must be popped first). Unknown keys are an error naming them."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        m = _DREAMO_KEY.search(key)
+        if m is None or (m["kind"] == "double") != m["site"][-1].isdigit():
+            raise ValueError(f"{source}: key {key!r} is not in DreamO's LoRA layout (double_blocks_<n> ... qkv_lora1 ... down, ...)")
+        out[f"{m['kind']}_blocks.{m['n']}.processor.{m['site']}.{m['dir']}.weight"] = tensor
+    return out
+
+
+def dreamo_lora_to_diffusers(state_dict: Mapping[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
+    from picbench.reference_impl.lora import convert_uno_lora
+
+    return convert_uno_lora(dreamo_lora_to_uno_layout(state_dict, source=source), source=source)
+
+
+@dataclass
+class DreamOEmbeddings:
+    """The learned embeddings ``dreamo.safetensors`` carries beside its LoRA."""
+
+    t5_tokens: torch.Tensor  # [10, d_t5]: rows of the added T5 tokens
+    task: torch.Tensor  # [2, dim]
+    index: torch.Tensor  # [10, dim]
+
+
+def split_main_checkpoint(state_dict: dict[str, torch.Tensor], *, source: str) -> tuple[DreamOEmbeddings, dict[str, torch.Tensor]]:
+    """``dreamo.safetensors`` -> (embeddings, LoRA part). A missing embedding names file and key."""
+    for key in _EMBEDDING_KEYS:
+        if key not in state_dict:
+            raise ValueError(f"{source}: missing {key!r}; is this DreamO's dreamo.safetensors?")
+    rest = dict(state_dict)
+    t5, task, index = (rest.pop(k) for k in _EMBEDDING_KEYS)
+    return DreamOEmbeddings(t5[-len(T5_NEW_TOKENS):], task, index), rest
+
+
+def add_t5_tokens(tokenizer: Any, text_encoder: Any, rows: torch.Tensor) -> None:
+    """Add ``[ref#1]``..``[ref#9]``, ``[res]`` to T5's vocabulary with DreamO's embeddings."""
+    tokenizer.add_tokens(list(T5_NEW_TOKENS), special_tokens=False)
+    text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows overwritten below
+    weight = text_encoder.get_input_embeddings().weight
+    with torch.no_grad():
+        weight[-len(T5_NEW_TOKENS):] = rows.to(weight)
+
+
+def fuse_loras(transformer: Any, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]]) -> None:
+    """Load each diffusers-format LoRA as a peft adapter, weight them and fuse them all into the
+    base weights (what the authors' set_adapters + fuse_lora + unload_lora_weights does)."""
+    for name, state, _ in loras:
+        transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
+    names = [name for name, _, _ in loras]
+    transformer.set_adapters(names, [weight for _, _, weight in loras])
+    transformer.fuse_lora(adapter_names=names, lora_scale=1.0)
+    transformer.unload_lora()
+
+
+# --------------------------------------------------------------------------- sample translation
+
+
+def area_resize(image: Image.Image, area: int) -> Image.Image:
+    """Scale to about ``area`` pixels keeping the aspect, each side floored to a multiple of 16
+    (the authors' ``resize_numpy_image_area``; PIL's box filter stands in for cv2's INTER_AREA)."""
+    w, h = image.size
+    k = math.sqrt(area / (w * h))
+    new_w, new_h = int(w * k) - int(w * k) % PATCH, int(h * k) - int(h * k) % PATCH
+    if new_w < PATCH or new_h < PATCH:
+        raise ValueError(f"reference of {w}x{h} is too thin for DreamO at area {area}")
+    return image.resize((new_w, new_h), Image.Resampling.BOX)
+
+
+def reference_tensor(image: Image.Image) -> torch.Tensor:
+    """[1, 3, H, W] in [-1, 1]."""
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (array * 2 - 1)[None]
+
+
+@dataclass(frozen=True)
+class DreamOInputs:
+    prompt: str
+    references: tuple[Path, ...]  # in order: reference k gets index embedding k + 1
+    width: int  # canvas the model draws on (multiple of 16)
+    height: int
+    out_width: int
+    out_height: int
+
+
+def native_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """About ``resolution``^2 pixels with the sample's aspect, sides multiples of 16."""
+    aspect = width / height
+    return (max(PATCH, round(resolution * math.sqrt(aspect) / PATCH) * PATCH),
+            max(PATCH, round(resolution / math.sqrt(aspect) / PATCH) * PATCH))
+
+
+def translate_sample(sample: Sample, data_root: Path, params: Mapping[str, Any]) -> DreamOInputs:
+    """Sample -> DreamO inputs: the prompt unchanged, every subject's references in order as "ip"
+    conditions (the demo takes one image per subject), boxes and depth ignored."""
+    refs = tuple(resolve_in_root(data_root, r) for s in sample.subjects for r in s.references)
+    if len(refs) > MAX_REFERENCES:
+        raise ValueError(f"sample {sample.id!r}: DreamO takes at most {MAX_REFERENCES} references, got {len(refs)}")
+    width, height = native_size(sample.width, sample.height, int(params["resolution"]))
+    return DreamOInputs(sample.prompt, refs, width, height, sample.width, sample.height)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class DreamOModel:
+    """FLUX components with DreamO's LoRAs fused, its T5 tokens added and its embeddings hooked."""
+
+    def __init__(self, pipe: Any, embeddings: DreamOEmbeddings, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]], *,
+                 device: str, dtype: torch.dtype) -> None:
+        self.pipe = pipe
+        add_t5_tokens(pipe.tokenizer_2, pipe.text_encoder_2, embeddings.t5_tokens)
+        fuse_loras(pipe.transformer, loras)
+        pipe.to(device)  # already in dtype: loaded so (real) or built in float32 (tiny)
+        pipe.set_progress_bar_config(disable=True)
+        self.task = embeddings.task.to(device, dtype)
+        self.index = embeddings.index.to(device, dtype)
+        self.device, self.dtype = device, dtype
+        self._token_embeddings: torch.Tensor | None = None
+        pipe.transformer.x_embedder.register_forward_hook(self._add_token_embeddings)
+
+    def _add_token_embeddings(self, module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
+        """DreamO adds the task/index embeddings right after the patch embedding."""
+        return output if self._token_embeddings is None else output + self._token_embeddings
+
+    def token_embeddings(self, target_tokens: int, ref_tokens: Sequence[int]) -> torch.Tensor:
+        parts = [self.task[TARGET_TASK].expand(target_tokens, -1)]
+        parts += [(self.task[IP_TASK] + self.index[k + 1]).expand(n, -1) for k, n in enumerate(ref_tokens)]
+        return torch.cat(parts)[None]
+
+    @torch.inference_mode()
+    def generate(self, inputs: DreamOInputs, *, seed: int, steps: int, guidance: float, ref_area: int) -> Image.Image:
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        from picbench.reference_impl.unope import unope_image_ids
+
+        pipe, device = self.pipe, self.device
+        max_len = min(512, pipe.tokenizer_2.model_max_length)
+        prompt_embeds, pooled, text_ids = pipe.encode_prompt(inputs.prompt, prompt_2=None, device=device, max_sequence_length=max_len)
+        channels = pipe.transformer.config.in_channels // 4
+        generator = torch.Generator("cpu").manual_seed(seed)
+        latents, _ = pipe.prepare_latents(1, channels, inputs.height, inputs.width, prompt_embeds.dtype, device, generator)
+        target_hw = (inputs.height // PATCH, inputs.width // PATCH)
+
+        ref_latents, ref_hws = [], []
+        for path in inputs.references:  # encoded after the noise is drawn, from the same generator, as the authors order it
+            pixels = reference_tensor(area_resize(load_rgb(path), ref_area)).to(device, self.dtype)
+            latent = pipe.vae.encode(pixels).latent_dist.sample(generator)
+            latent = (latent - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+            h, w = latent.shape[-2:]
+            ref_latents.append(pipe._pack_latents(latent, 1, channels, h, w))
+            ref_hws.append((h // 2, w // 2))
+        img_ids = unope_image_ids(target_hw, ref_hws, device=device, dtype=prompt_embeds.dtype)
+        self._token_embeddings = self.token_embeddings(latents.shape[1], [r.shape[1] for r in ref_latents])
+
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        cfg = pipe.scheduler.config
+        mu = calculate_shift(latents.shape[1], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        timesteps, _ = retrieve_timesteps(pipe.scheduler, steps, device, sigmas=sigmas, mu=mu)
+        guidance_vec = torch.full([1], guidance, device=device, dtype=torch.float32) if pipe.transformer.config.guidance_embeds else None
+        try:
+            for t in timesteps:
+                noise = pipe.transformer(
+                    hidden_states=torch.cat([latents, *ref_latents], dim=1), timestep=t.expand(1).to(latents.dtype) / 1000,
+                    guidance=guidance_vec, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
+                    txt_ids=text_ids, img_ids=img_ids, return_dict=False,
+                )[0][:, : latents.shape[1]]
+                latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+        finally:
+            self._token_embeddings = None
+        latents = pipe._unpack_latents(latents, inputs.height, inputs.width, pipe.vae_scale_factor)
+        latents = latents / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
+        image = pipe.image_processor.postprocess(pipe.vae.decode(latents, return_dict=False)[0], output_type="pil")[0]
+        if image.size != (inputs.out_width, inputs.out_height):
+            image = image.resize((inputs.out_width, inputs.out_height), Image.Resampling.LANCZOS)
+        return image
+
+
+# --------------------------------------------------------------------------- tiny checkpoints
+
+
+def random_dreamo_lora(transformer: Any, *, rank: int = 4, seed: int = 0, std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A random LoRA in DreamO's key layout for ``transformer`` (tests and tiny runs)."""
+    from picbench.reference_impl.lora import random_uno_lora
+
+    uno = random_uno_lora(transformer, rank=rank, seed=seed, std=std)
+    return {re.sub(r"^(double|single)_blocks\.(\d+)", r"\1_blocks_\2", k): v for k, v in uno.items()}
+
+
+def random_main_checkpoint(transformer: Any, t5_dim: int, *, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random ``dreamo.safetensors``: the three embeddings plus the main LoRA."""
+    g = torch.Generator().manual_seed(seed)
+    dim = transformer.config.num_attention_heads * transformer.config.attention_head_dim
+    return {
+        "dreamo_t5_embedding.weight": torch.randn(len(T5_NEW_TOKENS), t5_dim, generator=g) * 0.02,
+        "dreamo_task_embedding.weight": torch.randn(2, dim, generator=g) * 0.02,
+        "dreamo_idx_embedding.weight": torch.randn(10, dim, generator=g) * 0.02,
+        **random_dreamo_lora(transformer, seed=seed + 1),
+    }
+
+
+def random_turbo_lora(transformer: Any, *, rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random diffusers-format LoRA on every attention projection, like FLUX.1-Turbo-Alpha's."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and re.search(r"attn\.(to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)$", name):
+            state[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=g) * 0.02
+            state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=g) * 0.02
+    return state
+
+
+def write_tiny_checkpoints(folder: Path, transformer: Any, t5_dim: int) -> Path:
+    """DreamO's four files and a Turbo LoRA, random, in their released layouts, under ``folder``."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(random_main_checkpoint(transformer, t5_dim), str(folder / MAIN_FILE))
+    for i, (_, filename, _) in enumerate(DREAMO_LORAS[1:], start=2):
+        save_file(random_dreamo_lora(transformer, seed=i), str(folder / filename))
+    save_file(random_turbo_lora(transformer), str(folder / TURBO_FILE))
+    return folder
+
+
+# --------------------------------------------------------------------------- the picbench method
+
+
+class DreamOMethod(Method):
+    """DreamO v1.0 with Turbo, the authors' demo defaults. References in, no layout."""
+
+    name: ClassVar[str] = "dreamo"
+    version: ClassVar[str] = "1"
+    capabilities: ClassVar[Capabilities] = Capabilities(references=True, boxes=False, multi_subject=True, depth_order=False)
+    default_params: ClassVar[Mapping[str, Any]] = {"steps": 12, "guidance": 3.5, "ref_res": 512, "resolution": 1024, "turbo": True}
+    checkpoints: ClassVar[Mapping[str, str]] = {"flux": FLUX_REPO, "dreamo": DREAMO_REPO, "turbo": f"{TURBO_REPO}/{TURBO_FILE}"}
+
+    _model: DreamOModel | None = None
+
+    def _files(self, folder: Path | None) -> tuple[dict[str, Path], Path | None]:
+        """DreamO's files (local folder for tiny runs, else weights_dir or the hub) and the Turbo LoRA."""
+        if folder is not None:
+            return {f: folder / f for _, f, _ in DREAMO_LORAS}, folder / TURBO_FILE if self.params["turbo"] else None
+        files = {f: download_file(self.name, DREAMO_REPO, f, self.weights_dir) for _, f, _ in DREAMO_LORAS}
+        turbo = download_file(self.name, TURBO_REPO, TURBO_FILE, self.weights_dir) if self.params["turbo"] else None
+        return files, turbo
+
+    def load(self) -> DreamOModel:
+        if self._model is not None:
+            return self._model
+        from diffusers import FluxPipeline
+        from safetensors.torch import load_file
+
+        dtype = torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32
+        if self.smoke:
+            from picbench.paths import picbench_home
+            from picbench.reference_impl.tiny import tiny_components
+
+            pipe = FluxPipeline(**tiny_components(seed=0))
+            folder = picbench_home() / "tiny" / "dreamo"
+            if not (folder / MAIN_FILE).is_file():
+                write_tiny_checkpoints(folder, pipe.transformer, pipe.text_encoder_2.config.d_model)
+            files, turbo = self._files(folder)
+        else:
+            files, turbo = self._files(None)
+            pipe = load_pretrained(self.name, FLUX_REPO, self.weights_dir, lambda p: FluxPipeline.from_pretrained(p, dtype=dtype))
+        embeddings, main_lora = split_main_checkpoint(load_file(str(files[MAIN_FILE])), source=str(files[MAIN_FILE]))
+        loras = []
+        for name, filename, weight in DREAMO_LORAS:
+            state = main_lora if filename == MAIN_FILE else load_file(str(files[filename]))
+            loras.append((name, dreamo_lora_to_diffusers(state, source=str(files[filename])), weight))
+        if turbo is not None:
+            loras.insert(2, ("turbo", dict(FluxPipeline.lora_state_dict(load_file(str(turbo)))), TURBO_WEIGHT))
+        self._model = DreamOModel(pipe, embeddings, loras, device=self.device, dtype=dtype)
+        return self._model
+
+    def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        inputs = [translate_sample(s, Path(data_root), self.params) for s in samples]
+        model = self.load()
+        p = self.params
+        return [model.generate(x, seed=seed, steps=int(p["steps"]), guidance=float(p["guidance"]), ref_area=int(p["ref_res"]) ** 2)
+                for x in inputs]
