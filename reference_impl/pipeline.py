@@ -1,0 +1,261 @@
+"""`PositionICPipeline`: FLUX with in-context references, UnoPE, VWR and Visibility-Aware Attention.
+
+A thin composition of diffusers' FLUX components (it is a `FluxPipeline`, so prompt encoding,
+latent packing, LoRA loading and saving are diffusers' own). What it adds:
+- each reference image is resized (long side `ref_long_side`, then cropped to a multiple of 16
+  as UNO's inference does), VAE-encoded to its mean latent (deterministic: BFL's encoder would
+  sample), packed like the target and appended after the target tokens with UnoPE position ids;
+- every step runs the transformer on `[target, ref_1 .. ref_K]` and keeps only the target's
+  prediction; the clean reference tokens are the same at every step;
+- with `vaa=True` the prepared VAA mask (VWR weights from boxes and depth ranks) goes to the
+  attention processors through `joint_attention_kwargs`; with `vaa=False` attention is plain,
+  which with UNO's LoRA is the UNO method (:meth:`PositionICPipeline.enable_uno_mode`).
+
+Decisions: the initial noise is drawn on the CPU from `torch.Generator().manual_seed(seed)` in
+float32, so a seed gives the same image on any device; sizes that are not multiples of 16 are
+generated at the nearest multiple of 16 and resized to the exact requested size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import FluxPipeline
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from huggingface_hub import constants as hub_constants
+from PIL import Image
+
+from picbench.errors import MissingWeightsError
+from picbench.reference_impl.attention import get_backend
+from picbench.reference_impl.layout import TokenLayout, validate_layout
+from picbench.reference_impl.lora import load_uno_lora
+from picbench.reference_impl.processors import VAA_KWARG, JointMask, set_positionic_processors
+from picbench.reference_impl.unope import unope_image_ids
+from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+
+FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+PATCH = 16
+"""Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
+
+
+def uno_ref_long_side(n_refs: int) -> int:
+    """UNO's recommended reference size by count (its app.py: 1 -> 512, 2 -> 320, more -> 256)."""
+    return 512 if n_refs == 1 else 320 if n_refs == 2 else 256
+
+
+def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
+    """Resize so the long side is `long_side` (aspect kept), then center-crop to multiples of 16."""
+    w, h = image.size
+    scale = long_side / max(w, h)
+    new_w, new_h = max(PATCH, round(w * scale)), max(PATCH, round(h * scale))
+    image = image.convert("RGB").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    crop_w, crop_h = new_w // PATCH * PATCH, new_h // PATCH * PATCH
+    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+def missing_components(folder: Path) -> list[str]:
+    """What a local diffusers pipeline folder lacks: model_index.json, component folders, weights."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return ["model_index.json"]
+    missing = []
+    for name, spec in json.loads(index.read_text()).items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        sub = folder / name
+        if not sub.is_dir():
+            missing.append(f"{name}/")
+        elif "tokenizer" in name:
+            if not any(sub.glob("tokenizer*.json")) and not any(sub.glob("*.model")) and not (sub / "vocab.json").is_file():
+                missing.append(f"{name}/ (tokenizer files)")
+        elif "scheduler" in name:
+            if not (sub / "scheduler_config.json").is_file():
+                missing.append(f"{name}/scheduler_config.json")
+        elif not any(sub.glob("*.safetensors")) and not any(sub.glob("*.bin")):
+            missing.append(f"{name}/ (weights: *.safetensors)")
+    return missing
+
+
+class PositionICPipeline(FluxPipeline):
+    """FLUX.1-dev + references + UnoPE + VWR/VAA. Build it from components (see `tiny.py`) or with
+    :meth:`from_pretrained`; call it with reference images, a prompt and a box per subject."""
+
+    vaa_default: bool = True
+
+    def __init__(
+        self,
+        scheduler: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        text_encoder_2: Any,
+        tokenizer_2: Any,
+        transformer: Any,
+        image_encoder: Any = None,
+        feature_extractor: Any = None,
+    ) -> None:
+        # The full signature, because diffusers reads it to know the pipeline's components.
+        super().__init__(scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer, image_encoder, feature_extractor)
+        set_positionic_processors(self.transformer)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "PositionICPipeline":
+        """Load from a local diffusers folder or a hub id (from the local cache when offline). Any
+        missing part raises :class:`MissingWeightsError` naming it and how to provide it."""
+        source = str(pretrained_model_name_or_path)
+        folder = Path(source).expanduser()
+        if folder.is_dir():
+            missing = missing_components(folder)
+            if missing:
+                raise MissingWeightsError(
+                    f"FLUX pipeline folder {folder} is missing: {', '.join(missing)}; "
+                    f"download it with `huggingface-cli download {FLUX_DEV} --local-dir {folder}`"
+                )
+            return super().from_pretrained(folder, **kwargs)
+        kwargs.setdefault("local_files_only", hub_constants.HF_HUB_OFFLINE)
+        try:
+            return super().from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"FLUX weights {source!r} are not in the local Hugging Face cache and the hub could not be reached "
+                f"({type(exc).__name__}: {exc}); download them with `huggingface-cli download {source} --local-dir DIR` "
+                "and pass DIR"
+            ) from exc
+
+    def enable_uno_mode(self, lora: str | Path | dict[str, torch.Tensor], scale: float = 1.0) -> None:
+        """UNO = this pipeline with VAA off and UNO's released LoRA (converted to diffusers names)."""
+        load_uno_lora(self, lora, scale=scale)
+        self.vaa_default = False
+
+    @torch.no_grad()
+    def __call__(  # type: ignore[override]
+        self,
+        references: Sequence[Image.Image],
+        prompt: str,
+        boxes: Sequence[Sequence[float]] | None = None,
+        depths: Sequence[int] | None = None,
+        *,
+        seed: int = 0,
+        steps: int = 25,
+        guidance: float = 4.0,
+        width: int = 512,
+        height: int = 512,
+        vaa: bool | None = None,
+        sigma: float | Sequence[float] = DEFAULT_SIGMA,
+        delta: float = DEFAULT_DELTA,
+        attention_backend: str = "auto",
+        ref_long_side: int | None = None,
+        max_sequence_length: int = 512,
+    ) -> Image.Image:
+        """One image of exactly `width` x `height`. `boxes` are normalized xyxy, one per reference
+        (required when VAA is on); `depths` their ranks, 0 = front (default: the order given)."""
+        vaa = self.vaa_default if vaa is None else vaa
+        self._check_inputs(references, prompt, boxes, depths, steps, width, height, vaa)
+        if boxes is not None and depths is None:
+            depths = list(range(len(boxes)))
+        device, dtype = self._execution_device, self.transformer.dtype
+        gen_w, gen_h = (max(PATCH, round(s / PATCH) * PATCH) for s in (width, height))
+
+        prompt_embeds, pooled, text_ids = self.encode_prompt(
+            prompt, device=device, max_sequence_length=min(max_sequence_length, self.tokenizer_2.model_max_length)
+        )
+        ref_tokens, ref_hws = self._encode_references(references, ref_long_side or uno_ref_long_side(len(references)), device, dtype)
+        target_hw = (gen_h // PATCH, gen_w // PATCH)
+        layout = TokenLayout(prompt_embeds.shape[1], target_hw, tuple(ref_hws))
+        img_ids = unope_image_ids(target_hw, ref_hws, device=device, dtype=dtype)
+
+        attention_kwargs = None
+        if vaa:
+            weights = volume_weights(boxes, depths, target_hw, sigma=sigma, delta=delta).to(device)
+            backend = get_backend(attention_backend, device)
+            attention_kwargs = {VAA_KWARG: JointMask(backend, backend.prepare(layout, weights, device=device, dtype=dtype))}
+
+        channels = self.transformer.config.in_channels // 4
+        noise = torch.randn((1, channels, 2 * target_hw[0], 2 * target_hw[1]), generator=torch.Generator().manual_seed(seed))
+        latents = self._pack_latents(noise.to(device, dtype), 1, channels, 2 * target_hw[0], 2 * target_hw[1])
+        n_target = latents.shape[1]
+
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        mu = calculate_shift(
+            n_target,
+            self.scheduler.config.get("base_image_seq_len", 256),
+            self.scheduler.config.get("max_image_seq_len", 4096),
+            self.scheduler.config.get("base_shift", 0.5),
+            self.scheduler.config.get("max_shift", 1.15),
+        )
+        timesteps, _ = retrieve_timesteps(self.scheduler, steps, device, sigmas=sigmas, mu=mu)
+        self.scheduler.set_begin_index(0)
+        guidance_t = torch.full([1], guidance, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
+
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for t in timesteps:
+                prediction = self.transformer(
+                    hidden_states=torch.cat([latents, ref_tokens], dim=1),
+                    timestep=t.expand(1).to(dtype) / 1000,
+                    guidance=guidance_t,
+                    pooled_projections=pooled,
+                    encoder_hidden_states=prompt_embeds,
+                    txt_ids=text_ids,
+                    img_ids=img_ids,
+                    joint_attention_kwargs=attention_kwargs,
+                    return_dict=False,
+                )[0][:, :n_target]
+                latents = self.scheduler.step(prediction, t, latents, return_dict=False)[0]
+                progress.update()
+
+        latents = self._unpack_latents(latents, gen_h, gen_w, self.vae_scale_factor)
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        decoded = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+        image = self.image_processor.postprocess(decoded, output_type="pil")[0]
+        self.maybe_free_model_hooks()
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+        return image
+
+    def _check_inputs(
+        self,
+        references: Sequence[Image.Image],
+        prompt: str,
+        boxes: Sequence[Sequence[float]] | None,
+        depths: Sequence[int] | None,
+        steps: int,
+        width: int,
+        height: int,
+        vaa: bool,
+    ) -> None:
+        """Every input error is raised here, before any model runs."""
+        if not references:
+            raise ValueError("PositionICPipeline: at least one reference image is required")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("PositionICPipeline: the prompt is empty")
+        if steps < 1:
+            raise ValueError(f"PositionICPipeline: steps must be >= 1, got {steps}")
+        if width < 1 or height < 1:
+            raise ValueError(f"PositionICPipeline: width and height must be >= 1, got {width}x{height}")
+        if vaa and boxes is None:
+            raise ValueError("PositionICPipeline: VAA needs one box per reference; pass boxes or vaa=False")
+        if depths is not None and boxes is None:
+            raise ValueError("PositionICPipeline: depth ranks given without boxes")
+        if boxes is not None:
+            validate_layout(boxes, depths if depths is not None else list(range(len(boxes))), len(references), width, height)
+
+    def _encode_references(
+        self, references: Sequence[Image.Image], long_side: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Packed reference tokens [1, sum(h*w), C*4] in reference order, and each token grid (h, w)."""
+        tokens, grids = [], []
+        for ref in references:
+            ref = fit_reference(ref, long_side)
+            pixels = self.image_processor.preprocess(ref, height=ref.height, width=ref.width).to(device, self.vae.dtype)
+            latent = self.vae.encode(pixels).latent_dist.mode()
+            latent = ((latent - self.vae.config.shift_factor) * self.vae.config.scaling_factor).to(dtype)
+            _, c, h, w = latent.shape
+            tokens.append(self._pack_latents(latent, 1, c, h, w))
+            grids.append((h // 2, w // 2))
+        return torch.cat(tokens, dim=1), grids
