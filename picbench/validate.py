@@ -200,7 +200,7 @@ def image_problem(path: Path) -> str | None:
         stat = path.stat()
     except OSError:
         return f"image {path} does not exist"
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _decoded:
         try:
             load_rgb(path)
