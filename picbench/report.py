@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from picbench.benches import load_bench
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
-from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE
+from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, provenance_summary
 from picbench.paths import resolve_in_root
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
@@ -91,6 +91,9 @@ def build_report(
         aggregate_table(r.metrics).to_html(classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0),
         "<h2>Run</h2>",
         _key_value_table(run_facts(r)),
+        "<details><summary>full provenance</summary><pre>",
+        _e(json.dumps(dict(r.provenance), indent=2, sort_keys=True, default=str)),
+        "</pre></details>",
     ]
     per_subject = per_subject_table([score for score, _ in view.scores])
     if not per_subject.empty:
@@ -144,19 +147,18 @@ def aggregate_table(metrics: Mapping[str, float | None]) -> pd.DataFrame:
 
 
 def run_facts(r: RunResult) -> dict[str, str]:
-    """What a reader needs to trust or reproduce the numbers: method, bench, seeds, provenance."""
-    prov = r.provenance
+    """What a reader needs to trust or reproduce the numbers; the full provenance follows the table."""
     facts = {
         "method": f"{r.method} {r.method_version}".strip(),
+        "method parameters": ", ".join(f"{k}={v}" for k, v in r.method_params.items()),
         "bench": f"{r.bench} {r.bench_version}".strip(),
         "bench hash": r.bench_hash,
         "seeds": ", ".join(map(str, r.seeds)),
         "counts": ", ".join(f"{k} {v}" for k, v in r.counts.items()),
         "source": r.source,
         "smoke": "yes: random-weight models" if r.smoke else "no",
-        "method parameters": ", ".join(f"{k}={v}" for k, v in r.method_params.items()),
+        **{k.replace("_", " "): v for k, v in provenance_summary(r).items()},
     }
-    facts.update({k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in prov.items()})
     return {k: v for k, v in facts.items() if v}
 
 
@@ -182,7 +184,10 @@ def per_subject_plot_png(table: pd.DataFrame) -> str:
     """One bar panel per metric, a bar per subject; base64 PNG."""
     metrics = [c for c in table.columns if c != "n"]
     height = max(2.5, 0.28 * len(table) + 1.2)
-    fig = Figure(figsize=(3.2 * len(metrics), height), dpi=96, layout="constrained")
+    label_in = 0.09 * max(len(str(name)) for name in table.index) + 0.3  # fixed margins: constrained layout costs seconds
+    width = label_in + 2.6 * len(metrics)
+    fig = Figure(figsize=(width, height), dpi=96)
+    fig.subplots_adjust(left=label_in / width, right=1 - 0.25 / width, top=1 - 0.35 / height, bottom=0.45 / height, wspace=0.12)
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
         values = table[metric]
@@ -276,6 +281,7 @@ table.facts th,table.facts td{text-align:left}table.facts td{font-family:monospa
 .frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
 figcaption{font-size:.8rem;margin-top:.3rem}.subject{margin-right:.7rem;white-space:nowrap}
 .swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.25rem;vertical-align:middle}
+pre{white-space:pre-wrap;font-size:.75rem}
 .missing{background:#eee;color:#a00;padding:2rem .5rem;text-align:center}
 """
 
