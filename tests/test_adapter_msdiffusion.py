@@ -1,0 +1,217 @@
+"""MS-Diffusion adapter: tiny end-to-end runs on real DreamBench references, the argument
+translation, the box-masked cross-attention, and the ms_adapter.bin loader on a random state dict
+in the released key layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from picbench.adapters.msdiffusion import (
+    ADAPTER_REPO,
+    SDXL_REPO,
+    TINY_RESAMPLER,
+    BoxMaskedIPAttnProcessor,
+    GroundingResampler,
+    MSDiffusionMethod,
+    ResamplerConfig,
+    attention_grid,
+    box_token_masks,
+    build_tiny_checkpoints,
+    install_ms_processors,
+    load_ms_adapter,
+    native_size,
+    translate_sample,
+    write_random_adapter,
+)
+from picbench.errors import MissingWeightsError
+from picbench.records import Sample, Subject
+
+BOXES = ((0.0, 0.1, 0.5, 0.9), (0.5, 0.2, 1.0, 1.0))
+
+
+def dreambench_sample(data_dir: Path, index: int, *, boxes=None, width: int = 64, height: int = 64) -> Sample:
+    """Entry ``index`` of UNO's dreambench_multiip.json (the common evaluation list) as a Sample."""
+    entry = json.loads((data_dir / "dreambench/dreambench_multiip.json").read_text())[index]
+    subjects = []
+    for i, path in enumerate(entry["image_paths"]):
+        rel = path.replace("./dreambooth/dataset/", "dreambench/dataset/")
+        name = rel.split("/")[2]
+        subjects.append(Subject(name, name.split("_")[-1], (rel,), box=boxes[i] if boxes else None))
+    return Sample(f"multi-{index}", entry["prompt"], width, height, "multi", tuple(subjects))
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("msd_home")
+
+
+@pytest.fixture(scope="module")
+def tiny_method(tiny_home: Path) -> MSDiffusionMethod:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PICBENCH_HOME", str(tiny_home))
+        method = MSDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 64})
+        method.load()
+    return method
+
+
+def test_end_to_end_on_real_dreambench_pair(tiny_method: MSDiffusionMethod, data_dir: Path) -> None:
+    sample = dreambench_sample(data_dir, 0, boxes=BOXES)
+    first = tiny_method.generate([sample], seed=3, data_root=data_dir)
+    again = tiny_method.generate([sample], seed=3, data_root=data_dir)
+    assert len(first) == 1 and first[0].size == (64, 64) and first[0].mode == "RGB"
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert tiny_method.smoke
+
+
+def test_non_square_sample_without_boxes_comes_back_at_its_size(tiny_method: MSDiffusionMethod, data_dir: Path) -> None:
+    sample = dreambench_sample(data_dir, 5, width=48, height=64)
+    (image,) = tiny_method.generate([sample], seed=0, data_root=data_dir)
+    assert image.size == (48, 64)
+
+
+def test_translation_follows_the_authors_inference_script(data_dir: Path) -> None:
+    sample = dreambench_sample(data_dir, 0, boxes=BOXES, width=512, height=256)
+    x = translate_sample(sample, data_dir, MSDiffusionMethod.default_params)
+    assert x.prompt == "best quality, high quality, " + sample.prompt
+    assert x.negative_prompt == "monochrome, lowres, bad anatomy, worst quality, low quality"
+    assert x.phrases == tuple(s.class_word for s in sample.subjects)
+    assert x.boxes == BOXES
+    assert x.references == tuple((data_dir / s.references[0]).resolve() for s in sample.subjects)
+    assert (x.out_width, x.out_height) == (512, 256)
+    assert x.width % 32 == 0 and x.height % 32 == 0 and abs(x.width / x.height - 2) < 0.1
+    assert abs(x.width * x.height - 1024**2) / 1024**2 < 0.05
+    no_layout = translate_sample(dreambench_sample(data_dir, 0), data_dir, MSDiffusionMethod.default_params)
+    assert no_layout.boxes == ((0.0, 0.0, 1.0, 1.0),) * 2
+    assert native_size(1024, 1024, 1024) == (1024, 1024)
+
+
+def test_unknown_parameter_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown parameter"):
+        MSDiffusionMethod(models="tiny", params={"cfg": 3})
+
+
+def test_box_masks_use_floor_and_ceil_per_axis() -> None:
+    masks = box_token_masks(torch.tensor([[[0.3, 0.0, 0.6, 0.5]]]), (2, 4))  # 2 rows, 4 cols
+    grid = masks.view(2, 4)
+    # cols floor(1.2)=1 .. ceil(2.4)=3 (exclusive), rows 0 .. ceil(1.0)=1 (exclusive)
+    assert grid.tolist() == [[0, 1, 1, 0], [0, 0, 0, 0]]
+    assert box_token_masks(torch.zeros(1, 1, 4), (4, 4)).sum() == 0  # the unconditional "no box"
+
+
+def test_attention_grid_follows_unet_downsampling() -> None:
+    assert attention_grid(128 * 128, (128, 128)) == (128, 128)
+    assert attention_grid(32 * 24, (64, 48)) == (32, 24)
+    assert attention_grid(3 * 2, (5, 3)) == (3, 2)  # stride-2 convs round up
+    with pytest.raises(ValueError):
+        attention_grid(7, (8, 8))
+
+
+def _attention_and_states(num_tokens: int, seed: int = 0):
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(seed)
+    attn = Attention(query_dim=32, cross_attention_dim=16, heads=2, dim_head=16).eval()
+    proc = BoxMaskedIPAttnProcessor(32, 16, num_tokens, scale=0.6)
+    hidden = torch.randn(1, 16, 32)  # a 4x4 latent grid
+    encoder = torch.randn(1, 77 + 4 + 2 * num_tokens, 16)
+    return attn, proc, hidden, encoder
+
+
+def test_image_tokens_reach_only_their_box() -> None:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    attn, proc, hidden, encoder = _attention_and_states(num_tokens=3)
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]])
+    call = lambda enc: proc(attn, hidden, enc, boxes=boxes, latent_hw=(4, 4))[0].view(4, 4, -1)  # noqa: E731
+    base = call(encoder)
+    perturbed = encoder.clone()
+    perturbed[:, 77 + 4 + 3 :] += 5.0  # subject 2's tokens only
+    moved = call(perturbed)
+    assert torch.allclose(base[:2, :2], moved[:2, :2], atol=1e-6)  # subject 1's box ignores subject 2
+    assert not torch.allclose(base[2:, 2:], moved[2:, 2:], atol=1e-3)  # subject 2's box sees it
+    text_only = AttnProcessor2_0()(attn, hidden, encoder[:, :77])[0].view(4, 4, -1)
+    background = [(0, 2), (0, 3), (1, 2), (3, 0), (2, 1)]
+    for r, c in background:  # outside every box: text attention only
+        assert torch.allclose(base[r, c], text_only[r, c], atol=1e-5)
+    assert not torch.allclose(base[0, 0], text_only[0, 0], atol=1e-4)
+
+
+def test_fourier_box_embedding_is_frequency_major() -> None:
+    cfg = ResamplerConfig(embedding_dim=8, output_dim=8, phrase_dim=4, dim=8, depth=1, dim_head=4, heads=2, num_queries=2)
+    emb = GroundingResampler(cfg).fourier(torch.tensor([[0.1, 0.2, 0.3, 0.4]]))[0]
+    freqs = 100 ** (torch.arange(8) / 8)
+    assert emb.shape == (8 * 2 * 4,)
+    assert torch.allclose(emb[4:8], torch.cos(torch.tensor([0.1, 0.2, 0.3, 0.4]) * freqs[0]))
+    assert torch.allclose(emb[8:12], torch.sin(torch.tensor([0.1, 0.2, 0.3, 0.4]) * freqs[1]))
+
+
+def test_dropped_grounding_uses_the_learned_latents() -> None:
+    cfg = ResamplerConfig(embedding_dim=8, output_dim=8, phrase_dim=4, dim=8, depth=1, dim_head=4, heads=2, num_queries=2)
+    resampler = GroundingResampler(cfg).eval()
+    features, phrases = torch.randn(2, 5, 8), torch.randn(2, 4)
+    boxes_a, boxes_b = torch.rand(2, 4), torch.rand(2, 4)
+    kept = resampler(features, boxes_a, phrases, torch.tensor([False, False]))
+    assert not torch.allclose(kept, resampler(features, boxes_b, phrases, torch.tensor([False, False])))
+    dropped_a = resampler(features, boxes_a, phrases, torch.tensor([True, True]))
+    assert torch.allclose(dropped_a, resampler(features, boxes_b, phrases, torch.tensor([True, True])))
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tiny_home: Path, tiny_method: MSDiffusionMethod):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(tiny_home / "tiny" / "msdiffusion" / "sdxl" / "unet")
+
+
+def test_loader_reads_the_released_key_layout(tiny_unet, tmp_path: Path) -> None:
+    cfg = ResamplerConfig(embedding_dim=32, output_dim=64, phrase_dim=32, **TINY_RESAMPLER)
+    path = tmp_path / "ms_adapter.bin"
+    write_random_adapter(path, GroundingResampler(cfg), tiny_unet)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"image_proj", "ms_adapter", "dummy_image_tokens"}
+    for key in ("grounding_latents", "latent_proj.0.weight", "latent_proj.2.bias", "latent_norm.weight", "proj_in.weight",
+                "layers.0.0.to_kv.weight", "layers.0.0.norm2.bias", "layers.0.1.0.weight", "layers.0.1.3.weight", "norm_out.bias"):
+        assert key in state["image_proj"], key
+    n_procs = len(tiny_unet.attn_processors)
+    assert {k.split(".")[0] for k in state["ms_adapter"]} == {str(i) for i in range(1, n_procs, 2)}
+
+    fresh = GroundingResampler(cfg)
+    processors = install_ms_processors(tiny_unet, cfg.num_queries)
+    dummy = load_ms_adapter(path, fresh, processors)
+    assert torch.equal(dummy, state["dummy_image_tokens"])
+    for key, value in state["image_proj"].items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    for index, proc in processors.items():
+        assert torch.equal(proc.to_k_ip.weight, state["ms_adapter"][f"{index}.to_k_ip.weight"])
+        assert torch.equal(proc.to_v_ip.weight, state["ms_adapter"][f"{index}.to_v_ip.weight"])
+
+    del state["ms_adapter"]["1.to_v_ip.weight"]
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"1\.to_v_ip\.weight"):
+        load_ms_adapter(path, fresh, processors)
+
+
+def test_tiny_build_is_cached(tiny_home: Path, tiny_method: MSDiffusionMethod) -> None:
+    folder = tiny_home / "tiny" / "msdiffusion"
+    stamp = (folder / "built.json").stat().st_mtime_ns
+    assert build_tiny_checkpoints(folder)["adapter"].is_file()
+    assert (folder / "built.json").stat().st_mtime_ns == stamp
+
+
+def test_offline_missing_checkpoints_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    with pytest.raises(MissingWeightsError, match=f"{ADAPTER_REPO}/ms_adapter.bin"):
+        MSDiffusionMethod(weights_dir=tmp_path).load()
+    (tmp_path / "MS-Diffusion").mkdir()
+    (tmp_path / "MS-Diffusion" / "ms_adapter.bin").write_bytes(b"")
+    with pytest.raises(MissingWeightsError, match=SDXL_REPO):
+        MSDiffusionMethod(weights_dir=tmp_path).load()
