@@ -238,3 +238,11 @@ def test_page_renders_in_headless_chromium(run_dir: Path, data_dir: Path, tmp_pa
     assert pixels.shape[:2] == (1800, 1280) and pixels.std() > 20
     banner_red = (abs(pixels - [0xC6, 0x28, 0x28]).sum(axis=2) < 30).sum()
     assert banner_red > 5000  # the smoke banner is on screen
+
+
+def test_results_without_samples_give_the_aggregate_only(run_dir: Path, data_dir: Path) -> None:
+    (run_dir / "samples.jsonl").unlink()
+    page = build_report(run_dir / "results.json", data_dir=data_dir)
+    parts = parse(page)
+    assert "only the aggregate table" in page and parts.imgs == [] and parts.rects == []
+    assert "0.6512" in page and parts.banner
