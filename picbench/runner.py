@@ -161,6 +161,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
             dist_state.wait_for_everyone()
         if shard.count == 1 or (dist_state is not None and dist_state.is_main_process):
             outcome.result = _finalize(store, config, bench, samples, items, engine, scorer, provenance_method, device)
+    if dist_state is not None:
+        dist_state.destroy_process_group()
     return outcome
 
 

@@ -155,8 +155,10 @@ class RunStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except OSError as exc:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if not isinstance(exc, OSError):
+                raise
             raise StoreError(
                 f"cannot write image {target}: {exc.strerror or exc}. Finished records are kept; "
                 "free space or fix permissions and rerun to resume"

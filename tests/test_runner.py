@@ -1,0 +1,180 @@
+"""The runner end to end on real DreamBench photos with the tiny (random-weight, smoke) metric
+engine: results, resume after SIGKILL, per-sample failures, refusals, shards and ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from picbench.errors import UnknownNameError
+from picbench.methods import METHODS
+from picbench.records import Sample, Subject
+from picbench.results import iter_sample_scores, load_result
+from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
+from picbench.store import STORE_FILE
+from run_bench_helpers import DOG, tiny_samples, write_tiny_bench
+from slow_methods_plugin import install_plugin
+
+CLI = [sys.executable, "-c", "from picbench.cli import main; main()"]
+
+
+def _config(bench: Path, data_dir: Path, out: Path, **kw) -> RunConfig:
+    defaults = dict(method="paste", bench=str(bench), out=out, seeds=(0, 1), models="tiny", data_dir=data_dir, batch_size=2)
+    return RunConfig(**{**defaults, **kw})
+
+
+def stable_results(out: Path) -> tuple[dict, str]:
+    """results.json without what legitimately differs between invocations (time, checkout state),
+    and samples.jsonl verbatim."""
+    d = json.loads((out / "results.json").read_text())
+    d["provenance"].pop("created")
+    d["provenance"].pop("git")
+    return d, (out / "samples.jsonl").read_text()
+
+
+def _rows(out: Path, table: str = "generations") -> dict[str, tuple]:
+    path = out / STORE_FILE
+    if not path.exists():
+        return {}
+    key = "key" if table == "generations" else "generation_key"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+            return {r[0]: r[1:] for r in db.execute(f"SELECT {key}, created, writes FROM {table}")}
+    except sqlite3.OperationalError:  # the tables are not created yet
+        return {}
+
+
+def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, data_dir: Path) -> None:
+    bench = write_tiny_bench(tmp_path, data_dir, n=4)
+    out = tmp_path / "run"
+    first = run(_config(bench, data_dir, out, limit=3))
+    assert (first.generated, first.scored, first.generation_failures) == (6, 6, 0)
+    result = load_result(out)
+    assert result.smoke and result.method == "paste" and result.bench == "tiny-run-bench" and result.seeds == (0, 1)
+    assert result.counts["items"] == 6 and result.counts["samples"] == 3 and result.counts["n_items"] == 6
+    assert {"clip_i", "clip_t", "dino", "iou"} <= set(result.metrics)
+    assert result.metrics["iou.single"] is not None and result.metrics["iou.multi"] is not None
+    prov = result.provenance
+    assert prov["picbench_version"] and prov["bench"]["limit"] == 3 and prov["seeds"] == [0, 1] and prov["smoke"] is True
+    assert prov["method"]["params"]["models"] == "tiny" and prov["libraries"]["torch"] and prov["device"] == "cpu"
+    assert prov["metric_engine"], "the metric engine's provenance (model ids, weight hashes) is recorded"
+    rows = list(iter_sample_scores(out))
+    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01", "s02") for seed in (0, 1)]
+    assert all(s.smoke and (out / image).is_file() for s, image in rows)
+    assert Image.open(out / rows[0][1]).size == (64, 64)
+    before = stable_results(out)
+    again = run(_config(bench, data_dir, out, limit=3))
+    assert (again.generated, again.scored, again.generation_reused, again.score_reused) == (0, 0, 6, 6)
+    assert stable_results(out) == before
+    assert all(writes == 1 for _, writes in _rows(out).values())
+
+
+def test_methods_outputs_are_checked_per_sample(tmp_path: Path, data_dir: Path) -> None:
+    METHODS.register("faulty", "slow_methods_plugin:FaultyMethod")
+    broken = tmp_path / "broken.png"
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "whole.png")
+    broken.write_bytes((tmp_path / "whole.png").read_bytes()[:60])
+    bench = write_tiny_bench(tmp_path, data_dir, n=6)
+    out = tmp_path / "run"
+    outcome = run(_config(bench, data_dir, out, method="faulty", seeds=(0,), batch_size=3, params={"broken_png": str(broken)}, detector=None))
+    assert outcome.generation_failures == 4
+    by_sample = {s.sample_id: (s, json.loads(line)) for (s, _), line in zip(iter_sample_scores(out), (out / "samples.jsonl").read_text().splitlines())}
+    failures = {sid: line["generation_failure"] for sid, (_, line) in by_sample.items()}
+    assert failures["s00"] is None and failures["m05"] is None
+    assert "wrong size 72x64, expected 64x64" in failures["m01"]
+    assert "broken image" in failures["s02"]
+    assert "NaN" in failures["m03"]
+    assert "RuntimeError: the sampler diverged" in failures["s04"]
+    assert by_sample["m05"][1]["image"] is not None and by_sample["m01"][1]["image"] is None
+    assert all(by_sample[sid][0].failures for sid in ("m01", "s02", "m03", "s04")), "failures reach the Score records"
+    result = load_result(out)
+    assert result.counts["generation_failures"] == 4 and result.counts["items"] == 6
+
+
+def test_unknown_bench_gets_a_suggestion_and_nothing_is_written(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(UnknownNameError, match="did you mean"):
+        run(RunConfig(method="paste", bench="dreambench-mullti", out=tmp_path / "run", data_dir=data_dir, models="tiny"))
+    with pytest.raises(UnknownNameError, match="did you mean 'paste'"):
+        run(RunConfig(method="pastee", bench=str(write_tiny_bench(tmp_path, data_dir, n=2)), out=tmp_path / "run", data_dir=data_dir, models="tiny"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bench_failing_validation_is_refused_before_generating(tmp_path: Path, data_dir: Path) -> None:
+    samples = tiny_samples(2) + [Sample("gone", "a dog", 64, 64, "single", (Subject("dog", "dog", ("dreambench/dataset/dog/99.jpg",), box=(0.1, 0.1, 0.5, 0.5)),))]
+    bench = write_tiny_bench(tmp_path, data_dir, samples=samples, name="damaged")
+    with pytest.raises(BenchRefusedError, match=r"nothing was generated(.|\n)*dog/99\.jpg"):
+        run(_config(bench, data_dir, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_sharded_run_merges_to_the_single_process_results(tmp_path: Path, data_dir: Path) -> None:
+    bench = write_tiny_bench(tmp_path, data_dir, n=5)
+    run(_config(bench, data_dir, tmp_path / "whole"))
+    shards = tmp_path / "shards"
+    part0 = run(_config(bench, data_dir, shards, shard=Shard.parse("0/2")))
+    assert part0.result is None and part0.items == 5 and not (shards / "results.json").exists()
+    with pytest.raises(Exception, match=r"shard\(s\) 1/2 have not finished"):
+        merge(shards)
+    run(_config(bench, data_dir, shards, shard=Shard.parse("1/2"), batch_size=3))
+    merge(shards)
+    assert stable_results(shards) == stable_results(tmp_path / "whole")
+
+
+def _cli_run(out: Path, bench: Path, data_dir: Path, method: str = "slowpaste") -> list[str]:
+    return [*CLI, "run", "--method", method, "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny",
+            "--seeds", "0,1", "--batch-size", "1", "--out", str(out)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["generate", "score"])
+def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, data_dir: Path, phase: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin"))}
+    bench = write_tiny_bench(tmp_path, data_dir, n=4)
+    n_items = 8
+    subprocess.run(_cli_run(tmp_path / "full", bench, data_dir), env=env, check=True, capture_output=True, timeout=300)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_run(killed, bench, data_dir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        gens = _rows(killed)
+        scores = _rows(killed, "scores") if phase == "score" else {}
+        if (phase == "generate" and 2 <= len(gens) < n_items) or (phase == "score" and len(gens) == n_items and len(scores) < n_items):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, f"the run ended before it could be killed in its {phase} phase"
+    gens_before, scores_before = _rows(killed), _rows(killed, "scores")
+    assert 0 < len(gens_before) <= n_items and len(scores_before) < n_items
+    subprocess.run(_cli_run(killed, bench, data_dir), env=env, check=True, capture_output=True, timeout=300)
+    gens_after, scores_after = _rows(killed), _rows(killed, "scores")
+    assert len(gens_after) == len(scores_after) == n_items
+    assert all(gens_after[k] == v for k, v in gens_before.items()), "a finished generation was recomputed"
+    assert all(scores_after[k] == v for k, v in scores_before.items()), "a finished score was recomputed"
+    assert all(writes == 1 for _, writes in [*gens_after.values(), *scores_after.values()])
+    assert stable_results(killed) == stable_results(tmp_path / "full")
+    for image in (tmp_path / "full" / "images").iterdir():
+        assert (killed / "images" / image.name).read_bytes() == image.read_bytes()
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path, data_dir: Path) -> None:
+    bench = write_tiny_bench(tmp_path, data_dir, n=5)
+    args = ["run", "--method", "paste", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--seeds", "0,1", "--batch-size", "2"]
+    subprocess.run([*CLI, *args, "--out", str(tmp_path / "one")], check=True, capture_output=True, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python", *CLI]
+    done = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "two" / STORE_FILE) as db:
+        parts = dict(db.execute("SELECT part, status FROM run_parts"))
+        pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM generations")}
+    assert parts == {"0/2": "done", "1/2": "done"} and len(pids) == 2, "each rank generated its own shard"
+    assert stable_results(tmp_path / "two") == stable_results(tmp_path / "one")
