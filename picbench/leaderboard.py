@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from picbench.errors import PicbenchError
-from picbench.results import RunResult, load_result
+from picbench.results import RESULTS_FILE, RunResult, load_result
 
 KEY_COLUMNS = ["method", "bench", "source", "smoke"]
 """A leaderboard holds one row per value of these columns."""
@@ -93,7 +93,7 @@ def load_results(paths: Iterable[str | Path]) -> list[tuple[RunResult, Path]]:
     loaded = []
     for path in paths:
         path = Path(path)
-        loaded.append((load_result(path), path / "results.json" if path.is_dir() else path))
+        loaded.append((load_result(path), path / RESULTS_FILE if path.is_dir() else path))
     return loaded
 
 

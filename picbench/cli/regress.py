@@ -7,7 +7,7 @@ Exit codes: 0 no metric fell by more than its tolerance; 1 at least one did (a t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -25,12 +25,12 @@ def regress(
     results: Annotated[list[Path], typer.Argument(help="the run to check: results.json files, run folders or a leaderboard CSV")],
     baseline: Annotated[list[Path], typer.Option("--baseline", "-b", help="leaderboard CSV or results to compare against (repeatable)")],
     tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed absolute drop of any metric")] = DEFAULT_TOLERANCE,
-    tolerance_for: Annotated[list[str], typer.Option("--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)")] = [],  # noqa: B006
+    tolerance_for: Annotated[Optional[list[str]], typer.Option("--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)")] = None,  # noqa: UP007
     show_all: Annotated[bool, typer.Option("--show-all", help="list every compared metric, not only those that fell")] = False,
 ) -> None:
     """Compare every metric the run and the baseline share; exit 1 if any fell by more than its tolerance."""
     try:
-        report = compare(load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for))
+        report = compare(load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []))
     except PicbenchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(EXIT_UNUSABLE) from None
