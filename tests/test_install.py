@@ -1,0 +1,63 @@
+"""Packaging: a regular and an editable install both import ``picbench.adapters`` and
+``picbench.reference_impl``, and neither installs a top-level ``adapters`` or ``reference_impl``
+(``adapters`` is a popular PyPI name). Builds run on a copy of the tree so the shared checkout's
+build/ and egg-info are never touched."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import importlib.util, sys\n"
+    "import picbench.adapters, picbench.reference_impl\n"
+    "print(picbench.adapters.__path__[0]); print(picbench.reference_impl.__path__[0])\n"
+    "print(importlib.util.find_spec('adapters') is None and importlib.util.find_spec('reference_impl') is None)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = tmp_path_factory.mktemp("install") / "src"
+    ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ci", "tests", "benchmarks", "leaderboards")
+    shutil.copytree(REPO, src, ignore=ignore, symlinks=True)
+    return src
+
+
+def _pip(python: str, *args: str, cwd: Path) -> None:
+    out = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet", *args], cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _probe(python: str, cwd: Path, env: dict[str, str] | None = None) -> list[str]:
+    out = subprocess.run([python, "-c", PROBE], cwd=cwd, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_regular_install(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    _pip(sys.executable, "--target", str(target), str(source), cwd=tmp_path)
+    assert (target / "picbench" / "adapters" / "__init__.py").is_file()
+    assert (target / "picbench" / "reference_impl" / "__init__.py").is_file()
+    assert not (target / "adapters").exists() and not (target / "reference_impl").exists()
+    adapters, reference_impl, no_top_level = _probe(sys.executable, tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert Path(adapters) == target / "picbench" / "adapters"
+    assert Path(reference_impl) == target / "picbench" / "reference_impl"
+    assert no_top_level == "True"
+
+
+def test_editable_install(source: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    _pip(python, "-e", str(source), cwd=tmp_path)
+    adapters, reference_impl, no_top_level = _probe(python, tmp_path)
+    assert Path(adapters) == source / "adapters"
+    assert Path(reference_impl) == source / "reference_impl"
+    assert no_top_level == "True"
