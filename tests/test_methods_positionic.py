@@ -1,0 +1,85 @@
+"""The ``positionic`` method: Samples in, images of each Sample's size out, bad layouts refused early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from picbench.errors import BenchFormatError, MissingWeightsError
+from picbench.methods import METHODS
+from picbench.methods.positionic import PositionICMethod
+from picbench.records import Sample, Subject
+
+FAST = {"steps": 2, "ref_long_side": 32}
+DOG = "dreambench/dataset/dog/00.jpg"
+BACKPACK = "dreambench/dataset/backpack/00.jpg"
+
+
+def two_subjects(sample_id: str, width: int = 64, height: int = 64, boxes=((0.05, 0.3, 0.55, 0.95), (0.4, 0.1, 0.95, 0.7)), depths=(0, 1)) -> Sample:
+    subjects = tuple(
+        Subject(name, word, (ref,), box=box, depth=depth)
+        for name, word, ref, box, depth in zip(("dog", "backpack"), ("dog", "backpack"), (DOG, BACKPACK), boxes, depths)
+    )
+    return Sample(sample_id, "a dog and a backpack in the jungle", width, height, "multi", subjects)
+
+
+@pytest.fixture(scope="module")
+def method() -> PositionICMethod:
+    return PositionICMethod(models="tiny", params=FAST)
+
+
+def test_registered_with_its_capabilities() -> None:
+    cls = METHODS.get("positionic")
+    assert cls is PositionICMethod
+    caps = cls.capabilities
+    assert caps.references and caps.boxes and caps.multi_subject and caps.depth_order
+    assert cls.checkpoints["base"] == "black-forest-labs/FLUX.1-dev"
+    assert {"steps", "guidance", "sigma", "delta", "attention_backend", "lora"} <= set(cls.default_params)
+
+
+def test_generates_each_samples_size_reproducibly(method: PositionICMethod, data_dir: Path) -> None:
+    samples = [two_subjects("square"), two_subjects("wide", width=80, height=48)]
+    first = method.generate(samples, seed=1, data_root=data_dir)
+    again = method.generate(samples[:1], seed=1, data_root=data_dir)
+    other = method.generate(samples[:1], seed=2, data_root=data_dir)
+    assert [im.size for im in first] == [(64, 64), (80, 48)]
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))  # same image whatever the batch
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+    assert method.smoke
+
+
+def test_depth_order_changes_the_image(method: PositionICMethod, data_dir: Path) -> None:
+    front_dog, front_bag = method.generate([two_subjects("a"), two_subjects("b", depths=(1, 0))], seed=4, data_root=data_dir)
+    assert not np.array_equal(np.asarray(front_dog), np.asarray(front_bag))
+
+
+def test_sample_without_boxes_runs_without_vaa(method: PositionICMethod, data_dir: Path) -> None:
+    sample = two_subjects("dreambench-like", boxes=(None, None), depths=(None, None))
+    (image,) = method.generate([sample], seed=0, data_root=data_dir)
+    assert image.size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "depths", "match"),
+    [
+        (((0.1, 0.1, 0.5, 0.5), (0.7, 0.2, 0.3, 0.6)), (0, 1), "inverted"),
+        (((0.1, 0.1, 0.5, 0.5), (0.2, 0.2, 0.6, 0.6)), (0, 0), "depth rank 0"),
+        (((0.1, 0.1, 0.5, 0.5), (0.2, 0.2, 0.6, 0.6)), (0, None), "some subjects have a depth rank"),
+    ],
+)
+def test_bad_layout_is_refused_before_the_model_is_built(data_dir: Path, boxes, depths, match) -> None:
+    fresh = PositionICMethod(models="tiny", params=FAST)
+    with pytest.raises(BenchFormatError, match=match) as err:
+        fresh.generate([two_subjects("good"), two_subjects("bad-one", boxes=boxes, depths=depths)], seed=0, data_root=data_dir)
+    assert err.value.sample_id == "bad-one"
+    assert fresh._pipe is None
+
+
+def test_missing_lora_and_base_weights_are_named(tmp_path: Path, data_dir: Path) -> None:
+    with pytest.raises(MissingWeightsError, match="positionic_lora.safetensors"):
+        PositionICMethod(models="tiny", params={**FAST, "lora": str(tmp_path / "positionic_lora.safetensors")}).pipeline()
+    (tmp_path / "FLUX.1-dev").mkdir()
+    with pytest.raises(MissingWeightsError, match="model_index.json"):
+        PositionICMethod(weights_dir=tmp_path, params=FAST).pipeline()
