@@ -1,0 +1,62 @@
+"""Where an adapter's released weights come from: a local folder or file, else the Hugging Face
+hub (or its cache). Offline and absent, the error names the checkpoint and how to provide it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from picbench.errors import MissingWeightsError
+
+T = TypeVar("T")
+
+
+def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
+    """``checkpoint`` itself if it is an existing path, else ``weights_dir/<hub id>`` or
+    ``weights_dir/<last part of the id>`` if present; None means "ask the hub"."""
+    direct = Path(checkpoint).expanduser()
+    if direct.exists():
+        return direct
+    if weights_dir is not None:
+        for candidate in (weights_dir / checkpoint, weights_dir / checkpoint.rsplit("/", 1)[-1]):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def missing_weights(method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None) -> MissingWeightsError:
+    what = f"{checkpoint}/{filename}" if filename else checkpoint
+    return MissingWeightsError(
+        f"method {method}: checkpoint {what!r} is not available locally and the hub could not be reached"
+        + (f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else "")
+        + f". Download it with `huggingface-cli download {checkpoint}` (with network), or put it under "
+        f"--weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter."
+    )
+
+
+def load_pretrained(method: str, checkpoint: str, weights_dir: Path | None, loader: Callable[[str], T]) -> T:
+    """Call ``loader`` on the local copy if there is one, else on the hub id; a hub or cache
+    miss becomes a :class:`MissingWeightsError` naming the checkpoint."""
+    local = local_checkpoint(checkpoint, weights_dir)
+    if local is not None:
+        return loader(str(local))
+    try:
+        return loader(checkpoint)
+    except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
+        raise missing_weights(method, checkpoint, exc) from exc
+
+
+def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path | None) -> Path:
+    """One file of a hub repository (e.g. a released ``.pth``): local copy first, then the hub."""
+    local = local_checkpoint(checkpoint, weights_dir)
+    if local is not None:
+        path = local / filename if local.is_dir() else local
+        if path.is_file():
+            return path
+        raise missing_weights(method, checkpoint, filename=filename)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(checkpoint, filename))
+    except OSError as exc:
+        raise missing_weights(method, checkpoint, exc, filename=filename) from exc

@@ -1,0 +1,240 @@
+"""GLIGEN (Li et al., CVPR 2023) through diffusers' GLIGEN pipelines.
+
+Two variants, chosen by the ``variant`` parameter:
+
+- ``text-image`` (default): ``StableDiffusionGLIGENTextImagePipeline``: each subject is grounded
+  by its class word *and* its first reference image (CLIP image embedding projected into the
+  phrase space, normalised to 28.7 as in GLIGEN), in its box. Checkpoint ``anhnct/Gligen_Text_Image``.
+- ``text-box``: ``StableDiffusionGLIGENPipeline``: class word + box only, no references.
+  Checkpoint ``masterful/gligen-1-4-generation-text-box``.
+
+Deprecation, decided: diffusers froze both pipelines after 0.33.1 and moved them to
+``diffusers.pipelines.deprecated``, but 0.42 still ships and exports them and they run unchanged.
+We use diffusers' own copy (no vendored pipeline to maintain) and load it as the released
+checkpoints expect; if a future diffusers drops it, :func:`pipeline_class` says which diffusers to
+install. diffusers' per-load deprecation log line is silenced since this note records it.
+
+Faithfulness notes: sampling follows the GLIGEN authors' inference (50 PLMS steps, guidance 7.5,
+scheduled sampling beta 0.3: grounding on for the first 30% of steps, null grounding on the
+unconditional branch). diffusers' text-image pipeline computes the beta cut-off but never applies
+it; we apply it (switching the gated fusers off after ``beta * steps`` steps through the pipeline's
+step callback), as the text-box pipeline and the authors' code do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from PIL import Image
+
+from picbench.adapters.checkpoints import load_pretrained
+from picbench.imaging import load_rgb
+from picbench.methods.base import Capabilities, Method
+from picbench.paths import picbench_home, resolve_in_root
+from picbench.records import Sample
+
+VARIANTS: Mapping[str, Mapping[str, str]] = {
+    "text-image": {"pipeline": "StableDiffusionGLIGENTextImagePipeline", "checkpoint": "anhnct/Gligen_Text_Image", "attention_type": "gated-text-image"},
+    "text-box": {"pipeline": "StableDiffusionGLIGENPipeline", "checkpoint": "masterful/gligen-1-4-generation-text-box", "attention_type": "gated"},
+}
+MAX_OBJECTS = 30  # GLIGEN's grounding token budget; diffusers drops objects past it
+
+
+@dataclass(frozen=True)
+class GligenCall:
+    """One sample in GLIGEN's own terms: what the pipeline is called with."""
+
+    prompt: str
+    phrases: tuple[str, ...]
+    boxes: tuple[tuple[float, float, float, float], ...]
+    reference_paths: tuple[str, ...]
+    width: int
+    height: int
+
+
+def generation_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """GLIGEN is trained at 512x512: generate with the longer side at ``resolution``, keeping the
+    sample's aspect ratio, each side a multiple of 8 (the pipeline's requirement)."""
+    scale = resolution / max(width, height)
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+
+def gligen_call(sample: Sample, resolution: int) -> GligenCall:
+    """Boxes stay normalised xyxy (GLIGEN's format), phrases are the class words, and each
+    subject contributes its first reference image (one image per box)."""
+    missing = [s.name for s in sample.subjects if s.box is None]
+    if missing:
+        raise ValueError(f"gligen: sample {sample.id} has no box for subject(s) {missing}")
+    if len(sample.subjects) > MAX_OBJECTS:
+        raise ValueError(f"gligen: sample {sample.id} has {len(sample.subjects)} subjects, GLIGEN grounds at most {MAX_OBJECTS}")
+    width, height = generation_size(sample.width, sample.height, resolution)
+    return GligenCall(
+        prompt=sample.prompt,
+        phrases=tuple(s.class_word for s in sample.subjects),
+        boxes=tuple(tuple(s.box) for s in sample.subjects),  # type: ignore[arg-type]
+        reference_paths=tuple(s.references[0] for s in sample.subjects),
+        width=width,
+        height=height,
+    )
+
+
+def grounding_steps(steps: int, beta: float) -> int:
+    """Steps with grounding on (GLIGEN's scheduled sampling); the rest run as plain SD."""
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"gligen: scheduled_sampling_beta must be in (0, 1], got {beta}")
+    return max(1, int(beta * steps))
+
+
+def pipeline_class(variant: str) -> type:
+    if variant not in VARIANTS:
+        raise ValueError(f"gligen: unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    import diffusers
+
+    name = VARIANTS[variant]["pipeline"]
+    cls = getattr(diffusers, name, None)
+    if cls is None:
+        raise ImportError(f"gligen: diffusers {diffusers.__version__} no longer ships {name}; install diffusers>=0.32,<=0.42.1")
+    return cls
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    from diffusers.utils import logging as dlogging
+
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        dlogging.set_verbosity(level)
+
+
+def build_tiny_gligen(folder: Path, variant: str) -> Path:
+    """Random-weight GLIGEN pipeline of the real architecture (SD UNet with gated fusers, SD VAE,
+    CLIP text encoder, and for text-image a CLIP vision tower + projection), saved in diffusers'
+    folder format."""
+    from diffusers.pipelines.stable_diffusion.clip_image_project_model import CLIPImageProjection
+    from transformers import CLIPProcessor
+
+    from picbench.adapters import tiny_components as tiny
+
+    hidden = 32
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = tiny.tiny_clip_tokenizer(Path(tmp) / "tokenizer")
+    components: dict[str, Any] = {
+        "vae": tiny.tiny_sd_vae(),
+        "text_encoder": tiny.tiny_clip_text_model(hidden),
+        "tokenizer": tokenizer,
+        "unet": tiny.tiny_sd_unet(hidden, attention_type=VARIANTS[variant]["attention_type"]),
+        "scheduler": tiny.sd_pndm_scheduler(),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+    if variant == "text-image":
+        torch.manual_seed(0)
+        components["image_project"] = CLIPImageProjection(hidden_size=hidden).eval()
+        components["image_encoder"] = tiny.tiny_clip_vision_model_with_projection(hidden, projection_dim=hidden)
+        components["processor"] = CLIPProcessor(image_processor=tiny.tiny_clip_image_processor(), tokenizer=tokenizer)
+    with _quiet_diffusers():
+        pipe = pipeline_class(variant)(**components)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    pipe.save_pretrained(staging)
+    if folder.exists():  # another process built it meanwhile
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, folder)
+    return folder
+
+
+class GligenMethod(Method):
+    name = "gligen"
+    version = "1"
+    capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=False)
+    default_params = {
+        "variant": "text-image",
+        "checkpoint": None,  # None: the variant's released checkpoint (VARIANTS)
+        "steps": 50,
+        "guidance_scale": 7.5,
+        "scheduled_sampling_beta": 0.3,
+        "resolution": 512,
+        "negative_prompt": "",
+    }
+    checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        pipeline_class(self.params["variant"])  # validate early
+        if self.params["variant"] == "text-box":
+            self.capabilities = replace(type(self).capabilities, references=False)
+        grounding_steps(self.params["steps"], self.params["scheduled_sampling_beta"])
+        self._pipe: Any = None
+
+    @property
+    def checkpoint(self) -> str:
+        return self.params["checkpoint"] or VARIANTS[self.params["variant"]]["checkpoint"]
+
+    def supports(self, sample: Sample) -> str | None:
+        if not sample.has_layout:
+            return f"{self.name} needs a target box for every subject; sample {sample.id} has none for some"
+        return super().supports(sample)
+
+    def pipeline(self) -> Any:
+        """Load once: the tiny random-weight folder (built on first use) or the released one."""
+        if self._pipe is None:
+            variant = self.params["variant"]
+            cls = pipeline_class(variant)
+            if self.smoke:
+                folder = picbench_home() / "tiny" / f"gligen-{variant}-v{self.version}"
+                source = str(folder if folder.is_dir() else build_tiny_gligen(folder, variant))
+                loader = cls.from_pretrained
+            else:
+                source = self.checkpoint
+                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+                loader = lambda path: cls.from_pretrained(path, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)  # noqa: E731
+            with _quiet_diffusers():
+                pipe = loader(source) if self.smoke else load_pretrained(self.name, source, self.weights_dir, loader)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipe = pipe.to(self.device)
+        return self._pipe
+
+    def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        pipe = self.pipeline()
+        return [self._generate_one(pipe, sample, seed, data_root) for sample in samples]
+
+    def _generate_one(self, pipe: Any, sample: Sample, seed: int, data_root: Path) -> Image.Image:
+        call = gligen_call(sample, self.params["resolution"])
+        steps = self.params["steps"]
+        kwargs: dict[str, Any] = {
+            "prompt": call.prompt,
+            "negative_prompt": self.params["negative_prompt"] or None,
+            "gligen_phrases": list(call.phrases),
+            "gligen_boxes": [list(b) for b in call.boxes],
+            "gligen_scheduled_sampling_beta": self.params["scheduled_sampling_beta"],
+            "num_inference_steps": steps,
+            "guidance_scale": self.params["guidance_scale"],
+            "width": call.width,
+            "height": call.height,
+            # CPU noise: the same (sample, seed) gives the same image on any device and batch
+            "generator": torch.Generator("cpu").manual_seed(seed),
+        }
+        if self.params["variant"] == "text-image":
+            kwargs["gligen_images"] = [load_rgb(resolve_in_root(data_root, p)) for p in call.reference_paths]
+            cutoff = grounding_steps(steps, self.params["scheduled_sampling_beta"])
+            kwargs["callback"] = lambda i, t, latents: pipe.enable_fuser(False) if i + 1 == cutoff else None
+            kwargs["callback_steps"] = 1
+        image = pipe(**kwargs).images[0]
+        if image.size != (sample.width, sample.height):
+            image = image.resize((sample.width, sample.height), Image.Resampling.LANCZOS)
+        return image
+
+
+__all__ = ["GligenCall", "GligenMethod", "VARIANTS", "generation_size", "gligen_call", "grounding_steps"]
