@@ -87,6 +87,13 @@ def test_jsonl_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     assert info.value.line == 3 and str(path) in str(info.value)
 
 
+def test_jsonl_duplicate_id_names_both_lines(tmp_path: Path) -> None:
+    path = write_bench_jsonl(_bench(tmp_path, [_sample("a"), _sample("b"), _sample("a")]), tmp_path / "d.jsonl")
+    with pytest.raises(BenchFormatError, match="first at line 2") as info:
+        read_bench_jsonl(path, tmp_path)
+    assert info.value.line == 4 and info.value.sample_id == "a"
+
+
 def test_content_hash_covers_image_bytes(tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"one")

@@ -38,6 +38,7 @@ def read_bench_jsonl(path: str | Path, data_root: str | Path) -> Bench:
     path = Path(path)
     header: dict | None = None
     samples: list[Sample] = []
+    seen: dict[str, int] = {}
     for lineno, obj in iter_jsonl(path):
         if obj.get("schema") == BENCH_SCHEMA:
             if header is not None:
@@ -47,9 +48,13 @@ def read_bench_jsonl(path: str | Path, data_root: str | Path) -> Bench:
         if header is None:
             raise BenchFormatError(f"the first line must be a bench header with schema {BENCH_SCHEMA!r}", file=path, line=lineno)
         try:
-            samples.append(Sample.from_dict(obj))
+            sample = Sample.from_dict(obj)
         except BenchFormatError as exc:
             raise BenchFormatError(exc.reason, file=path, line=lineno, sample_id=exc.sample_id or obj.get("id"), field=exc.field) from None
+        if sample.id in seen:
+            raise BenchFormatError(f"duplicate id (first at line {seen[sample.id]})", file=path, line=lineno, sample_id=sample.id, field="id")
+        seen[sample.id] = lineno
+        samples.append(sample)
     if header is None:
         raise BenchFormatError("empty bench file (no header)", file=path)
     for key in ("name", "version"):
