@@ -150,6 +150,38 @@ def build_owlv2(folder: Path | None = None) -> Path:
     return _finish(folder)
 
 
+# Class words of the bundled benches (DreamBench, MS-Bench) and the words of COCO-style queries:
+# the tiny BERT vocabulary, so that test queries tokenize to real words rather than [UNK].
+_GROUNDING_WORDS = ("a photo of . , and the dog cat backpack teddy bear plushie can bowl vase sneaker shoe toy glasses boot "
+                    "candle clock berry duck monster cartoon person man woman car chair table cup bottle bag hat shirt dress "
+                    "pants jacket flower tree house robot sunglasses")
+
+
+def build_grounding_dino(folder: Path | None = None) -> Path:
+    """A Grounding DINO (Swin backbone, BERT text encoder; one encoder, two decoder layers) with
+    its processor and a small WordPiece vocabulary, via save_pretrained."""
+    from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    folder = Path(folder or tiny_dir() / "grounding_dino")
+    if _ready(folder):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(_GROUNDING_WORDS.split())]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=7, out_features=["stage2", "stage3", "stage4"]),
+        text_config=BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, num_queries=20, num_feature_levels=4, encoder_n_points=2, decoder_n_points=2, max_text_len=32,
+    )
+    _seeded()
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 224, "longest_edge": 320})
+    GroundingDinoProcessor(image_processor=image_processor, tokenizer=BertTokenizer(str(folder / "vocab.txt"))).save_pretrained(folder)
+    return _finish(folder)
+
+
 def _qwen_tokenizer():
     """A small byte-level BPE with Qwen2.5-VL's special tokens and chat template: enough to drive
     the real processor and generate() end to end (its text is random, like its weights)."""
@@ -203,7 +235,8 @@ def build_qwen25_vl(folder: Path | None = None) -> Path:
     return _finish(folder)
 
 
-BUILDERS = {"clip": build_open_clip, "hf_clip": build_hf_clip, "dino": build_timm_dino, "owlv2": build_owlv2, "vision-r1": build_qwen25_vl}
+BUILDERS = {"clip": build_open_clip, "hf_clip": build_hf_clip, "dino": build_timm_dino, "owlv2": build_owlv2,
+            "grounding-dino": build_grounding_dino, "vision-r1": build_qwen25_vl}
 
 
 def tiny_weights(role: str) -> Path:

@@ -1,0 +1,57 @@
+"""One interface for every detector: image + class words -> pixel xyxy boxes, labels, scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from PIL import Image
+
+from picbench.metrics.boxes import box_problem
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: tuple[float, float, float, float]  # pixels of the original image, xyxy
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class DetectorOutput:
+    detections: tuple[Detection, ...]
+    raw: str | None = None  # the model's own answer, kept for the record (VLM detectors)
+    problems: tuple[str, ...] = field(default_factory=tuple)  # boxes dropped, answers cut off
+
+
+class Detector:
+    """Subclasses implement ``detect``; ``model_id`` and ``provenance`` describe the weights."""
+
+    name: str = ""
+    model_id: str = ""
+    forward_seconds: float = 0.0
+
+    def detect(self, image: Image.Image, classes: Sequence[str]) -> DetectorOutput:
+        raise NotImplementedError
+
+    def provenance(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def clean_detections(candidates: Sequence[Detection], width: int, height: int) -> tuple[list[Detection], list[str]]:
+    """Clip boxes to the image and drop zero-area or inverted ones, saying why."""
+    kept: list[Detection] = []
+    problems: list[str] = []
+    for det in candidates:
+        why = box_problem(det.box)
+        if why is None:
+            x0, y0, x1, y1 = det.box
+            clipped = (min(max(x0, 0.0), float(width)), min(max(y0, 0.0), float(height)), min(max(x1, 0.0), float(width)), min(max(y1, 0.0), float(height)))
+            why = box_problem(clipped)
+            if why is not None:
+                why = f"{why} after clipping {list(det.box)} to the {width}x{height} image"
+        if why is not None:
+            problems.append(f"dropped {det.label or 'unlabelled'} detection: {why}")
+            continue
+        kept.append(Detection(clipped, det.label, det.score))
+    return kept, problems
