@@ -23,12 +23,10 @@ from typing import Any, Iterable, Literal, Mapping
 from picbench.errors import BenchFormatError, ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
-from picbench.records import BENCH_SCHEMA, SAMPLE_SCHEMA, Bench, Sample, check_box
+from picbench.records import _SAMPLE_FIELDS, _SUBJECT_FIELDS, BENCH_SCHEMA, SAMPLE_SCHEMA, Bench, Sample, check_box
 
 Severity = Literal["error", "warning"]
 
-_SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects", "meta"}
-_SUBJECT_FIELDS = {"name", "class_word", "references", "eval_images", "box", "depth"}
 _HEADER_FIELDS = {"schema", "name", "version", "description", "reconstruction"}
 LAYOUT_BENCH_PREFIX = "positionic"
 
@@ -193,6 +191,11 @@ def _image_uses(obj: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
 _decoded: dict[tuple[str, int, int], str | None] = {}
 
 
+def clear_image_cache() -> None:
+    """Forget which images decoded (for timing a cold validation)."""
+    _decoded.clear()
+
+
 def image_problem(path: Path) -> str | None:
     """Why an image cannot be used (missing, truncated, corrupt), or None. Cached per file
     version, since every bench on a data root shares its images."""
@@ -218,6 +221,7 @@ def _check_records(
     file: str | None,
     check_images: bool,
     require_layout: bool,
+    workers: int | None = None,
 ) -> None:
     seen: dict[str, int | None] = {}
     used: dict[Path, list[tuple[int | None, str, str, str]]] = {}
@@ -253,7 +257,7 @@ def _check_records(
     if not check_images:
         return
     paths = sorted(used)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
         reasons = list(pool.map(image_problem, paths))
     for path, reason in zip(paths, reasons):
         if reason is None:
@@ -265,17 +269,20 @@ def _check_records(
         _Collector(report, file, line, sid).add(code, f"{rel}: {reason} (used by {n} sample{'s' * (n != 1)})", field_name)
 
 
-def validate_bench(bench: Bench, *, check_images: bool = True, require_layout: bool | None = None) -> ValidationReport:
-    """Check an in-memory bench (from a loader) with the same rules as a file."""
+def validate_bench(bench: Bench, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None) -> ValidationReport:
+    """Check an in-memory bench (from a loader) with the same rules as a file; ``workers``
+    threads decode images (default: up to 4)."""
     if require_layout is None:
         require_layout = bench.name.startswith(LAYOUT_BENCH_PREFIX)
     report = ValidationReport(bench.name)
     records = [(None, s.to_dict()) for s in bench.samples]
-    _check_records(records, report, Path(bench.data_root), file=None, check_images=check_images, require_layout=require_layout)
+    _check_records(records, report, Path(bench.data_root), file=None, check_images=check_images, require_layout=require_layout, workers=workers)
     return report
 
 
-def validate_bench_file(path: str | Path, data_root: str | Path, *, check_images: bool = True, require_layout: bool | None = None) -> ValidationReport:
+def validate_bench_file(
+    path: str | Path, data_root: str | Path, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None
+) -> ValidationReport:
     """Check a bench JSONL file line by line; each problem is recorded and checking goes on."""
     path = Path(path)
     report = ValidationReport(str(path))
@@ -317,7 +324,7 @@ def validate_bench_file(path: str | Path, data_root: str | Path, *, check_images
         report.bench = header["name"]
     if require_layout is None:
         require_layout = report.bench.startswith(LAYOUT_BENCH_PREFIX)
-    _check_records(records, report, Path(data_root), file=file, check_images=check_images, require_layout=require_layout)
+    _check_records(records, report, Path(data_root), file=file, check_images=check_images, require_layout=require_layout, workers=workers)
     if not records and header is not None:
         report.problems.append(Problem("warning", "empty-bench", "the bench has no samples", file))
     return report
