@@ -13,6 +13,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pytest
 
 from picbench.benches import BENCHES, built_bench_dir, load_bench
@@ -210,6 +211,8 @@ def test_hf_round_trip(tmp_path: Path, open_bench) -> None:
     with pytest.raises(PicbenchError, match="other content"):
         (tmp_path / "root" / small.image_paths()[0]).write_bytes(b"changed")
         dataset_to_bench(ds, tmp_path / "root")
+    with pytest.raises(BenchFormatError, match="missing column"):
+        dataset_to_bench(datasets.Dataset.from_dict({"id": ["x"]}), tmp_path / "other")
 
 
 def test_hf_hub_offline_fails_clearly(tmp_path: Path) -> None:

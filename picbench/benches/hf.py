@@ -6,7 +6,9 @@ depths), ``meta`` (canonical JSON text, since metas differ per bench) and ``imag
 row of the first sample that uses it (references and eval images alike; an unreadable image is
 left out with a warning naming it, as the bench's samples keep its path): DreamBench's 750
 samples share 158 images, and embedding them per row would copy ~100 MB into ~3 GB. The bench
-header (name, version, description, reconstruction) is JSON in ``Dataset.info.description``.
+header (name, version, description, reconstruction) is canonical JSON in a ``bench`` column
+repeated on every row: unlike ``DatasetInfo.description`` it survives ``push_to_hub`` and any
+row selection.
 
 Back from a dataset, the images are written under a data root at their bench-relative paths
 (refusing unsafe paths, and refusing to overwrite a different file). A local folder and a Hub
@@ -40,6 +42,7 @@ _SUBJECT = {
 }
 FEATURES = Features(
     {
+        "bench": Value("string"),
         "id": Value("string"),
         "prompt": Value("string"),
         "width": Value("int64"),
@@ -55,10 +58,12 @@ FEATURES = Features(
 def bench_to_dataset(bench: Bench) -> datasets.Dataset:
     """Every sample as a row; every image's bytes once (see the module docstring)."""
     rows: dict[str, list[Any]] = {key: [] for key in FEATURES}
+    header = canonical_json(bench.header())
     stored: set[str] = set()
     missing: list[str] = []
     for sample in bench.samples:
         d = sample.to_dict()
+        rows["bench"].append(header)
         for key in ("id", "prompt", "width", "height", "split", "subjects"):
             rows[key].append(d[key])
         rows["meta"].append(canonical_json(d["meta"]))
@@ -77,22 +82,27 @@ def bench_to_dataset(bench: Bench) -> datasets.Dataset:
         rows["images"].append(new_images)
     if missing:
         warnings.warn(f"bench {bench.name}: {len(missing)} image(s) could not be read and are not in the dataset: {'; '.join(missing)}", stacklevel=2)
-    info = datasets.DatasetInfo(description=json.dumps(bench.header(), sort_keys=True), features=FEATURES)
-    return datasets.Dataset.from_dict(rows, features=FEATURES, info=info)
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 
 def dataset_to_bench(ds: datasets.Dataset, data_root: str | Path) -> Bench:
     """Rebuild the Bench, writing its images under ``data_root`` where they are not there yet."""
     data_root = Path(data_root)
+    missing_columns = set(FEATURES) - set(ds.column_names)
+    if missing_columns:
+        raise BenchFormatError(f"not a picbench bench dataset: missing column(s) {sorted(missing_columns)}")
+    rows = ds.with_format("arrow")[:].to_pylist()
+    headers = {row.pop("bench") for row in rows}
+    if len(headers) != 1:
+        raise BenchFormatError(f"the dataset's rows carry {len(headers)} different bench headers; expected one")
     try:
-        header = json.loads(ds.info.description or "")
+        header = json.loads(headers.pop())
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("schema") != BENCH_SCHEMA:
-        raise BenchFormatError(f"dataset lacks a picbench bench header ({BENCH_SCHEMA}) in info.description")
-    table = ds.with_format("arrow")[:]
+        raise BenchFormatError(f"the dataset's bench column is not a picbench bench header ({BENCH_SCHEMA})", field="bench")
     samples = []
-    for row in table.to_pylist():
+    for row in rows:
         for image in row.pop("images") or []:
             _materialize(data_root, image["path"], image["image"]["bytes"], sample_id=row["id"])
         try:
