@@ -34,10 +34,11 @@ def test_iou_of_known_overlap():
 
 
 def test_repeated_class_uses_the_assignment_not_greedy_choice():
-    # Greedy (subject 0 takes its best detection d0, subject 1 gets d1) sums to less than the
-    # one-to-one assignment that maximizes total IoU (subject 0 -> d1, subject 1 -> d0).
-    targets = [(0, 0, 10, 10), (6, 0, 16, 10)]
-    dets = [(0.5, 0, 10.5, 10), (-2, 0, 8, 10)]
+    # Greedy (subject 0 takes its best detection d0, subject 1 is left with d1) sums to less than
+    # the one-to-one assignment that maximizes total IoU (subject 0 -> d1, subject 1 -> d0).
+    targets = [(0, 0, 10, 10), (2, 0, 12, 10)]
+    dets = [(1, 0, 11, 10), (-4, 0, 6, 10)]
+    assert iou(targets[0], dets[0]) > iou(targets[0], dets[1])
     greedy = iou(targets[0], dets[0]) + iou(targets[1], dets[1])
     matches = match_subjects(targets, ["dog", "dog"], dets, ["dog", "dog"])
     assert [m[0] for m in matches] == [1, 0]
