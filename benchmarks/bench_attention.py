@@ -1,0 +1,176 @@
+"""One joint-attention call at a FLUX-like PositionIC layout: what VAA costs on each backend.
+
+Layout: 512 text tokens, a 64x64 target token grid (1024 px), 2 references of 20x20 tokens,
+two boxes of about a quarter of the image each that overlap. Heads and head size are scaled
+down on CPU so a call takes about a second (the ratios, not the absolute times, are the point).
+Measured: unmasked SDPA, SDPA with the dense VAA mask, VAA FlexAttention (compile time apart),
+unmasked FlexAttention, and `auto`; the fraction of blocks skipped; mask build times; the
+memory the mask structures take here and at 2048x2048 (128x128 tokens) with 3 references.
+CPU runs in fp32; CUDA in bf16. Ends with one JSON line.
+
+    python benchmarks/bench_attention.py [--device cpu|cuda] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from picbench.reference_impl import TokenLayout, dense_vaa_mask, get_backend, volume_weights
+from picbench.reference_impl.attention import FlexAttention, FlexPlan, SdpaAttention
+
+BOXES_2 = [(0.05, 0.05, 0.55, 0.55), (0.45, 0.40, 0.95, 0.90)]
+BOXES_3 = BOXES_2 + [(0.10, 0.55, 0.60, 1.00)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
+    """Median seconds of `reps` calls after one warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def first_call(fn: Callable[[], object], device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def peak_call_mb(fn: Callable[[], object], device: torch.device) -> float | None:
+    """Peak CUDA memory (MB) one call allocates beyond what is already held; None on CPU."""
+    if device.type != "cuda":
+        return None
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 2)
+
+
+def plan_bytes(plan: FlexPlan) -> int:
+    """Bytes of everything the flex path keeps per layout: BlockMask indices and the lookup tensors."""
+    tensors = [t for t in plan.block_mask.as_tuple() if isinstance(t, torch.Tensor)]
+    tensors += [c.cell_contents for c in plan.score_mod.__closure__ if isinstance(c.cell_contents, torch.Tensor)]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def mask_structures(layout: TokenLayout, weights: torch.Tensor, device: torch.device, dtype: torch.dtype) -> dict:
+    """Build time and size of the dense mask and of the flex plan for one layout."""
+    start = time.perf_counter()
+    dense = SdpaAttention().prepare(layout, weights, device=device, dtype=dtype)
+    sync(device)
+    dense_s = time.perf_counter() - start
+    dense_bytes = dense.numel() * dense.element_size()
+    del dense
+    start = time.perf_counter()
+    plan = FlexAttention().prepare(layout, weights, device=device, dtype=dtype)
+    sync(device)
+    flex_s = time.perf_counter() - start
+    return {
+        "seq_len": layout.length,
+        "dense_mask_build_s": round(dense_s, 4),
+        "dense_mask_mb": round(dense_bytes / 2**20, 2),
+        "flex_plan_build_s": round(flex_s, 4),
+        "flex_plan_mb": round(plan_bytes(plan) / 2**20, 3),
+        "blocks_skipped": round(plan.skipped_fraction, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--heads", type=int, default=None, help="default: 2 on CPU, 24 (FLUX) on CUDA")
+    parser.add_argument("--head-dim", type=int, default=None, help="default: 64 on CPU, 128 (FLUX) on CUDA")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    on_cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+    heads = args.heads or (24 if on_cuda else 2)
+    head_dim = args.head_dim or (128 if on_cuda else 64)
+
+    layout = TokenLayout(512, (64, 64), ((20, 20), (20, 20)))
+    weights = volume_weights(BOXES_2, [0, 1], layout.target_hw).to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(1, heads, layout.length, head_dim, generator=gen, device=device, dtype=dtype) for _ in range(3))
+    print(f"device {device} ({torch.cuda.get_device_name(device) if on_cuda else 'cpu'}), {dtype}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"layout: text 512 + target 64x64 + 2 refs 20x20 = {layout.length} tokens; B=1, H={heads}, D={head_dim}")
+
+    sdpa, flex = SdpaAttention(), FlexAttention()
+    dense_mask = sdpa.prepare(layout, weights, device=device, dtype=dtype)
+    flex_plan = flex.prepare(layout, weights, device=device, dtype=dtype)
+    flex_plain = flex.prepare(layout, None, device=device, dtype=dtype)
+    auto = get_backend("auto", device)
+    auto_plan = auto.prepare(layout, weights, device=device, dtype=dtype)
+
+    compile_vaa_s = first_call(lambda: flex(q, k, v, flex_plan), device)
+    compile_plain_s = first_call(lambda: flex(q, k, v, flex_plain), device)
+    times = {
+        "sdpa_unmasked": timed(lambda: sdpa(q, k, v, None), device, args.reps),
+        "sdpa_vaa": timed(lambda: sdpa(q, k, v, dense_mask), device, args.reps),
+        "flex_vaa": timed(lambda: flex(q, k, v, flex_plan), device, args.reps),
+        "flex_unmasked": timed(lambda: flex(q, k, v, flex_plain), device, args.reps),
+        "auto_vaa": timed(lambda: auto(q, k, v, auto_plan), device, args.reps),
+    }
+    peaks = {
+        "sdpa_unmasked": peak_call_mb(lambda: sdpa(q, k, v, None), device),
+        "sdpa_vaa": peak_call_mb(lambda: sdpa(q, k, v, dense_mask), device),
+        "flex_vaa": peak_call_mb(lambda: flex(q, k, v, flex_plan), device),
+    }
+    err = (flex(q, k, v, flex_plan).float() - sdpa(q, k, v, dense_mask).float()).abs().max().item()
+    for name, seconds in times.items():
+        print(f"  {name:14s} {seconds * 1e3:9.2f} ms   {seconds / times['sdpa_unmasked']:.3f}x unmasked SDPA")
+    print(f"  flex compile (first call): VAA {compile_vaa_s:.1f} s, unmasked {compile_plain_s:.1f} s")
+    print(f"  auto -> {auto.name}; max |flex - sdpa| = {err:.2e}")
+
+    del dense_mask
+    structures = {"flux_1024": mask_structures(layout, weights, device, dtype)}
+    big = TokenLayout(512, (128, 128), ((20, 20),) * 3)
+    big_weights = volume_weights(BOXES_3, [0, 1, 2], big.target_hw).to(device)
+    structures["flux_2048_3refs"] = mask_structures(big, big_weights, device, dtype)
+    for name, s in structures.items():
+        print(f"  {name}: L={s['seq_len']}, dense mask {s['dense_mask_mb']} MB built in {s['dense_mask_build_s']} s; "
+              f"flex plan {s['flex_plan_mb']} MB built in {s['flex_plan_build_s']} s; blocks skipped {s['blocks_skipped']:.1%}")
+
+    ratios = {
+        "sdpa_vaa_over_sdpa": times["sdpa_vaa"] / times["sdpa_unmasked"],
+        "auto_over_sdpa": times["auto_vaa"] / times["sdpa_unmasked"],
+        "flex_vaa_over_flex_unmasked": times["flex_vaa"] / times["flex_unmasked"],
+        "flex_vaa_over_sdpa": times["flex_vaa"] / times["sdpa_unmasked"],
+    }
+    goals = {"auto_le_1.10x_sdpa": ratios["auto_over_sdpa"] <= 1.10,
+             "flex_vaa_le_1.3x_flex_unmasked": ratios["flex_vaa_over_flex_unmasked"] <= 1.3}
+    if on_cuda:
+        goals["flex_vaa_le_unmasked_sdpa"] = times["flex_vaa"] <= times["sdpa_unmasked"]
+    print("  goals: " + ", ".join(f"{g} {'met' if ok else 'MISSED'}" for g, ok in goals.items()))
+    print(json.dumps({
+        "bench": "attention", "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "heads": heads, "head_dim": head_dim, "seq_len": layout.length, "auto_backend": auto.name,
+        "ms": {n: round(s * 1e3, 3) for n, s in times.items()},
+        "ratios": {n: round(r, 3) for n, r in ratios.items()},
+        "compile_s": {"flex_vaa": round(compile_vaa_s, 2), "flex_unmasked": round(compile_plain_s, 2)},
+        "call_peak_mb_cuda": peaks, "max_abs_diff_flex_vs_sdpa": err, "structures": structures, "goals": goals,
+    }))
+
+
+if __name__ == "__main__":
+    main()
