@@ -52,7 +52,7 @@ from PIL import Image
 
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method
+from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
@@ -318,7 +318,17 @@ class DreamOMethod(Method):
     default_params: ClassVar[Mapping[str, Any]] = {"steps": 12, "guidance": 3.5, "ref_res": 512, "resolution": 1024, "turbo": True}
     checkpoints: ClassVar[Mapping[str, str]] = {"flux": FLUX_REPO, "dreamo": DREAMO_REPO, "turbo": f"{TURBO_REPO}/{TURBO_FILE}"}
 
+    smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64, "ref_res": 64}
+    """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,
+    unless the caller sets these parameters."""
+
     _model: DreamOModel | None = None
+
+    def __init__(self, *, models: ModelSize = "default", device: str = "cpu", params: Mapping[str, Any] | None = None,
+                 weights_dir: str | Path | None = None) -> None:
+        super().__init__(models=models, device=device, params=params, weights_dir=weights_dir)
+        if self.smoke:
+            self.params = {**self.default_params, **self.smoke_params, **(params or {})}
 
     def _files(self, folder: Path | None) -> tuple[dict[str, Path], Path | None]:
         """DreamO's files (local folder for tiny runs, else weights_dir or the hub) and the Turbo LoRA."""

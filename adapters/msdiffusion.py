@@ -48,7 +48,7 @@ from torch import nn
 
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method
+from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BoxXYXY, Sample
 
@@ -431,17 +431,17 @@ class MSDiffusionModel:
 # --------------------------------------------------------------------------- tiny components
 
 TINY_RESAMPLER = {"dim": 32, "depth": 1, "dim_head": 16, "heads": 2, "num_queries": 4}
-_TINY_VERSION = "msdiffusion-tiny-1"
+_TINY_VERSION = "msdiffusion-tiny-2"
 
 
 def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
     """Random-weight SDXL (2-level text-time UNet, 32/64 channels), CLIP text/vision encoders and an
     ``ms_adapter.bin`` in the released layout, saved where and how the real loaders read them.
     Built once per folder (a stamp file records the build)."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from picbench.adapters.tiny_components import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, tiny_clip_tokenizer, tiny_clip_vocab, tiny_sd_vae
+    from picbench.adapters.tiny_components import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, tiny_clip_tokenizer, tiny_clip_vocab
 
     paths = {"sdxl": folder / "sdxl", "image_encoder": folder / "image_encoder", "adapter": folder / ADAPTER_FILE}
     stamp = folder / "built.json"
@@ -462,8 +462,12 @@ def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
             cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=6 * 8 + 32,
         )
+        vae = AutoencoderKL(  # SDXL's 8x downsampling (four levels), narrow: real canvas sizes stay cheap
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4, sample_size=64,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
+        )
         pipe = StableDiffusionXLPipeline(
-            vae=tiny_sd_vae(), text_encoder=CLIPTextModel(text_cfg), text_encoder_2=CLIPTextModelWithProjection(text_cfg),
+            vae=vae, text_encoder=CLIPTextModel(text_cfg), text_encoder_2=CLIPTextModelWithProjection(text_cfg),
             tokenizer=tiny_clip_tokenizer(folder / "tokenizer_src"), tokenizer_2=tiny_clip_tokenizer(folder / "tokenizer_src"), unet=unet,
             scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                              timestep_spacing="leading", steps_offset=1),
@@ -508,7 +512,17 @@ class MSDiffusionMethod(Method):
     }
     checkpoints: ClassVar[Mapping[str, str]] = {"sdxl": SDXL_REPO, "image_encoder": IMAGE_ENCODER_REPO, "adapter": f"{ADAPTER_REPO}/{ADAPTER_FILE}"}
 
+    smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64}
+    """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,
+    unless the caller sets these parameters."""
+
     _model: MSDiffusionModel | None = None
+
+    def __init__(self, *, models: ModelSize = "default", device: str = "cpu", params: Mapping[str, Any] | None = None,
+                 weights_dir: str | Path | None = None) -> None:
+        super().__init__(models=models, device=device, params=params, weights_dir=weights_dir)
+        if self.smoke:
+            self.params = {**self.default_params, **self.smoke_params, **(params or {})}
 
     def load(self) -> MSDiffusionModel:
         if self._model is None:

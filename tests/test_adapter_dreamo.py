@@ -47,7 +47,7 @@ def dreambench_sample(data_dir: Path, index: int, *, width: int = 64, height: in
 def tiny_method(tmp_path_factory: pytest.TempPathFactory) -> DreamOMethod:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PICBENCH_HOME", str(tmp_path_factory.mktemp("dreamo_home")))
-        method = DreamOMethod(models="tiny", params={"steps": 2, "resolution": 64, "ref_res": 64})
+        method = DreamOMethod(models="tiny")  # smoke defaults: 2 steps, 64 px canvas and references
         method.load()
     return method
 
@@ -69,6 +69,7 @@ def test_end_to_end_on_real_dreambench_pair(tiny_method: DreamOMethod, data_dir:
     (other_seed,) = tiny_method.generate([pair], seed=6, data_root=data_dir)
     assert np.array_equal(np.asarray(images[0]), np.asarray(alone))
     assert not np.array_equal(np.asarray(alone), np.asarray(other_seed))
+    assert tiny_method.cache_params() == {**DreamOMethod.default_params, **DreamOMethod.smoke_params, "models": "tiny"}
 
 
 def test_translation_keeps_prompt_and_reference_order(data_dir: Path) -> None:

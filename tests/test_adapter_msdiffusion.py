@@ -54,24 +54,22 @@ def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_method(tiny_home: Path) -> MSDiffusionMethod:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PICBENCH_HOME", str(tiny_home))
-        method = MSDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 64})
+        method = MSDiffusionMethod(models="tiny")  # smoke defaults: 2 steps on a 64 px canvas
         method.load()
     return method
 
 
-def test_end_to_end_on_real_dreambench_pair(tiny_method: MSDiffusionMethod, data_dir: Path) -> None:
-    sample = dreambench_sample(data_dir, 0, boxes=BOXES)
-    first = tiny_method.generate([sample], seed=3, data_root=data_dir)
-    again = tiny_method.generate([sample], seed=3, data_root=data_dir)
-    assert len(first) == 1 and first[0].size == (64, 64) and first[0].mode == "RGB"
-    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
-    assert tiny_method.smoke
-
-
-def test_non_square_sample_without_boxes_comes_back_at_its_size(tiny_method: MSDiffusionMethod, data_dir: Path) -> None:
-    sample = dreambench_sample(data_dir, 5, width=48, height=64)
-    (image,) = tiny_method.generate([sample], seed=0, data_root=data_dir)
-    assert image.size == (48, 64)
+def test_end_to_end_on_real_dreambench_samples(tiny_method: MSDiffusionMethod, data_dir: Path) -> None:
+    pair = dreambench_sample(data_dir, 0, boxes=BOXES)
+    unboxed_portrait = dreambench_sample(data_dir, 5, width=48, height=64)  # no layout: full-image boxes
+    images = tiny_method.generate([pair, unboxed_portrait], seed=3, data_root=data_dir)
+    assert [im.size for im in images] == [(64, 64), (48, 64)]
+    assert all(im.mode == "RGB" for im in images)
+    (alone,) = tiny_method.generate([pair], seed=3, data_root=data_dir)
+    assert np.array_equal(np.asarray(images[0]), np.asarray(alone))  # same seed, any batch: same image
+    assert tiny_method.smoke and tiny_method.cache_params()["steps"] == 2 and tiny_method.params["guidance"] == 7.5
+    assert MSDiffusionMethod(models="tiny", params={"steps": 5}).params["steps"] == 5
+    assert MSDiffusionMethod().params["steps"] == 30
 
 
 def test_translation_follows_the_authors_inference_script(data_dir: Path) -> None:
