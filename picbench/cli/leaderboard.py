@@ -12,7 +12,7 @@ from rich.table import Table
 
 from picbench.cli.app import app, console, err_console
 from picbench.errors import PicbenchError
-from picbench.leaderboard import KEY_COLUMNS, export_leaderboard, metric_columns, read_leaderboard
+from picbench.leaderboard import export_leaderboard, metric_columns, read_leaderboard
 
 leaderboard_app = typer.Typer(help="Leaderboard CSVs: a row per method and bench, a column per metric.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
@@ -32,7 +32,7 @@ def export(
     smoke = int(table["smoke"].sum())
     console.print(f"wrote {out}: {len(table)} row(s), {len(metric_columns(table))} metric column(s)"
                   + (f", [bold red]{smoke} smoke row(s)[/]" if smoke else ""))
-    console.print(leaderboard_table(table))
+    console.print(*leaderboard_tables(table))
 
 
 @leaderboard_app.command("show")
@@ -43,20 +43,25 @@ def show(csv: Annotated[Path, typer.Argument(help="a leaderboard CSV")]) -> None
     except PicbenchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(1) from None
-    console.print(leaderboard_table(table, title=str(csv)))
+    console.print(f"{csv}: {len(table)} row(s)")
+    console.print(*leaderboard_tables(table))
 
 
-def leaderboard_table(table: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich table of the key and metric columns that hold at least one value."""
-    metrics = [c for c in metric_columns(table) if table[c].notna().any()]
-    view = Table(title=title)
-    for column in KEY_COLUMNS + metrics:
-        view.add_column(column, justify="right" if column in metrics else "left", overflow="fold")
-    for _, row in table.iterrows():
-        cells = [str(row[c]) for c in KEY_COLUMNS[:3]] + ["[bold red]SMOKE[/]" if row["smoke"] else "no"]
-        cells += ["" if _missing(row[m]) else f"{row[m]:.3f}" for m in metrics]
-        view.add_row(*cells)
-    return view
+def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
+    """One table per bench, a row per metric and a column per method (reported and smoke columns
+    marked): it stays readable in a terminal however many metric columns the CSV has."""
+    views = []
+    for bench, rows in table.groupby("bench", sort=True):
+        metrics = [c for c in metric_columns(rows) if rows[c].notna().any()]
+        view = Table(title=f"bench {bench}", title_justify="left")
+        view.add_column("metric")
+        for _, row in rows.iterrows():
+            label = str(row["method"]) + (" (reported)" if row["source"] == "reported" else "") + (" [bold red]SMOKE[/]" if row["smoke"] else "")
+            view.add_column(label, justify="right")
+        for metric in metrics:
+            view.add_row(metric, *("" if _missing(v) else f"{v:.3f}" for v in rows[metric]))
+        views.append(view)
+    return views
 
 
 def _missing(value: object) -> bool:
