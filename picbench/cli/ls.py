@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -49,7 +50,7 @@ def registry_table(kind: str) -> Table:
 
 
 @app.command("ls")
-def ls(what: Listing = typer.Argument(None, help="benches, methods or metrics (all three when omitted)")) -> None:
+def ls(what: Optional[Listing] = typer.Argument(None, help="benches, methods or metrics (all three when omitted)")) -> None:
     """List benches (registered, built and buildable), methods and metrics."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
     for kind in kinds:
