@@ -45,7 +45,9 @@ def test_equal_to_the_paper_passes(tmp_path: Path) -> None:
     run = save_run(tmp_path / "run", "positionic", "dreambench", reported("positionic", "dreambench"))
     result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
     assert result.exit_code == 0, result.output
-    assert "pass" in result.output and "3 metric(s)" in result.output
+    assert "pass" in result.output and "3 metric(s)" in result.output and "dino" not in result.output
+    listed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--show-all"], env=WIDE)
+    assert listed.exit_code == 0 and all(m in listed.output for m in ("clip_i", "clip_t", "dino"))
 
 
 def test_a_drop_beyond_tolerance_fails_with_a_table(tmp_path: Path) -> None:
