@@ -17,13 +17,14 @@ install. diffusers' per-load deprecation log line is silenced since this note re
 Faithfulness notes: sampling follows the GLIGEN authors' inference (50 PLMS steps, guidance 7.5,
 scheduled sampling beta 0.3: grounding on for the first 30% of steps, null grounding on the
 unconditional branch). diffusers' text-image pipeline computes the beta cut-off but never applies
-it; we apply it (switching the gated fusers off after ``beta * steps`` steps through the pipeline's
-step callback), as the text-box pipeline and the authors' code do.
+it; we apply it (a UNet pre-hook switches the gated fusers off after ``int(beta * timesteps)``
+steps), as the text-box pipeline and the authors' code do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -85,11 +86,26 @@ def gligen_call(sample: Sample, resolution: int) -> GligenCall:
     )
 
 
-def grounding_steps(steps: int, beta: float) -> int:
-    """Steps with grounding on (GLIGEN's scheduled sampling); the rest run as plain SD."""
+def grounding_steps(timesteps: int, beta: float) -> int:
+    """Denoising steps with grounding on (GLIGEN's scheduled sampling), counted over the
+    scheduler's timesteps as diffusers' text-box pipeline does; the rest run as plain SD."""
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"gligen: scheduled_sampling_beta must be in (0, 1], got {beta}")
-    return max(1, int(beta * steps))
+    return int(beta * timesteps)
+
+
+@contextlib.contextmanager
+def _scheduled_sampling(pipe: Any, steps: int, beta: float) -> Iterator[None]:
+    """Switch the gated fusers off after ``beta`` of the steps in the text-image pipeline, which
+    makes two UNet calls per step (with and without grounding) and never applies beta itself."""
+    pipe.scheduler.set_timesteps(steps)
+    cutoff = grounding_steps(len(pipe.scheduler.timesteps), beta)
+    calls = itertools.count()
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: pipe.enable_fuser(next(calls) // 2 < cutoff))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def pipeline_class(variant: str) -> type:
@@ -175,7 +191,7 @@ class GligenMethod(Method):
         pipeline_class(self.params["variant"])  # validate early
         if self.params["variant"] == "text-box":
             self.capabilities = replace(type(self).capabilities, references=False)
-        grounding_steps(self.params["steps"], self.params["scheduled_sampling_beta"])
+        grounding_steps(self.params["steps"], self.params["scheduled_sampling_beta"])  # validate early
         self._pipe: Any = None
 
     @property
@@ -228,10 +244,10 @@ class GligenMethod(Method):
         }
         if self.params["variant"] == "text-image":
             kwargs["gligen_images"] = [load_rgb(resolve_in_root(data_root, p)) for p in call.reference_paths]
-            cutoff = grounding_steps(steps, self.params["scheduled_sampling_beta"])
-            kwargs["callback"] = lambda i, t, latents: pipe.enable_fuser(False) if i + 1 == cutoff else None
-            kwargs["callback_steps"] = 1
-        image = pipe(**kwargs).images[0]
+            with _scheduled_sampling(pipe, steps, self.params["scheduled_sampling_beta"]):
+                image = pipe(**kwargs).images[0]
+        else:
+            image = pipe(**kwargs).images[0]
         if image.size != (sample.width, sample.height):
             image = image.resize((sample.width, sample.height), Image.Resampling.LANCZOS)
         return image

@@ -1,0 +1,121 @@
+"""GLIGEN adapter: argument translation, scheduled sampling, tiny end-to-end runs on real
+DreamBench references, and the offline missing-checkpoint error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from picbench.adapters.gligen import GligenMethod, generation_size, gligen_call, grounding_steps
+from picbench.errors import MissingWeightsError
+from picbench.records import Sample, Subject
+
+BOXES = ((0.05, 0.30, 0.50, 0.95), (0.55, 0.20, 0.98, 0.90))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core box run far faster single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def dreambench_multi_sample(data_dir: Path, width: int = 64, height: int = 64) -> Sample:
+    """The first entry of UNO's DreamBench multi-subject list, with boxes added."""
+    entry = json.loads((data_dir / "dreambench" / "dreambench_multiip.json").read_text())[0]
+    refs = [p.replace("./dreambooth/dataset/", "dreambench/dataset/") for p in entry["image_paths"]]
+    classes = ["backpack", "stuffed animal"]
+    subjects = tuple(Subject(Path(r).parent.name, c, (r,), box=b) for r, c, b in zip(refs, classes, BOXES))
+    return Sample("dreambench-multi-0", entry["prompt"], width, height, "multi", subjects)
+
+
+def test_translation_keeps_boxes_phrases_and_first_references(data_dir: Path) -> None:
+    sample = dreambench_multi_sample(data_dir, 512, 512)
+    call = gligen_call(sample, 512)
+    assert call.prompt == sample.prompt == "a backpack and a stuffed animal in the jungle"
+    assert call.phrases == ("backpack", "stuffed animal")
+    assert call.boxes == BOXES  # normalised xyxy, GLIGEN's own format
+    assert call.reference_paths == tuple(s.references[0] for s in sample.subjects)
+    assert all((data_dir / p).is_file() for p in call.reference_paths)
+    assert (call.width, call.height) == (512, 512)
+
+
+@pytest.mark.parametrize(
+    ("size", "resolution", "expected"),
+    [((512, 512), 512, (512, 512)), ((1024, 768), 512, (512, 384)), ((100, 60), 512, (512, 304)), ((64, 64), 32, (32, 32))],
+)
+def test_generation_size_keeps_aspect_in_multiples_of_8(size, resolution, expected) -> None:
+    assert generation_size(*size, resolution) == expected
+
+
+def test_sample_without_boxes_is_refused_with_its_id(data_dir: Path) -> None:
+    sample = dreambench_multi_sample(data_dir)
+    unboxed = Sample(sample.id, sample.prompt, 64, 64, "multi", tuple(Subject(s.name, s.class_word, s.references) for s in sample.subjects))
+    method = GligenMethod(models="tiny")
+    assert "box" in method.supports(unboxed)
+    assert method.supports(sample) is None
+    with pytest.raises(ValueError, match="dreambench-multi-0"):
+        gligen_call(unboxed, 512)
+
+
+def test_scheduled_sampling_steps_and_validation() -> None:
+    assert grounding_steps(51, 0.3) == 15  # 50 PLMS steps = 51 PNDM timesteps
+    assert grounding_steps(3, 0.5) == 1
+    assert grounding_steps(3, 1.0) == 3
+    with pytest.raises(ValueError, match="scheduled_sampling_beta"):
+        GligenMethod(params={"scheduled_sampling_beta": 0.0})
+    with pytest.raises(ValueError, match="variant"):
+        GligenMethod(params={"variant": "inpaint"})
+
+
+def _fuser_states(method: GligenMethod) -> list[bool]:
+    """Record, per UNet call, whether the first gated fuser was switched on."""
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    fuser = next(m for m in method.pipeline().unet.modules() if isinstance(m, GatedSelfAttentionDense))
+    states: list[bool] = []
+    fuser.register_forward_pre_hook(lambda module, args: states.append(module.enabled))
+    return states
+
+
+def test_text_image_end_to_end_tiny(data_dir: Path) -> None:
+    method = GligenMethod(models="tiny", params={"steps": 2, "resolution": 32, "scheduled_sampling_beta": 0.5})
+    assert method.smoke and method.capabilities.references
+    sample = dreambench_multi_sample(data_dir)
+    states = _fuser_states(method)
+    first = method.generate([sample], seed=3, data_root=data_dir)
+    assert len(first) == 1 and first[0].size == (64, 64) and first[0].mode == "RGB"
+    # 2 PLMS steps = 3 timesteps, beta 0.5 -> 1 grounded step, then plain; two UNet calls per
+    # step (with and without grounding). diffusers' text-image pipeline alone never turns it off.
+    assert states == [True, True, False, False, False, False]
+    again = method.generate([sample], seed=3, data_root=data_dir)
+    other = method.generate([sample], seed=4, data_root=data_dir)
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+
+
+def test_text_box_variant_end_to_end_tiny(data_dir: Path) -> None:
+    method = GligenMethod(models="tiny", params={"variant": "text-box", "steps": 2, "resolution": 32})
+    assert method.capabilities.references is False
+    assert method.checkpoint == "masterful/gligen-1-4-generation-text-box"
+    images = method.generate([dreambench_multi_sample(data_dir, 48, 40)], seed=0, data_root=data_dir)
+    assert images[0].size == (48, 40)
+    assert np.asarray(images[0]).std() > 0
+
+
+def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    method = GligenMethod(params={"variant": "text-box"}, weights_dir=tmp_path / "weights")
+    with pytest.raises(MissingWeightsError, match="masterful/gligen-1-4-generation-text-box") as info:
+        method.pipeline()
+    assert "--weights-dir" in str(info.value)
