@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
@@ -128,8 +129,10 @@ def add_t5_tokens(tokenizer: Any, text_encoder: Any, rows: torch.Tensor) -> None
 def fuse_loras(transformer: Any, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]]) -> None:
     """Load each diffusers-format LoRA as a peft adapter, weight them and fuse them all into the
     base weights (what the authors' set_adapters + fuse_lora + unload_lora_weights does)."""
-    for name, state, _ in loras:
-        transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
+    with warnings.catch_warnings():  # peft warns on every adapter after the first; several is the point here
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        for name, state, _ in loras:
+            transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
     names = [name for name, _, _ in loras]
     transformer.set_adapters(names, [weight for _, _, weight in loras])
     transformer.fuse_lora(adapter_names=names, lora_scale=1.0)

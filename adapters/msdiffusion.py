@@ -7,9 +7,16 @@ UNet cross-attention layer, where a latent pixel attends only to the image token
 whose box covers it, background pixels get no image condition).
 
 Why diffusers and not the authors' package: MS-Diffusion/MS-Diffusion is a research repository, not
-an installable package (no setup.py, pins an old diffusers, monkey-free but tied to its training
-script). Its inference needs only a resampler module and an attention processor, which diffusers'
-processor API carries cleanly, so we rebuild those two pieces here and load the released weights.
+an installable package (no setup.py; requirements pin an older diffusers; the modules are imported
+from the checkout). Its inference needs only a resampler module and an attention processor, which
+diffusers' processor API carries cleanly, so we rebuild those two pieces here (our own code, same
+parameter names) and load the released weights into them.
+
+Deliberate differences: samples without boxes get the whole image as every subject's box (the
+authors' layout-free mode, zero boxes plus pseudo masks from text attention maps, is not carried);
+a subject with several references gives its first (the authors pass one image per subject); the
+box grid uses rows and columns separately (the authors assume square images); the canvas is about
+``resolution``^2 pixels at the sample's aspect ratio, resized to the sample's size at the end.
 
 Released checkpoint layout (``ms_adapter.bin``, ``torch.save`` of a dict), read from the public
 repository MS-Diffusion/MS-Diffusion @ 62c64eb, ``msdiffusion/models/model.py``
