@@ -1,0 +1,201 @@
+"""InstanceDiffusion adapter: translation, UniFusion/ScaleU pieces, the released-checkpoint
+loader on a random state dict in that key layout, a tiny end-to-end run on a real DreamBench
+sample, and the offline missing-checkpoint error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from picbench.adapters import tiny_components as tiny
+from picbench.adapters.instancediffusion import (
+    TINY_FUSION_DIMS,
+    InstanceDiffusionMethod,
+    InstanceFusion,
+    ScaleU,
+    fourier_embed,
+    gated_unet_from_config,
+    grounding_steps,
+    initial_noise,
+    instance_call,
+    load_released_weights,
+    low_frequency_scale,
+    read_released_checkpoint,
+    to_released_layout,
+)
+from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.records import Sample, Subject
+
+BOXES = ((0.05, 0.30, 0.50, 0.95), (0.55, 0.20, 0.98, 0.90))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core box run far faster single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def dreambench_multi_sample(data_dir: Path, width: int = 64, height: int = 64) -> Sample:
+    """The first entry of UNO's DreamBench multi-subject list, with boxes added."""
+    entry = json.loads((data_dir / "dreambench" / "dreambench_multiip.json").read_text())[0]
+    refs = [p.replace("./dreambooth/dataset/", "dreambench/dataset/") for p in entry["image_paths"]]
+    classes = ["backpack", "stuffed animal"]
+    subjects = tuple(Subject(Path(r).parent.name, c, (r,), box=b) for r, c, b in zip(refs, classes, BOXES))
+    return Sample("dreambench-multi-0", entry["prompt"], width, height, "multi", subjects)
+
+
+def _tiny_parts(seed: int):
+    """A tiny gated UNet with InstanceFusion and its ScaleU, every parameter random."""
+    torch.manual_seed(seed)
+    unet = gated_unet_from_config(dict(tiny.tiny_sd_unet(32).config), InstanceFusion(**TINY_FUSION_DIMS))
+    scaleu = ScaleU(ScaleU.join_channels(unet))
+    with torch.no_grad():
+        for p in (*unet.parameters(), *scaleu.parameters()):
+            p.normal_(std=0.1)
+    return unet.eval(), scaleu.eval()
+
+
+def test_translation_uses_class_captions_and_boxes_not_references(data_dir: Path) -> None:
+    sample = dreambench_multi_sample(data_dir, 1024, 1024)
+    call = instance_call(sample, "a {class_word}", 512)
+    assert call.prompt == "a backpack and a stuffed animal in the jungle"
+    assert call.instance_captions == ("a backpack", "a stuffed animal")
+    assert call.boxes == BOXES
+    assert (call.width, call.height) == (512, 512)
+    assert not hasattr(call, "reference_paths")
+    assert InstanceDiffusionMethod.capabilities.references is False  # identity metrics: not applicable
+    unboxed = Sample("u", "p", 64, 64, "single", (Subject("dog", "dog", ("x.jpg",)),))
+    assert "box" in InstanceDiffusionMethod(models="tiny").supports(unboxed)
+    with pytest.raises(ValueError, match="sample u"):
+        instance_call(unboxed, "a {class_word}", 512)
+
+
+def test_alpha_schedule_and_seeded_noise() -> None:
+    assert grounding_steps(50, 0.75) == 37  # the authors' alpha_generator([0.75, 0, 0.25])
+    with pytest.raises(ValueError, match="alpha"):
+        InstanceDiffusionMethod(params={"alpha": 1.5})
+    torch.manual_seed(11)
+    authors = torch.randn(1, 4, 64, 64)  # inference.py: torch.manual_seed(seed); torch.randn(...)
+    assert torch.equal(initial_noise(11, 512, 512, 8), authors)
+    assert not torch.equal(initial_noise(12, 512, 512, 8), authors)
+
+
+def test_fourier_embedding_matches_gligen_order() -> None:
+    coords = torch.rand(2, 3, 4)
+    freqs = 100 ** (torch.arange(16) / 16)
+    expected = torch.cat([fn(f * coords) for f in freqs for fn in (torch.sin, torch.cos)], dim=-1)
+    assert torch.allclose(fourier_embed(coords, 16), expected, atol=1e-6)
+
+
+def test_instance_fusion_tokens_and_padding() -> None:
+    torch.manual_seed(0)
+    fusion = InstanceFusion(**TINY_FUSION_DIMS).eval()
+    with torch.no_grad():
+        for p in fusion.parameters():
+            p.normal_()
+    boxes, masks, text = torch.rand(1, 30, 4), torch.zeros(1, 30), torch.randn(1, 30, 32)
+    masks[0, :2] = 1
+    objs = fusion(boxes, masks, text)
+    assert objs.shape == (1, 4 * 30 + 64, 32)  # box, point, scribble, polygon tokens + 64 mask tokens
+    moved = boxes.clone()
+    moved[0, 5] = torch.rand(4)  # a padded slot: masked, so nothing changes
+    assert torch.allclose(fusion(moved, masks, text), objs)
+    moved[0, 1] = torch.rand(4)  # a real instance: its box and point tokens change
+    changed = (fusion(moved, masks, text) - objs).abs().sum(-1)[0] > 1e-6
+    assert changed.nonzero().flatten().tolist() == [1, 31]
+
+
+def test_scaleu_identity_at_zero_and_low_frequency_filter() -> None:
+    x = torch.randn(2, 8, 16, 16)
+    assert torch.allclose(low_frequency_scale(x, torch.tensor(1.0)), x, atol=1e-5)
+    assert low_frequency_scale(x, torch.tensor(0.0)).mean(dim=(-2, -1)).abs().max() < 1e-5  # DC removed
+    unet, scaleu = _tiny_parts(0)
+    sample, t, context = torch.randn(1, 4, 16, 16), torch.tensor(10), torch.randn(1, 7, 32)
+    with torch.no_grad():
+        plain = unet(sample, t, context).sample
+        for p in scaleu.parameters():
+            p.zero_()
+        scaleu.attach(unet)
+        assert torch.allclose(unet(sample, t, context).sample, plain, atol=1e-5)  # tanh(0) + 1 = 1
+        scaleu.scaleu_b_0.fill_(1.0)
+        assert not torch.allclose(unet(sample, t, context).sample, plain, atol=1e-3)
+
+
+def test_loader_reads_released_key_layout(tmp_path: Path) -> None:
+    source_unet, source_scaleu = _tiny_parts(1)
+    released = to_released_layout(source_unet, source_scaleu)
+    # names as InstanceDiffusion's LDM UNetModel writes them (2 levels, 1 layer per level here)
+    for key in (
+        "time_embed.0.weight",
+        "input_blocks.0.0.weight",
+        "input_blocks.1.0.in_layers.2.weight",
+        "input_blocks.1.1.transformer_blocks.0.fuser.alpha_attn",
+        "input_blocks.1.1.transformer_blocks.0.fuser.attn.to_out.0.weight",
+        "input_blocks.2.0.op.weight",
+        "middle_block.1.transformer_blocks.0.fuser.linear.weight",
+        "middle_block.2.emb_layers.1.weight",
+        "output_blocks.1.2.conv.weight",
+        "output_blocks.3.1.transformer_blocks.0.fuser.ff.net.0.proj.weight",
+        "out.2.weight",
+        "position_net.linears_list.0.0.weight",
+        "position_net.linears_list.4.4.bias",
+        "position_net.null_polygon_feature",
+        "position_net.pos_embedding",
+        "scaleu_b_0",
+        "scaleu_s_3",
+    ):
+        assert key in released, key
+    assert not any(k.startswith(("down_blocks", "up_blocks", "mid_block")) for k in released)
+    # the released file also carries the mask branch, unused for boxes
+    released["position_net.in_conv.weight"] = torch.randn(3, 30, 3, 3)
+    released["position_net.convnext_tiny_backbone.stem.0.weight"] = torch.randn(96, 3, 4, 4)
+    path = tmp_path / "instancediffusion_sd15.pth"
+    torch.save({"model": {k: torch.zeros_like(v) for k, v in released.items()}, "ema": released}, path)
+
+    target_unet, target_scaleu = _tiny_parts(2)
+    load_released_weights(target_unet, target_scaleu, read_released_checkpoint(path))  # prefers "ema"
+    expected = {**source_unet.state_dict(), **{f"scaleu.{k}": v for k, v in source_scaleu.state_dict().items()}}
+    loaded = {**target_unet.state_dict(), **{f"scaleu.{k}": v for k, v in target_scaleu.state_dict().items()}}
+    assert expected.keys() == loaded.keys()
+    assert all(torch.equal(expected[k], loaded[k]) for k in expected)
+
+    del released["input_blocks.1.1.transformer_blocks.0.fuser.alpha_dense"]
+    with pytest.raises(PicbenchError, match="fuser.alpha_dense"):
+        load_released_weights(*_tiny_parts(3), released)
+
+
+def test_end_to_end_tiny(data_dir: Path) -> None:
+    from diffusers.models.attention import GatedSelfAttentionDense
+
+    method = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5})
+    assert method.smoke
+    sample = dreambench_multi_sample(data_dir)
+    model = method.model()
+    fuser = next(m for m in model.unet.modules() if isinstance(m, GatedSelfAttentionDense))
+    states: list[bool] = []
+    fuser.register_forward_pre_hook(lambda module, args: states.append(module.enabled))
+    first = method.generate([sample], seed=5, data_root=data_dir)
+    assert first[0].size == (64, 64) and first[0].mode == "RGB"
+    assert states[0] is True and states[-1] is False and states.count(True) == 1  # alpha 0.5 of 2 steps
+    again = method.generate([sample], seed=5, data_root=data_dir)
+    other = method.generate([sample], seed=6, data_root=data_dir)
+    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+
+
+def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    method = InstanceDiffusionMethod(weights_dir=tmp_path / "weights")
+    with pytest.raises(MissingWeightsError, match="xudongw/InstanceDiffusion/instancediffusion_sd15.pth"):
+        method.model()
