@@ -178,6 +178,7 @@ def test_fraction_coverage_scales_density_by_covered_share() -> None:
         ({"sigma": [1.0, 2.0, 3.0]}, "3 sigma values"),
         ({"coverage": "center"}, "coverage must be one of"),
         ({"depths": [0]}, "1 depth ranks"),
+        ({"boxes": [(0, 0, 0.5, 0.5), (0.5, 0.9, 1, 0.2)]}, "empty or inverted"),
     ],
 )
 def test_volume_weights_rejects_bad_parameters(kwargs: dict, needle: str) -> None:
@@ -189,17 +190,17 @@ def test_volume_weights_rejects_bad_parameters(kwargs: dict, needle: str) -> Non
 @pytest.mark.parametrize(
     ("boxes", "depths", "n_refs", "size", "needle"),
     [
-        ([(0.1, 0.1, 1.2, 0.5)], [0], 1, {}, "box 0 .* outside the image"),
-        ([(-0.1, 0.1, 0.5, 0.5)], [0], 1, {}, "outside the image"),
+        ([(0.1, 0.1, 1.2, 0.5)], [0], 1, {}, r"box 0: .* outside \[0, 1\]"),
+        ([(-0.1, 0.1, 0.5, 0.5)], [0], 1, {}, r"outside \[0, 1\]"),
         ([(0.5, 0.1, 0.5, 0.5)], [0], 1, {}, "empty or inverted"),
-        ([(0.1, 0.1, 0.5, 0.5), (0.6, 0.6, 0.2, 0.9)], [0, 1], 2, {}, "box 1 .* empty or inverted"),
+        ([(0.1, 0.1, 0.5, 0.5), (0.6, 0.6, 0.2, 0.9)], [0, 1], 2, {}, "box 1: .* empty or inverted"),
         ([(0.1, 0.1, 0.5, 0.5)], [0], 2, {}, "2 reference images but only 1 boxes"),
         ([(0.1, 0.1, 0.5, 0.5), (0.2, 0.2, 0.6, 0.6)], [1, 1], 2, {}, "depth rank 1 is given to both box 0 and box 1"),
         ([(0.1, 0.1, 0.5, 0.5)], [0, 1], 1, {}, "1 boxes but 2 depth ranks"),
         ([(0.1, 0.1, 0.5, 0.5)], [-1], 1, {}, "integer >= 0"),
         ([(0.1, 0.1, 0.5, 0.5)], [0], 0, {}, "at least one reference"),
         ([(0.1, 0.1, 0.1005, 0.5)], [0], 1, {"width": 512, "height": 512}, "narrower than one pixel at width 512"),
-        ([(0.1, 0.1, float("nan"), 0.5)], [0], 1, {}, "non-finite"),
+        ([(0.1, 0.1, float("nan"), 0.5)], [0], 1, {}, "NaN or infinite"),
     ],
 )
 def test_validate_layout_names_the_problem(boxes, depths, n_refs, size, needle) -> None:
