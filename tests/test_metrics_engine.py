@@ -214,7 +214,7 @@ def test_second_run_encodes_no_reference(tmp_path, generated, data_dir):
     items = [ScoreItem(SINGLE, 0, generated["cat"]), ScoreItem(MULTI, 0, generated["dog2"])]
     first = MetricEngine(models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite"))
     a = list(first.score(items, data_dir))
-    assert first.reference_encodes == 3  # dog/00, dog/01, backpack/00: each once, though dog appears twice
+    assert first.reference_encodes == 3 * 2  # dog/00, dog/01, backpack/00, once per model (CLIP, DINO), though dog appears twice
     second = MetricEngine(models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite"))
     b = list(second.score(items, data_dir))
     assert second.reference_encodes == 0
