@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import FluxPipeline
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 from huggingface_hub import constants as hub_constants
 from PIL import Image
+from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, T5EncoderModel, T5TokenizerFast
 
 from picbench.errors import MissingWeightsError
 from picbench.reference_impl.attention import get_backend
@@ -90,15 +91,15 @@ class PositionICPipeline(FluxPipeline):
 
     def __init__(
         self,
-        scheduler: Any,
-        vae: Any,
-        text_encoder: Any,
-        tokenizer: Any,
-        text_encoder_2: Any,
-        tokenizer_2: Any,
-        transformer: Any,
-        image_encoder: Any = None,
-        feature_extractor: Any = None,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        text_encoder_2: T5EncoderModel,
+        tokenizer_2: T5TokenizerFast,
+        transformer: FluxTransformer2DModel,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
     ) -> None:
         # The full signature, because diffusers reads it to know the pipeline's components.
         super().__init__(scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer, image_encoder, feature_extractor)
