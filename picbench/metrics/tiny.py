@@ -146,7 +146,9 @@ def build_owlv2(folder: Path | None = None) -> Path:
     _seeded()
     Owlv2ForObjectDetection(config).save_pretrained(folder)
     image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
-    Owlv2Processor(image_processor=image_processor, tokenizer=_clip_tokenizer(folder)).save_pretrained(folder)
+    tokenizer = _clip_tokenizer(folder)
+    tokenizer.model_max_length = 16  # OWLv2's text length
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return _finish(folder)
 
 

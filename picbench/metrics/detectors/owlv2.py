@@ -39,7 +39,8 @@ class Owlv2Detector(Detector):
     @torch.inference_mode()
     def detect(self, image: Image.Image, classes: Sequence[str]) -> DetectorOutput:
         words = list(dict.fromkeys(c.strip() for c in classes))
-        inputs = self.processor(text=[[f"a photo of a {w}" for w in words]], images=image, return_tensors="pt").to(self.device)
+        queries = [[f"a photo of a {w}" for w in words]]
+        inputs = self.processor(text=queries, images=image, padding="max_length", truncation=True, return_tensors="pt").to(self.device)
         start = time.perf_counter()
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             outputs = self.model(**inputs)
