@@ -33,17 +33,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    """Median seconds of `reps` calls after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
+def timed(fns: dict[str, Callable[[], object]], device: torch.device, reps: int) -> dict[str, float]:
+    """Median seconds per call, the variants interleaved round-robin after one warm-up each, so a
+    load change on a shared machine hits every variant alike instead of skewing one ratio."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for _ in range(reps):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def first_call(fn: Callable[[], object], device: torch.device) -> float:
@@ -124,13 +127,17 @@ def main() -> None:
 
     compile_vaa_s = first_call(lambda: flex(q, k, v, flex_plan), device)
     compile_plain_s = first_call(lambda: flex(q, k, v, flex_plain), device)
-    times = {
-        "sdpa_unmasked": timed(lambda: sdpa(q, k, v, None), device, args.reps),
-        "sdpa_vaa": timed(lambda: sdpa(q, k, v, dense_mask), device, args.reps),
-        "flex_vaa": timed(lambda: flex(q, k, v, flex_plan), device, args.reps),
-        "flex_unmasked": timed(lambda: flex(q, k, v, flex_plain), device, args.reps),
-        "auto_vaa": timed(lambda: auto(q, k, v, auto_plan), device, args.reps),
-    }
+    times = timed(
+        {
+            "sdpa_unmasked": lambda: sdpa(q, k, v, None),
+            "sdpa_vaa": lambda: sdpa(q, k, v, dense_mask),
+            "flex_vaa": lambda: flex(q, k, v, flex_plan),
+            "flex_unmasked": lambda: flex(q, k, v, flex_plain),
+            "auto_vaa": lambda: auto(q, k, v, auto_plan),
+        },
+        device,
+        args.reps,
+    )
     peaks = {
         "sdpa_unmasked": peak_call_mb(lambda: sdpa(q, k, v, None), device),
         "sdpa_vaa": peak_call_mb(lambda: sdpa(q, k, v, dense_mask), device),
@@ -163,7 +170,7 @@ def main() -> None:
         goals["flex_vaa_le_unmasked_sdpa"] = times["flex_vaa"] <= times["sdpa_unmasked"]
     print("  goals: " + ", ".join(f"{g} {'met' if ok else 'MISSED'}" for g, ok in goals.items()))
     print(json.dumps({
-        "bench": "attention", "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "bench": "attention", "device": str(device), "reps": args.reps, "dtype": str(dtype).replace("torch.", ""),
         "heads": heads, "head_dim": head_dim, "seq_len": layout.length, "auto_backend": auto.name,
         "ms": {n: round(s * 1e3, 3) for n, s in times.items()},
         "ratios": {n: round(r, 3) for n, r in ratios.items()},

@@ -30,7 +30,7 @@ from picbench.reference_impl.vaa import dense_vaa_mask, target_log_weights
 DEFAULT_BLOCK_SIZE = 128
 # Lookup tables are padded to a power of two (at least this long) so layouts of one sequence
 # length reuse one compiled kernel instead of recompiling for every table size.
-_MIN_TABLE_CAPACITY = 256
+_MIN_TABLE_CAPACITY = 4096
 _MAX_REFS = 12  # ref codes are powers of two: the table grows as 2^K
 
 

@@ -8,12 +8,12 @@ on where a group starts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from picbench.errors import PicbenchError
+from picbench.errors import BenchFormatError, PicbenchError
+from picbench.records import check_box
 
 
 class LayoutError(PicbenchError, ValueError):
@@ -117,15 +117,10 @@ def validate_layout(
         if size is not None and size < 1:
             raise LayoutError(f"layout: output {name} must be >= 1 pixel, got {size}")
     for i, box in enumerate(boxes):
-        if len(box) != 4:
-            raise LayoutError(f"layout: box {i} must be [x0, y0, x1, y1], got {list(box)!r}")
-        x0, y0, x1, y1 = (float(v) for v in box)
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-            raise LayoutError(f"layout: box {i} {list(box)!r} has a non-finite coordinate")
-        if min(x0, y0, x1, y1) < 0.0 or max(x0, y0, x1, y1) > 1.0:
-            raise LayoutError(f"layout: box {i} {list(box)!r} lies outside the image (normalized xyxy must be in [0, 1])")
-        if not (x0 < x1 and y0 < y1):
-            raise LayoutError(f"layout: box {i} {list(box)!r} is empty or inverted (need x0 < x1 and y0 < y1)")
+        try:
+            x0, y0, x1, y1 = check_box(box, field_name=f"boxes[{i}]")
+        except BenchFormatError as err:
+            raise LayoutError(f"layout: box {i}: {err.reason}") from err
         if width is not None and (x1 - x0) * width < 1.0:
             raise LayoutError(f"layout: box {i} {list(box)!r} is narrower than one pixel at width {width}")
         if height is not None and (y1 - y0) * height < 1.0:

@@ -28,6 +28,8 @@ from typing import Literal
 
 import torch
 
+from picbench.records import check_box
+
 DEFAULT_SIGMA = 3.0
 DEFAULT_DELTA = 1.0
 Coverage = Literal["any", "fraction"]
@@ -76,12 +78,10 @@ def volume_weights(
     if coverage not in _COVERAGES:
         raise ValueError(f"volume_weights: coverage must be one of {_COVERAGES}, got {coverage!r}")
     rows, cols = grid_hw
-    occupancy = torch.stack(
-        [
-            torch.outer(axis_occupancy(y0, y1, rows, coverage), axis_occupancy(x0, x1, cols, coverage))
-            for x0, y0, x1, y1 in boxes
-        ]
-    ) if n else torch.zeros(0, rows, cols, dtype=torch.float64)
+    occupancy = torch.zeros(n, rows, cols, dtype=torch.float64)
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = check_box(box, field_name=f"boxes[{i}]")
+        occupancy[i] = torch.outer(axis_occupancy(y0, y1, rows, coverage), axis_occupancy(x0, x1, cols, coverage))
     optical_depth = occupancy * torch.tensor(sigmas, dtype=torch.float64).view(-1, 1, 1) * delta
     weights = torch.zeros_like(optical_depth)
     in_front = torch.zeros(rows, cols, dtype=torch.float64)  # optical depth accumulated so far
