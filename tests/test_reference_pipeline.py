@@ -14,7 +14,8 @@ from picbench.errors import MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.reference_impl.lora import convert_uno_lora, load_uno_lora, random_uno_lora, uno_lora_layout
 from picbench.reference_impl.pipeline import PositionICPipeline
-from picbench.reference_impl.processors import PositionICAttnProcessor, set_positionic_processors
+from picbench.reference_impl.attention import SdpaAttention
+from picbench.reference_impl.processors import VAA_KWARG, JointMask, PositionICAttnProcessor, set_positionic_processors
 from picbench.reference_impl.tiny import tiny_components
 
 # Two subjects, overlapping, the dog in front.
@@ -67,6 +68,22 @@ def test_processors_equal_diffusers_default_without_vaa() -> None:
     assert kinds == {PositionICAttnProcessor}
     assert len(transformer.attn_processors) == 2  # one double-stream and one single-stream block
     assert torch.equal(reference, ours)
+
+
+def test_masked_path_with_an_all_open_mask_equals_unmasked() -> None:
+    """The [B, L, H, D] <-> [B, H, L, D] hand-off to the backend keeps tokens and heads in place."""
+    transformer = tiny_components(seed=4)["transformer"]
+    set_positionic_processors(transformer)
+    inputs = _transformer_inputs(n_img=16, n_text=7)
+    open_mask = JointMask(SdpaAttention(), torch.zeros(23, 23))
+    closed = torch.zeros(23, 23)
+    closed[7:, :7] = float("-inf")  # image tokens may not see the text
+    with torch.no_grad():
+        plain = transformer(**inputs)[0]
+        masked = transformer(**inputs, joint_attention_kwargs={VAA_KWARG: open_mask})[0]
+        blind = transformer(**inputs, joint_attention_kwargs={VAA_KWARG: JointMask(SdpaAttention(), closed)})[0]
+    torch.testing.assert_close(masked, plain, rtol=1e-5, atol=1e-6)
+    assert (blind - plain).abs().max() > 1e-3
 
 
 def test_tiny_pipeline_on_dreambench_pair_is_seeded(pipe: PositionICPipeline, refs: list) -> None:
