@@ -58,7 +58,9 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> t
     """(bench file, run folder) of one uninterrupted single-process paste run, to compare with."""
     folder = tmp_path_factory.mktemp("reference")
     bench = write_tiny_bench(folder, data_dir, n=4)
-    run(_config(bench, data_dir, folder / "run", detector=None))
+    with pytest.MonkeyPatch.context() as mp:  # the same isolated home as the function-scoped fixture gives
+        mp.setenv("PICBENCH_HOME", str(tmp_path_factory.getbasetemp() / "picbench_home"))
+        run(_config(bench, data_dir, folder / "run", detector=None))
     return bench, folder / "run"
 
 
