@@ -9,7 +9,7 @@ README @ 128ea80):
 - 25 steps, guidance 4.0 (app.py's defaults), output at the Sample's size (UNO trains at 512);
 - LoRA rank 512 (`UNOPipeline(..., only_lora=True, lora_rank=512)`), from `bytedance-research/UNO`
   `dit_lora.safetensors`, converted to diffusers names (`reference_impl/lora.py` documents the map);
-- UnoPE's diagonal offsets (UNO's default `pe='d'`).
+- UnoPE's diagonal offsets (UNO's default position mode `pe='d'`, seen in copies of its inference code).
 Not reproduced bit for bit: the seed draws noise through `torch.Generator().manual_seed(seed)`
 on the CPU (UNO draws it on the GPU), and references are encoded to the VAE mean, not a sample.
 `--models tiny` loads a random LoRA written in UNO's key layout (or the ``lora`` file, if given),

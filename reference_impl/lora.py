@@ -8,6 +8,8 @@ UNO's released LoRA (`dit_lora.safetensors` in the hub repo `bytedance-research/
 dict of the attention processors that UNO's code (github.com/bytedance/UNO, `uno/flux/util.py`
 `set_lora` and `uno/flux/modules/layers.py`, XLabs-style processors) installs on *every* block of
 Black Forest Labs' FLUX model, rank 512 (`lora_rank=512` in UNO's `app.py`), no alpha (scale 1).
+(`app.py` was read in bytedance/UNO itself; the two `uno/flux` files in public copies of UNO's
+code, as the searchable index holds only part of that repository.)
 Each `LoRALinearLayer` holds `down` (in -> rank) and `up` (rank -> out), both without bias, and
 adds `up(down(x))` to the wrapped projection. Its key layout and our diffusers/peft names:
 
