@@ -37,7 +37,7 @@ from PIL import Image
 
 from picbench.adapters.checkpoints import load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method
+from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
 
@@ -46,6 +46,7 @@ VARIANTS: Mapping[str, Mapping[str, str]] = {
     "text-box": {"pipeline": "StableDiffusionGLIGENPipeline", "checkpoint": "masterful/gligen-1-4-generation-text-box", "attention_type": "gated"},
 }
 MAX_OBJECTS = 30  # GLIGEN's grounding token budget; diffusers drops objects past it
+SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,10 @@ class GligenMethod(Method):
     }
     checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        # a smoke run's defaults fit its tiny networks; parameters given explicitly still win
+        defaults = SMOKE_DEFAULTS if models == "tiny" else {}
+        super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
         pipeline_class(self.params["variant"])  # validate early
         if self.params["variant"] == "text-box":
             self.capabilities = replace(type(self).capabilities, references=False)

@@ -49,7 +49,7 @@ from torch import nn
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.adapters.gligen import generation_size
 from picbench.errors import PicbenchError
-from picbench.methods.base import Capabilities, Method
+from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home
 from picbench.records import Sample
 
@@ -60,6 +60,7 @@ AUTHORS_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
 )
 MAX_OBJECTS = 30
+SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
 # position_net parts of the released checkpoint that box generation never uses (mask branch)
 UNUSED_POSITION_NET_PREFIXES = ("position_net.in_conv.", "position_net.convnext_tiny_backbone.")
 _SCALEU_KEY = re.compile(r"^scaleu_[bs]_\d+$")
@@ -484,8 +485,10 @@ class InstanceDiffusionMethod(Method):
     }
     checkpoints = {"instancediffusion": f"{INSTANCEDIFFUSION_CHECKPOINT}/{INSTANCEDIFFUSION_FILE}", "base": SD15_CHECKPOINT}
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        # a smoke run's defaults fit its tiny networks; parameters given explicitly still win
+        defaults = SMOKE_DEFAULTS if models == "tiny" else {}
+        super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
         grounding_steps(self.params["steps"], self.params["alpha"])
         self._model: InstanceDiffusionModel | None = None
 
