@@ -199,3 +199,15 @@ def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path, data_dir: Pa
         pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM generations")}
     assert parts == {"0/2": "done", "1/2": "done"} and len(pids) == 2, "each rank generated its own shard"
     assert stable_results(tmp_path / "two") == stable_results(reference)
+
+
+def test_a_tiny_positionic_run(tmp_path: Path, data_dir: Path) -> None:
+    """The reference method through the whole runner: one two-subject sample, two denoising steps."""
+    bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[1:])
+    outcome = run(_config(bench, data_dir, tmp_path / "run", method="positionic", seeds=(0,), params={"steps": 2}, detector=None))
+    assert outcome.generated == 1 and outcome.generation_failures == 0
+    result = load_result(tmp_path / "run")
+    assert result.method == "positionic" and result.smoke and result.method_params["steps"] == 2
+    assert result.metrics["clip_i.multi"] is not None
+    ((score, image),) = list(iter_sample_scores(tmp_path / "run"))
+    assert score.sample_id == "m01" and Image.open(tmp_path / "run" / image).size == (64, 64)
