@@ -536,4 +536,5 @@ def _sd15_folder(source: str) -> Path:
         return Path(source)
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(source, allow_patterns=["unet/config.json", "vae/*", "text_encoder/*", "tokenizer/*", "scheduler/*"]))
+    wanted = ["unet/config.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"]
+    return Path(snapshot_download(source, allow_patterns=wanted))
