@@ -30,7 +30,7 @@ import picbench
 from picbench.benches import load_bench
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.methods import METHODS, Method
-from picbench.records import Bench, Generation, Sample, Score, generation_key
+from picbench.records import Bench, Generation, Sample, Score, canonical_json, generation_key
 from picbench.results import SAMPLES_FILE, RunResult, save_result
 from picbench.store import RunStore
 
@@ -126,9 +126,22 @@ class RunOutcome:
 
 @dataclass(frozen=True)
 class _Item:
+    """One (sample, seed) to generate. ``params`` are the method's cache parameters plus a hash
+    of the sample's record, so an edited sample (new box, prompt, reference) is never served a
+    stale image from the store."""
+
     sample: Sample
     seed: int
+    params: Mapping[str, Any]
     key: str
+
+
+def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
+    items = []
+    for sample in samples:
+        params = {**cache_params, "sample_sha256": hashlib.sha256(canonical_json(sample.to_dict()).encode()).hexdigest()}
+        items.extend(_Item(sample, seed, params, generation_key(method, version, params, sample.id, seed)) for seed in seeds)
+    return items
 
 
 def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
@@ -144,12 +157,12 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     store = RunStore(config.out)
     with store:
         cache_params = method.cache_params()
-        items = [_Item(s, seed, generation_key(method.name, method.version, cache_params, s.id, seed)) for s in samples for seed in config.seeds]
+        items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
         outcome = RunOutcome(out=Path(config.out), result=None, part=str(shard), items=len(mine))
-        _generate(store, method, cache_params, mine, bench.data_root, config, outcome, progress)
+        _generate(store, method, mine, bench.data_root, config, outcome, progress)
         identity, provenance_method = method.capabilities.references, _method_provenance(method)
         del method
         _free_accelerator_memory()
@@ -200,7 +213,7 @@ def merge(out: str | Path, *, device: str | None = None, progress: Progress | No
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    items = [_Item(s, seed, generation_key(cfg["method"], cfg["method_version"], cfg["cache_params"], s.id, seed)) for s in samples for seed in config.seeds]
+    items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
     with RunStore(out) as store:
         engine = _engine(config, config.device, store)
         scorer = _scorer_key(engine, config)
@@ -246,7 +259,7 @@ def _refuse_invalid(bench: Bench) -> None:
         )
 
 
-def _generate(store: RunStore, method: Method, cache_params: Mapping[str, Any], items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress) -> None:
+def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress) -> None:
     """Generate every item the store lacks (or whose image file is gone; failures again only with
     ``retry_failed``), in batches of one seed."""
     done = {k: g for k, g in store.get_generations(i.key for i in items).items() if _finished(store, g, config.retry_failed)}
@@ -254,7 +267,7 @@ def _generate(store: RunStore, method: Method, cache_params: Mapping[str, Any], 
     outcome.generation_reused = len(done)
     outcome.generation_failures = sum(1 for g in done.values() if g.failure is not None)
     progress.phase("generate", len(items), outcome.generation_reused)
-    record = partial(_record, store, method, cache_params, outcome=outcome, progress=progress)
+    record = partial(_record, store, method, outcome=outcome, progress=progress)
     by_seed: dict[int, list[_Item]] = {}
     for item in pending:
         reason = method.supports(item.sample)
@@ -315,9 +328,9 @@ def check_image(output: Any, sample: Sample) -> tuple[Image.Image | None, str | 
     return image, None
 
 
-def _record(store: RunStore, method: Method, cache_params: Mapping[str, Any], item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress) -> None:
+def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress) -> None:
     """Save the image (atomically), then its record: a record never points at a missing file."""
-    generation = Generation(method.name, method.version, cache_params, item.sample.id, item.seed, None, method.smoke, failure)
+    generation = Generation(method.name, method.version, item.params, item.sample.id, item.seed, None, method.smoke, failure)
     if image is not None:
         generation = replace(generation, image_path=store.save_image(image, store.image_name(generation)))
     store.put_generation(generation)
@@ -426,7 +439,7 @@ def _method_provenance(method: Method) -> dict[str, Any]:
 def _config_record(config: RunConfig, bench: Bench, method: Method, cache_params: Mapping[str, Any]) -> dict[str, Any]:
     """What a shard stores so that a merge can rebuild the run without the method's models."""
     return {
-        "schema": RUN_CONFIG_SCHEMA, "method": config.method, "method_version": method.version, "cache_params": dict(cache_params),
+        "schema": RUN_CONFIG_SCHEMA, "method": config.method, "method_name": method.name, "method_version": method.version, "cache_params": dict(cache_params),
         "params": dict(config.params), "bench": config.bench, "bench_spec_hash": bench.spec_hash(),
         "data_dir": str(config.data_dir) if config.data_dir else None, "seeds": list(config.seeds), "limit": config.limit,
         "models": config.models, "device": config.device, "detector": config.detector,

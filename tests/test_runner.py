@@ -89,6 +89,18 @@ def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, 
     assert all(writes == 1 for _, writes in _rows(out).values())
 
 
+def test_an_edited_sample_is_generated_again(tmp_path: Path, data_dir: Path) -> None:
+    """The cache key covers the sample's record: moving a box under the same id is not served the old image."""
+    samples = tiny_samples(2)
+    bench = write_tiny_bench(tmp_path, data_dir, samples=samples)
+    run(_config(bench, data_dir, tmp_path / "run", seeds=(0,), detector=None))
+    dog = samples[0].subjects[0]
+    moved = Sample(samples[0].id, samples[0].prompt, 64, 64, "single", (Subject(dog.name, dog.class_word, dog.references, box=(0.0, 0.0, 0.5, 0.5), depth=0),))
+    write_tiny_bench(tmp_path, data_dir, samples=[moved, samples[1]])
+    again = run(_config(bench, data_dir, tmp_path / "run", seeds=(0,), detector=None))
+    assert (again.generated, again.generation_reused) == (1, 1)
+
+
 def test_methods_outputs_are_checked_per_sample(tmp_path: Path, data_dir: Path) -> None:
     METHODS.register("faulty", "slow_methods_plugin:FaultyMethod")
     broken = tmp_path / "broken.png"
