@@ -27,13 +27,16 @@ Inference follows ``inference.py`` with ``configs/test_box.yaml``: boxes as norm
 box centre as the instance point, scribbles and masks dropped (their null tokens, so the convnext
 mask branch never contributes and is not built), efficient attention (no fuser attention mask),
 50 PLMS steps (diffusers' PNDM in PLMS mode, SD 1.5's sampler), guidance 7.5 with the authors'
-negative prompt, grounding for the first ``alpha`` = 75% of steps, noise from
-``torch.manual_seed(seed)`` on the CPU, 512x512. Left out: the multi-instance sampler (``--mis``)
-and the optional SDXL-refiner cascade.
+negative prompt, grounding for the first ``alpha`` = 75% of steps and SD 1.5's own first
+convolution after that (``restore_first_conv_from_SD``), the multi-instance sampler for the first
+``mis`` = 36% of steps (``PLMSSamplerInst``: per-instance branches averaged), noise from
+``torch.manual_seed(seed)`` on the CPU, 512x512. Left out: the optional SDXL-refiner cascade
+(``--cascade_strength``, a second model that post-processes the image).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -292,9 +295,29 @@ def initial_noise(seed: int, width: int, height: int, latent_factor: int) -> tor
     return torch.randn((1, 4, height // latent_factor, width // latent_factor), generator=torch.Generator("cpu").manual_seed(seed))
 
 
+def mis_steps(steps: int, mis: float) -> int:
+    """Steps run by the multi-instance sampler before its branches are averaged (``--mis``)."""
+    if not 0.0 <= mis <= 1.0:
+        raise ValueError(f"instancediffusion: mis must be in [0, 1], got {mis}")
+    return int(mis * steps)
+
+
+@dataclass
+class _Branch:
+    """One denoising trajectory: the full layout, or (multi-instance sampling) one instance."""
+
+    context: torch.Tensor
+    gligen: dict[str, torch.Tensor]
+    latents: torch.Tensor
+    scheduler: Any
+
+
 @dataclass
 class InstanceDiffusionModel:
-    """The loaded parts; :meth:`sample` is the box-conditioned PLMS loop."""
+    """The loaded parts; :meth:`sample` is the authors' box-conditioned PLMS sampler.
+
+    ``sd_conv_in`` holds SD 1.5's own first convolution: the authors' sampler swaps it back in
+    (``restore_first_conv_from_SD``) once grounding is off."""
 
     vae: Any
     text_encoder: Any
@@ -302,10 +325,15 @@ class InstanceDiffusionModel:
     unet: Any
     scaleu: ScaleU
     scheduler: Any
+    sd_conv_in: dict[str, torch.Tensor]
+
+    def __post_init__(self) -> None:
+        self.grounded_conv_in = {k: v.detach().clone() for k, v in self.unet.conv_in.state_dict().items()}
 
     def to(self, device: str) -> "InstanceDiffusionModel":
         for part in (self.vae, self.text_encoder, self.unet, self.scaleu):
             part.to(device)
+        self.grounded_conv_in = {k: v.to(device) for k, v in self.grounded_conv_in.items()}
         return self
 
     @property
@@ -319,43 +347,76 @@ class InstanceDiffusionModel:
         tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
         return self.text_encoder(tokens.input_ids.to(self.unet.device))[0]
 
-    def grounding(self, call: InstanceCall) -> dict[str, torch.Tensor]:
-        """GroundingNetInput's tensors, padded to 30 objects; row 0 grounded, row 1 the null input."""
+    def grounding(self, captions: Sequence[str], boxes: Sequence[Sequence[float]]) -> dict[str, torch.Tensor]:
+        """GroundingNetInput's tensors, padded to 30 objects; row 0 grounded, row 1 the null input
+        (all masks 0) the authors use for the unconditional branch."""
         device, dtype = self.unet.device, self.unet.dtype
-        n, dim = len(call.boxes), self.text_encoder.config.hidden_size
-        boxes = torch.zeros(2, MAX_OBJECTS, 4, device=device, dtype=dtype)
+        n, dim = len(boxes), self.text_encoder.config.hidden_size
+        box_t = torch.zeros(2, MAX_OBJECTS, 4, device=device, dtype=dtype)
         masks = torch.zeros(2, MAX_OBJECTS, device=device, dtype=dtype)
         embeds = torch.zeros(2, MAX_OBJECTS, dim, device=device, dtype=dtype)
-        boxes[0, :n] = torch.tensor(call.boxes, device=device, dtype=dtype)
+        box_t[0, :n] = torch.tensor(boxes, device=device, dtype=dtype)
         masks[0, :n] = 1
-        embeds[0, :n] = self._encode(list(call.instance_captions), pooled=True).to(dtype)
-        return {"boxes": boxes, "masks": masks, "positive_embeddings": embeds}
+        embeds[0, :n] = self._encode(list(captions), pooled=True).to(dtype)
+        return {"boxes": box_t, "masks": masks, "positive_embeddings": embeds}
 
     def set_grounding(self, enabled: bool) -> None:
+        """Gated fusers on or off (alpha 1 or 0), with the matching first convolution."""
         from diffusers.models.attention import GatedSelfAttentionDense
 
         for module in self.unet.modules():
             if isinstance(module, GatedSelfAttentionDense):
                 module.enabled = enabled
+        self.unet.conv_in.load_state_dict(self.grounded_conv_in if enabled else self.sd_conv_in)
+
+    def _branch(self, prompt: str, captions: Sequence[str], boxes: Sequence[Sequence[float]], uncond: torch.Tensor, noise: torch.Tensor) -> _Branch:
+        context = torch.cat([self._encode([prompt], pooled=False), uncond]).to(self.unet.dtype)
+        return _Branch(context, self.grounding(captions, boxes), noise.clone(), copy.deepcopy(self.scheduler))
+
+    def _step(self, branch: _Branch, t: torch.Tensor, guidance_scale: float) -> None:
+        model_in = branch.scheduler.scale_model_input(torch.cat([branch.latents, branch.latents]), t)
+        eps = self.unet(model_in, t, encoder_hidden_states=branch.context, cross_attention_kwargs={"gligen": dict(branch.gligen)}).sample
+        eps_cond, eps_uncond = eps.chunk(2)
+        branch.latents = branch.scheduler.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, branch.latents).prev_sample
 
     @torch.no_grad()
-    def sample(self, call: InstanceCall, *, seed: int, steps: int, guidance_scale: float, alpha: float, negative_prompt: str) -> Image.Image:
+    def sample(self, call: InstanceCall, *, seed: int, steps: int, guidance_scale: float, alpha: float, mis: float, negative_prompt: str) -> Image.Image:
+        """PLMS with CFG; fusers on for the first ``alpha`` of the steps. With ``mis`` > 0 the
+        multi-instance sampler also denoises each instance alone (its caption as prompt, its box
+        as the only grounding) from the same noise for the first ``mis`` of the steps, then
+        averages all latents and continues with the full layout."""
         device, dtype = self.unet.device, self.unet.dtype
-        context = torch.cat([self._encode([call.prompt], pooled=False), self._encode([negative_prompt], pooled=False)]).to(dtype)
-        gligen = self.grounding(call)
-        latents = initial_noise(seed, call.width, call.height, self.latent_factor).to(device, dtype) * self.scheduler.init_noise_sigma
         self.scheduler.set_timesteps(steps, device=device)
+        noise = initial_noise(seed, call.width, call.height, self.latent_factor).to(device, dtype) * self.scheduler.init_noise_sigma
+        uncond = self._encode([negative_prompt], pooled=False)
+        merge_at = mis_steps(steps, mis)
+        branches = [self._branch(call.prompt, call.instance_captions, call.boxes, uncond, noise)]
+        if merge_at > 0:
+            branches += [self._branch(c, [c], [b], uncond, noise) for c, b in zip(call.instance_captions, call.boxes)]
         cutoff = grounding_steps(steps, alpha)
-        for i, t in enumerate(self.scheduler.timesteps):
-            self.set_grounding(i < cutoff)
-            model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
-            eps = self.unet(model_in, t, encoder_hidden_states=context, cross_attention_kwargs={"gligen": dict(gligen)}).sample
-            eps_cond, eps_uncond = eps.chunk(2)
-            latents = self.scheduler.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, latents).prev_sample
-        self.set_grounding(True)
-        image = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        try:
+            for i, t in enumerate(self.scheduler.timesteps):
+                self.set_grounding(i < cutoff)
+                if i == merge_at and len(branches) > 1:
+                    branches[0].latents = torch.stack([b.latents for b in branches]).mean(0)
+                    branches = branches[:1]
+                for branch in branches:
+                    self._step(branch, t, guidance_scale)
+        finally:
+            self.set_grounding(True)
+        image = self.vae.decode(branches[0].latents / self.vae.config.scaling_factor).sample
         array = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
         return Image.fromarray(array)
+
+
+def read_sd_conv_in(base: str | Path) -> dict[str, torch.Tensor]:
+    """SD 1.5's ``conv_in`` from its diffusers UNet file, read without loading the rest (the
+    authors ship the same two tensors as ``pretrained/SD_v1_5_input_conv_weight_bias.pth``)."""
+    from safetensors import safe_open
+
+    path = Path(base) / "unet" / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        return {"weight": f.get_tensor("conv_in.weight"), "bias": f.get_tensor("conv_in.bias")}
 
 
 def gated_unet_from_config(config: Mapping[str, Any], position_net: InstanceFusion) -> Any:
@@ -384,6 +445,7 @@ def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], fusion_dims
         unet=(unet if torch_dtype == torch.float32 else unet.to(torch_dtype)).eval(),
         scaleu=scaleu.to(torch_dtype).eval(),
         scheduler=PNDMScheduler.from_pretrained(base, subfolder="scheduler", skip_prk_steps=True),
+        sd_conv_in={k: v.to(torch_dtype) for k, v in read_sd_conv_in(base).items()},
     )
 
 
@@ -452,13 +514,15 @@ def build_tiny_instancediffusion(folder: Path) -> Path:
     tiny.tiny_sd_vae().save_pretrained(staging / "vae")
     tiny.sd_pndm_scheduler().save_pretrained(staging / "scheduler")
     plain = tiny.tiny_sd_unet(hidden)
-    plain.save_config(staging / "unet")
+    plain.save_pretrained(staging / "unet")  # the "SD 1.5" UNet: config and the SD conv_in
     torch.manual_seed(0)
     unet = gated_unet_from_config(dict(plain.config), InstanceFusion(**TINY_FUSION_DIMS))
     scaleu = ScaleU(ScaleU.join_channels(unet))
     with torch.no_grad():  # ScaleU and the fuser gates start at 0 (identity); make them count
         for p in (*scaleu.parameters(), *(p for n, p in unet.named_parameters() if n.endswith(("alpha_attn", "alpha_dense")))):
             p.normal_(std=0.5)
+        for p in unet.conv_in.parameters():  # InstanceDiffusion retrains SD's first convolution
+            p.add_(torch.randn_like(p), alpha=0.1)
     torch.save({"model": to_released_layout(unet, scaleu)}, staging / INSTANCEDIFFUSION_FILE)
     (staging / "README.json").write_text(json.dumps({"what": "tiny random-weight InstanceDiffusion (smoke runs only)"}))
     if folder.exists():
@@ -479,6 +543,7 @@ class InstanceDiffusionMethod(Method):
         "steps": 50,
         "guidance_scale": 7.5,
         "alpha": 0.75,
+        "mis": 0.36,
         "negative_prompt": AUTHORS_NEGATIVE_PROMPT,
         "resolution": 512,
         "allow_pickle": False,
@@ -489,7 +554,8 @@ class InstanceDiffusionMethod(Method):
         # a smoke run's defaults fit its tiny networks; parameters given explicitly still win
         defaults = SMOKE_DEFAULTS if models == "tiny" else {}
         super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
-        grounding_steps(self.params["steps"], self.params["alpha"])
+        grounding_steps(self.params["steps"], self.params["alpha"])  # validate early
+        mis_steps(self.params["steps"], self.params["mis"])
         self._model: InstanceDiffusionModel | None = None
 
     def supports(self, sample: Sample) -> str | None:
@@ -522,6 +588,7 @@ class InstanceDiffusionMethod(Method):
                 steps=self.params["steps"],
                 guidance_scale=self.params["guidance_scale"],
                 alpha=self.params["alpha"],
+                mis=self.params["mis"],
                 negative_prompt=self.params["negative_prompt"],
             )
             if image.size != (sample.width, sample.height):
@@ -536,5 +603,5 @@ def _sd15_folder(source: str) -> Path:
         return Path(source)
     from huggingface_hub import snapshot_download
 
-    wanted = ["unet/config.json", "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"]
+    wanted = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"]
     return Path(snapshot_download(source, allow_patterns=wanted))

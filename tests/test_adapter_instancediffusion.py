@@ -21,6 +21,7 @@ from picbench.adapters.instancediffusion import (
     gated_unet_from_config,
     grounding_steps,
     initial_noise,
+    mis_steps,
     instance_call,
     load_released_weights,
     low_frequency_scale,
@@ -79,8 +80,11 @@ def test_translation_uses_class_captions_and_boxes_not_references(data_dir: Path
 
 def test_alpha_schedule_and_seeded_noise() -> None:
     assert grounding_steps(50, 0.75) == 37  # the authors' alpha_generator([0.75, 0, 0.25])
+    assert mis_steps(50, 0.36) == 18  # PLMSSamplerInst: int(total_steps * mis)
     with pytest.raises(ValueError, match="alpha"):
         InstanceDiffusionMethod(params={"alpha": 1.5})
+    with pytest.raises(ValueError, match="mis"):
+        InstanceDiffusionMethod(params={"mis": -0.1})
     torch.manual_seed(11)
     authors = torch.randn(1, 4, 64, 64)  # inference.py: torch.manual_seed(seed); torch.randn(...)
     assert torch.equal(initial_noise(11, 512, 512, 8), authors)
@@ -174,20 +178,27 @@ def test_loader_reads_released_key_layout(tmp_path: Path) -> None:
 def test_end_to_end_tiny(data_dir: Path) -> None:
     from diffusers.models.attention import GatedSelfAttentionDense
 
-    method = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5})
+    method = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5, "mis": 0.5})
     assert method.smoke
     sample = dreambench_multi_sample(data_dir)
     model = method.model()
     fuser = next(m for m in model.unet.modules() if isinstance(m, GatedSelfAttentionDense))
-    states: list[bool] = []
-    fuser.register_forward_pre_hook(lambda module, args: states.append(module.enabled))
+    calls: list[tuple[bool, bool]] = []  # per UNet call: fuser on, SD 1.5's conv_in in place
+    fuser.register_forward_pre_hook(lambda module, args: calls.append((module.enabled, torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"]))))
     first = method.generate([sample], seed=5, data_root=data_dir)
     assert first[0].size == (64, 64) and first[0].mode == "RGB"
-    assert states[0] is True and states[-1] is False and states.count(True) == 1  # alpha 0.5 of 2 steps
+    # 2 steps = 3 PNDM timesteps; step 0 grounded with InstanceDiffusion's conv_in, run by the
+    # full layout and each of the 2 instances (multi-instance sampling), then one merged branch
+    # with grounding off and SD 1.5's conv_in restored
+    assert calls == [(True, False)] * 3 + [(False, True)] * 2
+    assert not torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"])  # restored after
     again = method.generate([sample], seed=5, data_root=data_dir)
     other = method.generate([sample], seed=6, data_root=data_dir)
+    plain = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5, "mis": 0.0})
+    single = plain.generate([sample], seed=5, data_root=data_dir)
     assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
     assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
+    assert not np.array_equal(np.asarray(first[0]), np.asarray(single[0]))  # the instance branches count
 
 
 def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
