@@ -1,6 +1,12 @@
 """Reference PositionIC: UnoPE, Volume Weight Regulation, Visibility-Aware Attention and its kernels."""
 
-from picbench.reference_impl.attention import FlexAttention, MaskedAttention, SdpaAttention, get_backend
+from picbench.reference_impl.attention import (
+    FlexAttention,
+    LowRankSdpaAttention,
+    MaskedAttention,
+    SdpaAttention,
+    get_backend,
+)
 from picbench.reference_impl.layout import LayoutError, TokenGroup, TokenLayout, validate_layout
 from picbench.reference_impl.unope import unope_image_ids
 from picbench.reference_impl.vaa import dense_vaa_mask
@@ -11,6 +17,7 @@ __all__ = [
     "DEFAULT_SIGMA",
     "FlexAttention",
     "LayoutError",
+    "LowRankSdpaAttention",
     "MaskedAttention",
     "SdpaAttention",
     "TokenGroup",

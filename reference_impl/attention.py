@@ -1,17 +1,21 @@
 """Masked attention backends: one VAA semantics (`vaa.dense_vaa_mask`), several ways to compute it.
 
-- `sdpa`: `scaled_dot_product_attention` with the dense additive mask. Any device, has a
-  backward everywhere: the training path on CPU. Memory grows as L^2.
+- `sdpa`: `scaled_dot_product_attention` with the dense additive mask. Any device, backward
+  everywhere; the readable exact path. Memory grows as L^2 (1.25 GB fp32 at 2048 px, 3 refs).
+- `sdpa_lowrank`: the VAA mask has rank 2K (log w_k(p) on target-ref_k pairs, -inf on
+  ref_i-ref_j pairs), so it rides in 2K extra head dimensions of q and k; SDPA then runs
+  unmasked with its fused kernel. O(L K) memory, backward everywhere, exact in fp32/bf16.
 - `flex`: compiled FlexAttention. The VAA bias comes from a compact lookup, never an L x L
   tensor: each token carries one integer code, and `table[code[q] + code[kv]]` is the bias
   (see `vaa_lookup`). The BlockMask is counted directly from the token groups and weight maps
   (`vaa_block_mask`), so blocks that VAA masks entirely are skipped. No backward on CPU.
 - `auto`: the fastest exact backend per device. Measured with `benchmarks/bench_attention.py`
-  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128): on CPU (2 shared cores,
-  fp32) the dense-mask SDPA costs ~1.0-1.1x unmasked SDPA while compiled flex costs well
-  over 1.3x unmasked SDPA (the CPU flex kernel is slower than SDPA's even unmasked, and only
-  ~14% of blocks are fully masked at this layout), so CPU -> `sdpa`. On CUDA the Triton flex
-  kernel skips masked blocks and never materializes the L^2 mask, so CUDA -> `flex`.
+  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128, fp32, 2 shared CPU cores):
+  dense-mask SDPA costs 1.02-1.21x unmasked SDPA (reading the L^2 mask per head), the
+  low-rank bias 1.03-1.06x, compiled flex 2.3-2.6x (the CPU flex kernel is slower than
+  SDPA's even unmasked, and only ~11% of blocks are fully masked here), so CPU ->
+  `sdpa_lowrank`. On CUDA the Triton flex kernel skips masked blocks and never builds the
+  L^2 mask, so CUDA -> `flex` (not measured here: no GPU was at hand).
 """
 
 from __future__ import annotations
@@ -60,6 +64,82 @@ class SdpaAttention:
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: torch.Tensor | None) -> torch.Tensor:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=prepared)
+
+
+@dataclass(frozen=True)
+class LowRankBias:
+    """VAA as 2K extra head dimensions: bias(i, j) = q_extra[i] . k_extra[j] (at most one nonzero term).
+
+    Channel A (k = 0..K-1): keys of ref k carry 1; a target query carries log w_k(p), a ref_i
+    query -inf for k != i. Channel B: a ref_i query carries 1 at i; target keys carry log w_k(p).
+    Entries are log values (-inf allowed) or indicators; `LowRankSdpaAttention` makes them finite
+    once it knows the head size.
+    """
+
+    q_values: torch.Tensor  # [L, 2K]
+    k_values: torch.Tensor  # [L, 2K]
+    q_is_log: torch.Tensor  # [L, 2K] bool: entry is a log value (scaled), not an indicator
+    k_is_log: torch.Tensor
+
+
+def low_rank_vaa_bias(layout: TokenLayout, weights: torch.Tensor, device: str | torch.device) -> LowRankBias:
+    """The rank-2K factorization of the VAA mask: O(L K) memory instead of L^2."""
+    k_refs, n = layout.n_refs, layout.length
+    log_w = target_log_weights(layout, weights)  # [n_target, K]
+    q_values = torch.zeros(n, 2 * k_refs)
+    k_values = torch.zeros(n, 2 * k_refs)
+    q_is_log = torch.zeros(n, 2 * k_refs, dtype=torch.bool)
+    k_is_log = torch.zeros(n, 2 * k_refs, dtype=torch.bool)
+    target = layout.target_slice
+    q_values[target, :k_refs] = log_w.cpu()
+    q_is_log[target, :k_refs] = True
+    k_values[target, k_refs:] = log_w.cpu()
+    k_is_log[target, k_refs:] = True
+    for i in range(k_refs):
+        ref_i = layout.ref_slice(i)
+        k_values[ref_i, i] = 1.0
+        q_values[ref_i, k_refs + i] = 1.0
+        others = [j for j in range(k_refs) if j != i]
+        q_values[ref_i, others] = float("-inf")
+        q_is_log[ref_i, others] = True
+    return LowRankBias(*(t.to(device) for t in (q_values, k_values, q_is_log, k_is_log)))
+
+
+class LowRankSdpaAttention:
+    """VAA through unmasked-shape SDPA: q, k, v extended by 2K dims (v with zeros), no L x L tensor.
+
+    softmax is exact: -inf entries become a finite value so negative that exp() underflows to 0
+    in fp32/bf16, and each pair's extra dot product has a single nonzero term, so nothing
+    overflows. Has a backward on every device.
+    """
+
+    name = "sdpa_lowrank"
+
+    def prepare(
+        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
+    ) -> LowRankBias | None:
+        if weights is None:
+            return None
+        if dtype == torch.float16:
+            raise ValueError("sdpa_lowrank cannot represent -inf exactly in float16: use the 'sdpa' or 'flex' backend")
+        return low_rank_vaa_bias(layout, weights, device)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: LowRankBias | None) -> torch.Tensor:
+        if prepared is None:
+            return F.scaled_dot_product_attention(q, k, v)
+        head_dim = q.shape[-1]
+        # SDPA scales q.k by 1/sqrt(D); log values are pre-multiplied by sqrt(D) so the bias lands exact.
+        very_negative = torch.finfo(q.dtype).max / 1024
+
+        def finite(values: torch.Tensor, is_log: torch.Tensor) -> torch.Tensor:
+            scaled = torch.where(is_log, values * head_dim**0.5, values)
+            return torch.where(torch.isinf(scaled), -very_negative, scaled).to(q.dtype).expand(*q.shape[:-2], -1, -1)
+
+        q_ext = torch.cat([q, finite(prepared.q_values, prepared.q_is_log)], dim=-1)
+        k_ext = torch.cat([k, finite(prepared.k_values, prepared.k_is_log)], dim=-1)
+        v_ext = F.pad(v, (0, q_ext.shape[-1] - v.shape[-1]))  # equal head dims keep SDPA's fused kernel
+        out = F.scaled_dot_product_attention(q_ext, k_ext, v_ext, scale=head_dim**-0.5)
+        return out[..., : v.shape[-1]]
 
 
 @dataclass(frozen=True)
@@ -215,13 +295,15 @@ class FlexAttention:
 
 
 def get_backend(
-    name: Literal["sdpa", "flex", "auto"], device: str | torch.device, *, block_size: int = DEFAULT_BLOCK_SIZE
+    name: Literal["sdpa", "sdpa_lowrank", "flex", "auto"], device: str | torch.device, *, block_size: int = DEFAULT_BLOCK_SIZE
 ) -> MaskedAttention:
-    """A backend by name; `auto` is `flex` on CUDA and `sdpa` elsewhere (see the module docstring)."""
+    """A backend by name; `auto` is `flex` on CUDA and `sdpa_lowrank` elsewhere (see the module docstring)."""
     if name == "auto":
-        name = "flex" if torch.device(device).type == "cuda" else "sdpa"
+        name = "flex" if torch.device(device).type == "cuda" else "sdpa_lowrank"
     if name == "sdpa":
         return SdpaAttention()
+    if name == "sdpa_lowrank":
+        return LowRankSdpaAttention()
     if name == "flex":
         return FlexAttention(block_size=block_size)
-    raise ValueError(f"unknown attention backend {name!r}: choose 'sdpa', 'flex' or 'auto'")
+    raise ValueError(f"unknown attention backend {name!r}: choose 'sdpa', 'sdpa_lowrank', 'flex' or 'auto'")

@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picbench.reference_impl import TokenLayout, dense_vaa_mask, get_backend, volume_weights
-from picbench.reference_impl.attention import FlexAttention, SdpaAttention, vaa_block_counts, vaa_lookup
+from picbench.reference_impl.attention import (
+    FlexAttention,
+    LowRankSdpaAttention,
+    SdpaAttention,
+    vaa_block_counts,
+    vaa_lookup,
+)
 
 
 @st.composite
@@ -70,11 +76,12 @@ def test_block_counts_match_the_dense_mask(case: tuple[TokenLayout, torch.Tensor
     assert torch.equal(counts.total, torch.outer(size, size).double())
 
 
+@pytest.mark.parametrize("name", ["sdpa", "sdpa_lowrank"])
 @settings(max_examples=30, deadline=None)
-@given(layout_and_weights())
-def test_sdpa_backend_equals_written_out_attention(case: tuple[TokenLayout, torch.Tensor]) -> None:
+@given(case=layout_and_weights())
+def test_sdpa_backends_equal_written_out_attention(name: str, case: tuple[TokenLayout, torch.Tensor]) -> None:
     layout, weights = case
-    backend = get_backend("sdpa", "cpu")
+    backend = get_backend(name, "cpu")
     gen = torch.Generator().manual_seed(layout.length)
     q, k, v = (torch.randn(2, 3, layout.length, 8, generator=gen) for _ in range(3))
     mask = dense_vaa_mask(layout, weights)
@@ -85,18 +92,35 @@ def test_sdpa_backend_equals_written_out_attention(case: tuple[TokenLayout, torc
     torch.testing.assert_close(plain, reference_attention(q, k, v, None), rtol=0, atol=1e-5)
 
 
-def test_sdpa_backend_trains_on_cpu() -> None:
+@pytest.mark.parametrize("name", ["sdpa", "sdpa_lowrank"])
+def test_sdpa_backends_train_on_cpu_with_the_reference_gradient(name: str) -> None:
     layout = TokenLayout(3, (4, 4), ((2, 2), (2, 3)))
     weights = volume_weights([(0, 0, 0.6, 0.6), (0.4, 0.4, 1, 1)], [0, 1], layout.target_hw)
-    backend = get_backend("auto", "cpu")
+    backend = get_backend(name, "cpu")
     q = torch.randn(1, 2, layout.length, 8, requires_grad=True)
-    out = backend(q, q, q, backend.prepare(layout, weights, device="cpu", dtype=torch.float32))
-    out.sum().backward()
-    assert q.grad is not None and torch.isfinite(q.grad).all() and q.grad.abs().sum() > 0
+    backend(q, q, q, backend.prepare(layout, weights, device="cpu", dtype=torch.float32)).square().sum().backward()
+    q_ref = q.detach().clone().requires_grad_(True)
+    reference_attention(q_ref, q_ref, q_ref, dense_vaa_mask(layout, weights)).square().sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+    torch.testing.assert_close(q.grad, q_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_lowrank_bias_is_exact_in_bfloat16_and_refuses_float16() -> None:
+    layout = TokenLayout(4, (6, 6), ((3, 3), (2, 2)))
+    weights = volume_weights([(0, 0, 0.7, 0.7), (0.3, 0.3, 1, 1)], [1, 0], layout.target_hw)
+    backend = LowRankSdpaAttention()
+    q, k, v = (torch.randn(1, 2, layout.length, 16) for _ in range(3))
+    out = backend(*(t.bfloat16() for t in (q, k, v)), backend.prepare(layout, weights, device="cpu", dtype=torch.bfloat16))
+    expected = reference_attention(q, k, v, dense_vaa_mask(layout, weights))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=5e-2)
+    with pytest.raises(ValueError, match="float16"):
+        backend.prepare(layout, weights, device="cpu", dtype=torch.float16)
 
 
 def test_get_backend_picks_per_device_and_rejects_unknown_names() -> None:
-    assert isinstance(get_backend("auto", "cpu"), SdpaAttention)
+    assert isinstance(get_backend("auto", "cpu"), LowRankSdpaAttention)
+    assert isinstance(get_backend("sdpa", "cpu"), SdpaAttention)
     assert isinstance(get_backend("auto", torch.device("cuda")), FlexAttention)
     flex = get_backend("flex", "cpu", block_size=64)
     assert flex.name == "flex" and flex.block_size == 64
