@@ -119,7 +119,25 @@ class _Items(Dataset):
         return out
 
 
-def _collate(batch: list[_Decoded]) -> list[_Decoded]:
+class _References(Dataset):
+    """Decodes each reference once and preprocesses it for every model, in workers."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Mapping[str, Callable]) -> None:
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Path, Any]:
+        path = self.paths[index]
+        try:
+            image = load_rgb(path)
+        except ImageError as exc:
+            return path, f"reference {exc}"
+        return path, {role: fn(image) for role, fn in self.preprocess.items()}
+
+
+def _collate(batch: list) -> list:
     return batch
 
 
@@ -238,7 +256,8 @@ class MetricEngine:
             self.cache.put_many(model_id, vectors)
 
     def _references(self, paths: Iterable[Path]) -> tuple[dict[str, dict[Path, np.ndarray]], dict[Path, str]]:
-        """role -> path -> embedding for every readable reference; path -> error for the rest."""
+        """role -> path -> embedding for every readable reference; path -> error for the rest.
+        Only references no cache knows are decoded (once, in workers, for every model)."""
         errors: dict[Path, str] = {}
         keys: dict[Path, str] = {}
         for p in dict.fromkeys(paths):
@@ -246,26 +265,24 @@ class MetricEngine:
                 keys[p] = self._content_key(p)
             except OSError as exc:
                 errors[p] = f"reference image {p} is unreadable: {exc.strerror or exc}"
-        result: dict[str, dict[Path, np.ndarray]] = {}
-        for role, enc in self._encoders().items():
-            found = self._cached(enc.model_id, list(keys.values()))
-            todo = [p for p, k in keys.items() if k not in found and p not in errors]
-            fresh: dict[str, np.ndarray] = {}
-            for start in range(0, len(todo), self.batch_size):
-                chunk, tensors = [], []
-                for p in todo[start : start + self.batch_size]:
-                    try:
-                        tensors.append(enc.preprocess(load_rgb(p)))
-                        chunk.append(p)
-                    except ImageError as exc:
-                        errors[p] = f"reference {exc}"
-                if tensors:
-                    vecs = enc.encode_images(torch.stack(tensors)).numpy()
-                    self.reference_encodes += len(chunk)
-                    fresh.update({keys[p]: v for p, v in zip(chunk, vecs)})
-            self._store(enc.model_id, fresh)
-            found.update(fresh)
-            result[role] = {p: found[k] for p, k in keys.items() if k in found}
+        encoders = self._encoders()
+        found = {role: self._cached(enc.model_id, list(keys.values())) for role, enc in encoders.items()}
+        todo = [p for p, k in keys.items() if any(k not in found[role] for role in encoders)]
+        if todo:
+            loader = DataLoader(_References(todo, {role: enc.preprocess for role, enc in encoders.items()}), batch_size=self.batch_size,
+                                num_workers=min(self.num_workers, len(todo)), collate_fn=_collate)
+            for batch in loader:
+                errors.update({p: decoded for p, decoded in batch if isinstance(decoded, str)})
+                ok = [(p, tensors) for p, tensors in batch if isinstance(tensors, dict)]
+                for role, enc in encoders.items():
+                    need = [(p, t[role]) for p, t in ok if keys[p] not in found[role]]
+                    if need:
+                        vecs = enc.encode_images(torch.stack([t for _, t in need])).numpy()
+                        self.reference_encodes += len(need)
+                        fresh = {keys[p]: v for (p, _), v in zip(need, vecs)}
+                        self._store(enc.model_id, fresh)
+                        found[role].update(fresh)
+        result = {role: {p: found[role][k] for p, k in keys.items() if k in found[role]} for role in encoders}
         return result, errors
 
     def _prompts(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
