@@ -332,7 +332,7 @@ def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | N
     """Save the image (atomically), then its record: a record never points at a missing file."""
     generation = Generation(method.name, method.version, item.params, item.sample.id, item.seed, None, method.smoke, failure)
     if image is not None:
-        generation = replace(generation, image_path=store.save_image(image, store.image_name(generation)))
+        generation = replace(generation, image_path=store.save_image(image, store.image_name(generation), smoke=method.smoke))
     store.put_generation(generation)
     outcome.generated += 1
     outcome.generation_failures += failure is not None

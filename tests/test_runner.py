@@ -21,6 +21,7 @@ from picbench.records import Sample, Subject
 from picbench.results import iter_sample_scores, load_result
 from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
 from picbench.store import STORE_FILE
+from picbench.store.sqlite import SMOKE_PNG_KEY
 from run_bench_helpers import DOG, tiny_samples, write_tiny_bench
 from slow_methods_plugin import install_plugin
 
@@ -81,7 +82,8 @@ def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, 
     rows = list(iter_sample_scores(out))
     assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01", "s02") for seed in (0, 1)]
     assert all(s.smoke and (out / image).is_file() for s, image in rows)
-    assert Image.open(out / rows[0][1]).size == (64, 64)
+    with Image.open(out / rows[0][1]) as image:
+        assert image.size == (64, 64) and "random-weight" in image.text[SMOKE_PNG_KEY]
     before = stable_results(out)
     again = run(_config(bench, data_dir, out, limit=3))
     assert (again.generated, again.scored, again.generation_reused, again.score_reused) == (0, 0, 6, 6)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from picbench import __version__
 from picbench.errors import PicbenchError
@@ -30,6 +31,7 @@ IMAGES_DIR = "images"
 # Bump when a table's meaning changes: a store of another schema is refused, never silently reused.
 STORE_SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 300.0
+SMOKE_PNG_KEY = "picbench-smoke"
 _CACHE_TABLE_PREFIX = "emb_"  # the metric engine's EmbeddingCache owns these tables
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
 
@@ -144,14 +146,18 @@ class RunStore:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", generation.sample_id)[:80]
         return f"{IMAGES_DIR}/{safe}__seed{generation.seed}__{generation.key[:12]}.png"
 
-    def save_image(self, image: Image.Image, relative: str) -> str:
+    def save_image(self, image: Image.Image, relative: str, *, smoke: bool = False) -> str:
         """Write a PNG atomically (temporary file in the same folder, fsync, rename): a reader sees
-        the old file or the whole new one, never half. Returns ``relative`` (to the run folder)."""
+        the old file or the whole new one, never half. A smoke image says so in its PNG text.
+        Returns ``relative`` (to the run folder)."""
         target = self.out_dir / relative
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        info = PngInfo()
+        if smoke:
+            info.add_text(SMOKE_PNG_KEY, "random-weight models (--models tiny): this image means nothing")
         try:
             with open(tmp, "wb") as fh:
-                image.save(fh, format="PNG")
+                image.save(fh, format="PNG", pnginfo=info)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
