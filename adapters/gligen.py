@@ -14,9 +14,10 @@ We use diffusers' own copy (no vendored pipeline to maintain) and load it as the
 checkpoints expect; if a future diffusers drops it, :func:`pipeline_class` says which diffusers to
 install. diffusers' per-load deprecation log line is silenced since this note records it.
 
-Faithfulness notes: sampling follows the GLIGEN authors' inference (50 PLMS steps, guidance 7.5,
-scheduled sampling beta 0.3: grounding on for the first 30% of steps, null grounding on the
-unconditional branch). diffusers' text-image pipeline computes the beta cut-off but never applies
+Faithfulness notes: sampling follows the GLIGEN authors' inference (50 steps with the
+checkpoint's own scheduler, guidance 7.5, 512x512, scheduled sampling beta 0.3: grounding on for
+the first 30% of steps, null grounding on the unconditional branch; at most 30 grounded objects).
+Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed). diffusers' text-image pipeline computes the beta cut-off but never applies
 it; we apply it (a UNet pre-hook switches the gated fusers off after ``int(beta * timesteps)``
 steps), as the text-box pipeline and the authors' code do.
 """
@@ -211,18 +212,19 @@ class GligenMethod(Method):
         if self._pipe is None:
             variant = self.params["variant"]
             cls = pipeline_class(variant)
+            dtype = torch.float16 if self.device.startswith("cuda") and not self.smoke else torch.float32
             if self.smoke:
                 folder = picbench_home() / "tiny" / f"gligen-{variant}-v{self.version}"
                 source = str(folder if folder.is_dir() else build_tiny_gligen(folder, variant))
                 loader = cls.from_pretrained
             else:
                 source = self.checkpoint
-                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-                loader = lambda path: cls.from_pretrained(path, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)  # noqa: E731
+                loader = lambda path: cls.from_pretrained(path, safety_checker=None, requires_safety_checker=False)  # noqa: E731
             with _quiet_diffusers():
                 pipe = loader(source) if self.smoke else load_pretrained(self.name, source, self.weights_dir, loader)
             pipe.set_progress_bar_config(disable=True)
-            self._pipe = pipe.to(self.device)
+            # cast after loading: the load-time dtype keyword was renamed within our diffusers range
+            self._pipe = pipe.to(self.device, dtype)
         return self._pipe
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:

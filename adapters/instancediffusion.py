@@ -438,12 +438,15 @@ def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], fusion_dims
     scaleu = ScaleU(ScaleU.join_channels(unet))
     load_released_weights(unet, scaleu, model_sd)
     scaleu.attach(unet)
+    def cast(module: Any) -> Any:  # after loading: the load-time dtype keyword differs across versions
+        return (module if torch_dtype == torch.float32 else module.to(torch_dtype)).eval()
+
     return InstanceDiffusionModel(
-        vae=AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=torch_dtype).eval(),
-        text_encoder=CLIPTextModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=torch_dtype).eval(),
+        vae=cast(AutoencoderKL.from_pretrained(base, subfolder="vae")),
+        text_encoder=cast(CLIPTextModel.from_pretrained(base, subfolder="text_encoder")),
         tokenizer=CLIPTokenizer.from_pretrained(base, subfolder="tokenizer"),
-        unet=(unet if torch_dtype == torch.float32 else unet.to(torch_dtype)).eval(),
-        scaleu=scaleu.to(torch_dtype).eval(),
+        unet=cast(unet),
+        scaleu=cast(scaleu),
         scheduler=PNDMScheduler.from_pretrained(base, subfolder="scheduler", skip_prk_steps=True),
         sd_conv_in={k: v.to(torch_dtype) for k, v in read_sd_conv_in(base).items()},
     )
