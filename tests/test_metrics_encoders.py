@@ -84,3 +84,13 @@ def test_model_id_follows_the_weights(tmp_path):
     other = load_dino(changed)
     assert other.model_id != original.model_id and other.weights_sha256 != original.weights_sha256
     assert other.preprocessing == original.preprocessing
+
+
+def test_hub_snapshot_prefers_open_clips_checkpoint_over_timms(tmp_path):
+    from picbench.metrics.encoders import _bare_checkpoint
+
+    for name in ("model.safetensors", "open_clip_pytorch_model.bin", "ViT-B-32.pt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert _bare_checkpoint(tmp_path).name == "open_clip_pytorch_model.bin"
+    (tmp_path / "open_clip_pytorch_model.bin").unlink()
+    assert _bare_checkpoint(tmp_path).name == "ViT-B-32.pt"

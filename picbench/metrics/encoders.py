@@ -35,12 +35,13 @@ class Encoder:
     role: str = ""
     preprocess: Callable[[Image.Image], torch.Tensor]
 
-    def __init__(self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any],
+                 checkpoint: Path | None = None) -> None:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.arch = arch
         self.folder = Path(folder)
-        self.weights_sha256 = weights_sha256(folder)
+        self.weights_sha256 = weights_sha256(checkpoint or folder)
         self.preprocessing = preprocessing
         self.forward_seconds = 0.0
 
@@ -88,27 +89,30 @@ class ClipEncoder(Encoder):
 
 
 class OpenClipEncoder(ClipEncoder):
-    """open_clip model from a ``local-dir`` folder (open_clip_config.json + weights) or a built-in
-    architecture name with a checkpoint file (e.g. OpenAI's ViT-B-32.pt)."""
+    """open_clip model from a ``local-dir`` folder (open_clip_config.json + weights, the layout of
+    the hub's open_clip repos) or a built-in architecture name with a bare checkpoint file (e.g.
+    OpenAI's ViT-B-32.pt, which needs QuickGELU)."""
 
-    def __init__(self, folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> None:
+    def __init__(self, folder: Path, device: str = "cpu", arch: str = "ViT-B-32", quick_gelu: bool = True) -> None:
         import open_clip
+        from open_clip.factory import _find_checkpoint_in_dir
 
         folder = Path(folder)
         if (folder / "open_clip_config.json").is_file():
-            name, pretrained = f"local-dir:{folder}", None
-            arch = json.loads((folder / "open_clip_config.json").read_text()).get("model_cfg", {}).get("name", arch)
+            name, pretrained, extra = f"local-dir:{folder}", None, {}
+            found = _find_checkpoint_in_dir(folder)
+            ckpt = Path(found) if found else None
         else:
-            ckpt = folder if folder.is_file() else next((p for p in sorted(folder.glob("*")) if p.suffix in (".pt", ".pth", ".bin", ".safetensors")), None)
+            ckpt = folder if folder.is_file() else _bare_checkpoint(folder)
             if ckpt is None:
                 raise MissingWeightsError(f"no open_clip checkpoint or open_clip_config.json in {folder}")
-            name, pretrained = arch, str(ckpt)
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu")
+            name, pretrained, extra = arch, str(ckpt), {"force_quick_gelu": quick_gelu}
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu", **extra)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.preprocess = preprocess
         cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
-        super().__init__(model, arch=f"open_clip/{arch}", folder=folder, device=device,
-                         preprocessing={"transform": repr(preprocess), **{k: v for k, v in dict(cfg).items()}})
+        super().__init__(model, arch=f"open_clip/{arch}", folder=folder, device=device, checkpoint=ckpt,
+                         preprocessing={"transform": repr(preprocess), **dict(cfg), **extra})
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -119,6 +123,14 @@ class OpenClipEncoder(ClipEncoder):
             if n > CONTEXT_LENGTH:
                 log.warning("prompt truncated to %d CLIP tokens (%d given): %r", CONTEXT_LENGTH, n, text[:80])
         return self.model.encode_text(self.tokenizer(texts).to(self.device))
+
+
+def _bare_checkpoint(folder: Path) -> Path | None:
+    """open_clip's own file names first, then any single checkpoint (OpenAI's ViT-B-32.pt)."""
+    for preferred in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "open_clip_pytorch_model.safetensors"):
+        if (folder / preferred).is_file():
+            return folder / preferred
+    return next((p for p in sorted(folder.iterdir()) if p.suffix in (".pt", ".pth")), None)
 
 
 class HFClipEncoder(ClipEncoder):
@@ -179,8 +191,9 @@ class TimmDinoEncoder(Encoder):
         prep = {"input_size": (3, size, size), "interpolation": "bicubic", "crop_pct": size / 256 if is_v1 else model.pretrained_cfg.get("crop_pct", 0.875),
                 "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self.preprocess = create_transform(**prep)
+        checkpoint = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
         super().__init__(model, arch=f"timm/{arch}.{cfg.get('pretrained_cfg', {}).get('tag', 'dino')}", folder=folder, device=device,
-                         preprocessing={**prep, "transform": repr(self.preprocess)})
+                         preprocessing={**prep, "transform": repr(self.preprocess)}, checkpoint=checkpoint)
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels)

@@ -326,7 +326,7 @@ class MetricEngine:
         detections: dict[int, DetectorOutput] = {}
         if self.detector is not None:
             for i in ok:
-                detections[i] = self.detector.detect(decoded[i].image, [s.class_word for s in items[i].sample.subjects])
+                detections[i] = self._detect(decoded[i].image, [s.class_word for s in items[i].sample.subjects])
         assigned = {i: self._assign(items[i].sample, detections[i], decoded[i].size) if i in detections else None for i in ok}
 
         crop_tensors: dict[str, list[torch.Tensor]] = {role: [] for role in roles}
@@ -345,7 +345,9 @@ class MetricEngine:
                             crop_tensors[role].append(tensors[role])
         crop_emb = {role: self._encode(role, crop_tensors[role]) for role in roles}
 
-        identity_refs = [resolve_in_root(data_root, p) for i in ok if items[i].identity for sub in items[i].sample.subjects for p in sub.eval_images]
+        wants_identity = any(BY_NAME[m].identity for m in self.metrics)
+        identity_refs = [resolve_in_root(data_root, p) for i in ok if items[i].identity and wants_identity
+                         for sub in items[i].sample.subjects for p in sub.eval_images]
         refs, ref_errors = self._references(identity_refs)
         texts = self._prompts([items[i].sample.prompt for i in ok]) if "clip_t" in self.metrics and self.clip is not None else {}
 
@@ -358,6 +360,14 @@ class MetricEngine:
                                          {(s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i for role in roles},
                                          refs, ref_errors, texts.get(item.sample.prompt), decoded[i].size))
         return scores
+
+    def _detect(self, image: Image.Image, classes: list[str]) -> DetectorOutput:
+        """A detector that fails on one image fails that item, not the run."""
+        assert self.detector is not None
+        try:
+            return self.detector.detect(image, classes)
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            return DetectorOutput((), None, (f"detector {self.detector.name} failed: {type(exc).__name__}: {exc}",))
 
     def _item_keys(self) -> list[str]:
         return [k for k in ITEM_KEYS if k in self.metrics]
@@ -388,6 +398,7 @@ class MetricEngine:
                   refs: Mapping[str, Mapping[Path, np.ndarray]], ref_errors: Mapping[Path, str], text: np.ndarray | None,
                   size: tuple[int, int]) -> Score:
         sample = item.sample
+        wants_identity = any(BY_NAME[m].identity for m in self.metrics)
         failures: list[str] = []
         if output is not None:
             failures.extend(output.problems)
@@ -397,7 +408,7 @@ class MetricEngine:
         for s, sub in enumerate(sample.subjects):
             values: dict[str, float | None] = {}
             why: list[str] = []
-            paths = [resolve_in_root(data_root, p) for p in sub.eval_images] if item.identity else []
+            paths = [resolve_in_root(data_root, p) for p in sub.eval_images] if item.identity and wants_identity else []
             bad = [ref_errors[p] for p in paths if p in ref_errors]
             why.extend(bad)
             for metric, role, emb in (("clip_i", "clip", gen.get("clip")), ("dino", "dino", gen.get("dino")),
