@@ -423,7 +423,9 @@ def gated_unet_from_config(config: Mapping[str, Any], position_net: InstanceFusi
     """SD's UNet with gated fusers; its GLIGEN position net replaced by InstanceDiffusion's."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_config({**config, "attention_type": "gated"})
+    # drop diffusers' "_use_default_values" bookkeeping, which would reset attention_type to default
+    plain = {k: v for k, v in config.items() if k != "_use_default_values"}
+    unet = UNet2DConditionModel.from_config(plain, attention_type="gated")
     unet.position_net = position_net
     return unet
 

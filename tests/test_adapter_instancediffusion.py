@@ -210,3 +210,45 @@ def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tm
     method = InstanceDiffusionMethod(weights_dir=tmp_path / "weights")
     with pytest.raises(MissingWeightsError, match="xudongw/InstanceDiffusion/instancediffusion_sd15.pth"):
         method.model()
+
+
+def test_sd15_topology_layout_and_scaleu_joins() -> None:
+    """SD 1.5's UNet shape (4 levels, 2 layers each, plain last down / first up block) at toy
+    widths: the names and ScaleU sizes a released checkpoint has, and a strict round trip."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(
+        sample_size=16,
+        block_out_channels=(16, 32, 48, 64),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=16,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    torch.manual_seed(0)
+    unet = gated_unet_from_config(dict(UNet2DConditionModel(**config).config), InstanceFusion(**TINY_FUSION_DIMS))
+    # the authors' UNetModel: scaleu_b_i has the backbone width entering output block i
+    assert ScaleU.join_channels(unet) == [64, 64, 64, 64, 48, 48, 48, 32, 32, 32, 16, 16]
+    scaleu = ScaleU(ScaleU.join_channels(unet))
+    released = to_released_layout(unet, scaleu)
+    for key in (
+        "input_blocks.3.0.op.weight",
+        "input_blocks.9.0.op.weight",
+        "input_blocks.11.0.out_layers.3.weight",
+        "input_blocks.7.1.transformer_blocks.0.fuser.alpha_dense",
+        "output_blocks.0.0.skip_connection.weight",
+        "output_blocks.2.1.conv.weight",  # UpBlock2D: upsampler right after the resnet
+        "output_blocks.5.2.conv.weight",
+        "output_blocks.8.2.conv.weight",
+        "output_blocks.11.1.transformer_blocks.0.fuser.linear.weight",
+        "scaleu_b_11",
+    ):
+        assert key in released, key
+    assert not any(k.startswith(("input_blocks.10.1", "input_blocks.11.1", "output_blocks.0.1", "output_blocks.11.2")) for k in released)
+    torch.manual_seed(1)
+    fresh = gated_unet_from_config(dict(unet.config), InstanceFusion(**TINY_FUSION_DIMS))
+    fresh_scaleu = ScaleU(ScaleU.join_channels(fresh))
+    load_released_weights(fresh, fresh_scaleu, released)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in unet.state_dict().items())
