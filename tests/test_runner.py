@@ -68,25 +68,25 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> t
 def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, data_dir: Path) -> None:
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     out = tmp_path / "run"
-    first = run(_config(bench, data_dir, out, limit=3))  # with the default detector: box metrics too
-    assert (first.generated, first.scored, first.generation_failures) == (6, 6, 0)
+    first = run(_config(bench, data_dir, out, limit=2))  # with the default detector: box metrics too
+    assert (first.generated, first.scored, first.generation_failures) == (4, 4, 0)
     result = load_result(out)
     assert result.smoke and result.method == "paste" and result.bench == "tiny-run-bench" and result.seeds == (0, 1)
-    assert result.counts["items"] == 6 and result.counts["samples"] == 3 and result.counts["n_items"] == 6
+    assert result.counts["items"] == 4 and result.counts["samples"] == 2 and result.counts["n_items"] == 4
     assert {"clip_i", "clip_t", "dino", "iou"} <= set(result.metrics)
     assert result.metrics["iou.single"] is not None and result.metrics["iou.multi"] is not None
     prov = result.provenance
-    assert prov["picbench_version"] and prov["bench"]["limit"] == 3 and prov["seeds"] == [0, 1] and prov["smoke"] is True
+    assert prov["picbench_version"] and prov["bench"]["limit"] == 2 and prov["seeds"] == [0, 1] and prov["smoke"] is True
     assert prov["method"]["params"]["models"] == "tiny" and prov["libraries"]["torch"] and prov["device"] == "cpu"
     assert prov["metric_engine"], "the metric engine's provenance (model ids, weight hashes) is recorded"
     rows = list(iter_sample_scores(out))
-    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01", "s02") for seed in (0, 1)]
+    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01") for seed in (0, 1)]
     assert all(s.smoke and (out / image).is_file() for s, image in rows)
     with Image.open(out / rows[0][1]) as image:
         assert image.size == (64, 64) and "random-weight" in image.text[SMOKE_PNG_KEY]
     before = stable_results(out)
-    again = run(_config(bench, data_dir, out, limit=3))
-    assert (again.generated, again.scored, again.generation_reused, again.score_reused) == (0, 0, 6, 6)
+    again = run(_config(bench, data_dir, out, limit=2))
+    assert (again.generated, again.scored, again.generation_reused, again.score_reused) == (0, 0, 4, 4)
     assert stable_results(out) == before
     assert all(writes == 1 for _, writes in _rows(out).values())
 
