@@ -154,8 +154,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples))
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params))
-    store = RunStore(config.out)
-    with store:
+    with RunStore(config.out) as store:
         cache_params = method.cache_params()
         items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
@@ -179,7 +178,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     return outcome
 
 
-def merge(out: str | Path, *, device: str | None = None, progress: Progress | None = None) -> RunResult:
+def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     """Turn the store of a sharded run into results.json and samples.jsonl. Every part must have
     finished with the same configuration."""
     out = Path(out)

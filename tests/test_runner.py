@@ -22,7 +22,7 @@ from picbench.results import iter_sample_scores, load_result
 from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
 from picbench.store import STORE_FILE
 from picbench.store.sqlite import SMOKE_PNG_KEY
-from run_bench_helpers import DOG, tiny_samples, write_tiny_bench
+from run_bench_helpers import tiny_samples, write_tiny_bench
 from slow_methods_plugin import install_plugin
 
 CLI = [sys.executable, "-c", "from picbench.cli import main; main()"]
