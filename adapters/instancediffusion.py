@@ -244,13 +244,15 @@ def read_released_checkpoint(path: Path, *, allow_pickle: bool = False) -> dict[
         if allow_pickle:
             raise
         raise PicbenchError(
-            f"instancediffusion: {path} holds non-tensor Python objects that a safe load refuses ({exc}); "
-            "if you trust the file, pass the parameter allow_pickle=true"
+            f"instancediffusion: a safe (tensors-only) load of {path} failed: {exc}. If the file holds other "
+            "Python objects and you trust it, pass the parameter allow_pickle=true"
         ) from exc
-    for key in ("ema", "model"):
-        if isinstance(saved, Mapping) and isinstance(saved.get(key), Mapping):
-            return dict(saved[key])
-    raise PicbenchError(f"instancediffusion: {path} has neither an 'ema' nor a 'model' state dict (keys: {sorted(saved)[:8]})")
+    if isinstance(saved, Mapping):
+        for key in ("ema", "model"):
+            if isinstance(saved.get(key), Mapping):
+                return dict(saved[key])
+    found = sorted(map(str, saved))[:8] if isinstance(saved, Mapping) else type(saved).__name__
+    raise PicbenchError(f"instancediffusion: {path} has neither an 'ema' nor a 'model' state dict (found: {found})")
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,23 @@ def test_loader_reads_released_key_layout(tmp_path: Path) -> None:
         load_released_weights(*_tiny_parts(3), released)
 
 
+class _TrainingConfig:
+    """Stands in for the non-tensor objects a training checkpoint may carry."""
+
+
+def test_unsafe_or_unexpected_checkpoint_files_are_named(tmp_path: Path) -> None:
+    pickled = tmp_path / "with_objects.pth"
+    torch.save({"model": {"scaleu_b_0": torch.zeros(2)}, "config_dict": _TrainingConfig()}, pickled)
+    with pytest.raises(PicbenchError, match="allow_pickle") as info:
+        read_released_checkpoint(pickled)
+    assert str(pickled) in str(info.value)
+    assert read_released_checkpoint(pickled, allow_pickle=True).keys() == {"scaleu_b_0"}
+    other = tmp_path / "other.pth"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(PicbenchError, match="neither an 'ema' nor a 'model'.*state_dict"):
+        read_released_checkpoint(other)
+
+
 def test_end_to_end_tiny(data_dir: Path) -> None:
     from diffusers.models.attention import GatedSelfAttentionDense
 
