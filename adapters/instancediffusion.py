@@ -432,13 +432,27 @@ def gated_unet_from_config(config: Mapping[str, Any], position_net: InstanceFusi
     return unet
 
 
-def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], fusion_dims: Mapping[str, int], torch_dtype: torch.dtype = torch.float32) -> InstanceDiffusionModel:
+def fusion_dims(model_sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """InstanceFusion's widths read off a released-layout ``model`` dict (768/3072 for SD 1.5)."""
+    try:
+        first = model_sd["position_net.linears_list.0.0.weight"]
+        return {
+            "text_dim": model_sd["position_net.null_positive_feature"].shape[0],
+            "out_dim": model_sd["position_net.linears_list.0.4.weight"].shape[0],
+            "mid_dim": first.shape[0],
+            "seg_feature_dim": model_sd["position_net.null_seg_feature"].shape[0],
+        }
+    except KeyError as exc:
+        raise PicbenchError(f"instancediffusion: checkpoint has no {exc.args[0]!r}: not an InstanceDiffusion UniFusion checkpoint") from None
+
+
+def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], torch_dtype: torch.dtype = torch.float32) -> InstanceDiffusionModel:
     """Build the model from an SD 1.5 diffusers folder (VAE, text encoder, tokenizer, scheduler,
     UNet config) and a released-layout InstanceDiffusion ``model`` dict."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    unet = gated_unet_from_config(UNet2DConditionModel.load_config(base, subfolder="unet"), InstanceFusion(**fusion_dims))
+    unet = gated_unet_from_config(UNet2DConditionModel.load_config(base, subfolder="unet"), InstanceFusion(**fusion_dims(model_sd)))
     scaleu = ScaleU(ScaleU.join_channels(unet))
     load_released_weights(unet, scaleu, model_sd)
     scaleu.attach(unet)
@@ -456,7 +470,6 @@ def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], fusion_dims
     )
 
 
-REAL_FUSION_DIMS = {"text_dim": 768, "out_dim": 768, "mid_dim": 3072, "seg_feature_dim": 3072}
 TINY_FUSION_DIMS = {"text_dim": 32, "out_dim": 32, "mid_dim": 64, "seg_feature_dim": 64}
 
 _LDM_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
@@ -575,13 +588,13 @@ class InstanceDiffusionMethod(Method):
             if self.smoke:
                 folder = picbench_home() / "tiny" / f"instancediffusion-v{self.version}"
                 folder = folder if folder.is_dir() else build_tiny_instancediffusion(folder)
-                base, ckpt, dims, dtype = folder, folder / INSTANCEDIFFUSION_FILE, TINY_FUSION_DIMS, torch.float32
+                base, ckpt, dtype = folder, folder / INSTANCEDIFFUSION_FILE, torch.float32
             else:
                 ckpt = download_file(self.name, self.params["checkpoint"], INSTANCEDIFFUSION_FILE, self.weights_dir)
                 base = load_pretrained(self.name, self.params["base"], self.weights_dir, _sd15_folder)
-                dims, dtype = REAL_FUSION_DIMS, torch.float16 if self.device.startswith("cuda") else torch.float32
+                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
             model_sd = read_released_checkpoint(Path(ckpt), allow_pickle=self.params["allow_pickle"])
-            self._model = assemble(base, model_sd, dims, dtype).to(self.device)
+            self._model = assemble(base, model_sd, dtype).to(self.device)
         return self._model
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:

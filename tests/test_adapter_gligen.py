@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from picbench.adapters.gligen import GligenMethod, generation_size, gligen_call, grounding_steps
+from picbench.adapters.gligen import GligenMethod, build_tiny_gligen, generation_size, gligen_call, grounding_steps
 from picbench.errors import MissingWeightsError
 from picbench.records import Sample, Subject
 
@@ -107,6 +107,16 @@ def test_text_box_variant_end_to_end_tiny(data_dir: Path) -> None:
     images = method.generate([dreambench_multi_sample(data_dir, 48, 40)], seed=0, data_root=data_dir)
     assert images[0].size == (48, 40)
     assert np.asarray(images[0]).std() > 0
+
+
+def test_released_folder_loads_from_weights_dir(data_dir: Path, tmp_path: Path) -> None:
+    """The non-smoke path: a diffusers-format GLIGEN folder (tiny random contents) found under
+    --weights-dir by its hub id."""
+    build_tiny_gligen(tmp_path / "weights" / "masterful" / "gligen-1-4-generation-text-box", "text-box")
+    method = GligenMethod(params={"variant": "text-box", "steps": 2, "resolution": 32}, weights_dir=tmp_path / "weights")
+    assert not method.smoke
+    images = method.generate([dreambench_multi_sample(data_dir)], seed=0, data_root=data_dir)
+    assert images[0].size == (64, 64)
 
 
 def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

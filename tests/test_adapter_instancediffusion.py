@@ -17,6 +17,7 @@ from picbench.adapters.instancediffusion import (
     InstanceDiffusionMethod,
     InstanceFusion,
     ScaleU,
+    build_tiny_instancediffusion,
     fourier_embed,
     gated_unet_from_config,
     grounding_steps,
@@ -216,6 +217,21 @@ def test_end_to_end_tiny(data_dir: Path) -> None:
     assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
     assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
     assert not np.array_equal(np.asarray(first[0]), np.asarray(single[0]))  # the instance branches count
+
+
+def test_released_files_load_from_weights_dir(data_dir: Path, tmp_path: Path) -> None:
+    """The non-smoke path: the released file and the SD 1.5 folder found under --weights-dir
+    (tiny random contents in the released formats), widths read off the checkpoint."""
+    built = build_tiny_instancediffusion(tmp_path / "built")
+    weights = tmp_path / "weights"
+    (weights / "xudongw" / "InstanceDiffusion").mkdir(parents=True)
+    (weights / "xudongw" / "InstanceDiffusion" / "instancediffusion_sd15.pth").symlink_to(built / "instancediffusion_sd15.pth")
+    (weights / "stable-diffusion-v1-5").mkdir()
+    (weights / "stable-diffusion-v1-5" / "stable-diffusion-v1-5").symlink_to(built, target_is_directory=True)
+    method = InstanceDiffusionMethod(params={"steps": 2, "resolution": 32, "mis": 0.0}, weights_dir=weights)
+    assert not method.smoke
+    images = method.generate([dreambench_multi_sample(data_dir, 40, 48)], seed=0, data_root=data_dir)
+    assert images[0].size == (40, 48)
 
 
 def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
