@@ -49,7 +49,7 @@ def axis_occupancy(lo: float, hi: float, n_cells: int, coverage: Coverage) -> to
         occ[start:end] = 1.0
         return occ
     cells = torch.arange(n_cells, dtype=torch.float64)
-    return (torch.minimum(cells + 1, torch.tensor(b)) - torch.maximum(cells, torch.tensor(a))).clamp(0.0, 1.0)
+    return ((cells + 1).clamp(max=b) - cells.clamp(min=a)).clamp(0.0, 1.0)
 
 
 def volume_weights(
