@@ -283,3 +283,13 @@ def test_unreadable_reference_is_a_subject_failure(tmp_path, generated, data_dir
     assert score.metrics["clip_i"] is not None  # scored against the readable reference
     assert "bad.jpg" in score.subjects[0].failure and "gone.jpg" in score.subjects[0].failure
     assert any("bad.jpg" in f for f in score.failures)
+
+
+def test_vision_r1_in_the_engine_records_its_raw_answer(generated, data_dir):
+    engine = MetricEngine(models="tiny", metrics=["iou", "ap"], detector="vision-r1")
+    engine.detector.max_new_tokens = 8
+    score = next(engine.score([ScoreItem(POSITIONED, 0, generated["bear"])], data_dir))
+    assert isinstance(score.detector_raw, str)
+    if not score.detections:  # random weights: gibberish, recorded as the failure; the subject scores IoU 0
+        assert score.metrics["iou"] == 0.0 and any("unparseable" in f or "found none" in f for f in score.failures)
+    assert engine.provenance()["detector"]["prompt"].startswith("Locate every {categories}")

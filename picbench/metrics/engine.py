@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
@@ -175,6 +176,7 @@ class MetricEngine:
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self._sha: dict[Path, str] = {}
         self.reference_encodes = 0  # reference images actually run through a model (0 on a warm cache)
+        self.data_wait_seconds = 0.0  # time spent waiting for decoded images (workers, or in-process decoding)
         need = {role for m in self.metrics for role in BY_NAME[m].needs}
         self.clip: ClipEncoder | None = load_clip(self._folder("clip", "clip", weights), device, clip_arch) if "clip" in need else None
         self.dino: Encoder | None = load_dino(self._folder("dino", "dino", weights), device) if "dino" in need else None
@@ -271,7 +273,9 @@ class MetricEngine:
         if todo:
             loader = DataLoader(_References(todo, {role: enc.preprocess for role, enc in encoders.items()}), batch_size=self.batch_size,
                                 num_workers=min(self.num_workers, len(todo)), collate_fn=_collate)
+            start = time.perf_counter()
             for batch in loader:
+                self.data_wait_seconds += time.perf_counter() - start
                 errors.update({p: decoded for p, decoded in batch if isinstance(decoded, str)})
                 ok = [(p, tensors) for p, tensors in batch if isinstance(tensors, dict)]
                 for role, enc in encoders.items():
@@ -282,6 +286,7 @@ class MetricEngine:
                         fresh = {keys[p]: v for (p, _), v in zip(need, vecs)}
                         self._store(enc.model_id, fresh)
                         found[role].update(fresh)
+                start = time.perf_counter()
         result = {role: {p: found[role][k] for p, k in keys.items() if k in found[role]} for role in encoders}
         return result, errors
 
@@ -314,7 +319,13 @@ class MetricEngine:
         dataset = _Items(items, preprocess, crops, keep_image=self.detector is not None)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate,
                             persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            self.data_wait_seconds += time.perf_counter() - start
+            if batch is None:
+                return
             yield from self._score_batch([items[d.index] for d in batch], batch, Path(data_root))
 
     def _score_batch(self, items: Sequence[ScoreItem], decoded: Sequence[_Decoded], data_root: Path) -> list[Score]:
