@@ -10,15 +10,15 @@
   (see `vaa_lookup`). The BlockMask is counted directly from the token groups and weight maps
   (`vaa_block_mask`), so blocks that VAA masks entirely are skipped. No backward on CPU.
 - `auto`: the fastest exact backend per device. Measured with `benchmarks/bench_attention.py`
-  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128, fp32, H=2, D=64) on a CPU of
-  2 cores shared with other jobs, where run-to-run noise is about +-10%: over five runs the
-  dense-mask SDPA cost 1.02-1.35x unmasked SDPA and the low-rank bias 1.05-1.34x, i.e. the
-  same within the noise; compiled flex cost 2.3-3.0x (the CPU flex kernel is slower than
-  SDPA's even unmasked, 3-4x, and only ~11% of blocks are fully masked here). The low-rank
-  path needs 0.2 MB instead of a 112 MB mask here (1 MB instead of 1.25 GB at 2048 px with 3
-  refs) and builds in ~10 ms instead of ~300 ms, so CPU -> `sdpa_lowrank`. On CUDA the Triton
-  flex kernel skips masked blocks and never builds the L^2 mask, so CUDA -> `flex` (expected,
-  not measured: no GPU was at hand for this build).
+  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128, fp32) on a CPU of 2 cores
+  shared with other jobs (run-to-run noise about +-10%). At FLUX's head size (H=1, D=128):
+  dense-mask SDPA 1.04x unmasked SDPA, low-rank bias 1.06x, compiled flex 2.4x (the CPU flex
+  kernel is 3.5x slower than SDPA's even unmasked, and only ~11% of blocks are fully masked
+  here). At H=2, D=64 (five runs) dense 1.02-1.35x, low-rank 1.05-1.34x, flex 2.3-3.0x. The
+  two SDPA paths tie within the noise; the low-rank one needs 0.2 MB instead of a 112 MB mask
+  (1 MB instead of 1.25 GB at 2048 px with 3 refs) and builds in ~10 ms instead of ~150-300 ms,
+  so CPU -> `sdpa_lowrank`. On CUDA the Triton flex kernel skips masked blocks and never builds
+  the L^2 mask, so CUDA -> `flex` (expected, not measured: no GPU was at hand for this build).
 """
 
 from __future__ import annotations
