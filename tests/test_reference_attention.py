@@ -136,7 +136,8 @@ def test_flex_prepare_builds_no_square_tensor() -> None:
     assert all(t.numel() < 2 * layout.length for t in closure if isinstance(t, torch.Tensor))
     # Blocks of 128 over ref-ref and target-ref pairs outside the boxes are skipped.
     assert 0.05 < plan.skipped_fraction < 0.5
-    assert plan.block_mask.shape[-2:] == (layout.length, layout.length)
+    padded = -(-layout.length // 128) * 128
+    assert plan.padded_length == padded and plan.block_mask.shape[-2:] == (padded, padded)
 
 
 # --- compiled FlexAttention: one sequence length, block size and table capacity, so one compile ---
@@ -174,6 +175,22 @@ def test_flex_backend_matches_dense_reference(case: str) -> None:
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
     if len(refs) > 1:
         assert plan.skipped_fraction > 0, "ref-ref blocks should be skipped"
+
+
+@pytest.mark.slow
+def test_flex_backend_is_exact_when_the_sequence_is_not_whole_blocks() -> None:
+    """L=40 with blocks of 128: unpadded, the compiled CPU kernel returned wrong text rows."""
+    layout = TokenLayout(16, (4, 4), ((2, 2), (2, 2)))
+    weights = volume_weights([(0.05, 0.3, 0.55, 0.95), (0.4, 0.1, 0.95, 0.7)], [0, 1], layout.target_hw)
+    backend = get_backend("flex", "cpu")
+    plan = backend.prepare(layout, weights, device="cpu", dtype=torch.float32)
+    expected_mask = dense_vaa_mask(layout, weights)
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(3):
+        q, k, v = (torch.randn(1, 2, layout.length, 16, generator=gen) for _ in range(3))
+        out = backend(q, k, v, plan)
+        assert out.shape == q.shape
+        torch.testing.assert_close(out, reference_attention(q, k, v, expected_mask), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
