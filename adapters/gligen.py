@@ -202,11 +202,6 @@ class GligenMethod(Method):
     def checkpoint(self) -> str:
         return self.params["checkpoint"] or VARIANTS[self.params["variant"]]["checkpoint"]
 
-    def supports(self, sample: Sample) -> str | None:
-        if not sample.has_layout:
-            return f"{self.name} needs a target box for every subject; sample {sample.id} has none for some"
-        return super().supports(sample)
-
     def pipeline(self) -> Any:
         """Load once: the tiny random-weight folder (built on first use) or the released one."""
         if self._pipe is None:
@@ -232,7 +227,7 @@ class GligenMethod(Method):
         return [self._generate_one(pipe, sample, seed, data_root) for sample in samples]
 
     def _generate_one(self, pipe: Any, sample: Sample, seed: int, data_root: Path) -> Image.Image:
-        call = gligen_call(sample, self.params["resolution"])
+        call = gligen_call(sample.with_fallback_layout(), self.params["resolution"])
         steps = self.params["steps"]
         kwargs: dict[str, Any] = {
             "prompt": call.prompt,

@@ -578,11 +578,6 @@ class InstanceDiffusionMethod(Method):
         mis_steps(self.params["steps"], self.params["mis"])
         self._model: InstanceDiffusionModel | None = None
 
-    def supports(self, sample: Sample) -> str | None:
-        if not sample.has_layout:
-            return f"{self.name} needs a target box for every subject; sample {sample.id} has none for some"
-        return super().supports(sample)
-
     def model(self) -> InstanceDiffusionModel:
         if self._model is None:
             if self.smoke:
@@ -601,7 +596,7 @@ class InstanceDiffusionMethod(Method):
         model = self.model()
         images = []
         for sample in samples:
-            call = instance_call(sample, self.params["instance_caption"], self.params["resolution"])
+            call = instance_call(sample.with_fallback_layout(), self.params["instance_caption"], self.params["resolution"])
             image = model.sample(
                 call,
                 seed=seed,

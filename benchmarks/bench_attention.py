@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from picbench.reference_impl import TokenLayout, dense_vaa_mask, get_backend, volume_weights
+from picbench.reference_impl import TokenLayout, get_backend, volume_weights
 from picbench.reference_impl.attention import FlexAttention, FlexPlan, LowRankSdpaAttention, SdpaAttention
 
 BOXES_2 = [(0.05, 0.05, 0.55, 0.55), (0.45, 0.40, 0.95, 0.90)]

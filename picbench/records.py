@@ -111,6 +111,20 @@ class Sample:
     def has_layout(self) -> bool:
         return all(s.box is not None for s in self.subjects)
 
+    def with_fallback_layout(self) -> "Sample":
+        """This sample, or, where some subject has no box (DreamBench), a copy in which every
+        subject gets picbench's fallback layout: one equal-width, full-height column per subject,
+        left to right, depth by list order (0 in front). It lets box-conditioned methods run on
+        layout-free benches; scoring still uses the bench's own sample, so no box metric is
+        computed against these invented boxes."""
+        if self.has_layout:
+            return self
+        n = len(self.subjects)
+        subjects = tuple(
+            replace(sub, box=(i / n, 0.0, (i + 1) / n, 1.0), depth=i) for i, sub in enumerate(self.subjects)
+        )
+        return replace(self, subjects=subjects, meta={**self.meta, "layout": "fallback-columns"})
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SAMPLE_SCHEMA,

@@ -54,14 +54,15 @@ def test_generation_size_keeps_aspect_in_multiples_of_8(size, resolution, expect
     assert generation_size(*size, resolution) == expected
 
 
-def test_sample_without_boxes_is_refused_with_its_id(data_dir: Path) -> None:
+def test_sample_without_boxes_gets_the_fallback_layout(data_dir: Path) -> None:
     sample = dreambench_multi_sample(data_dir)
     unboxed = Sample(sample.id, sample.prompt, 64, 64, "multi", tuple(Subject(s.name, s.class_word, s.references) for s in sample.subjects))
     method = GligenMethod(models="tiny")
-    assert "box" in method.supports(unboxed)
-    assert method.supports(sample) is None
+    assert method.supports(unboxed) is None and method.supports(sample) is None
     with pytest.raises(ValueError, match="dreambench-multi-0"):
         gligen_call(unboxed, 512)
+    call = gligen_call(unboxed.with_fallback_layout(), 512)
+    assert call.boxes == ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0))
 
 
 def test_scheduled_sampling_steps_and_validation() -> None:

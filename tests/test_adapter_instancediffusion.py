@@ -74,9 +74,10 @@ def test_translation_uses_class_captions_and_boxes_not_references(data_dir: Path
     assert not hasattr(call, "reference_paths")
     assert InstanceDiffusionMethod.capabilities.references is False  # identity metrics: not applicable
     unboxed = Sample("u", "p", 64, 64, "single", (Subject("dog", "dog", ("x.jpg",)),))
-    assert "box" in InstanceDiffusionMethod(models="tiny").supports(unboxed)
+    assert InstanceDiffusionMethod(models="tiny").supports(unboxed) is None  # it gets the fallback layout
     with pytest.raises(ValueError, match="sample u"):
         instance_call(unboxed, "a {class_word}", 512)
+    assert instance_call(unboxed.with_fallback_layout(), "a {class_word}", 512).boxes == ((0.0, 0.0, 1.0, 1.0),)
 
 
 def test_alpha_schedule_and_seeded_noise() -> None:

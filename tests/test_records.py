@@ -131,3 +131,13 @@ def test_resolve_in_root_follows_symlinks_inside_the_root(tmp_path: Path) -> Non
     assert resolve_in_root(root, "linked/img.jpg").read_bytes() == b"x"
     with pytest.raises(UnsafePathError):
         resolve_in_root(root, "linked/../../elsewhere/img.jpg")
+
+
+def test_fallback_layout_gives_layout_free_samples_one_column_per_subject() -> None:
+    subjects = tuple(Subject(n, "dog", (f"{n}.jpg",)) for n in ("a", "b", "c"))
+    sample = Sample("s", "three dogs", 96, 64, "multi", subjects)
+    placed = sample.with_fallback_layout()
+    assert [s.box for s in placed.subjects] == [(0.0, 0.0, 1 / 3, 1.0), (1 / 3, 0.0, 2 / 3, 1.0), (2 / 3, 0.0, 1.0, 1.0)]
+    assert [s.depth for s in placed.subjects] == [0, 1, 2] and placed.meta["layout"] == "fallback-columns"
+    assert Sample.from_dict(placed.to_dict()) == placed  # still a valid record
+    assert placed.with_fallback_layout() is placed and sample.subjects[0].box is None  # the original is untouched

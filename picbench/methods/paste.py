@@ -10,7 +10,8 @@ prompt alignment. Rules:
   and centres it in the box.
 - Subjects are drawn from the largest depth rank (back) to rank 0 (front); subjects without a depth
   rank are drawn in list order, after the ranked ones.
-- A sample without boxes (DreamBench) gets one equal-width column per subject, left to right.
+- A sample without boxes (DreamBench) gets the fallback layout of ``Sample.with_fallback_layout``:
+  one equal-width column per subject, left to right.
 - The seed is ignored: paste is deterministic.
 """
 
@@ -65,7 +66,6 @@ class PasteMethod(Method):
 
     @staticmethod
     def _back_to_front(sample: Sample) -> list[tuple[Subject, BoxXYXY]]:
-        n = len(sample.subjects)
-        boxes = [s.box if s.box is not None else (i / n, 0.0, (i + 1) / n, 1.0) for i, s in enumerate(sample.subjects)]
-        order = sorted(range(n), key=lambda i: (sample.subjects[i].depth is None, -(sample.subjects[i].depth or 0), i))
-        return [(sample.subjects[i], boxes[i]) for i in order]
+        sample = sample.with_fallback_layout()
+        order = sorted(range(len(sample.subjects)), key=lambda i: (sample.subjects[i].depth is None, -(sample.subjects[i].depth or 0), i))
+        return [(sample.subjects[i], sample.subjects[i].box) for i in order]  # type: ignore[misc]
