@@ -14,6 +14,7 @@ CPU runs in fp32; CUDA in bf16. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
+import random
 import json
 import statistics
 import time
@@ -34,13 +35,17 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fns: dict[str, Callable[[], object]], device: torch.device, reps: int) -> dict[str, list[float]]:
-    """Seconds of each call, the variants interleaved round-robin after one warm-up each, so a
-    load change on a shared machine hits every variant alike instead of skewing one ratio."""
+    """Seconds of each call, the variants interleaved after one warm-up each, so a load change on a
+    shared machine hits every variant alike instead of skewing one ratio. Each rep runs them in a
+    fresh (seeded) order: in a fixed order the call after a compiled flex kernel always paid for
+    its lingering OpenMP threads (auto, the same kernel as sdpa_lowrank, read 1.19x vs 1.11x)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
+    order = random.Random(0)
     for _ in range(reps):
-        for name, fn in fns.items():
+        for name in order.sample(list(fns), len(fns)):
+            fn = fns[name]
             sync(device)
             start = time.perf_counter()
             fn()

@@ -18,19 +18,28 @@ import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from datetime import datetime, timedelta, timezone
-from importlib.metadata import PackageNotFoundError, version as package_version
+from functools import partial
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol
 
 from PIL import Image
 
 import picbench
+from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.methods import METHODS, Method
-from picbench.records import Bench, Generation, Sample, Score, canonical_json, generation_key
+from picbench.records import (
+    Bench,
+    Generation,
+    Sample,
+    Score,
+    canonical_json,
+    generation_key,
+)
 from picbench.results import SAMPLES_FILE, RunResult, save_result
 from picbench.store import RunStore
 
@@ -412,16 +421,13 @@ def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sa
 
 def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
     path = out / SAMPLES_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with atomic_write(path) as fh:
             for item, score in zip(items, scores):
                 generation = generations[item.key]
                 line = {**score.to_dict(), "image": generation.image_path, "generation_key": item.key, "generation_failure": generation.failure}
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PicbenchError(f"cannot write {path}: {exc.strerror or exc}; the store keeps every record, rerun `picbench merge {out}`") from exc
 
 

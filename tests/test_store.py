@@ -154,3 +154,17 @@ def test_a_failed_image_write_keeps_the_old_file_and_the_store(tmp_path: Path) -
     assert "stored 1" in done.stdout
     assert Image.open(tmp_path / "images" / "keep.png").getpixel((0, 0)) == (0, 128, 0)
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["keep.png"]
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    from picbench.atomic import atomic_write
+
+    target = tmp_path / "out" / "results.json"
+    with atomic_write(target) as fh:
+        fh.write("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as fh:
+            fh.write("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary file left

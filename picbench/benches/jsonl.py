@@ -4,11 +4,10 @@ per line (schema ``picbench/sample@1``). Errors name the file and line."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from picbench.atomic import atomic_write
 from picbench.errors import BenchFormatError
 from picbench.records import BENCH_SCHEMA, Bench, Sample, canonical_json
 
@@ -73,15 +72,8 @@ def read_bench_jsonl(path: str | Path, data_root: str | Path) -> Bench:
 def write_bench_jsonl(bench: Bench, path: str | Path) -> Path:
     """Write atomically (temp file + rename) with canonical JSON, so the same bench gives the same bytes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(canonical_json(bench.header()) + "\n")
-            for s in bench.samples:
-                fh.write(canonical_json(s.to_dict()) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fh.write(canonical_json(bench.header()) + "\n")
+        for s in bench.samples:
+            fh.write(canonical_json(s.to_dict()) + "\n")
     return path

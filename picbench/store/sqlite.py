@@ -23,6 +23,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from picbench import __version__
+from picbench.atomic import atomic_write
 from picbench.errors import PicbenchError
 from picbench.records import Generation, Score, canonical_json
 
@@ -151,20 +152,13 @@ class RunStore:
         the old file or the whole new one, never half. A smoke image says so in its PNG text.
         Returns ``relative`` (to the run folder)."""
         target = self.out_dir / relative
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         info = PngInfo()
         if smoke:
             info.add_text(SMOKE_PNG_KEY, "random-weight models (--models tiny): this image means nothing")
         try:
-            with open(tmp, "wb") as fh:
+            with atomic_write(target, "wb") as fh:
                 image.save(fh, format="PNG", pnginfo=info)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if not isinstance(exc, OSError):
-                raise
+        except OSError as exc:
             raise StoreError(
                 f"cannot write image {target}: {exc.strerror or exc}. Finished records are kept; "
                 "free space or fix permissions and rerun to resume"
