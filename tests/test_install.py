@@ -61,3 +61,20 @@ def test_editable_install(source: Path, tmp_path: Path) -> None:
     assert Path(adapters) == source / "adapters"
     assert Path(reference_impl) == source / "reference_impl"
     assert no_top_level == "True"
+
+
+def test_every_package_folder_is_listed_in_pyproject() -> None:
+    """A subpackage missing from the explicit `packages` list would vanish from a regular install
+    while still importing from a checkout."""
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folder_of = {name: REPO / path for name, path in setup["package-dir"].items()}
+    found = set()
+    for name, folder in folder_of.items():
+        for init in folder.rglob("__init__.py"):
+            rel = init.parent.relative_to(folder)
+            dotted = ".".join((name, *rel.parts)) if rel.parts else name
+            if not any(other != name and dotted.startswith(other) and folder_of[other] == init.parent for other in folder_of):
+                found.add(dotted)
+    assert found == set(setup["packages"])
