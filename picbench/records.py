@@ -22,8 +22,8 @@ BENCH_SCHEMA = f"picbench/bench@{SCHEMA_VERSION}"
 Split = Literal["single", "multi"]
 BoxXYXY = tuple[float, float, float, float]
 
-_SUBJECT_FIELDS = {"name", "class_word", "references", "eval_images", "box", "depth"}
-_SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects", "meta"}
+SUBJECT_FIELDS = {"name", "class_word", "references", "eval_images", "box", "depth"}
+SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects", "meta"}
 
 
 def check_box(box: Any, *, sample_id: str | None = None, field_name: str = "box") -> BoxXYXY:
@@ -74,7 +74,7 @@ class Subject:
         where = f"subjects[{index}]"
         if not isinstance(d, Mapping):
             raise BenchFormatError(f"subject must be an object, got {type(d).__name__}", sample_id=sample_id, field=where)
-        unknown = set(d) - _SUBJECT_FIELDS
+        unknown = set(d) - SUBJECT_FIELDS
         if unknown:
             raise BenchFormatError(f"unknown field(s) {sorted(unknown)}", sample_id=sample_id, field=f"{where}.{sorted(unknown)[0]}")
         for key in ("name", "class_word"):
@@ -147,7 +147,7 @@ class Sample:
         schema = d.get("schema", SAMPLE_SCHEMA)
         if schema != SAMPLE_SCHEMA:
             raise BenchFormatError(f"unsupported schema {schema!r} (this picbench reads {SAMPLE_SCHEMA})", sample_id=sid, field="schema")
-        unknown = set(d) - _SAMPLE_FIELDS
+        unknown = set(d) - SAMPLE_FIELDS
         if unknown:
             raise BenchFormatError(f"unknown field(s) {sorted(unknown)}", sample_id=sid, field=sorted(unknown)[0])
         prompt = d.get("prompt")

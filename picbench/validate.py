@@ -23,7 +23,15 @@ from typing import Any, Iterable, Literal, Mapping
 from picbench.errors import BenchFormatError, ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
-from picbench.records import _SAMPLE_FIELDS, _SUBJECT_FIELDS, BENCH_SCHEMA, SAMPLE_SCHEMA, Bench, Sample, check_box
+from picbench.records import (
+    BENCH_SCHEMA,
+    SAMPLE_FIELDS,
+    SAMPLE_SCHEMA,
+    SUBJECT_FIELDS,
+    Bench,
+    Sample,
+    check_box,
+)
 
 Severity = Literal["error", "warning"]
 
@@ -109,7 +117,7 @@ def _check_subject(sub: Any, where: str, out: _Collector) -> None:
     if not isinstance(sub, Mapping):
         out.add("bad-subject", f"subject must be an object, got {type(sub).__name__}", where)
         return
-    for key in sorted(set(sub) - _SUBJECT_FIELDS):
+    for key in sorted(set(sub) - SUBJECT_FIELDS):
         out.add("unknown-field", f"unknown field {key!r}", f"{where}.{key}")
     for key in ("name", "class_word"):
         if not isinstance(sub.get(key), str) or not sub[key].strip():
@@ -136,7 +144,7 @@ def _check_record(obj: Mapping[str, Any], out: _Collector, require_layout: bool)
     schema = obj.get("schema", SAMPLE_SCHEMA)
     if schema != SAMPLE_SCHEMA:
         out.add("bad-schema", f"unsupported schema {schema!r} (expected {SAMPLE_SCHEMA})", "schema")
-    for key in sorted(set(obj) - _SAMPLE_FIELDS):
+    for key in sorted(set(obj) - SAMPLE_FIELDS):
         out.add("unknown-field", f"unknown field {key!r}", key)
     if not isinstance(obj.get("id"), str) or not obj["id"]:
         out.add("missing-field", "missing or empty id", "id")
