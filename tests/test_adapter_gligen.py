@@ -3,36 +3,22 @@ DreamBench references, and the offline missing-checkpoint error."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from picbench.adapters.gligen import GligenMethod, build_tiny_gligen, generation_size, gligen_call, grounding_steps
+from picbench.adapters.gligen import (
+    GligenMethod,
+    build_tiny_gligen,
+    generation_size,
+    gligen_call,
+    grounding_steps,
+)
 from picbench.errors import MissingWeightsError
 from picbench.records import Sample, Subject
 
-BOXES = ((0.05, 0.30, 0.50, 0.95), (0.55, 0.20, 0.98, 0.90))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core box run far faster single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def dreambench_multi_sample(data_dir: Path, width: int = 64, height: int = 64) -> Sample:
-    """The first entry of UNO's DreamBench multi-subject list, with boxes added."""
-    entry = json.loads((data_dir / "dreambench" / "dreambench_multiip.json").read_text())[0]
-    refs = [p.replace("./dreambooth/dataset/", "dreambench/dataset/") for p in entry["image_paths"]]
-    classes = ["backpack", "stuffed animal"]
-    subjects = tuple(Subject(Path(r).parent.name, c, (r,), box=b) for r, c, b in zip(refs, classes, BOXES))
-    return Sample("dreambench-multi-0", entry["prompt"], width, height, "multi", subjects)
+from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
 
 
 def test_translation_keeps_boxes_phrases_and_first_references(data_dir: Path) -> None:
