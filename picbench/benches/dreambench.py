@@ -20,11 +20,11 @@ Decisions, so nobody has to guess:
 from __future__ import annotations
 
 import ast
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from picbench.benches.jsonl import read_json
 from picbench.errors import BenchFormatError
 from picbench.records import Bench, Sample, Subject
 
@@ -105,12 +105,7 @@ def parse_prompts_and_classes(path: str | Path) -> DreamBenchSpec:
 
 def _read_uno_list(data_root: Path, relative: str) -> list[dict]:
     path = data_root / relative
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchFormatError(f"cannot read: {exc.strerror}", file=path) from exc
-    except json.JSONDecodeError as exc:
-        raise BenchFormatError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    entries = read_json(path)
     if not isinstance(entries, list):
         raise BenchFormatError("expected a JSON list of {prompt, image_paths}", file=path)
     for i, entry in enumerate(entries):

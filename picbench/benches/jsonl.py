@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from picbench.atomic import atomic_write
 from picbench.errors import BenchFormatError
 from picbench.records import BENCH_SCHEMA, Bench, Sample, canonical_json
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file (a loader's source list or spec); errors name the file and line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BenchFormatError(f"cannot read: {exc.strerror}", file=path) from exc
+    except json.JSONDecodeError as exc:
+        raise BenchFormatError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno) from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

@@ -29,11 +29,11 @@ Output size 1024x1024 (MS-Diffusion generates with SDXL at 1024).
 from __future__ import annotations
 
 import itertools
-import json
 import warnings
 from collections import Counter
 from pathlib import Path
 
+from picbench.benches.jsonl import read_json
 from picbench.errors import BenchFormatError
 from picbench.records import Bench, Sample, Subject, check_box
 
@@ -58,12 +58,7 @@ def _role(subject_type: str) -> str:
 
 def read_spec(data_root: Path) -> dict:
     path = data_root / SPEC_FILE
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchFormatError(f"cannot read: {exc.strerror}", file=path) from exc
-    except json.JSONDecodeError as exc:
-        raise BenchFormatError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    spec = read_json(path)
     for key in ("subject_classes", "two_subject_combinations", "three_subject_combinations", "combination_boxes_xyxy_normalized", "combination_prompt_templates"):
         if key not in spec:
             raise BenchFormatError(f"missing key {key!r}", file=path, field=key)

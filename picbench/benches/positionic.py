@@ -31,7 +31,12 @@ import math
 import random
 from pathlib import Path
 
-from picbench.benches.dreambench import parse_prompts_and_classes, single_references, subject_images, PROMPTS_FILE
+from picbench.benches.dreambench import (
+    PROMPTS_FILE,
+    parse_prompts_and_classes,
+    single_references,
+    subject_images,
+)
 from picbench.benches.jsonl import read_bench_jsonl, write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError
 from picbench.records import Bench, BoxXYXY, Sample, Subject
