@@ -69,19 +69,26 @@ def generation_size(width: int, height: int, resolution: int) -> tuple[int, int]
     return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
 
 
+def grounded_boxes(sample: Sample, method: str, max_objects: int) -> tuple[tuple[float, float, float, float], ...]:
+    """The subjects' normalised xyxy boxes, for a box-grounded method: every subject needs one,
+    and at most ``max_objects`` are grounded."""
+    missing = [s.name for s in sample.subjects if s.box is None]
+    if missing:
+        raise ValueError(f"{method}: sample {sample.id} has no box for subject(s) {missing}")
+    if len(sample.subjects) > max_objects:
+        raise ValueError(f"{method}: sample {sample.id} has {len(sample.subjects)} subjects, at most {max_objects} are grounded")
+    return tuple(tuple(s.box) for s in sample.subjects)  # type: ignore[misc]
+
+
 def gligen_call(sample: Sample, resolution: int) -> GligenCall:
     """Boxes stay normalised xyxy (GLIGEN's format), phrases are the class words, and each
     subject contributes its first reference image (one image per box)."""
-    missing = [s.name for s in sample.subjects if s.box is None]
-    if missing:
-        raise ValueError(f"gligen: sample {sample.id} has no box for subject(s) {missing}")
-    if len(sample.subjects) > MAX_OBJECTS:
-        raise ValueError(f"gligen: sample {sample.id} has {len(sample.subjects)} subjects, GLIGEN grounds at most {MAX_OBJECTS}")
+    boxes = grounded_boxes(sample, "gligen", MAX_OBJECTS)
     width, height = generation_size(sample.width, sample.height, resolution)
     return GligenCall(
         prompt=sample.prompt,
         phrases=tuple(s.class_word for s in sample.subjects),
-        boxes=tuple(tuple(s.box) for s in sample.subjects),  # type: ignore[arg-type]
+        boxes=boxes,
         reference_paths=tuple(s.references[0] for s in sample.subjects),
         width=width,
         height=height,

@@ -50,7 +50,7 @@ from PIL import Image
 from torch import nn
 
 from picbench.adapters.checkpoints import download_file, load_pretrained
-from picbench.adapters.gligen import generation_size
+from picbench.adapters.gligen import generation_size, grounded_boxes
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home
@@ -269,16 +269,12 @@ class InstanceCall:
 def instance_call(sample: Sample, caption_template: str, resolution: int) -> InstanceCall:
     """Boxes stay normalised xyxy (what the authors' ``rescale_box`` produces); each instance's
     caption is the template filled with its class word; references are not used."""
-    missing = [s.name for s in sample.subjects if s.box is None]
-    if missing:
-        raise ValueError(f"instancediffusion: sample {sample.id} has no box for subject(s) {missing}")
-    if len(sample.subjects) > MAX_OBJECTS:
-        raise ValueError(f"instancediffusion: sample {sample.id} has {len(sample.subjects)} subjects, at most {MAX_OBJECTS} are grounded")
+    boxes = grounded_boxes(sample, "instancediffusion", MAX_OBJECTS)
     width, height = generation_size(sample.width, sample.height, resolution)
     return InstanceCall(
         prompt=sample.prompt,
         instance_captions=tuple(caption_template.format(class_word=s.class_word, name=s.name) for s in sample.subjects),
-        boxes=tuple(tuple(s.box) for s in sample.subjects),  # type: ignore[arg-type]
+        boxes=boxes,
         width=width,
         height=height,
     )
