@@ -89,6 +89,7 @@ class RunConfig:
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
+    weights_dir: Path | None = None  # method checkpoints; None: $PICBENCH_WEIGHTS_DIR, then the hub
     batch_size: int = 4
     retry_failed: bool = False
 
@@ -162,7 +163,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     bench = load_bench(config.bench, config.data_dir)
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples))
-    method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params))
+    method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
     with RunStore(config.out) as store:
         cache_params = method.cache_params()
         items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
@@ -449,12 +450,13 @@ def _config_record(config: RunConfig, bench: Bench, method: Method, cache_params
         "data_dir": str(config.data_dir) if config.data_dir else None, "seeds": list(config.seeds), "limit": config.limit,
         "models": config.models, "device": config.device, "detector": config.detector,
         "metrics": list(config.metrics) if config.metrics else None, "weights": dict(config.weights), "batch_size": config.batch_size,
+        "weights_dir": str(config.weights_dir) if config.weights_dir else None,
     }
 
 
 def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A shard's configuration minus what may differ between shards of one run."""
-    return {k: v for k, v in cfg.items() if k not in ("device", "batch_size", "method_provenance")}
+    return {k: v for k, v in cfg.items() if k not in ("device", "batch_size", "weights_dir", "method_provenance")}
 
 
 def _provenance(config: RunConfig, bench: Bench, method: Mapping[str, Any], engine: Mapping[str, Any], device: str, smoke: bool) -> dict[str, Any]:

@@ -81,6 +81,7 @@ def run_command(
     detector: Annotated[str, typer.Option(help="box detector of the metric engine, or 'none' for no box metrics")] = "grounding-dino",
     param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
     weights: Annotated[list[str], typer.Option("--weights", help="local weights folder of a metric model ROLE=DIR (clip, dino, detector)")] = [],  # noqa: B006
+    weights_dir: Annotated[Optional[Path], typer.Option(help="local folder of method checkpoints, as DIR/<hub id> or DIR/<repo name> (default $PICBENCH_WEIGHTS_DIR)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="samples per generate call and metric batch")] = 4,
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
 ) -> None:
@@ -94,7 +95,7 @@ def run_command(
             method=method, bench=bench, out=out or Path("runs") / f"{method}__{Path(bench).stem}", seeds=parse_seeds(seeds),
             limit=limit, device=device, models=models, shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
             data_dir=data_dir, detector=None if detector.lower() == "none" else detector,
-            params=parse_assignments(param, "--param"), weights=parse_assignments(weights, "--weights"),
+            params=parse_assignments(param, "--param"), weights=parse_assignments(weights, "--weights"), weights_dir=weights_dir,
             batch_size=batch_size, retry_failed=retry_failed,
         )
     except PicbenchError as exc:

@@ -6,6 +6,7 @@ of Samples into images. It never imports the runner: the runner caches, scores a
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 from PIL import Image
 
+from picbench.metrics.weights import WEIGHTS_ENV
 from picbench.records import Sample
 
 ModelSize = Literal["default", "tiny"]
@@ -56,7 +58,9 @@ class Method(ABC):
         self.models = models
         self.device = device
         self.params: dict[str, Any] = {**self.default_params, **(params or {})}
-        self.weights_dir = Path(weights_dir) if weights_dir else None
+        # where checkpoints are looked up before the hub: the argument, else $PICBENCH_WEIGHTS_DIR
+        env_dir = os.environ.get(WEIGHTS_ENV)
+        self.weights_dir = Path(weights_dir).expanduser() if weights_dir else Path(env_dir).expanduser() if env_dir else None
 
     @property
     def smoke(self) -> bool:
