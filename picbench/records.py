@@ -23,7 +23,11 @@ Split = Literal["single", "multi"]
 BoxXYXY = tuple[float, float, float, float]
 
 SUBJECT_FIELDS = {"name", "class_word", "references", "eval_images", "box", "depth"}
-SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects", "meta"}
+SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects", "meta", "target"}
+# A bench file's header ``kind``: a benchmark, or a set of training pairs (samples with a target image).
+BENCH_KIND = "bench"
+PAIRS_KIND = "pairs"
+KINDS = (BENCH_KIND, PAIRS_KIND)
 
 
 def check_box(box: Any, *, sample_id: str | None = None, field_name: str = "box") -> BoxXYXY:
@@ -97,7 +101,10 @@ class Subject:
 
 @dataclass(frozen=True)
 class Sample:
-    """One benchmark item: prompt, output size, and its subjects (with boxes where positioned)."""
+    """One benchmark item: prompt, output size, and its subjects (with boxes where positioned).
+
+    ``target`` is set only in training pairs (``picbench.pairs``): the path of the image in which
+    the subjects sit in their boxes. Benches leave it None, and then it is not written at all."""
 
     id: str
     prompt: str
@@ -106,6 +113,7 @@ class Sample:
     split: Split
     subjects: tuple[Subject, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    target: str | None = None
 
     @property
     def has_layout(self) -> bool:
@@ -126,7 +134,7 @@ class Sample:
         return replace(self, subjects=subjects, meta={**self.meta, "layout": "fallback-columns"})
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "schema": SAMPLE_SCHEMA,
             "id": self.id,
             "prompt": self.prompt,
@@ -136,6 +144,9 @@ class Sample:
             "subjects": [s.to_dict() for s in self.subjects],
             "meta": dict(self.meta),
         }
+        if self.target is not None:
+            d["target"] = self.target
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Sample":
@@ -174,7 +185,10 @@ class Sample:
         meta = d.get("meta") or {}
         if not isinstance(meta, Mapping):
             raise BenchFormatError("meta must be an object", sample_id=sid, field="meta")
-        return cls(sid, prompt, d["width"], d["height"], split, subs, dict(meta))
+        target = d.get("target")
+        if target is not None and (not isinstance(target, str) or not target):
+            raise BenchFormatError(f"target must be a non-empty image path, got {target!r}", sample_id=sid, field="target")
+        return cls(sid, prompt, d["width"], d["height"], split, subs, dict(meta), target)
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,7 @@ class Bench:
     data_root: Path
     description: str = ""
     reconstruction: bool = False
+    kind: str = BENCH_KIND
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -199,17 +214,38 @@ class Bench:
         raise KeyError(f"bench {self.name} has no sample {sample_id!r}")
 
     def header(self) -> dict[str, Any]:
-        return {
+        """The header line; ``kind`` only for pair sets, so bench files keep their bytes."""
+        header = {
             "schema": BENCH_SCHEMA,
             "name": self.name,
             "version": self.version,
             "description": self.description,
             "reconstruction": self.reconstruction,
         }
+        if self.kind != BENCH_KIND:
+            header["kind"] = self.kind
+        return header
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], samples: Sequence[Sample], data_root: str | Path) -> "Bench":
+        """The Bench a header line (already checked for name and version) describes."""
+        kind = header.get("kind", BENCH_KIND)
+        if kind not in KINDS:
+            raise BenchFormatError(f"header kind must be one of {list(KINDS)}, got {kind!r}", field="kind")
+        return cls(
+            name=header["name"],
+            version=header["version"],
+            samples=tuple(samples),
+            data_root=Path(data_root),
+            description=header.get("description", ""),
+            reconstruction=bool(header.get("reconstruction", False)),
+            kind=kind,
+        )
 
     def image_paths(self) -> list[str]:
-        """Every distinct relative image path the bench uses, sorted."""
+        """Every distinct relative image path the bench uses (pairs: targets too), sorted."""
         paths = {p for s in self.samples for sub in s.subjects for p in (*sub.references, *sub.eval_images)}
+        paths.update(s.target for s in self.samples if s.target is not None)
         return sorted(paths)
 
     def spec_hash(self) -> str:

@@ -35,7 +35,7 @@ from picbench.records import (
 
 Severity = Literal["error", "warning"]
 
-_HEADER_FIELDS = {"schema", "name", "version", "description", "reconstruction"}
+_HEADER_FIELDS = {"schema", "name", "version", "description", "reconstruction", "kind"}
 LAYOUT_BENCH_PREFIX = "positionic"
 
 
@@ -194,6 +194,9 @@ def _image_uses(obj: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
             for j, p in enumerate(paths if isinstance(paths, list) else []):
                 if isinstance(p, str) and p:
                     yield f"subjects[{i}].{key}[{j}]", p
+    target = obj.get("target")
+    if isinstance(target, str) and target:
+        yield "target", target
 
 
 _decoded: dict[tuple[str, int, int], str | None] = {}

@@ -1,5 +1,6 @@
 """The bench file format: JSONL with a header line (schema ``picbench/bench@1``) and one Sample
-per line (schema ``picbench/sample@1``). Errors name the file and line."""
+per line (schema ``picbench/sample@1``). Errors name the file and line. Training pair sets are the
+same format with header ``kind: "pairs"`` and a ``target`` per sample (``picbench.pairs``)."""
 
 from __future__ import annotations
 
@@ -69,14 +70,10 @@ def read_bench_jsonl(path: str | Path, data_root: str | Path) -> Bench:
     for key in ("name", "version"):
         if not isinstance(header.get(key), str) or not header[key]:
             raise BenchFormatError(f"header lacks {key}", file=path, line=1, field=key)
-    return Bench(
-        name=header["name"],
-        version=header["version"],
-        samples=tuple(samples),
-        data_root=Path(data_root),
-        description=header.get("description", ""),
-        reconstruction=bool(header.get("reconstruction", False)),
-    )
+    try:
+        return Bench.from_header(header, samples, data_root)
+    except BenchFormatError as exc:
+        raise BenchFormatError(exc.reason, file=path, line=1, field=exc.field) from None
 
 
 def write_bench_jsonl(bench: Bench, path: str | Path) -> Path:
