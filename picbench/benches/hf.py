@@ -10,6 +10,11 @@ header (name, version, description, reconstruction) is canonical JSON in a ``ben
 repeated on every row: unlike ``DatasetInfo.description`` it survives ``push_to_hub`` and any
 row selection.
 
+Training pair sets (``picbench.pairs``) add a ``target`` column (None for benches; a dataset
+without the column reads as a bench) and ship their target images in ``images`` too. Writing goes
+row by row through an Arrow file and reading row by row (``iter_dataset_samples``, which also
+takes a streamed ``IterableDataset``), so a large pair set is never all in memory.
+
 Back from a dataset, the images are written under a data root at their bench-relative paths
 (refusing unsafe paths, and refusing to overwrite a different file). A local folder and a Hub
 repo id go through the same conversion; only the fetch differs, and a failed fetch (offline,
@@ -21,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import datasets
 from datasets import Features, Image, List, Value
@@ -50,25 +56,27 @@ FEATURES = Features(
         "split": Value("string"),
         "subjects": List(_SUBJECT),
         "meta": Value("string"),
+        "target": Value("string"),
         "images": List({"path": Value("string"), "image": Image()}),
     }
 )
+# Columns a dataset may lack (written before pair sets existed): filled with None.
+OPTIONAL_COLUMNS = {"target"}
 
 
-def bench_to_dataset(bench: Bench) -> datasets.Dataset:
-    """Every sample as a row; every image's bytes once (see the module docstring)."""
-    rows: dict[str, list[Any]] = {key: [] for key in FEATURES}
+def bench_rows(bench: Bench) -> Iterator[dict[str, Any]]:
+    """One dataset row per sample, lazily (a pair set's target images can be many GB); every
+    image's bytes once (see the module docstring); unreadable images warned about at the end."""
     header = canonical_json(bench.header())
     stored: set[str] = set()
     missing: list[str] = []
     for sample in bench.samples:
         d = sample.to_dict()
-        rows["bench"].append(header)
-        for key in ("id", "prompt", "width", "height", "split", "subjects"):
-            rows[key].append(d[key])
-        rows["meta"].append(canonical_json(d["meta"]))
+        row = {key: d[key] for key in ("id", "prompt", "width", "height", "split", "subjects")}
+        row.update(bench=header, meta=canonical_json(d["meta"]), target=sample.target)
         new_images = []
-        for rel in dict.fromkeys(p for s in sample.subjects for p in (*s.references, *s.eval_images)):
+        paths = [p for s in sample.subjects for p in (*s.references, *s.eval_images)]
+        for rel in dict.fromkeys([*paths, *([sample.target] if sample.target else [])]):
             if rel in stored:
                 continue
             stored.add(rel)
@@ -79,30 +87,49 @@ def bench_to_dataset(bench: Bench) -> datasets.Dataset:
                 missing.append(f"{rel} (sample {sample.id!r}: {exc.strerror})")
                 continue
             new_images.append({"path": rel, "image": {"bytes": data, "path": Path(rel).name}})
-        rows["images"].append(new_images)
+        row["images"] = new_images
+        yield row
     if missing:
         warnings.warn(f"bench {bench.name}: {len(missing)} image(s) could not be read and are not in the dataset: {'; '.join(missing)}", stacklevel=2)
+
+
+def bench_to_dataset(bench: Bench) -> datasets.Dataset:
+    """Every sample as a row, in memory (see ``save_bench_hf`` for large sets)."""
+    rows: dict[str, list[Any]] = {key: [] for key in FEATURES}
+    for row in bench_rows(bench):
+        for key in FEATURES:
+            rows[key].append(row[key])
     return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 
 def dataset_to_bench(ds: datasets.Dataset, data_root: str | Path) -> Bench:
     """Rebuild the Bench, writing its images under ``data_root`` where they are not there yet."""
+    header: dict[str, Any] | None = None
+    samples = []
+    for header, sample in iter_dataset_samples(ds, data_root):
+        samples.append(sample)
+    if header is None:
+        raise BenchFormatError("the dataset has no rows: a picbench bench dataset carries its header on every row")
+    return Bench.from_header(header, samples, data_root)
+
+
+def iter_dataset_samples(ds: datasets.Dataset | datasets.IterableDataset, data_root: str | Path) -> Iterator[tuple[dict[str, Any], Sample]]:
+    """(bench header, Sample) row by row, writing each row's images under ``data_root`` as it
+    goes: a streamed dataset (``load_dataset(..., streaming=True)``) never sits in memory whole."""
     data_root = Path(data_root)
-    missing_columns = set(FEATURES) - set(ds.column_names)
+    columns = ds.column_names if ds.column_names is not None else list(FEATURES)
+    missing_columns = set(FEATURES) - OPTIONAL_COLUMNS - set(columns)
     if missing_columns:
         raise BenchFormatError(f"not a picbench bench dataset: missing column(s) {sorted(missing_columns)}")
-    rows = ds.with_format("arrow")[:].to_pylist()
-    headers = {row.pop("bench") for row in rows}
-    if len(headers) != 1:
-        raise BenchFormatError(f"the dataset's rows carry {len(headers)} different bench headers; expected one")
-    try:
-        header = json.loads(headers.pop())
-    except json.JSONDecodeError:
-        header = None
-    if not isinstance(header, dict) or header.get("schema") != BENCH_SCHEMA:
-        raise BenchFormatError(f"the dataset's bench column is not a picbench bench header ({BENCH_SCHEMA})", field="bench")
-    samples = []
-    for row in rows:
+    ds = ds.cast_column("images", List({"path": Value("string"), "image": Image(decode=False)}))
+    first: str | None = None
+    header: dict[str, Any] | None = None
+    for row in ds:
+        text = row.pop("bench")
+        if first is None:
+            first, header = text, _parse_header(text)
+        elif text != first:
+            raise BenchFormatError("the dataset's rows carry different bench headers; expected one", sample_id=row.get("id"), field="bench")
         for image in row.pop("images") or []:
             _materialize(data_root, image["path"], image["image"]["bytes"], sample_id=row["id"])
         try:
@@ -110,9 +137,21 @@ def dataset_to_bench(ds: datasets.Dataset, data_root: str | Path) -> Bench:
         except json.JSONDecodeError as exc:
             raise BenchFormatError(f"meta is not JSON: {exc.msg}", sample_id=row["id"], field="meta") from None
         row["meta"] = meta
+        if row.get("target") is None:
+            row.pop("target", None)
         row["subjects"] = [{k: v for k, v in s.items() if v is not None} for s in row["subjects"]]
-        samples.append(Sample.from_dict(row))
-    return Bench(header["name"], header["version"], tuple(samples), data_root, header.get("description", ""), bool(header.get("reconstruction", False)))
+        assert header is not None
+        yield header, Sample.from_dict(row)
+
+
+def _parse_header(text: str) -> dict[str, Any]:
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("schema") != BENCH_SCHEMA:
+        raise BenchFormatError(f"the dataset's bench column is not a picbench bench header ({BENCH_SCHEMA})", field="bench")
+    return header
 
 
 def _materialize(data_root: Path, rel: str, data: bytes, *, sample_id: str) -> None:
@@ -126,8 +165,12 @@ def _materialize(data_root: Path, rel: str, data: bytes, *, sample_id: str) -> N
 
 
 def save_bench_hf(bench: Bench, folder: str | Path) -> Path:
+    """Write the dataset folder row by row through an Arrow file (``Dataset.from_generator``),
+    so a large pair set never has all its image bytes in memory at once."""
     folder = Path(folder)
-    bench_to_dataset(bench).save_to_disk(str(folder))
+    with tempfile.TemporaryDirectory(prefix="picbench-hf-") as cache:
+        ds = datasets.Dataset.from_generator(bench_rows, gen_kwargs={"bench": bench}, features=FEATURES, cache_dir=cache)
+        ds.save_to_disk(str(folder))
     return folder
 
 
