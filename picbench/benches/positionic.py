@@ -98,7 +98,8 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def _random_box(rng: random.Random, area: tuple[float, float]) -> BoxXYXY:
+def random_box(rng: random.Random, area: tuple[float, float]) -> BoxXYXY:
+    """A box of log-uniform area and aspect, uniform position (also used by the pair builders)."""
     a = _log_uniform(rng, *area)
     aspect = _log_uniform(rng, 0.5, 2.0)
     w, h = min(math.sqrt(a * aspect), 0.95), min(math.sqrt(a / aspect), 0.95)
@@ -132,13 +133,14 @@ def visible_fraction(boxes: list[BoxXYXY], depths: list[int], i: int) -> float:
     return 1.0 - covered / _area(boxes[i])
 
 
-def _multi_layout(rng: random.Random, k: int, overlap: bool) -> tuple[list[BoxXYXY], list[int]]:
+def multi_layout(rng: random.Random, k: int, overlap: bool) -> tuple[list[BoxXYXY], list[int]]:
+    """k boxes and depth ranks by the module's multi rules (also used by the pair builders)."""
     area = (0.03, 0.3)
     while True:
-        boxes = [_random_box(rng, area)]
+        boxes = [random_box(rng, area)]
         for n in range(1, k):
             for _ in range(200):
-                box = _random_box(rng, area)
+                box = random_box(rng, area)
                 shares = [_area(_inter(box, b)) / min(_area(box), _area(b)) for b in boxes]
                 if overlap and n == 1:
                     ok = 0.15 <= shares[0] <= 0.6
@@ -176,7 +178,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
             cycle = rng.sample(names, len(names))
         name = cycle.pop()
         context = rng.choice(_contexts(spec.templates_for(name)))
-        box = _random_box(rng, (0.04, 0.5))
+        box = random_box(rng, (0.04, 0.5))
         samples.append(
             Sample(f"single-{i:03d}-{name}", f"{_noun(spec.classes[name])} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "single",
                    (subject(name, box, 0),), {"context": context, "overlap": False, "seed": seed})
@@ -190,7 +192,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
     for i, (k, overlap) in enumerate(zip(sizes, overlaps)):
         chosen = rng.sample(names, k)
         context = rng.choice(scene_contexts)
-        boxes, depths = _multi_layout(rng, k, overlap)
+        boxes, depths = multi_layout(rng, k, overlap)
         nouns = [_noun(spec.classes[n]) for n in chosen]
         listed = f"{nouns[0]} and {nouns[1]}" if k == 2 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
         samples.append(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image, ImageColor
 
@@ -52,20 +52,29 @@ class PasteMethod(Method):
 
     def _paste(self, sample: Sample, data_root: Path) -> Image.Image:
         canvas = Image.new("RGB", (sample.width, sample.height), self._background)
-        for subject, box in self._back_to_front(sample):
-            x0, y0, x1, y1 = (round(box[0] * sample.width), round(box[1] * sample.height), round(box[2] * sample.width), round(box[3] * sample.height))
-            w, h = max(1, x1 - x0), max(1, y1 - y0)
-            ref = self._load(resolve_in_root(data_root, subject.references[0]))
-            if self.params["fit"] == "stretch":
-                canvas.paste(ref.resize((w, h), Image.Resampling.BICUBIC), (x0, y0))
-            else:
-                scale = min(w / ref.width, h / ref.height)
-                fitted = ref.resize((max(1, round(ref.width * scale)), max(1, round(ref.height * scale))), Image.Resampling.BICUBIC)
-                canvas.paste(fitted, (x0 + (w - fitted.width) // 2, y0 + (h - fitted.height) // 2))
-        return canvas
+        return paste_subjects(canvas, sample, data_root, fit=self.params["fit"], load=self._load)
 
-    @staticmethod
-    def _back_to_front(sample: Sample) -> list[tuple[Subject, BoxXYXY]]:
-        sample = sample.with_fallback_layout()
-        order = sorted(range(len(sample.subjects)), key=lambda i: (sample.subjects[i].depth is None, -(sample.subjects[i].depth or 0), i))
-        return [(sample.subjects[i], sample.subjects[i].box) for i in order]  # type: ignore[misc]
+
+def paste_subjects(
+    canvas: Image.Image, sample: Sample, data_root: Path, *, fit: str = "stretch", load: Callable[[Path], Image.Image] = load_rgb
+) -> Image.Image:
+    """Paste each subject's first reference into its box on ``canvas`` (the sample's size), back
+    to front; shared by this method and the paste-pairs builder (``picbench.pairs.paste``)."""
+    for subject, box in back_to_front(sample):
+        x0, y0, x1, y1 = (round(box[0] * sample.width), round(box[1] * sample.height), round(box[2] * sample.width), round(box[3] * sample.height))
+        w, h = max(1, x1 - x0), max(1, y1 - y0)
+        ref = load(resolve_in_root(data_root, subject.references[0]))
+        if fit == "stretch":
+            canvas.paste(ref.resize((w, h), Image.Resampling.BICUBIC), (x0, y0))
+        else:
+            scale = min(w / ref.width, h / ref.height)
+            fitted = ref.resize((max(1, round(ref.width * scale)), max(1, round(ref.height * scale))), Image.Resampling.BICUBIC)
+            canvas.paste(fitted, (x0 + (w - fitted.width) // 2, y0 + (h - fitted.height) // 2))
+    return canvas
+
+
+def back_to_front(sample: Sample) -> list[tuple[Subject, BoxXYXY]]:
+    """(subject, box) from the largest depth rank to rank 0; unranked subjects last, in list order."""
+    sample = sample.with_fallback_layout()
+    order = sorted(range(len(sample.subjects)), key=lambda i: (sample.subjects[i].depth is None, -(sample.subjects[i].depth or 0), i))
+    return [(sample.subjects[i], sample.subjects[i].box) for i in order]  # type: ignore[misc]
