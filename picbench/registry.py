@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
-from picbench.errors import UnknownNameError
+from picbench.errors import PicbenchError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -22,11 +22,13 @@ class Entry:
 
 
 class Registry(Generic[T]):
-    """Name -> lazily imported object. ``kind`` is used in messages ("method", "bench")."""
+    """Name -> lazily imported object. ``kind`` is used in messages ("method", "bench"); with
+    ``base``, an entry that is not a subclass of it is refused when loaded, naming its target."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, base: type | None = None) -> None:
         self.kind = kind
         self.group = entry_point_group
+        self.base = base
         self._entries: dict[str, Entry] = {}
         self._loaded: dict[str, T] = {}
         self._plugins_scanned = False
@@ -70,6 +72,8 @@ class Registry(Generic[T]):
             obj = importlib.import_module(module_name)
             for part in attr.split(".") if attr else ():
                 obj = getattr(obj, part)
+            if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
+                raise PicbenchError(f"{self.kind} {name!r} ({self._entries[name].target}) is not a {self.base.__name__} subclass")
             self._loaded[name] = obj  # type: ignore[assignment]
         return self._loaded[name]
 
