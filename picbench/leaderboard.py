@@ -22,6 +22,7 @@ KEY_COLUMNS = ["method", "bench", "source", "smoke"]
 
 PROVENANCE_COLUMNS = [
     "method_version",
+    "weights",
     "bench_version",
     "bench_hash",
     "seeds",
@@ -69,8 +70,9 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
 
 
 def provenance_summary(result: RunResult) -> dict[str, str]:
-    """The provenance a table shows: picbench version, git commit (``-dirty`` when the checkout had
-    changes), date, the run's ``--limit`` (a partial run is not the full bench) and a citation."""
+    """The provenance a table shows: the method's weights (its checkpoints, e.g. which LoRA), picbench
+    version, git commit (``-dirty`` when the checkout had changes), date, the run's ``--limit`` (a
+    partial run is not the full bench) and a citation."""
     prov = result.provenance
     git = prov.get("git")
     if isinstance(git, Mapping):
@@ -79,7 +81,10 @@ def provenance_summary(result: RunResult) -> dict[str, str]:
         commit = _first(prov, "git_hash", "git")
     bench = prov.get("bench")
     limit = bench.get("limit") if isinstance(bench, Mapping) else prov.get("limit")
+    method = prov.get("method")
+    checkpoints = method.get("checkpoints") if isinstance(method, Mapping) else None
     return {
+        "weights": "; ".join(f"{k}={v}" for k, v in checkpoints.items()) if isinstance(checkpoints, Mapping) else "",
         "picbench_version": _first(prov, "picbench_version"),
         "git_hash": commit,
         "date": _first(prov, "created", "date"),

@@ -1,19 +1,25 @@
 """`PositionICPipeline`: FLUX with in-context references, UnoPE, VWR and Visibility-Aware Attention.
 
 A thin composition of diffusers' FLUX components (it is a `FluxPipeline`, so prompt encoding,
-latent packing, LoRA loading and saving are diffusers' own). What it adds:
-- each reference image is resized (long side `ref_long_side`, then cropped to a multiple of 16
-  as UNO's inference does), VAE-encoded to its mean latent (deterministic: BFL's encoder would
-  sample), packed like the target and appended after the target tokens with UnoPE position ids;
+latent packing, LoRA loading and saving are diffusers' own), called as diffusers users call any
+pipeline: `pipe(prompt, references=..., boxes=..., num_inference_steps=25, guidance_scale=4.0,
+generator=torch.Generator().manual_seed(0)).images[0]`. What it adds:
+- each reference image is resized as UNO's `preprocess_ref` does (long side `ref_long_side`,
+  short side floored, cropped to multiples of 16), VAE-encoded to its mean latent, packed like
+  the target and appended after the target tokens with UnoPE position ids;
 - every step runs the transformer on `[target, ref_1 .. ref_K]` and keeps only the target's
   prediction; the clean reference tokens are the same at every step;
 - with `vaa=True` the prepared VAA mask (VWR weights from boxes and depth ranks) goes to the
   attention processors through `joint_attention_kwargs`; with `vaa=False` attention is plain,
   which with UNO's LoRA is the UNO method (:meth:`PositionICPipeline.enable_uno_mode`).
+Layout, ids and mask come from :func:`~picbench.reference_impl.conditioning.build_conditioning`,
+the function the trainer uses too; the time shift from :mod:`~picbench.reference_impl.schedule`
+(UNO's sampling rule by default, `schedule="flux"` for diffusers').
 
-Decisions: the initial noise is drawn on the CPU from `torch.Generator().manual_seed(seed)` in
-float32, so a seed gives the same image on any device; sizes that are not multiples of 16 are
-generated at the nearest multiple of 16 and resized to the exact requested size.
+Decisions: without a `generator` the noise comes from torch's global RNG, as in diffusers; the
+methods pass `torch.Generator().manual_seed(seed)` (a CPU generator, float32 noise), so a seed
+gives the same image on any device. Sizes that are not multiples of 16 are generated at the
+nearest multiple of 16 and resized to the exact requested size.
 """
 
 from __future__ import annotations
@@ -26,38 +32,22 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
+from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import constants as hub_constants
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, T5EncoderModel, T5TokenizerFast
 
 from picbench.errors import MissingWeightsError
-from picbench.reference_impl.attention import get_backend
-from picbench.reference_impl.layout import TokenLayout, validate_layout
+from picbench.reference_impl.conditioning import PATCH, build_conditioning, encode_image_tokens, fit_reference, uno_ref_long_side
+from picbench.reference_impl.layout import validate_layout
 from picbench.reference_impl.lora import load_uno_lora
-from picbench.reference_impl.processors import VAA_KWARG, JointMask, set_positionic_processors
-from picbench.reference_impl.unope import unope_image_ids
-from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+from picbench.reference_impl.processors import set_positionic_processors
+from picbench.reference_impl.schedule import Schedule, sampling_mu
+from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
-PATCH = 16
-"""Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
-
-
-def uno_ref_long_side(n_refs: int) -> int:
-    """UNO's recommended reference size by count (its app.py: 1 -> 512, 2 -> 320, more -> 256)."""
-    return 512 if n_refs == 1 else 320 if n_refs == 2 else 256
-
-
-def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
-    """Resize so the long side is `long_side` (aspect kept), then center-crop to multiples of 16."""
-    w, h = image.size
-    scale = long_side / max(w, h)
-    new_w, new_h = max(PATCH, round(w * scale)), max(PATCH, round(h * scale))
-    image = image.convert("RGB").resize((new_w, new_h), Image.Resampling.LANCZOS)
-    crop_w, crop_h = new_w // PATCH * PATCH, new_h // PATCH * PATCH
-    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
-    return image.crop((left, top, left + crop_w, top + crop_h))
 
 
 def missing_components(folder: Path) -> list[str]:
@@ -84,7 +74,7 @@ def missing_components(folder: Path) -> list[str]:
 
 
 class PositionICPipeline(FluxPipeline):
-    """FLUX.1-dev + references + UnoPE + VWR/VAA. Build it from components (see `tiny.py`) or with
+    """FLUX.1-dev + references + UnoPE + VWR/VAA. Build it from components (see `picbench.tiny.flux`) or with
     :meth:`from_pretrained`; call it with reference images, a prompt and a box per subject."""
 
     vaa_default: bool = True
@@ -137,27 +127,32 @@ class PositionICPipeline(FluxPipeline):
     @torch.no_grad()
     def __call__(  # type: ignore[override]
         self,
-        references: Sequence[Image.Image],
         prompt: str,
+        references: Sequence[Image.Image],
         boxes: Sequence[Sequence[float]] | None = None,
         depths: Sequence[int] | None = None,
         *,
-        seed: int = 0,
-        steps: int = 25,
-        guidance: float = 4.0,
-        width: int = 512,
         height: int = 512,
+        width: int = 512,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
         vaa: bool | None = None,
         sigma: float | Sequence[float] = DEFAULT_SIGMA,
         delta: float = DEFAULT_DELTA,
         attention_backend: str = "auto",
         ref_long_side: int | None = None,
+        schedule: Schedule = "uno",
         max_sequence_length: int = 512,
-    ) -> Image.Image:
-        """One image of exactly `width` x `height`. `boxes` are normalized xyxy, one per reference
-        (required when VAA is on); `depths` their ranks, 0 = front (default: the order given)."""
+    ) -> FluxPipelineOutput | tuple[list[Image.Image]]:
+        """One image of exactly `width` x `height` (`output_type="pil"`), or the packed target
+        latents (`"latent"`), in a `FluxPipelineOutput` (`.images`). `boxes` are normalized xyxy,
+        one per reference (required when VAA is on); `depths` their ranks, 0 = front (default:
+        the order given)."""
         vaa = self.vaa_default if vaa is None else vaa
-        self._check_inputs(references, prompt, boxes, depths, steps, width, height, vaa)
+        self._check_inputs(references, prompt, boxes, depths, num_inference_steps, width, height, vaa, output_type)
         if boxes is not None and depths is None:
             depths = list(range(len(boxes)))
         device, dtype = self._execution_device, self.transformer.dtype
@@ -166,33 +161,26 @@ class PositionICPipeline(FluxPipeline):
         prompt_embeds, pooled, text_ids = self.encode_prompt(
             prompt, device=device, max_sequence_length=min(max_sequence_length, self.tokenizer_2.model_max_length)
         )
-        ref_tokens, ref_hws = self._encode_references(references, ref_long_side or uno_ref_long_side(len(references)), device, dtype)
+        long_side = ref_long_side or uno_ref_long_side(len(references))
+        encoded = [encode_image_tokens(self, fit_reference(ref, long_side), device, dtype) for ref in references]
+        ref_tokens = torch.cat([tokens for tokens, _ in encoded], dim=1)
         target_hw = (gen_h // PATCH, gen_w // PATCH)
-        layout = TokenLayout(prompt_embeds.shape[1], target_hw, tuple(ref_hws))
-        img_ids = unope_image_ids(target_hw, ref_hws, device=device, dtype=dtype)
-
-        attention_kwargs = None
-        if vaa:
-            weights = volume_weights(boxes, depths, target_hw, sigma=sigma, delta=delta).to(device)
-            backend = get_backend(attention_backend, device)
-            attention_kwargs = {VAA_KWARG: JointMask(backend, backend.prepare(layout, weights, device=device, dtype=dtype))}
+        cond = build_conditioning(
+            prompt_embeds.shape[1], target_hw, [hw for _, hw in encoded], [(boxes, depths)] if vaa else None,
+            sigma=sigma, delta=delta, attention_backend=attention_backend, device=device, dtype=dtype,
+        )
 
         channels = self.transformer.config.in_channels // 4
-        noise = torch.randn((1, channels, 2 * target_hw[0], 2 * target_hw[1]), generator=torch.Generator().manual_seed(seed))
-        latents = self._pack_latents(noise.to(device, dtype), 1, channels, 2 * target_hw[0], 2 * target_hw[1])
+        shape = (1, channels, 2 * target_hw[0], 2 * target_hw[1])
+        noise = randn_tensor(shape, generator=generator, device=generator.device if generator is not None else device, dtype=torch.float32)
+        latents = self._pack_latents(noise.to(device, dtype), 1, channels, shape[2], shape[3])
         n_target = latents.shape[1]
 
-        sigmas = np.linspace(1.0, 1 / steps, steps)
-        mu = calculate_shift(
-            n_target,
-            self.scheduler.config.get("base_image_seq_len", 256),
-            self.scheduler.config.get("max_image_seq_len", 4096),
-            self.scheduler.config.get("base_shift", 0.5),
-            self.scheduler.config.get("max_shift", 1.15),
-        )
-        timesteps, _ = retrieve_timesteps(self.scheduler, steps, device, sigmas=sigmas, mu=mu)
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        mu = sampling_mu(gen_w, gen_h, schedule)
+        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
         self.scheduler.set_begin_index(0)
-        guidance_t = torch.full([1], guidance, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
+        guidance_t = torch.full([1], guidance_scale, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
 
         with self.progress_bar(total=len(timesteps)) as progress:
             for t in timesteps:
@@ -203,21 +191,25 @@ class PositionICPipeline(FluxPipeline):
                     pooled_projections=pooled,
                     encoder_hidden_states=prompt_embeds,
                     txt_ids=text_ids,
-                    img_ids=img_ids,
-                    joint_attention_kwargs=attention_kwargs,
+                    img_ids=cond.img_ids,
+                    joint_attention_kwargs=cond.joint_attention_kwargs,
                     return_dict=False,
                 )[0][:, :n_target]
                 latents = self.scheduler.step(prediction, t, latents, return_dict=False)[0]
                 progress.update()
 
-        latents = self._unpack_latents(latents, gen_h, gen_w, self.vae_scale_factor)
-        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
-        decoded = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
-        image = self.image_processor.postprocess(decoded, output_type="pil")[0]
+        if output_type == "latent":
+            images: Any = latents
+        else:
+            latents = self._unpack_latents(latents, gen_h, gen_w, self.vae_scale_factor)
+            latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+            decoded = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
+            image = self.image_processor.postprocess(decoded, output_type="pil")[0]
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.LANCZOS)
+            images = [image]
         self.maybe_free_model_hooks()
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.Resampling.LANCZOS)
-        return image
+        return FluxPipelineOutput(images=images) if return_dict else (images,)
 
     def _check_inputs(
         self,
@@ -229,6 +221,7 @@ class PositionICPipeline(FluxPipeline):
         width: int,
         height: int,
         vaa: bool,
+        output_type: str,
     ) -> None:
         """Every input error is raised here, before any model runs."""
         if not references:
@@ -236,27 +229,14 @@ class PositionICPipeline(FluxPipeline):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("PositionICPipeline: the prompt is empty")
         if steps < 1:
-            raise ValueError(f"PositionICPipeline: steps must be >= 1, got {steps}")
+            raise ValueError(f"PositionICPipeline: num_inference_steps must be >= 1, got {steps}")
         if width < 1 or height < 1:
             raise ValueError(f"PositionICPipeline: width and height must be >= 1, got {width}x{height}")
+        if output_type not in ("pil", "latent"):
+            raise ValueError(f"PositionICPipeline: output_type must be 'pil' or 'latent', got {output_type!r}")
         if vaa and boxes is None:
             raise ValueError("PositionICPipeline: VAA needs one box per reference; pass boxes or vaa=False")
         if depths is not None and boxes is None:
             raise ValueError("PositionICPipeline: depth ranks given without boxes")
         if boxes is not None:
             validate_layout(boxes, depths if depths is not None else list(range(len(boxes))), len(references), width, height)
-
-    def _encode_references(
-        self, references: Sequence[Image.Image], long_side: int, device: torch.device, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Packed reference tokens [1, sum(h*w), C*4] in reference order, and each token grid (h, w)."""
-        tokens, grids = [], []
-        for ref in references:
-            ref = fit_reference(ref, long_side)
-            pixels = self.image_processor.preprocess(ref, height=ref.height, width=ref.width).to(device, self.vae.dtype)
-            latent = self.vae.encode(pixels).latent_dist.mode()
-            latent = ((latent - self.vae.config.shift_factor) * self.vae.config.scaling_factor).to(dtype)
-            _, c, h, w = latent.shape
-            tokens.append(self._pack_latents(latent, 1, c, h, w))
-            grids.append((h // 2, w // 2))
-        return torch.cat(tokens, dim=1), grids

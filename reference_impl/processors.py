@@ -28,13 +28,21 @@ VAA_KWARG = "vaa"
 @dataclass(frozen=True)
 class JointMask:
     """A masked-attention backend with its mask prepared for one token layout; call it on
-    queries, keys and values shaped [batch, heads, tokens, head_dim]."""
+    queries, keys and values shaped [batch, heads, tokens, head_dim]. With `per_sample`,
+    `prepared` is a tuple holding one plan per batch element (training batches mix boxes)."""
 
     backend: Any
     prepared: Any
+    per_sample: bool = False
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        return self.backend(query, key, value, self.prepared)
+        if not self.per_sample:
+            return self.backend(query, key, value, self.prepared)
+        if len(self.prepared) != query.shape[0]:
+            raise ValueError(f"JointMask has {len(self.prepared)} per-sample plans for a batch of {query.shape[0]}")
+        return torch.cat(
+            [self.backend(query[i : i + 1], key[i : i + 1], value[i : i + 1], plan) for i, plan in enumerate(self.prepared)]
+        )
 
 
 class PositionICAttnProcessor:

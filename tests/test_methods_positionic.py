@@ -83,3 +83,42 @@ def test_missing_lora_and_base_weights_are_named(tmp_path: Path, data_dir: Path)
     (tmp_path / "FLUX.1-dev").mkdir()
     with pytest.raises(MissingWeightsError, match="model_index.json"):
         PositionICMethod(weights_dir=tmp_path, params=FAST).pipeline()
+
+
+def _uno_file(folder: Path, seed: int) -> dict:
+    """A tiny LoRA file in UNO's released layout at DIR/UNO/dit_lora.safetensors."""
+    from safetensors.torch import save_file
+
+    from picbench.reference_impl.lora import random_uno_lora
+    from picbench.tiny.flux import tiny_components
+
+    weights = random_uno_lora(tiny_components()["transformer"], rank=4, seed=seed)
+    (folder / "UNO").mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(folder / "UNO" / "dit_lora.safetensors"))
+    return weights
+
+
+def test_default_weights_are_unos_lora_with_vaa(tmp_path: Path) -> None:
+    """PositionIC starts from UNO: without a trained LoRA the method is "VAA on UNO"."""
+    weights = _uno_file(tmp_path, seed=5)
+    method = PositionICMethod(models="tiny", params=FAST, weights_dir=tmp_path)
+    assert method.params["lora"] == "uno"
+    assert method._uno_lora_file() == tmp_path / "UNO" / "dit_lora.safetensors"
+    pipe = method.pipeline()
+    to_q = pipe.transformer.transformer_blocks[0].attn.to_q
+    assert np.array_equal(to_q.lora_A["uno"].weight.detach().numpy(), weights["double_blocks.0.processor.qkv_lora1.down.weight"].numpy())
+    assert pipe.vaa_default is True
+    assert "bytedance-research/UNO/dit_lora.safetensors" in method.checkpoints["lora"] and "VAA on UNO" in method.checkpoints["lora"]
+
+
+def test_lora_none_is_plain_flux_and_a_file_is_a_trained_lora(tmp_path: Path, data_dir: Path) -> None:
+    plain = PositionICMethod(models="tiny", params={**FAST, "lora": "none"})
+    assert not getattr(plain.pipeline().transformer, "peft_config", None)
+    assert "plain FLUX.1-dev" in plain.checkpoints["lora"]
+    _uno_file(tmp_path / "as-uno", seed=6)
+    from_uno_layout = PositionICMethod(models="tiny", params={**FAST, "lora": str(tmp_path / "as-uno" / "UNO" / "dit_lora.safetensors")})
+    assert "trained PositionIC LoRA" in from_uno_layout.checkpoints["lora"]
+    sample = two_subjects("s")
+    (a,) = plain.generate([sample], seed=0, data_root=data_dir)
+    (b,) = from_uno_layout.generate([sample], seed=0, data_root=data_dir)
+    assert not np.array_equal(np.asarray(a), np.asarray(b))

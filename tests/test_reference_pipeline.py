@@ -16,12 +16,12 @@ from picbench.reference_impl.lora import convert_uno_lora, load_uno_lora, random
 from picbench.reference_impl.pipeline import PositionICPipeline
 from picbench.reference_impl.attention import SdpaAttention
 from picbench.reference_impl.processors import VAA_KWARG, JointMask, PositionICAttnProcessor, set_positionic_processors
-from picbench.reference_impl.tiny import tiny_components
+from picbench.tiny.flux import tiny_components
 
 # Two subjects, overlapping, the dog in front.
 BOXES = [(0.05, 0.30, 0.55, 0.95), (0.40, 0.10, 0.95, 0.70)]
 DEPTHS = [0, 1]
-FAST = dict(steps=2, width=64, height=64, ref_long_side=32)
+FAST = dict(num_inference_steps=2, width=64, height=64, ref_long_side=32)
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,10 @@ def pipe() -> PositionICPipeline:
 def refs(data_dir: Path) -> list:
     root = data_dir / "dreambench" / "dataset"
     return [load_rgb(root / "dog" / "00.jpg"), load_rgb(root / "backpack" / "00.jpg")]
+
+
+def _seed(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def _pixels(image) -> np.ndarray:
@@ -87,23 +91,23 @@ def test_masked_path_with_an_all_open_mask_equals_unmasked() -> None:
 
 
 def test_tiny_pipeline_on_dreambench_pair_is_seeded(pipe: PositionICPipeline, refs: list) -> None:
-    a = pipe(refs, "a dog and a backpack on the grass", BOXES, DEPTHS, seed=7, **FAST)
-    b = pipe(refs, "a dog and a backpack on the grass", BOXES, DEPTHS, seed=7, **FAST)
-    c = pipe(refs, "a dog and a backpack on the grass", BOXES, DEPTHS, seed=8, **FAST)
+    a = pipe("a dog and a backpack on the grass", refs, BOXES, DEPTHS, generator=_seed(7), **FAST).images[0]
+    b = pipe("a dog and a backpack on the grass", refs, BOXES, DEPTHS, generator=_seed(7), **FAST).images[0]
+    c = pipe("a dog and a backpack on the grass", refs, BOXES, DEPTHS, generator=_seed(8), **FAST).images[0]
     assert a.size == (64, 64) and a.mode == "RGB"
     assert np.array_equal(_pixels(a), _pixels(b))
     assert not np.array_equal(_pixels(a), _pixels(c))
 
 
 def test_output_has_the_exact_requested_size(pipe: PositionICPipeline, refs: list) -> None:
-    image = pipe(refs, "a dog and a backpack", BOXES, DEPTHS, seed=0, steps=1, width=72, height=40, ref_long_side=32)
+    image = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(0), num_inference_steps=1, width=72, height=40, ref_long_side=32).images[0]
     assert image.size == (72, 40)
 
 
 def test_vaa_mask_changes_the_result(pipe: PositionICPipeline, refs: list) -> None:
-    with_vaa = pipe(refs, "a dog and a backpack", BOXES, DEPTHS, seed=5, vaa=True, **FAST)
-    without = pipe(refs, "a dog and a backpack", BOXES, DEPTHS, seed=5, vaa=False, **FAST)
-    swapped = pipe(refs, "a dog and a backpack", BOXES, [1, 0], seed=5, vaa=True, **FAST)
+    with_vaa = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(5), vaa=True, **FAST).images[0]
+    without = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(5), vaa=False, **FAST).images[0]
+    swapped = pipe("a dog and a backpack", refs, BOXES, [1, 0], generator=_seed(5), vaa=True, **FAST).images[0]
     assert not np.array_equal(_pixels(with_vaa), _pixels(without))
     assert not np.array_equal(_pixels(with_vaa), _pixels(swapped))  # depth order reaches the mask
 
@@ -125,7 +129,7 @@ def test_bad_layout_fails_before_any_model_runs(pipe: PositionICPipeline, refs: 
     ]
     try:
         with pytest.raises(ValueError, match=match):
-            pipe((refs * 2)[:n_refs], "a dog", boxes, depths, seed=0, **FAST)
+            pipe("a dog", (refs * 2)[:n_refs], boxes, depths, generator=_seed(0), **FAST)
     finally:
         for h in hooks:
             h.remove()
@@ -134,7 +138,7 @@ def test_bad_layout_fails_before_any_model_runs(pipe: PositionICPipeline, refs: 
 
 def test_vaa_without_boxes_is_refused(pipe: PositionICPipeline, refs: list) -> None:
     with pytest.raises(ValueError, match="VAA needs one box per reference"):
-        pipe(refs, "a dog", None, seed=0, **FAST)
+        pipe("a dog", refs, None, generator=_seed(0), **FAST)
 
 
 def test_uno_lora_conversion_matches_unos_layer_semantics(tmp_path: Path) -> None:
@@ -186,8 +190,8 @@ def test_saved_pipeline_loads_and_reproduces(pipe: PositionICPipeline, refs: lis
     pipe.save_pretrained(tmp_path / "tiny-flux")
     loaded = PositionICPipeline.from_pretrained(tmp_path / "tiny-flux")
     loaded.set_progress_bar_config(disable=True)
-    a = pipe(refs, "a dog and a backpack", BOXES, DEPTHS, seed=3, steps=1, width=32, height=32, ref_long_side=32)
-    b = loaded(refs, "a dog and a backpack", BOXES, DEPTHS, seed=3, steps=1, width=32, height=32, ref_long_side=32)
+    a = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32).images[0]
+    b = loaded("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32).images[0]
     assert np.array_equal(_pixels(a), _pixels(b))
 
 
@@ -205,3 +209,61 @@ def test_missing_weights_are_named(pipe: PositionICPipeline, tmp_path: Path) -> 
         PositionICPipeline.from_pretrained(tmp_path)
     with pytest.raises(MissingWeightsError, match="picbench-test/not-a-model"):
         PositionICPipeline.from_pretrained("picbench-test/not-a-model", local_files_only=True, cache_dir=str(tmp_path / "hub"))
+
+
+def test_call_keeps_diffusers_names_and_output(pipe: PositionICPipeline, refs: list) -> None:
+    """`num_inference_steps`, `guidance_scale`, `generator`, and an output object with `.images`."""
+    from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
+
+    out = pipe(prompt="a dog and a backpack", references=refs, boxes=BOXES, generator=_seed(2), guidance_scale=3.0, **FAST)
+    assert isinstance(out, FluxPipelineOutput) and len(out.images) == 1 and out.images[0].size == (64, 64)
+    (images,) = pipe("a dog and a backpack", refs, BOXES, generator=_seed(2), guidance_scale=3.0, return_dict=False, **FAST)
+    assert np.array_equal(_pixels(images[0]), _pixels(out.images[0]))
+    latents = pipe("a dog and a backpack", refs, BOXES, generator=_seed(2), output_type="latent", **FAST).images
+    assert latents.shape == (1, 16, 16)  # packed target tokens only: 4x4 grid at 64 px, 4 channels x 2x2
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        pipe("a dog", refs, BOXES, num_inference_steps=0)
+
+
+def test_uno_sampling_schedule_is_pinned(pipe: PositionICPipeline, refs: list) -> None:
+    """bytedance/UNO @ d305981 uno/flux/pipeline.py: get_schedule(steps, (W//8)*(H//8)//(16*16));
+    at 512x512 that is mu = 0.5 + (1.15-0.5)/(4096-256) * (16-256) = 0.459375."""
+    from picbench.reference_impl.schedule import sampling_mu, time_shift
+
+    assert sampling_mu(512, 512) == pytest.approx(0.459375)
+    assert sampling_mu(512, 512, "flux") == pytest.approx(0.63)  # diffusers' calculate_shift on 1024 packed tokens
+    assert sampling_mu(1024, 1024) == pytest.approx(0.5 + 0.65 / 3840 * (64 - 256))
+    pipe("a dog", refs, BOXES, generator=_seed(0), **FAST)
+    expected = time_shift(sampling_mu(64, 64), torch.linspace(1, 0, 3, dtype=torch.float64)[:-1])
+    torch.testing.assert_close(pipe.scheduler.timesteps.double() / 1000, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reference_resize_floors_the_short_side_as_uno() -> None:
+    """bytedance/UNO @ d305981 uno/flux/pipeline.py preprocess_ref: short side int(long_size / long * short),
+    then both sides center-cropped to multiples of 16."""
+    from PIL import Image
+
+    from picbench.reference_impl.conditioning import fit_reference
+
+    assert fit_reference(Image.new("RGB", (500, 333)), 512).size == (512, 336)
+    assert fit_reference(Image.new("RGB", (333, 500)), 320).size == (208, 320)  # int(320/500*333) = 213 -> 208
+    # where the two differ after the crop: 512 * 656 / 1000 = 335.87 -> floor 335 -> 320 (rounding: 336 -> 336)
+    assert fit_reference(Image.new("RGB", (1000, 656)), 512).size == (512, 320)
+    assert fit_reference(Image.new("RGB", (656, 1000)), 512).size == (320, 512)
+
+
+def test_per_sample_masks_equal_one_call_per_sample() -> None:
+    """A training batch mixes boxes: each element gets its own plan, as if run alone."""
+    from picbench.reference_impl.conditioning import build_conditioning
+
+    layouts = [([(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)], [0, 1]), ([(0.2, 0.2, 0.9, 0.9), (0.0, 0.0, 0.4, 0.4)], [1, 0])]
+    batch = build_conditioning(3, (4, 4), [(2, 2), (2, 2)], layouts, attention_backend="sdpa_lowrank", device="cpu", dtype=torch.float32)
+    alone = [build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [x], attention_backend="sdpa", device="cpu", dtype=torch.float32) for x in layouts]
+    q, k, v = torch.randn(3, 2, 2, 27, 8).unbind(0)
+    mask = batch.joint_attention_kwargs["vaa"]
+    assert mask.per_sample and len(mask.prepared) == 2
+    out = mask(q, k, v)
+    for i, cond in enumerate(alone):
+        torch.testing.assert_close(out[i : i + 1], cond.joint_attention_kwargs["vaa"](q[i : i + 1], k[i : i + 1], v[i : i + 1]), rtol=1e-5, atol=1e-5)
+    shared = build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [layouts[0]] * 2, device="cpu", dtype=torch.float32)
+    assert not shared.joint_attention_kwargs["vaa"].per_sample

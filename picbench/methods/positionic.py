@@ -10,9 +10,22 @@ Every sample's layout is checked (and its references read) before the pipeline i
 input fails fast and names the sample.
 
 Defaults: 25 steps and guidance 4.0 (UNO's published defaults; PositionIC builds on UNO and its
-paper gives none), VWR sigma/delta from `reference_impl.vwr`, attention backend `auto`. The
-PositionIC LoRA is not public: pass a local diffusers/peft LoRA file as the ``lora`` parameter;
-without it the run is training-free VAA on FLUX.1-dev.
+paper gives none), UNO's sampling time shift (`reference_impl/schedule.py`: mu 0.46 at 512 px;
+``schedule=flux`` for diffusers' rule), VWR sigma/delta from `reference_impl.vwr`, attention
+backend `auto`.
+
+Weights (parameter ``lora``), because PositionIC is initialized from UNO and its own LoRA is not public:
+- ``lora=uno`` (default): UNO's released LoRA (`bytedance-research/UNO/dit_lora.safetensors`,
+  from ``--weights-dir DIR/UNO/`` or the hub cache) with VAA on: "VAA on UNO", the untrained
+  PositionIC, a training-free baseline;
+- ``lora=FILE``: a trained PositionIC LoRA (what `picbench train` writes, diffusers/peft layout,
+  or the same LoRA in UNO's layout);
+- ``lora=none``: plain FLUX.1-dev, never trained to read reference tokens (identity scores mean
+  little).
+Which one ran is in the run's method parameters and in its checkpoints (results.json
+provenance), and from there in leaderboard rows and the report. ``--models tiny`` with
+``lora=uno`` loads a random LoRA in UNO's key layout (or ``DIR/UNO/dit_lora.safetensors`` when
+``--weights-dir`` holds one), so tiny runs take the same conversion path as the real weights.
 """
 
 from __future__ import annotations
@@ -22,18 +35,21 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from picbench.errors import BenchFormatError
+from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+UNO_LORA = "uno"
+NO_LORA = "none"
+UNO_LORA_CHECKPOINT = "bytedance-research/UNO/dit_lora.safetensors"
 
 
 class PositionICMethod(Method):
     name = "positionic"
-    version = "1"
+    version = "2"  # 2: UNO's sampling shift, UNO's reference resize (floor), UNO's LoRA by default
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
     default_params = {
         "steps": 25,
@@ -42,31 +58,48 @@ class PositionICMethod(Method):
         "delta": 1.0,
         "attention_backend": "auto",
         "ref_long_side": None,
+        "schedule": "uno",
         "base": FLUX_DEV,
-        "lora": None,
+        "lora": UNO_LORA,
         "lora_scale": 1.0,
     }
-    checkpoints = {"base": FLUX_DEV, "lora": "PositionIC LoRA (not public): a local file, parameter 'lora'"}
+    checkpoints = {"base": FLUX_DEV, "lora": f"{UNO_LORA_CHECKPOINT} (lora=uno: VAA on UNO, untrained PositionIC)"}
     uses_vaa = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._pipe: Any = None
+        self.checkpoints = {"base": str(self.params["base"]), "lora": self._lora_description()}
+
+    def _lora_description(self) -> str:
+        """What the ``lora`` parameter loads, for provenance, leaderboards and reports."""
+        lora = str(self.params["lora"])
+        if lora.lower() == UNO_LORA:
+            return f"{UNO_LORA_CHECKPOINT} (lora=uno: VAA on UNO, untrained PositionIC)" if self.uses_vaa else UNO_LORA_CHECKPOINT
+        if lora.lower() == NO_LORA:
+            return "none (lora=none: plain FLUX.1-dev)"
+        return f"{lora} (trained PositionIC LoRA)" if self.uses_vaa else lora
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        import torch
+
         prepared = [self._inputs(sample, data_root) for sample in samples]
         pipe = self.pipeline()
         return [
-            pipe(refs, sample.prompt, boxes, depths, seed=seed, width=sample.width, height=sample.height, vaa=boxes is not None, **self._call_params())
+            pipe(
+                sample.prompt, refs, boxes, depths, width=sample.width, height=sample.height, vaa=boxes is not None,
+                generator=torch.Generator().manual_seed(seed), **self._call_params(),
+            ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
 
     def _call_params(self) -> dict[str, Any]:
         p = self.params
         return {
-            "steps": int(p["steps"]),
-            "guidance": float(p["guidance"]),
+            "num_inference_steps": int(p["steps"]),
+            "guidance_scale": float(p["guidance"]),
             "ref_long_side": p["ref_long_side"],
+            "schedule": str(p["schedule"]),
             "sigma": p["sigma"],
             "delta": float(p["delta"]),
             "attention_backend": str(p["attention_backend"]),
@@ -98,19 +131,53 @@ class PositionICMethod(Method):
         return self._pipe
 
     def _build(self) -> Any:
-        from picbench.reference_impl.lora import load_lora
+        from picbench.reference_impl.lora import load_lora, load_uno_lora, random_uno_lora
         from picbench.reference_impl.pipeline import PositionICPipeline
 
         pipe = self._base_pipeline(PositionICPipeline)
-        if self.params["lora"]:
-            load_lora(pipe, self._local(str(self.params["lora"])), scale=float(self.params["lora_scale"]))
+        lora, scale = str(self.params["lora"]), float(self.params["lora_scale"])
+        if lora.lower() == UNO_LORA:
+            uno = self._uno_lora_file()
+            load_uno_lora(pipe, uno if uno is not None else random_uno_lora(pipe.transformer, rank=4), scale=scale)
+        elif lora.lower() != NO_LORA:
+            file = Path(self._local(lora))
+            if not file.is_file():
+                raise MissingWeightsError(f"method {self.name}: LoRA file {file} does not exist (parameter 'lora'; 'uno' or 'none' name the built-in choices)")
+            if _is_uno_layout(file):
+                load_uno_lora(pipe, file, scale=scale)
+            else:
+                load_lora(pipe, file, scale=scale)
+        pipe.vaa_default = self.uses_vaa
         return pipe
+
+    def _uno_lora_file(self) -> Path | None:
+        """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache
+        (None in a tiny run without a local file: the caller uses a random LoRA in UNO's layout)."""
+        from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO
+
+        local = Path(self._local(UNO_LORA_REPO))
+        if local.is_dir():
+            if not (local / UNO_LORA_FILE).is_file():
+                raise MissingWeightsError(f"method {self.name}: {local} has no {UNO_LORA_FILE} (UNO's released LoRA)")
+            return local / UNO_LORA_FILE
+        if self.smoke:
+            return None
+        from huggingface_hub import constants, hf_hub_download
+
+        try:
+            return Path(hf_hub_download(UNO_LORA_REPO, UNO_LORA_FILE, local_files_only=constants.HF_HUB_OFFLINE))
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"method {self.name}: {UNO_LORA_REPO}/{UNO_LORA_FILE} is not available locally and the hub could not be reached "
+                f"({type(exc).__name__}); download it with `huggingface-cli download {UNO_LORA_REPO} {UNO_LORA_FILE} "
+                f"--local-dir DIR/UNO` and pass --weights-dir DIR, or set the 'lora' parameter to a file (or 'none')"
+            ) from exc
 
     def _base_pipeline(self, cls: Any) -> Any:
         import torch
 
         if self.smoke:
-            from picbench.reference_impl.tiny import tiny_components
+            from picbench.tiny.flux import tiny_components
 
             return cls(**tiny_components()).to(self.device)
         dtype = torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32
@@ -123,3 +190,11 @@ class PositionICMethod(Method):
                 if candidate.exists():
                     return str(candidate)
         return ref
+
+
+def _is_uno_layout(file: Path) -> bool:
+    """True when a LoRA file holds UNO's processor keys (`double_blocks.N.processor...`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        return any(".processor." in key for key in handle.keys())

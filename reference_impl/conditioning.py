@@ -1,0 +1,112 @@
+"""What conditions one PositionIC transformer call, built in one place for the pipeline and the trainer.
+
+A call sees the joint sequence `[text, target, ref_1 .. ref_K]`. Its conditioning is the token
+layout, UnoPE position ids for the image tokens, and (with VAA) the VWR weights of each batch
+element's boxes turned into a prepared mask for the chosen attention backend, handed to every
+double- and single-stream block through `joint_attention_kwargs`. Inference
+(:class:`~picbench.reference_impl.pipeline.PositionICPipeline`) and training
+(:mod:`picbench.reference_impl.training`) both call :func:`build_conditioning` and
+:func:`encode_image_tokens`, so what the model learns from is exactly what it is sampled with.
+
+Reference preprocessing follows UNO's `preprocess_ref` (bytedance/UNO @ d305981,
+`uno/flux/pipeline.py`): the long side becomes `long_side`, the short side is *floored*
+(`int(long_side / long * short)`), then both are center-cropped down to multiples of 16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import FluxPipeline
+from PIL import Image
+
+from picbench.reference_impl.attention import get_backend
+from picbench.reference_impl.layout import TokenLayout
+from picbench.reference_impl.processors import VAA_KWARG, JointMask
+from picbench.reference_impl.unope import unope_image_ids
+from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+
+PATCH = 16
+"""Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
+
+Box = Sequence[float]
+
+
+def uno_ref_long_side(n_refs: int) -> int:
+    """UNO's recommended reference size by count (its app.py: 1 -> 512, 2 -> 320, more -> 256)."""
+    return 512 if n_refs == 1 else 320 if n_refs == 2 else 256
+
+
+def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
+    """UNO's `preprocess_ref`: long side to `long_side`, short side floored, center-cropped to multiples of 16."""
+    w, h = image.size
+    if w >= h:
+        new_w, new_h = long_side, int(long_side / w * h)
+    else:
+        new_w, new_h = int(long_side / h * w), long_side
+    new_w, new_h = max(PATCH, new_w), max(PATCH, new_h)
+    image = image.convert("RGB").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    crop_w, crop_h = new_w // PATCH * PATCH, new_h // PATCH * PATCH
+    left, top = (new_w - crop_w) // 2, (new_h - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h))
+
+
+def encode_image_tokens(pipe: FluxPipeline, image: Image.Image, device: torch.device | str, dtype: torch.dtype) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Packed tokens [1, h*w, C*4] of an image whose sides are multiples of 16, and its token grid (h, w).
+
+    The VAE mean is used (deterministic; BFL's encoder would sample), shifted and scaled as FLUX expects."""
+    pixels = pipe.image_processor.preprocess(image, height=image.height, width=image.width).to(device, pipe.vae.dtype)
+    latent = pipe.vae.encode(pixels).latent_dist.mode()
+    latent = ((latent - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor).to(dtype)
+    _, c, h, w = latent.shape
+    return FluxPipeline._pack_latents(latent, 1, c, h, w), (h // 2, w // 2)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything a transformer call needs besides the tokens: layout, `img_ids`, `joint_attention_kwargs`."""
+
+    layout: TokenLayout
+    img_ids: torch.Tensor
+    joint_attention_kwargs: dict[str, JointMask] | None
+
+
+def build_conditioning(
+    n_text: int,
+    target_hw: tuple[int, int],
+    ref_hws: Sequence[tuple[int, int]],
+    layouts: Sequence[tuple[Sequence[Box], Sequence[int]]] | None,
+    *,
+    sigma: float | Sequence[float] = DEFAULT_SIGMA,
+    delta: float = DEFAULT_DELTA,
+    attention_backend: str = "auto",
+    device: torch.device | str,
+    dtype: torch.dtype,
+) -> Conditioning:
+    """`layouts` holds (boxes, depth ranks) per batch element, reference k paired with box k; None = VAA off.
+
+    One backend plan serves the whole batch when every element has the same boxes; otherwise each
+    element gets its own plan (the VAA mask is per sample)."""
+    layout = TokenLayout(n_text, tuple(target_hw), tuple(tuple(hw) for hw in ref_hws))
+    img_ids = unope_image_ids(layout.target_hw, layout.ref_hws, device=device, dtype=dtype)
+    if layouts is None:
+        return Conditioning(layout, img_ids, None)
+    backend = get_backend(attention_backend, device)
+    plans: list[Any] = []
+    for boxes, depths in _distinct(layouts):
+        weights = volume_weights(boxes, depths, layout.target_hw, sigma=sigma, delta=delta).to(device)
+        plans.append(backend.prepare(layout, weights, device=device, dtype=dtype))
+    if len(plans) == 1:
+        mask = JointMask(backend, plans[0])
+    else:
+        mask = JointMask(backend, tuple(plans), per_sample=True)
+    return Conditioning(layout, img_ids, {VAA_KWARG: mask})
+
+
+def _distinct(layouts: Sequence[tuple[Sequence[Box], Sequence[int]]]) -> list[tuple[list[tuple[float, ...]], list[int]]]:
+    """The layouts as lists, collapsed to one when all elements share it."""
+    as_lists = [([tuple(float(v) for v in b) for b in boxes], [int(d) for d in depths]) for boxes, depths in layouts]
+    return as_lists[:1] if all(x == as_lists[0] for x in as_lists) else as_lists
