@@ -179,15 +179,16 @@ def default_hf_root(source: str) -> Path:
     return picbench_home() / "hf" / re.sub(r"[^A-Za-z0-9_.-]+", "__", source.strip("/"))
 
 
-def fetch_dataset(source: str | Path) -> datasets.Dataset:
-    """A folder written by ``save_bench_hf``, or a Hub repo id (split ``train``)."""
+def fetch_dataset(source: str | Path, *, streaming: bool = False) -> datasets.Dataset | datasets.IterableDataset:
+    """A folder written by ``save_bench_hf`` (memory-mapped), or a Hub repo id (split ``train``;
+    ``streaming`` reads it row by row without downloading it whole)."""
     if Path(source).is_dir():
         try:
             return datasets.load_from_disk(str(source))
         except (FileNotFoundError, ValueError) as exc:
             raise PicbenchError(f"{source} is not a dataset folder saved by `picbench bench export --format hf`: {exc}") from exc
     try:
-        return datasets.load_dataset(str(source), split="train")
+        return datasets.load_dataset(str(source), split="train", streaming=streaming)
     except Exception as exc:  # the hub raises many types (offline, not found, gated)
         offline = datasets.config.HF_HUB_OFFLINE
         raise PicbenchError(

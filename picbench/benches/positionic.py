@@ -85,7 +85,8 @@ def load(data_root: Path) -> Bench:
     return load_file(path, data_root)
 
 
-def _noun(class_word: str) -> str:
+def noun_phrase(class_word: str) -> str:
+    """'a <class>' (or the class's own phrase, e.g. 'a pair of glasses') for prompts."""
     return _NOUN_PHRASES.get(class_word, f"a {class_word}")
 
 
@@ -180,7 +181,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
         context = rng.choice(_contexts(spec.templates_for(name)))
         box = random_box(rng, (0.04, 0.5))
         samples.append(
-            Sample(f"single-{i:03d}-{name}", f"{_noun(spec.classes[name])} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "single",
+            Sample(f"single-{i:03d}-{name}", f"{noun_phrase(spec.classes[name])} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "single",
                    (subject(name, box, 0),), {"context": context, "overlap": False, "seed": seed})
         )
     n_three = round(N_MULTI * THREE_SUBJECT_SHARE)
@@ -193,7 +194,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
         chosen = rng.sample(names, k)
         context = rng.choice(scene_contexts)
         boxes, depths = multi_layout(rng, k, overlap)
-        nouns = [_noun(spec.classes[n]) for n in chosen]
+        nouns = [noun_phrase(spec.classes[n]) for n in chosen]
         listed = f"{nouns[0]} and {nouns[1]}" if k == 2 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
         samples.append(
             Sample(f"multi-{i:03d}-{'+'.join(chosen)}", f"{listed} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "multi",
