@@ -11,7 +11,7 @@ Why diffusers and not the authors' package: bytedance/DreamO is an application r
 app, BEN2 and facexlib preprocessing, a monkey-patched ``FluxTransformer2DModel.forward``), not an
 installable library. Its additions fit in a forward hook on ``x_embedder`` and a short sampling
 loop over the same FLUX components the reference PositionIC pipeline uses
-(``picbench.reference_impl.tiny`` for tiny runs), so we carry only those.
+(``picbench.tiny.flux`` for tiny runs), so we carry only those.
 
 Pinned to DreamO v1.0 as released in the public repository bytedance/DreamO
 (``dreamo/dreamo_pipeline.py`` @ 264b439, ``dreamo_generator.py`` @ 3ad62b3, ``app.py``,
@@ -350,12 +350,13 @@ class DreamOMethod(Method):
         dtype = torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32
         if self.smoke:
             from picbench.paths import picbench_home
-            from picbench.reference_impl.tiny import tiny_components
+            from picbench.tiny.flux import tiny_components
 
             pipe = FluxPipeline(**tiny_components(seed=0))
-            folder = picbench_home() / "tiny" / "dreamo"
-            if not (folder / MAIN_FILE).is_file():
-                write_tiny_checkpoints(folder, pipe.transformer, pipe.text_encoder_2.config.d_model)
+            from picbench.tiny.publish import publish_folder
+
+            folder = publish_folder(picbench_home() / "tiny" / "dreamo",
+                                    lambda staging: write_tiny_checkpoints(staging, pipe.transformer, pipe.text_encoder_2.config.d_model))
             files, turbo = self._files(folder)
         else:
             files, turbo = self._files(None)

@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -41,6 +38,7 @@ from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
+from picbench.tiny.publish import publish_folder
 
 VARIANTS: Mapping[str, Mapping[str, str]] = {
     "text-image": {"pipeline": "StableDiffusionGLIGENTextImagePipeline", "checkpoint": "anhnct/Gligen_Text_Image", "attention_type": "gated-text-image"},
@@ -143,16 +141,20 @@ def _quiet_diffusers() -> Iterator[None]:
 
 def build_tiny_gligen(folder: Path, variant: str) -> Path:
     """Random-weight GLIGEN pipeline of the real architecture (SD UNet with gated fusers, SD VAE,
-    CLIP text encoder, and for text-image a CLIP vision tower + projection), saved in diffusers'
-    folder format."""
+    CLIP text encoder, and for text-image a CLIP vision tower + projection), published at
+    ``folder`` in diffusers' folder format on first use."""
+    return publish_folder(folder, lambda staging: _tiny_gligen_pipeline(variant).save_pretrained(staging))
+
+
+def _tiny_gligen_pipeline(variant: str) -> Any:
     from diffusers.pipelines.stable_diffusion.clip_image_project_model import CLIPImageProjection
     from transformers import CLIPProcessor
 
-    from picbench.adapters import tiny_components as tiny
+    from picbench.tiny import sd as tiny
+    from picbench.tiny.tokenizers import clip_tokenizer
 
     hidden = 32
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = tiny.tiny_clip_tokenizer(Path(tmp) / "tokenizer")
+    tokenizer = clip_tokenizer()
     components: dict[str, Any] = {
         "vae": tiny.tiny_sd_vae(),
         "text_encoder": tiny.tiny_clip_text_model(hidden),
@@ -169,15 +171,7 @@ def build_tiny_gligen(folder: Path, variant: str) -> Path:
         components["image_encoder"] = tiny.tiny_clip_vision_model_with_projection(hidden, projection_dim=hidden)
         components["processor"] = CLIPProcessor(image_processor=tiny.tiny_clip_image_processor(), tokenizer=tokenizer)
     with _quiet_diffusers():
-        pipe = pipeline_class(variant)(**components)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    pipe.save_pretrained(staging)
-    if folder.exists():  # another process built it meanwhile
-        shutil.rmtree(staging)
-    else:
-        os.replace(staging, folder)
-    return folder
+        return pipeline_class(variant)(**components)
 
 
 class GligenMethod(Method):
@@ -217,7 +211,7 @@ class GligenMethod(Method):
             dtype = torch.float16 if self.device.startswith("cuda") and not self.smoke else torch.float32
             if self.smoke:
                 folder = picbench_home() / "tiny" / f"gligen-{variant}-v{self.version}"
-                source = str(folder if folder.is_dir() else build_tiny_gligen(folder, variant))
+                source = str(build_tiny_gligen(folder, variant))
                 loader = cls.from_pretrained
             else:
                 source = self.checkpoint

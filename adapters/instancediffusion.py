@@ -39,8 +39,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -55,6 +53,7 @@ from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method, ModelSize
 from picbench.paths import picbench_home
 from picbench.records import Sample
+from picbench.tiny.publish import publish_folder
 
 INSTANCEDIFFUSION_CHECKPOINT = "xudongw/InstanceDiffusion"
 INSTANCEDIFFUSION_FILE = "instancediffusion_sd15.pth"
@@ -519,13 +518,17 @@ def to_released_layout(unet: Any, scaleu: ScaleU) -> dict[str, torch.Tensor]:
 
 def build_tiny_instancediffusion(folder: Path) -> Path:
     """An SD-1.5-shaped diffusers folder of tiny random parts plus a random checkpoint in the
-    released layout (``instancediffusion_sd15.pth`` with a ``model`` dict)."""
-    from picbench.adapters import tiny_components as tiny
+    released layout (``instancediffusion_sd15.pth`` with a ``model`` dict), published at
+    ``folder`` on first use."""
+    return publish_folder(folder, _write_tiny_instancediffusion)
+
+
+def _write_tiny_instancediffusion(staging: Path) -> None:
+    from picbench.tiny import sd as tiny
+    from picbench.tiny.tokenizers import write_clip_tokenizer
 
     hidden = TINY_FUSION_DIMS["text_dim"]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    tiny.write_tiny_clip_tokenizer(staging / "tokenizer")
+    write_clip_tokenizer(staging / "tokenizer")
     tiny.tiny_clip_text_model(hidden).save_pretrained(staging / "text_encoder")
     tiny.tiny_sd_vae().save_pretrained(staging / "vae")
     tiny.sd_pndm_scheduler().save_pretrained(staging / "scheduler")
@@ -541,11 +544,6 @@ def build_tiny_instancediffusion(folder: Path) -> Path:
             p.add_(torch.randn_like(p), alpha=0.1)
     torch.save({"model": to_released_layout(unet, scaleu)}, staging / INSTANCEDIFFUSION_FILE)
     (staging / "README.json").write_text(json.dumps({"what": "tiny random-weight InstanceDiffusion (smoke runs only)"}))
-    if folder.exists():
-        shutil.rmtree(staging)
-    else:
-        staging.rename(folder)
-    return folder
 
 
 class InstanceDiffusionMethod(Method):
@@ -578,7 +576,7 @@ class InstanceDiffusionMethod(Method):
         if self._model is None:
             if self.smoke:
                 folder = picbench_home() / "tiny" / f"instancediffusion-v{self.version}"
-                folder = folder if folder.is_dir() else build_tiny_instancediffusion(folder)
+                folder = build_tiny_instancediffusion(folder)
                 base, ckpt, dtype = folder, folder / INSTANCEDIFFUSION_FILE, torch.float32
             else:
                 ckpt = download_file(self.name, self.params["checkpoint"], INSTANCEDIFFUSION_FILE, self.weights_dir)

@@ -448,13 +448,13 @@ def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from picbench.adapters.tiny_components import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, tiny_clip_tokenizer, tiny_clip_vocab
+    from picbench.tiny.tokenizers import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, byte_clip_vocab, clip_tokenizer
 
     paths = {"sdxl": folder / "sdxl", "image_encoder": folder / "image_encoder", "adapter": folder / ADAPTER_FILE}
     stamp = folder / "built.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("version") == _TINY_VERSION:
         return paths
-    vocab = tiny_clip_vocab()
+    vocab = byte_clip_vocab()
     text_cfg = CLIPTextConfig(
         vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32, bos_token_id=vocab[CLIP_SPECIAL_TOKENS[0]],
@@ -475,7 +475,7 @@ def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
         )
         pipe = StableDiffusionXLPipeline(
             vae=vae, text_encoder=CLIPTextModel(text_cfg), text_encoder_2=CLIPTextModelWithProjection(text_cfg),
-            tokenizer=tiny_clip_tokenizer(folder / "tokenizer_src"), tokenizer_2=tiny_clip_tokenizer(folder / "tokenizer_src"), unet=unet,
+            tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet,
             scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                              timestep_spacing="leading", steps_offset=1),
         )

@@ -31,7 +31,7 @@ def build_models(folder: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from picbench.metrics.tiny import OPENAI_MEAN, OPENAI_STD
+    from picbench.tiny.metric_models import OPENAI_MEAN, OPENAI_STD
 
     clip_dir, dino_dir = folder / "clip", folder / "dino"
     if not (clip_dir / "open_clip_model.safetensors").is_file():

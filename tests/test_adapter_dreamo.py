@@ -56,7 +56,7 @@ def tiny_method(tmp_path_factory: pytest.TempPathFactory) -> DreamOMethod:
 def tiny_pipe():
     from diffusers import FluxPipeline
 
-    from picbench.reference_impl.tiny import tiny_components
+    from picbench.tiny.flux import tiny_components
 
     return FluxPipeline(**tiny_components(seed=0))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from picbench.adapters import tiny_components as tiny
+from picbench.tiny import sd as tiny
 from picbench.adapters.instancediffusion import (
     TINY_FUSION_DIMS,
     InstanceDiffusionMethod,

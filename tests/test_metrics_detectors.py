@@ -10,7 +10,7 @@ from PIL import Image
 from picbench.imaging import load_rgb
 from picbench.metrics.detectors import load_detector
 from picbench.metrics.detectors.vision_r1 import PROMPT, categories_phrase
-from picbench.metrics.tiny import tiny_weights
+from picbench.tiny.metric_models import tiny_weights
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from picbench.imaging import load_rgb
 from picbench.metrics.encoders import IMAGENET_MEAN, IMAGENET_STD, HFClipEncoder, OpenClipEncoder, load_clip, load_dino
-from picbench.metrics.tiny import OPENAI_MEAN, OPENAI_STD, tiny_weights
+from picbench.tiny.metric_models import OPENAI_MEAN, OPENAI_STD, tiny_weights
 
 PROMPTS = ["a backpack in the jungle", "A DOG's toy, with 3 balls!!", "a red cube on top of a blue cube"]
 

@@ -14,7 +14,7 @@ from picbench.errors import MissingWeightsError, UnknownNameError
 from picbench.imaging import load_rgb
 from picbench.metrics.cache import EmbeddingCache
 from picbench.metrics.engine import AP_KEYS, ITEM_KEYS, MetricEngine, ScoreItem
-from picbench.metrics.tiny import tiny_weights
+from picbench.tiny.metric_models import tiny_weights
 from picbench.records import Sample, Subject
 
 DOG = "dreambench/dataset/dog/00.jpg"

@@ -209,7 +209,7 @@ class MetricEngine:
         if weights and role in weights:
             return resolve(role, HUB_IDS.get(model, model), weights).folder
         if self.smoke:
-            from picbench.metrics.tiny import tiny_weights
+            from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(model)
         return resolve(role, HUB_IDS[model]).folder

@@ -2,21 +2,19 @@
 
 Every component has the real class and architecture of FLUX.1-dev's (FluxTransformer2DModel,
 AutoencoderKL, CLIPTextModel, T5EncoderModel, FlowMatchEulerDiscreteScheduler with FLUX's
-dynamic shift), only narrower and shallower. The tokenizers are the real tokenizer classes built
-from a vocabulary constructed here, so nothing is fetched from the hub: CLIP gets a byte-level
-BPE with no merges (every character is a token), T5 a unigram vocabulary of printable characters.
+dynamic shift), only narrower and shallower. The tokenizers come from :mod:`picbench.tiny.tokenizers`
+(CLIP: the ``"bytes"`` vocabulary; T5: a unigram vocabulary of printable characters).
 The VAE keeps FLUX's 8x downsampling, so output sizes and token grids match the real model's.
 Images made with these weights mean nothing: callers mark such runs as smoke runs.
 """
 
 from __future__ import annotations
 
-import string
-
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+from picbench.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 TINY_HIDDEN = 32
 TINY_LATENT_CHANNELS = 4
@@ -24,27 +22,10 @@ TINY_T5_MAX_LENGTH = 16
 """Text tokens fed to the transformer (FLUX.1-dev uses 512); short keeps the joint sequence small."""
 
 
-def tiny_clip_tokenizer() -> CLIPTokenizer:
-    """Byte-level BPE over the 256 byte symbols (each also as a word-final symbol), no merges."""
-    symbols = list(bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab.update({s + "</w>": len(symbols) + i for i, s in enumerate(symbols)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
-def tiny_t5_tokenizer() -> T5Tokenizer:
-    """Unigram vocabulary: T5's special tokens, the word-start marker and printable ASCII."""
-    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
-    pieces += [(c, -2.0) for c in string.ascii_letters + string.digits + string.punctuation]
-    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=TINY_T5_MAX_LENGTH)
-
-
 def tiny_components(seed: int = 0) -> dict[str, object]:
     """Keyword arguments for `PositionICPipeline(**tiny_components())`; weights drawn from `seed`."""
     torch.manual_seed(seed)
-    clip_tok, t5_tok = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    clip_tok, t5_tok = clip_tokenizer(), t5_tokenizer(TINY_T5_MAX_LENGTH)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(clip_tok),

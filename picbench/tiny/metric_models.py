@@ -1,4 +1,4 @@
-"""Random-weight models of the real architectures, for tests and smoke runs.
+"""Random-weight metric models of the real architectures (CLIP, DINO, the detectors).
 
 Each builder makes a small model from config (hidden sizes of 32-64, one or two layers) and saves
 it in the on-disk format its real loader reads (open_clip ``local-dir``, timm ``local-dir``,
@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from picbench.paths import picbench_home
+from picbench.tiny.publish import publish_folder
+from picbench.tiny.tokenizers import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL, clip_tokenizer, qwen_tokenizer
 
 SEED = 0
 CLIP_CFG = {
@@ -24,58 +26,33 @@ CLIP_CFG = {
 }
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-QWEN_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def tiny_dir() -> Path:
     return picbench_home() / "tiny-models"
 
 
-def _ready(folder: Path) -> bool:
-    return (folder / ".complete").is_file()
-
-
-def _finish(folder: Path) -> Path:
-    (folder / ".complete").write_text("random weights: smoke model\n")
-    return folder
-
-
 def _seeded() -> None:
     torch.manual_seed(SEED)
 
 
-def build_open_clip(folder: Path | None = None) -> Path:
+def write_open_clip(folder: Path) -> None:
     """A ViT-B-32-shaped open_clip model (real tokenizer, OpenAI preprocessing), as ``local-dir``."""
     import open_clip
     from safetensors.torch import save_file
 
-    folder = Path(folder or tiny_dir() / "open_clip")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     preprocess = {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": CLIP_CFG, "preprocess_cfg": preprocess}))
     _seeded()
     model = open_clip.create_model(f"local-dir:{folder}", load_weights=False)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return _finish(folder)
 
 
-def build_timm_dino(folder: Path | None = None) -> Path:
+def write_timm_dino(folder: Path) -> None:
     """A ViT-S/16-shaped DINO model (no head), in timm's hub layout (config.json + model.safetensors)."""
     import timm
     from safetensors.torch import save_file
 
-    folder = Path(folder or tiny_dir() / "dino")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     args = {"embed_dim": 32, "depth": 1, "num_heads": 2}
     _seeded()
     model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0, **args)
@@ -84,36 +61,12 @@ def build_timm_dino(folder: Path | None = None) -> Path:
            "pretrained_cfg": {k: v for k, v in model.pretrained_cfg.items() if k in keep}}
     (folder / "config.json").write_text(json.dumps(cfg))
     save_file(model.state_dict(), str(folder / "model.safetensors"))
-    return _finish(folder)
 
 
-def clip_tokenizer_files(folder: Path) -> None:
-    """CLIP's real BPE vocabulary (shipped with open_clip) written as transformers' vocab.json + merges.txt."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    simple = SimpleTokenizer()
-    rename = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
-    vocab = {rename.get(tok, tok): idx for tok, idx in simple.encoder.items()}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    merges = sorted(simple.bpe_ranks.items(), key=lambda kv: kv[1])
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair, _ in merges) + "\n")
-
-
-def _clip_tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    clip_tokenizer_files(folder)
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-
-
-def build_hf_clip(folder: Path | None = None) -> Path:
+def write_hf_clip(folder: Path) -> None:
     """A transformers CLIPModel (ViT-B/32 shape, tiny) with its CLIPProcessor, via save_pretrained."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    folder = Path(folder or tiny_dir() / "hf_clip")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     config = CLIPConfig(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 49408,
                      "max_position_embeddings": 77, "hidden_act": "quick_gelu", "eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 49407},
@@ -125,18 +78,13 @@ def build_hf_clip(folder: Path | None = None) -> Path:
     CLIPModel(config).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
                                          image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD), resample=3)
-    CLIPProcessor(image_processor=image_processor, tokenizer=_clip_tokenizer(folder)).save_pretrained(folder)
-    return _finish(folder)
+    CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer(folder, "clip")).save_pretrained(folder)
 
 
-def build_owlv2(folder: Path | None = None) -> Path:
+def write_owlv2(folder: Path) -> None:
     """An OWLv2 open-vocabulary detector (tiny, 64 px input) with its processor, via save_pretrained."""
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
 
-    folder = Path(folder or tiny_dir() / "owlv2")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     config = Owlv2Config(
         text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 49408,
                      "max_position_embeddings": 16, "eos_token_id": 49407, "bos_token_id": 49406, "pad_token_id": 0},
@@ -146,10 +94,8 @@ def build_owlv2(folder: Path | None = None) -> Path:
     _seeded()
     Owlv2ForObjectDetection(config).save_pretrained(folder)
     image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
-    tokenizer = _clip_tokenizer(folder)
-    tokenizer.model_max_length = 16  # OWLv2's text length
+    tokenizer = clip_tokenizer(folder, "clip", model_max_length=16)  # OWLv2's text length
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
-    return _finish(folder)
 
 
 # Class words of the bundled benches (DreamBench, MS-Bench) and the words of COCO-style queries:
@@ -159,16 +105,12 @@ _GROUNDING_WORDS = ("a photo of . , and the dog cat backpack teddy bear plushie 
                     "pants jacket flower tree house robot sunglasses")
 
 
-def build_grounding_dino(folder: Path | None = None) -> Path:
+def write_grounding_dino(folder: Path) -> None:
     """A Grounding DINO (Swin backbone, BERT text encoder; one encoder, two decoder layers) with
     its processor and a small WordPiece vocabulary, via save_pretrained."""
     from transformers import (BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection,
                               GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
 
-    folder = Path(folder or tiny_dir() / "grounding_dino")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(_GROUNDING_WORDS.split())]
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     config = GroundingDinoConfig(
@@ -181,40 +123,15 @@ def build_grounding_dino(folder: Path | None = None) -> Path:
     GroundingDinoForObjectDetection(config).save_pretrained(folder)
     image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 224, "longest_edge": 320})
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=BertTokenizer(str(folder / "vocab.txt"))).save_pretrained(folder)
-    return _finish(folder)
 
 
-def _qwen_tokenizer():
-    """A small byte-level BPE with Qwen2.5-VL's special tokens and chat template: enough to drive
-    the real processor and generate() end to end (its text is random, like its weights)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from picbench.metrics.detectors.vision_r1 import PROMPT
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [PROMPT.format(categories="dog and backpack"), '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
-              "system user assistant You are a helpful assistant. 0123456789 {}[],:\""]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    fast.chat_template = QWEN_CHAT_TEMPLATE
-    return fast
-
-
-def build_qwen25_vl(folder: Path | None = None) -> Path:
+def write_qwen25_vl(folder: Path) -> None:
     """A Qwen2.5-VL (Vision-R1's architecture) with a one-block vision tower and a one-layer
     language model, with the real Qwen2-VL image processor, via save_pretrained."""
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                               Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
-    folder = Path(folder or tiny_dir() / "vision_r1")
-    if _ready(folder):
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = _qwen_tokenizer()
+    tokenizer = qwen_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
     config = Qwen2_5_VLConfig(
         text_config={"vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
@@ -234,13 +151,15 @@ def build_qwen25_vl(folder: Path | None = None) -> Path:
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
     Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
                         chat_template=QWEN_CHAT_TEMPLATE).save_pretrained(folder)
-    return _finish(folder)
 
 
-BUILDERS = {"clip": build_open_clip, "hf_clip": build_hf_clip, "dino": build_timm_dino, "owlv2": build_owlv2,
-            "grounding-dino": build_grounding_dino, "vision-r1": build_qwen25_vl}
+BUILDERS = {"clip": ("open_clip", write_open_clip), "hf_clip": ("hf_clip", write_hf_clip), "dino": ("dino", write_timm_dino),
+            "owlv2": ("owlv2", write_owlv2), "grounding-dino": ("grounding_dino", write_grounding_dino),
+            "vision-r1": ("vision_r1", write_qwen25_vl)}
+"""role -> (folder name under :func:`tiny_dir`, writer of that folder)"""
 
 
 def tiny_weights(role: str) -> Path:
-    """The folder of the tiny model for a role, built on first use."""
-    return BUILDERS[role]()
+    """The folder of the tiny model for a role, built and published on first use."""
+    name, write = BUILDERS[role]
+    return publish_folder(tiny_dir() / name, write)

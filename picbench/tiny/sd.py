@@ -2,65 +2,14 @@
 
 Every adapter's tiny mode saves these with ``save_pretrained`` and loads them back through the
 same ``from_pretrained`` code path its released checkpoint uses, so a smoke run exercises the
-real loader. Nothing here needs the hub: the CLIP tokenizer's vocab.json/merges.txt are written
-by hand (a byte-level alphabet with no merges: every character is one token).
+real loader. The text encoders use the ``"bytes"`` CLIP vocabulary of :mod:`picbench.tiny.tokenizers`.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
-CLIP_MAX_LENGTH = 77
-
-
-def _byte_alphabet() -> list[str]:
-    """The 256 printable stand-ins byte-level BPE uses for raw bytes (GPT-2 / CLIP scheme)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-def tiny_clip_vocab() -> dict[str, int]:
-    """CLIP's vocabulary layout in miniature: every byte symbol, then with the end-of-word
-    marker ``</w>``, then the two special tokens (514 entries)."""
-    alphabet = _byte_alphabet()
-    tokens = alphabet + [a + "</w>" for a in alphabet] + list(CLIP_SPECIAL_TOKENS)
-    return {t: i for i, t in enumerate(tokens)}
-
-
-def write_tiny_clip_tokenizer(folder: str | Path) -> Path:
-    """Write vocab.json, merges.txt and the tokenizer config a real CLIP checkpoint ships, so
-    ``CLIPTokenizer.from_pretrained(folder)`` loads it exactly as it loads openai/clip-*."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(tiny_clip_vocab(), ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": CLIP_MAX_LENGTH,
-        "bos_token": CLIP_SPECIAL_TOKENS[0],
-        "eos_token": CLIP_SPECIAL_TOKENS[1],
-        "unk_token": CLIP_SPECIAL_TOKENS[1],
-        "pad_token": CLIP_SPECIAL_TOKENS[1],
-        "do_lower_case": True,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
-    return folder
-
-
-def tiny_clip_tokenizer(folder: str | Path):
-    """Write the tiny tokenizer files into ``folder`` and load them back."""
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(write_tiny_clip_tokenizer(folder))
+from picbench.tiny.tokenizers import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, byte_clip_vocab
 
 
 def tiny_clip_text_model(hidden_size: int = 32, *, seed: int = 0):
@@ -68,7 +17,7 @@ def tiny_clip_text_model(hidden_size: int = 32, *, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    vocab = tiny_clip_vocab()
+    vocab = byte_clip_vocab()
     config = CLIPTextConfig(
         vocab_size=len(vocab),
         hidden_size=hidden_size,
