@@ -9,8 +9,10 @@ class PicbenchError(Exception):
     """Base class of every error picbench raises on purpose."""
 
 
-class BenchFormatError(PicbenchError, ValueError):
-    """A bench file or a record inside it is malformed."""
+class FormatError(PicbenchError, ValueError):
+    """A file picbench reads, or a record inside it, is malformed; the message names where."""
+
+    code: str | None = None  # the rule's stable code (e.g. ``bad-box``) where a record rule raised
 
     def __init__(
         self,
@@ -33,6 +35,23 @@ class BenchFormatError(PicbenchError, ValueError):
         super().__init__((", ".join(where) + ": " if where else "") + message)
 
 
+class BenchFormatError(FormatError):
+    """A bench file or a record inside it is malformed."""
+
+
+class ResultFormatError(FormatError):
+    """A results file, samples line or leaderboard CSV is malformed."""
+
+
+class EnvironmentProblem(PicbenchError):
+    """Something about the machine, not a sample, stops the run: the device, missing weights,
+    memory, disk. It ends the run with a clear message and is never stored as a sample's outcome."""
+
+
+class DeviceError(EnvironmentProblem):
+    """The requested device is unknown or not usable on this machine."""
+
+
 class ImageError(PicbenchError, OSError):
     """An image is missing, truncated, corrupt or undecodable."""
 
@@ -41,7 +60,7 @@ class UnsafePathError(PicbenchError, ValueError):
     """A bench path is absolute or escapes its data root."""
 
 
-class MissingWeightsError(PicbenchError, FileNotFoundError):
+class MissingWeightsError(EnvironmentProblem, FileNotFoundError):
     """Model weights are not available locally and the hub cannot be reached."""
 
 

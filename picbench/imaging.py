@@ -1,5 +1,6 @@
 """Image I/O that never lets a bad file pass silently: every image becomes upright RGB or an
-:class:`ImageError` naming the file."""
+:class:`ImageError` naming the file, whatever the decoder raised (Pillow's
+``DecompressionBombError`` is not an ``OSError``)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,14 @@ def load_rgb(path: str | Path) -> Image.Image:
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_rgb(im)
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image {path} is larger than Pillow's pixel limit ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"image {path} is corrupt or truncated: {exc}") from exc
+    except MemoryError:
+        raise  # the machine's problem, not the image's
+    except Exception as exc:  # whatever else a decoder raises is this image's problem, never a crash
+        raise ImageError(f"image {path} cannot be decoded ({type(exc).__name__}: {exc})") from exc
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

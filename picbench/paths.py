@@ -45,6 +45,8 @@ def resolve_in_root(root: Path, relative: str) -> Path:
     with ``..`` must also stay inside once resolved."""
     if not relative or not isinstance(relative, str):
         raise UnsafePathError(f"empty or non-string path {relative!r}")
+    if "\0" in relative:
+        raise UnsafePathError(f"path {relative!r} holds a NUL character")
     if relative.startswith(("/", "\\")) or (len(relative) > 1 and relative[1] == ":") or os.path.isabs(relative):
         raise UnsafePathError(f"absolute path {relative!r} is not allowed; paths are relative to the data root")
     root = Path(root).resolve()

@@ -1,7 +1,10 @@
 """The one vocabulary every layer speaks: Subject, Sample, Bench, Generation, Score.
 
-Records are plain frozen dataclasses with ``to_dict``/``from_dict``; ``from_dict`` validates and
-raises :class:`BenchFormatError` naming the sample and field, so no layer needs its own format.
+Records are plain frozen dataclasses with ``to_dict``/``from_dict``. The rules a sample record
+must follow are written once, below, as checks that report into a
+:class:`~picbench.problems.ProblemSink`: ``from_dict`` raises :class:`~picbench.errors.BenchFormatError` on the
+first (naming the sample and field), ``picbench validate`` gathers all of them. A rule appended
+to :data:`SAMPLE_RULES` or :data:`SUBJECT_RULES` is enforced by both.
 """
 
 from __future__ import annotations
@@ -9,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
-from picbench.errors import BenchFormatError
+from picbench.errors import ResultFormatError
+from picbench.limits import SEED_LIMIT, Limits, current_limits
+from picbench.problems import ProblemSink, RaiseFirst
 
 SCHEMA_VERSION = 1
 SAMPLE_SCHEMA = f"picbench/sample@{SCHEMA_VERSION}"
@@ -28,23 +34,13 @@ SAMPLE_FIELDS = {"schema", "id", "prompt", "width", "height", "split", "subjects
 BENCH_KIND = "bench"
 PAIRS_KIND = "pairs"
 KINDS = (BENCH_KIND, PAIRS_KIND)
+MAX_DEPTH_RANK = 2**31 - 1
 
 
 def check_box(box: Any, *, sample_id: str | None = None, field_name: str = "box") -> BoxXYXY:
     """A target box is normalized xyxy in [0, 1] with x0 < x1 and y0 < y1; anything else is an error."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        raise BenchFormatError(f"box must be 4 numbers [x0, y0, x1, y1], got {box!r}", sample_id=sample_id, field=field_name)
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise BenchFormatError(f"box has a non-numeric value: {box!r}", sample_id=sample_id, field=field_name) from None
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-        raise BenchFormatError(f"box has NaN or infinite values: {box!r}", sample_id=sample_id, field=field_name)
-    if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
-        raise BenchFormatError(f"box {box!r} lies outside [0, 1] (boxes are normalized xyxy)", sample_id=sample_id, field=field_name)
-    if not (x0 < x1 and y0 < y1):
-        raise BenchFormatError(f"box {box!r} is empty or inverted (need x0 < x1 and y0 < y1)", sample_id=sample_id, field=field_name)
-    return (x0, y0, x1, y1)
+    box_rule(box, field_name, RaiseFirst(sample_id=sample_id))
+    return tuple(float(v) for v in box)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -75,28 +71,16 @@ class Subject:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, sample_id: str | None = None, index: int = 0) -> "Subject":
-        where = f"subjects[{index}]"
-        if not isinstance(d, Mapping):
-            raise BenchFormatError(f"subject must be an object, got {type(d).__name__}", sample_id=sample_id, field=where)
-        unknown = set(d) - SUBJECT_FIELDS
-        if unknown:
-            raise BenchFormatError(f"unknown field(s) {sorted(unknown)}", sample_id=sample_id, field=f"{where}.{sorted(unknown)[0]}")
-        for key in ("name", "class_word"):
-            if not isinstance(d.get(key), str) or not d[key].strip():
-                raise BenchFormatError(f"missing or empty {key}", sample_id=sample_id, field=f"{where}.{key}")
-        refs = d.get("references")
-        if not isinstance(refs, (list, tuple)) or not refs or not all(isinstance(r, str) and r for r in refs):
-            raise BenchFormatError("references must be a non-empty list of paths", sample_id=sample_id, field=f"{where}.references")
-        evals = d.get("eval_images") or ()
-        if not isinstance(evals, (list, tuple)) or not all(isinstance(r, str) and r for r in evals):
-            raise BenchFormatError("eval_images must be a list of paths", sample_id=sample_id, field=f"{where}.eval_images")
+        check_subject_record(d, f"subjects[{index}]", RaiseFirst(sample_id=sample_id))
+        return cls._from_checked(d)
+
+    @classmethod
+    def _from_checked(cls, d: Mapping[str, Any]) -> "Subject":
         box = d.get("box")
-        if box is not None:
-            box = check_box(box, sample_id=sample_id, field_name=f"{where}.box")
-        depth = d.get("depth")
-        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
-            raise BenchFormatError(f"depth must be a non-negative integer, got {depth!r}", sample_id=sample_id, field=f"{where}.depth")
-        return cls(d["name"], d["class_word"], tuple(refs), tuple(evals), box, depth)
+        return cls(
+            d["name"], d["class_word"], tuple(d["references"]), tuple(d.get("eval_images") or ()),
+            tuple(float(v) for v in box) if box is not None else None, d.get("depth"),  # type: ignore[arg-type]
+        )
 
 
 @dataclass(frozen=True)
@@ -149,46 +133,14 @@ class Sample:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Sample":
-        if not isinstance(d, Mapping):
-            raise BenchFormatError(f"sample must be a JSON object, got {type(d).__name__}")
-        sid = d.get("id")
-        if not isinstance(sid, str) or not sid:
-            raise BenchFormatError("missing or empty id", field="id")
-        schema = d.get("schema", SAMPLE_SCHEMA)
-        if schema != SAMPLE_SCHEMA:
-            raise BenchFormatError(f"unsupported schema {schema!r} (this picbench reads {SAMPLE_SCHEMA})", sample_id=sid, field="schema")
-        unknown = set(d) - SAMPLE_FIELDS
-        if unknown:
-            raise BenchFormatError(f"unknown field(s) {sorted(unknown)}", sample_id=sid, field=sorted(unknown)[0])
-        prompt = d.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise BenchFormatError("missing or empty prompt", sample_id=sid, field="prompt")
-        for key in ("width", "height"):
-            v = d.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise BenchFormatError(f"{key} must be a positive integer, got {v!r}", sample_id=sid, field=key)
-        split = d.get("split")
-        if split not in ("single", "multi"):
-            raise BenchFormatError(f"split must be 'single' or 'multi', got {split!r}", sample_id=sid, field="split")
-        subjects = d.get("subjects")
-        if not isinstance(subjects, (list, tuple)) or not subjects:
-            raise BenchFormatError("subjects must be a non-empty list", sample_id=sid, field="subjects")
-        subs = tuple(Subject.from_dict(s, sample_id=sid, index=i) for i, s in enumerate(subjects))
-        if split == "single" and len(subs) != 1:
-            raise BenchFormatError(f"split 'single' needs exactly one subject, got {len(subs)}", sample_id=sid, field="subjects")
-        if split == "multi" and len(subs) < 2:
-            raise BenchFormatError("split 'multi' needs at least two subjects", sample_id=sid, field="subjects")
-        depths = [s.depth for s in subs if s.depth is not None]
-        if len(depths) != len(set(depths)):
-            raise BenchFormatError(f"depth ranks repeat: {depths}", sample_id=sid, field="subjects.depth")
-        meta = d.get("meta") or {}
-        if not isinstance(meta, Mapping):
-            raise BenchFormatError("meta must be an object", sample_id=sid, field="meta")
-        target = d.get("target")
-        if target is not None and (not isinstance(target, str) or not target):
-            raise BenchFormatError(f"target must be a non-empty image path, got {target!r}", sample_id=sid, field="target")
-        return cls(sid, prompt, d["width"], d["height"], split, subs, dict(meta), target)
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> "Sample":
+        """The sample a record describes; the first broken rule raises, naming file, line, sample and field."""
+        sid = d.get("id") if isinstance(d, Mapping) and isinstance(d.get("id"), str) else None
+        check_sample_record(d, RaiseFirst(file, line, sid))
+        return cls(
+            d["id"], d["prompt"], d["width"], d["height"], d["split"],
+            tuple(Subject._from_checked(s) for s in d["subjects"]), dict(d.get("meta") or {}), d.get("target"),
+        )
 
 
 @dataclass(frozen=True)
@@ -228,10 +180,9 @@ class Bench:
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], samples: Sequence[Sample], data_root: str | Path) -> "Bench":
-        """The Bench a header line (already checked for name and version) describes."""
+        """The Bench a header line describes; a broken header rule raises, naming the field."""
+        check_header_record(header, RaiseFirst())
         kind = header.get("kind", BENCH_KIND)
-        if kind not in KINDS:
-            raise BenchFormatError(f"header kind must be one of {list(KINDS)}, got {kind!r}", field="kind")
         return cls(
             name=header["name"],
             version=header["version"],
@@ -334,12 +285,56 @@ class Score:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Score":
-        subs = tuple(
-            SubjectScore(s["name"], dict(s["metrics"]), tuple(s["detected_box"]) if s.get("detected_box") else None, s.get("iou"), s.get("failure"))
-            for s in d.get("subjects", ())
-        )
-        return cls(d["sample_id"], int(d["seed"]), dict(d["metrics"]), subs, d.get("detector_raw"), tuple(d.get("detections", ())), tuple(d.get("failures", ())), bool(d.get("smoke", False)))
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> "Score":
+        """A score record read back (samples.jsonl, the store); anything of the wrong type raises
+        :class:`ResultFormatError` naming file, line, sample and field."""
+        sid = d.get("sample_id") if isinstance(d, Mapping) and isinstance(d.get("sample_id"), str) else None
+
+        def bad(field_name: str | None, why: str) -> ResultFormatError:
+            return ResultFormatError(why, file=file, line=line, sample_id=sid, field=field_name)
+
+        if not isinstance(d, Mapping):
+            raise bad(None, f"a score record must be a JSON object, got {type(d).__name__}")
+        if not sid:
+            raise bad("sample_id", f"sample_id must be a non-empty string, got {d.get('sample_id')!r}")
+        if not is_int(d.get("seed")) or not 0 <= d["seed"] < SEED_LIMIT:
+            raise bad("seed", f"seed must be an integer in [0, 2**63), got {d.get('seed')!r}")
+        _check_metric_map(d.get("metrics"), "metrics", bad)
+        subjects = d.get("subjects", [])
+        if not isinstance(subjects, list):
+            raise bad("subjects", "subjects must be a list")
+        subs = []
+        for i, sub in enumerate(subjects):
+            where = f"subjects[{i}]"
+            if not isinstance(sub, Mapping) or not isinstance(sub.get("name"), str):
+                raise bad(f"{where}.name", "a subject score must be an object with a string name")
+            _check_metric_map(sub.get("metrics"), f"{where}.metrics", bad)
+            box = sub.get("detected_box")
+            if box is not None and (not isinstance(box, list) or len(box) != 4 or not all(is_number(v) and math.isfinite(v) for v in box)):
+                raise bad(f"{where}.detected_box", f"detected_box must be 4 finite numbers or null, got {box!r}")
+            if sub.get("iou") is not None and not (is_number(sub["iou"]) and math.isfinite(sub["iou"])):
+                raise bad(f"{where}.iou", f"iou must be a finite number or null, got {sub['iou']!r}")
+            if sub.get("failure") is not None and not isinstance(sub["failure"], str):
+                raise bad(f"{where}.failure", "failure must be a string or null")
+            subs.append(SubjectScore(sub["name"], dict(sub["metrics"]), tuple(box) if box else None, sub.get("iou"), sub.get("failure")))
+        if d.get("detector_raw") is not None and not isinstance(d["detector_raw"], str):
+            raise bad("detector_raw", "detector_raw must be a string or null")
+        detections, failures = d.get("detections", []), d.get("failures", [])
+        if not isinstance(detections, list) or not all(isinstance(x, Mapping) for x in detections):
+            raise bad("detections", "detections must be a list of objects")
+        if not isinstance(failures, list) or not all(isinstance(x, str) for x in failures):
+            raise bad("failures", "failures must be a list of strings")
+        if not isinstance(d.get("smoke", False), bool):
+            raise bad("smoke", f"smoke must be true or false, got {d.get('smoke')!r}")
+        return cls(sid, d["seed"], dict(d["metrics"]), tuple(subs), d.get("detector_raw"), tuple(detections), tuple(failures), d.get("smoke", False))
+
+
+def _check_metric_map(metrics: Any, where: str, bad: Callable[[str, str], Exception]) -> None:
+    if not isinstance(metrics, Mapping):
+        raise bad(where, f"{where} must be an object of metric values, got {type(metrics).__name__}")
+    for key, value in metrics.items():
+        if value is not None and not (is_number(value) and math.isfinite(value)):
+            raise bad(f"{where}.{key}", f"metric value must be a finite number or null, got {value!r}")
 
 
 def canonical_json(obj: Any) -> str:
@@ -372,3 +367,249 @@ def iter_subjects(samples: Iterable[Sample]) -> Iterable[tuple[Sample, Subject]]
     for s in samples:
         for sub in s.subjects:
             yield s, sub
+
+
+# -- record rules ----------------------------------------------------------------------------------
+# Each rule reports into a sink and never raises; later rules must cope with fields an earlier
+# rule found broken, because `picbench validate` goes on after the first problem.
+
+HEADER_FIELDS = {"schema", "name", "version", "description", "reconstruction", "kind"}
+SampleRule = Callable[[Mapping[str, Any], ProblemSink], None]
+SubjectRule = Callable[[Mapping[str, Any], str, ProblemSink], None]
+SAMPLE_RULES: list[SampleRule] = []
+"""Rules over one sample record, in the order ``from_dict`` reports them."""
+SUBJECT_RULES: list[SubjectRule] = []
+"""Rules over one subject record; ``where`` is its field path (``subjects[0]``)."""
+
+
+def sample_rule(rule: SampleRule) -> SampleRule:
+    SAMPLE_RULES.append(rule)
+    return rule
+
+
+def subject_rule(rule: SubjectRule) -> SubjectRule:
+    SUBJECT_RULES.append(rule)
+    return rule
+
+
+def check_sample_record(d: Any, problems: ProblemSink) -> None:
+    """Every rule over one sample record (with its subjects) into ``problems``."""
+    if not isinstance(d, Mapping):
+        problems.error("bad-sample", f"sample must be a JSON object, got {type(d).__name__}")
+        return
+    for rule in SAMPLE_RULES:
+        rule(d, problems)
+
+
+def check_samples(records: Iterable[tuple[int | None, Any]], problems: ProblemSink) -> Iterator[tuple[int | None, Any]]:
+    """Check each (line, record) as it streams past (every sample rule, and ids unique across
+    records), yielding it on; the loader and ``picbench validate`` both go through here."""
+    seen: dict[str, int | None] = {}
+    for line, obj in records:
+        sid = obj.get("id") if isinstance(obj, Mapping) and isinstance(obj.get("id"), str) and obj["id"] else None
+        here = problems.at(line=line, sample_id=sid)
+        check_sample_record(obj, here)
+        if sid is not None:
+            if sid in seen:
+                first = f"first at line {seen[sid]}" if seen[sid] is not None else "also an earlier sample's"
+                here.error("duplicate-id", f"duplicate id {sid!r} ({first})", "id")
+            else:
+                seen[sid] = line
+        yield line, obj
+
+
+def check_header_record(header: Mapping[str, Any], problems: ProblemSink) -> None:
+    """The rules of a bench file's header line (unknown fields are only a warning: newer
+    picbench versions may add some)."""
+    for key in ("name", "version"):
+        if not isinstance(header.get(key), str) or not header[key]:
+            problems.error("bad-header", f"header lacks {key}", key)
+    if not isinstance(header.get("description", ""), str):
+        problems.error("bad-header", "header description must be a string", "description")
+    if not isinstance(header.get("reconstruction", False), bool):
+        problems.error("bad-header", "header reconstruction must be true or false", "reconstruction")
+    if header.get("kind", BENCH_KIND) not in KINDS:
+        problems.error("bad-header", f"header kind must be one of {list(KINDS)}, got {header.get('kind')!r}", "kind")
+    for key in sorted(map(str, set(header) - HEADER_FIELDS)):
+        problems.warning("unknown-field", f"unknown header field {key!r}", key)
+
+
+def check_subject_record(d: Any, where: str, problems: ProblemSink) -> None:
+    if not isinstance(d, Mapping):
+        problems.error("bad-subject", f"subject must be an object, got {type(d).__name__}", where)
+        return
+    for rule in SUBJECT_RULES:
+        rule(d, where, problems)
+
+
+def is_int(v: Any) -> bool:
+    """A JSON integer (booleans are not numbers here)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _control_char(text: str) -> str | None:
+    """The first control or line/paragraph separator character in ``text``, if any."""
+    return next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+
+
+def _limit_hint(name: str) -> str:
+    return f" (raise the limit with {Limits.env_name(name)})"
+
+
+def path_problem(value: Any) -> str | None:
+    """Why ``value`` is not a usable bench-relative image path (absolute and escaping paths are
+    refused where the data root is known: :func:`picbench.paths.resolve_in_root`)."""
+    if not isinstance(value, str) or not value:
+        return f"an image path must be a non-empty string, got {value!r}"
+    bad = _control_char(value)
+    if bad is not None:
+        return f"image path {value!r} holds the control character U+{ord(bad):04X}"
+    return None
+
+
+def box_rule(box: Any, where: str, problems: ProblemSink) -> None:
+    """Normalized xyxy: four JSON numbers (not strings or booleans) in [0, 1], x0 < x1, y0 < y1."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        problems.error("bad-box", f"box must be 4 numbers [x0, y0, x1, y1], got {box!r}", where)
+    elif not all(is_number(v) for v in box):
+        problems.error("bad-box", f"box has a non-numeric value: {box!r}", where)
+    elif not all(math.isfinite(v) for v in box):
+        problems.error("bad-box", f"box has NaN or infinite values: {box!r}", where)
+    elif not all(0.0 <= v <= 1.0 for v in box):
+        problems.error("bad-box", f"box {box!r} lies outside [0, 1] (boxes are normalized xyxy)", where)
+    elif not (box[0] < box[2] and box[1] < box[3]):
+        problems.error("bad-box", f"box {box!r} is empty or inverted (need x0 < x1 and y0 < y1)", where)
+
+
+@sample_rule
+def _id_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    sid, limit = d.get("id"), current_limits().max_id_chars
+    if not isinstance(sid, str) or not sid:
+        problems.error("missing-field", "missing or empty id", "id")
+    elif len(sid) > limit:
+        problems.error("bad-id", f"id has {len(sid)} characters, more than {limit}" + _limit_hint("max_id_chars"), "id")
+    elif (bad := _control_char(sid)) is not None:
+        problems.error("bad-id", f"id holds the control character U+{ord(bad):04X}", "id")
+
+
+@sample_rule
+def _schema_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    schema = d.get("schema", SAMPLE_SCHEMA)
+    if schema != SAMPLE_SCHEMA:
+        problems.error("bad-schema", f"unsupported schema {schema!r} (this picbench reads {SAMPLE_SCHEMA})", "schema")
+
+
+@sample_rule
+def _unknown_sample_fields_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    for key in sorted(map(str, set(d) - SAMPLE_FIELDS)):
+        problems.error("unknown-field", f"unknown field {key!r}", key)
+
+
+@sample_rule
+def _prompt_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    prompt, limit = d.get("prompt"), current_limits().max_prompt_chars
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.error("empty-prompt", "missing or empty prompt", "prompt")
+    elif len(prompt) > limit:
+        problems.error("bad-prompt", f"prompt has {len(prompt)} characters, more than {limit}" + _limit_hint("max_prompt_chars"), "prompt")
+
+
+@sample_rule
+def _size_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    limit = current_limits().max_side
+    for key in ("width", "height"):
+        v = d.get(key)
+        if not is_int(v) or v <= 0:
+            problems.error("bad-size", f"{key} must be a positive integer, got {v!r}", key)
+        elif v > limit:
+            problems.error("bad-size", f"{key} {v} is more than {limit} pixels" + _limit_hint("max_side"), key)
+
+
+@sample_rule
+def _split_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    if d.get("split") not in ("single", "multi"):
+        problems.error("bad-split", f"split must be 'single' or 'multi', got {d.get('split')!r}", "split")
+
+
+@sample_rule
+def _meta_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    if d.get("meta") is not None and not isinstance(d["meta"], Mapping):
+        problems.error("bad-meta", "meta must be an object", "meta")
+
+
+@sample_rule
+def _target_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    if d.get("target") is not None and (reason := path_problem(d["target"])) is not None:
+        problems.error("bad-paths", f"target: {reason}", "target")
+
+
+@sample_rule
+def _subjects_rule(d: Mapping[str, Any], problems: ProblemSink) -> None:
+    subjects, limit = d.get("subjects"), current_limits().max_subjects
+    if not isinstance(subjects, (list, tuple)) or not subjects:
+        problems.error("bad-subjects", "subjects must be a non-empty list", "subjects")
+        return
+    if len(subjects) > limit:
+        problems.error("bad-subjects", f"{len(subjects)} subjects, more than {limit}" + _limit_hint("max_subjects"), "subjects")
+        return
+    for i, sub in enumerate(subjects):
+        check_subject_record(sub, f"subjects[{i}]", problems)
+    split = d.get("split")
+    if split == "single" and len(subjects) != 1:
+        problems.error("bad-subjects", f"split 'single' needs exactly one subject, got {len(subjects)}", "subjects")
+    if split == "multi" and len(subjects) < 2:
+        problems.error("bad-subjects", "split 'multi' needs at least two subjects", "subjects")
+    depths = [s.get("depth") for s in subjects if isinstance(s, Mapping) and is_int(s.get("depth"))]
+    if len(depths) != len(set(depths)):
+        problems.error("bad-depth", f"depth ranks repeat: {depths}", "subjects.depth")
+
+
+@subject_rule
+def _unknown_subject_fields_rule(d: Mapping[str, Any], where: str, problems: ProblemSink) -> None:
+    for key in sorted(map(str, set(d) - SUBJECT_FIELDS)):
+        problems.error("unknown-field", f"unknown field {key!r}", f"{where}.{key}")
+
+
+@subject_rule
+def _names_rule(d: Mapping[str, Any], where: str, problems: ProblemSink) -> None:
+    limit = current_limits().max_id_chars
+    for key in ("name", "class_word"):
+        v = d.get(key)
+        if not isinstance(v, str) or not v.strip():
+            problems.error("missing-field", f"missing or empty {key}", f"{where}.{key}")
+        elif len(v) > limit:
+            problems.error("bad-name", f"{key} has {len(v)} characters, more than {limit}" + _limit_hint("max_id_chars"), f"{where}.{key}")
+
+
+@subject_rule
+def _image_lists_rule(d: Mapping[str, Any], where: str, problems: ProblemSink) -> None:
+    limit = current_limits().max_references
+    for key, required in (("references", True), ("eval_images", False)):
+        paths = d.get(key)
+        if paths is None and not required:
+            continue
+        if not isinstance(paths, (list, tuple)) or (required and not paths):
+            problems.error("bad-paths", f"{key} must be a {'non-empty ' * required}list of paths", f"{where}.{key}")
+        elif len(paths) > limit:
+            problems.error("bad-paths", f"{len(paths)} {key}, more than {limit}" + _limit_hint("max_references"), f"{where}.{key}")
+        else:
+            for j, p in enumerate(paths):
+                if (reason := path_problem(p)) is not None:
+                    problems.error("bad-paths", reason, f"{where}.{key}[{j}]")
+
+
+@subject_rule
+def _box_rule(d: Mapping[str, Any], where: str, problems: ProblemSink) -> None:
+    if d.get("box") is not None:
+        box_rule(d["box"], f"{where}.box", problems)
+
+
+@subject_rule
+def _depth_rule(d: Mapping[str, Any], where: str, problems: ProblemSink) -> None:
+    depth = d.get("depth")
+    if depth is not None and (not is_int(depth) or not 0 <= depth <= MAX_DEPTH_RANK):
+        problems.error("bad-depth", f"depth must be an integer in [0, {MAX_DEPTH_RANK}], got {depth!r}", f"{where}.depth")

@@ -12,12 +12,14 @@ Layout of a run folder::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from picbench.atomic import atomic_write
-from picbench.errors import PicbenchError
+from picbench.errors import PicbenchError, ResultFormatError
+from picbench.limits import SEED_LIMIT
 from picbench.records import Score
 
 RESULTS_SCHEMA = "picbench/results@1"
@@ -52,17 +54,45 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None) -> "RunResult":
+        """A results record read back; a field of the wrong type raises :class:`ResultFormatError`
+        naming the file and field (a results file is input too: it may be old, edited or hostile)."""
+
+        def bad(field_name: str | None, why: str) -> ResultFormatError:
+            return ResultFormatError(why, file=file or "results", field=field_name)
+
+        if not isinstance(d, Mapping):
+            raise bad(None, f"a results file must hold a JSON object, got {type(d).__name__}")
         if d.get("schema") != RESULTS_SCHEMA:
-            raise PicbenchError(f"{file or 'results'}: schema {d.get('schema')!r} is not {RESULTS_SCHEMA!r}")
-        try:
-            return cls(
-                method=d["method"], method_version=d["method_version"], method_params=dict(d["method_params"]),
-                bench=d["bench"], bench_version=d["bench_version"], bench_hash=d["bench_hash"],
-                seeds=tuple(d["seeds"]), metrics=dict(d["metrics"]), counts=dict(d["counts"]),
-                smoke=bool(d["smoke"]), provenance=dict(d.get("provenance", {})), source=d.get("source", "measured"),
-            )
-        except KeyError as exc:
-            raise PicbenchError(f"{file or 'results'}: missing field {exc.args[0]!r}") from None
+            raise bad("schema", f"schema {d.get('schema')!r} is not {RESULTS_SCHEMA!r}")
+        for key in ("method", "method_version", "bench", "bench_version", "bench_hash"):
+            if key not in d:
+                raise bad(key, f"missing field {key!r}")
+            if not isinstance(d[key], str):
+                raise bad(key, f"must be a string, got {type(d[key]).__name__}")
+        for key in ("method_params", "metrics", "counts"):
+            if not isinstance(d.get(key), Mapping):
+                raise bad(key, f"must be an object, got {type(d.get(key)).__name__}")
+        if not isinstance(d.get("provenance", {}), Mapping):
+            raise bad("provenance", f"must be an object, got {type(d['provenance']).__name__}")
+        seeds = d.get("seeds")
+        if not isinstance(seeds, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < SEED_LIMIT for v in seeds):
+            raise bad("seeds", f"must be a list of integers in [0, 2**63), got {seeds!r}")
+        for key, value in d["metrics"].items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+                raise bad(f"metrics.{key}", f"method {d['method']!r}, metric {key!r} is {value!r}, not a finite number or null")
+        for key, value in d["counts"].items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad(f"counts.{key}", f"must be an integer, got {value!r}")
+        if not isinstance(d.get("smoke"), bool):
+            raise bad("smoke", f"must be true or false, got {d.get('smoke')!r}")
+        if d.get("source", "measured") not in ("measured", "reported"):
+            raise bad("source", f"must be 'measured' or 'reported', got {d.get('source')!r}")
+        return cls(
+            method=d["method"], method_version=d["method_version"], method_params=dict(d["method_params"]),
+            bench=d["bench"], bench_version=d["bench_version"], bench_hash=d["bench_hash"],
+            seeds=tuple(seeds), metrics=dict(d["metrics"]), counts=dict(d["counts"]),
+            smoke=d["smoke"], provenance=dict(d.get("provenance", {})), source=d.get("source", "measured"),
+        )
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
@@ -84,22 +114,38 @@ def load_result(path: str | Path) -> RunResult:
     if path.is_dir():
         path = path / RESULTS_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise PicbenchError(f"no results file at {path}") from None
+    except OSError as exc:
+        raise ResultFormatError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise ResultFormatError(f"invalid UTF-8 at byte {exc.start}", file=path) from None
     except json.JSONDecodeError as exc:
-        raise PicbenchError(f"{path}: malformed JSON at line {exc.lineno}: {exc.msg}") from None
+        raise ResultFormatError(f"malformed JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    except (RecursionError, ValueError) as exc:
+        raise ResultFormatError(f"malformed JSON: {exc or 'nested too deeply'}", file=path) from None
     return RunResult.from_dict(data, file=path)
 
 
 def iter_sample_scores(run_dir: str | Path) -> Iterator[tuple[Score, str | None]]:
-    """(Score, image path relative to the run folder) for each line of samples.jsonl."""
+    """(Score, image path relative to the run folder) for each line of samples.jsonl; a malformed
+    line raises :class:`ResultFormatError` naming the file, line and field."""
     path = Path(run_dir) / SAMPLES_FILE
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise PicbenchError(f"{path}:{lineno}: malformed JSON: {exc.msg}") from None
-                yield Score.from_dict(d), d.get("image")
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                d = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ResultFormatError(f"invalid UTF-8 at byte {exc.start} of the line", file=path, line=lineno) from None
+            except json.JSONDecodeError as exc:
+                raise ResultFormatError(f"malformed JSON: {exc.msg}", file=path, line=lineno) from None
+            except (RecursionError, ValueError) as exc:
+                raise ResultFormatError(f"malformed JSON: {exc or 'nested too deeply'}", file=path, line=lineno) from None
+            score = Score.from_dict(d, file=path, line=lineno)
+            image = d.get("image")
+            if image is not None and not isinstance(image, str):
+                raise ResultFormatError(f"image must be a path or null, got {image!r}", file=path, line=lineno, sample_id=score.sample_id, field="image")
+            yield score, image

@@ -1,67 +1,34 @@
 """Bench integrity report, in the manner of VBench: check everything before scoring, list every
 problem (never stop at the first), and say how bad each one is.
 
-A bench FILE is checked line by line from its raw text (malformed JSON, unknown fields, bad
-boxes, ... each become a problem and checking goes on with the next line), so one damaged line
-cannot hide the others. An in-memory bench (from a registered loader) goes through the same
-record checks via ``Sample.to_dict``. Images are decoded with :func:`picbench.imaging.load_rgb`:
+A bench FILE is read by the same reader the loader uses
+(:func:`picbench.benches.jsonl.scan_bench_file`) and checked by the same record rules
+(:data:`picbench.records.SAMPLE_RULES`), but into a sink that keeps every problem, so one damaged
+line cannot hide the others. An in-memory bench (from a registered loader) goes through the same
+rules via ``Sample.to_dict``. Images are decoded with :func:`picbench.imaging.load_rgb`:
 grayscale, palette, RGBA, CMYK and EXIF-rotated files are normalized, not problems; missing,
 truncated or corrupt files are errors.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Iterable, Mapping
 
-from picbench.errors import BenchFormatError, ImageError, PicbenchError, UnsafePathError
+from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
-from picbench.records import (
-    BENCH_SCHEMA,
-    SAMPLE_FIELDS,
-    SAMPLE_SCHEMA,
-    SUBJECT_FIELDS,
-    Bench,
-    Sample,
-    check_box,
-)
+from picbench.problems import Collect, Problem, ProblemSink, Severity
+from picbench.records import Bench, check_samples, is_int, path_problem
 
-Severity = Literal["error", "warning"]
+__all__ = ["Problem", "Severity", "ValidationReport", "validate_bench", "validate_bench_file", "validate_named"]
 
-_HEADER_FIELDS = {"schema", "name", "version", "description", "reconstruction", "kind"}
 LAYOUT_BENCH_PREFIX = "positionic"
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding: a stable ``code`` (e.g. ``missing-image``) and where it is."""
-
-    severity: Severity
-    code: str
-    message: str
-    file: str | None = None
-    line: int | None = None
-    sample_id: str | None = None
-    field: str | None = None
-
-    def where(self) -> str:
-        parts = []
-        if self.file:
-            parts.append(self.file + (f":{self.line}" if self.line is not None else ""))
-        elif self.line is not None:
-            parts.append(f"line {self.line}")
-        if self.sample_id:
-            parts.append(f"sample {self.sample_id!r}")
-        if self.field:
-            parts.append(f"field {self.field!r}")
-        return ", ".join(parts)
 
 
 @dataclass
@@ -97,90 +64,20 @@ class ValidationReport:
         }
 
 
-class _Collector:
-    """Problems of one record, stamped with the file, line and sample they belong to."""
-
-    def __init__(self, report: ValidationReport, file: str | None, line: int | None, sample_id: str | None) -> None:
-        self.report, self.file, self.line, self.sample_id = report, file, line, sample_id
-        self.n_errors = 0
-
-    def add(self, code: str, message: str, field_name: str | None = None, severity: Severity = "error") -> None:
-        self.n_errors += severity == "error"
-        self.report.problems.append(Problem(severity, code, message, self.file, self.line, self.sample_id, field_name))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_subject(sub: Any, where: str, out: _Collector) -> None:
-    if not isinstance(sub, Mapping):
-        out.add("bad-subject", f"subject must be an object, got {type(sub).__name__}", where)
-        return
-    for key in sorted(set(sub) - SUBJECT_FIELDS):
-        out.add("unknown-field", f"unknown field {key!r}", f"{where}.{key}")
-    for key in ("name", "class_word"):
-        if not isinstance(sub.get(key), str) or not sub[key].strip():
-            out.add("missing-field", f"missing or empty {key}", f"{where}.{key}")
-    refs = sub.get("references")
-    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r for r in refs):
-        out.add("bad-paths", "references must be a non-empty list of paths", f"{where}.references")
-    evals = sub.get("eval_images")
-    if evals is not None and (not isinstance(evals, list) or not all(isinstance(r, str) and r for r in evals)):
-        out.add("bad-paths", "eval_images must be a list of paths", f"{where}.eval_images")
-    if sub.get("box") is not None:
-        try:
-            check_box(sub["box"])
-        except BenchFormatError as exc:
-            out.add("bad-box", exc.reason, f"{where}.box")
-    depth = sub.get("depth")
-    if depth is not None and (not _is_int(depth) or depth < 0):
-        out.add("bad-depth", f"depth must be a non-negative integer, got {depth!r}", f"{where}.depth")
-
-
-def _check_record(obj: Mapping[str, Any], out: _Collector, require_layout: bool) -> None:
-    """Every structural problem of one sample record (the checks of ``Sample.from_dict``, but all
-    of them), plus the layout rules when the bench is a positioned one."""
-    schema = obj.get("schema", SAMPLE_SCHEMA)
-    if schema != SAMPLE_SCHEMA:
-        out.add("bad-schema", f"unsupported schema {schema!r} (expected {SAMPLE_SCHEMA})", "schema")
-    for key in sorted(set(obj) - SAMPLE_FIELDS):
-        out.add("unknown-field", f"unknown field {key!r}", key)
-    if not isinstance(obj.get("id"), str) or not obj["id"]:
-        out.add("missing-field", "missing or empty id", "id")
-    prompt = obj.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        out.add("empty-prompt", "missing or empty prompt", "prompt")
-    for key in ("width", "height"):
-        if not _is_int(obj.get(key)) or obj[key] <= 0:
-            out.add("bad-size", f"{key} must be a positive integer, got {obj.get(key)!r}", key)
-    split = obj.get("split")
-    if split not in ("single", "multi"):
-        out.add("bad-split", f"split must be 'single' or 'multi', got {split!r}", "split")
-    if obj.get("meta") is not None and not isinstance(obj["meta"], Mapping):
-        out.add("bad-meta", "meta must be an object", "meta")
+def check_layout(obj: Mapping[str, Any], problems: ProblemSink, require_layout: bool) -> None:
+    """The layout rules of a bench as a whole: a positioned bench (``positionic*``) needs a box
+    and a depth rank 0..K-1 for every subject; elsewhere a half-boxed sample is a warning."""
     subjects = obj.get("subjects")
-    if not isinstance(subjects, list) or not subjects:
-        out.add("bad-subjects", "subjects must be a non-empty list", "subjects")
-        return
-    for i, sub in enumerate(subjects):
-        _check_subject(sub, f"subjects[{i}]", out)
-    if split == "single" and len(subjects) != 1:
-        out.add("bad-subjects", f"split 'single' needs exactly one subject, got {len(subjects)}", "subjects")
-    if split == "multi" and len(subjects) < 2:
-        out.add("bad-subjects", "split 'multi' needs at least two subjects", "subjects")
-    subs = [s for s in subjects if isinstance(s, Mapping)]
-    depths = [s.get("depth") for s in subs if _is_int(s.get("depth"))]
-    if len(depths) != len(set(depths)):
-        out.add("bad-depth", f"depth ranks repeat: {depths}", "subjects.depth")
+    subs = [s for s in subjects if isinstance(s, Mapping)] if isinstance(subjects, list) else []
+    depths = [s.get("depth") for s in subs if is_int(s.get("depth"))]
     boxed = [s.get("box") is not None for s in subs]
     if require_layout:
         if not all(boxed) or len(depths) != len(subs):
-            out.add("missing-layout", "a positioned bench needs a box and a depth rank for every subject", "subjects")
-        elif sorted(depths) != list(range(len(depths))):
-            out.add("bad-depth", f"depth ranks must be 0..{len(depths) - 1}, got {sorted(depths)}", "subjects.depth")
+            problems.error("missing-layout", "a positioned bench needs a box and a depth rank for every subject", "subjects")
+        elif len(set(depths)) == len(depths) and sorted(depths) != list(range(len(depths))):
+            problems.error("bad-depth", f"depth ranks must be 0..{len(depths) - 1}, got {sorted(depths)}", "subjects.depth")
     elif any(boxed) and not all(boxed):
-        out.add("partial-layout", "some subjects have a box and others do not", "subjects", severity="warning")
+        problems.warning("partial-layout", "some subjects have a box and others do not", "subjects")
 
 
 def _image_uses(obj: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
@@ -192,10 +89,10 @@ def _image_uses(obj: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
         for key in ("references", "eval_images"):
             paths = sub.get(key)
             for j, p in enumerate(paths if isinstance(paths, list) else []):
-                if isinstance(p, str) and p:
+                if path_problem(p) is None:
                     yield f"subjects[{i}].{key}[{j}]", p
     target = obj.get("target")
-    if isinstance(target, str) and target:
+    if path_problem(target) is None:
         yield "target", target
 
 
@@ -224,29 +121,26 @@ def image_problem(path: Path) -> str | None:
     return _decoded[key]
 
 
-def _check_records(
-    records: list[tuple[int | None, dict[str, Any]]],
+def _check_images(
+    records: list[tuple[int | None, Any]],
     report: ValidationReport,
+    sink: ProblemSink,
     data_root: Path,
     *,
-    file: str | None,
     check_images: bool,
     require_layout: bool,
     workers: int | None = None,
 ) -> None:
-    seen: dict[str, int | None] = {}
+    """Layout rules, path safety under ``data_root`` and (with ``check_images``) every image
+    decoded once, each problem reported at the first sample using the image."""
     used: dict[Path, list[tuple[int | None, str, str, str]]] = {}
     resolved: dict[str, Path | UnsafePathError] = {}
     for line, obj in records:
+        if not isinstance(obj, Mapping):
+            continue
         sid = obj.get("id") if isinstance(obj.get("id"), str) else None
-        out = _Collector(report, file, line, sid)
-        _check_record(obj, out, require_layout)
-        if sid:
-            if sid in seen:
-                first = f"line {seen[sid]}" if seen[sid] is not None else "an earlier sample"
-                out.add("duplicate-id", f"id {sid!r} already used at {first}", "id")
-            else:
-                seen[sid] = line
+        here = sink.at(line=line, sample_id=sid)
+        check_layout(obj, here, require_layout)
         for field_name, rel in _image_uses(obj):
             if rel not in resolved:
                 try:
@@ -255,14 +149,9 @@ def _check_records(
                     resolved[rel] = exc
             path = resolved[rel]
             if isinstance(path, UnsafePathError):
-                out.add("unsafe-path", str(path), field_name)
+                here.error("unsafe-path", str(path), field_name)
                 continue
             used.setdefault(path, []).append((line, sid or "?", field_name, rel))
-        if out.n_errors == 0:
-            try:
-                Sample.from_dict(obj)
-            except BenchFormatError as exc:  # a rule the checks above do not cover yet
-                out.add("invalid-sample", exc.reason, exc.field)
     report.n_samples = len(records)
     report.n_images = len(used)
     if not check_images:
@@ -277,7 +166,7 @@ def _check_records(
         line, sid, field_name, rel = uses[0]
         code = "missing-image" if not path.exists() else "corrupt-image"
         n = len({u[1] for u in uses})
-        _Collector(report, file, line, sid).add(code, f"{rel}: {reason} (used by {n} sample{'s' * (n != 1)})", field_name)
+        sink.at(line=line, sample_id=sid).error(code, f"{rel}: {reason} (used by {n} sample{'s' * (n != 1)})", field_name)
 
 
 def validate_bench(bench: Bench, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None) -> ValidationReport:
@@ -285,59 +174,27 @@ def validate_bench(bench: Bench, *, check_images: bool = True, require_layout: b
     threads decode images (default: up to 4)."""
     if require_layout is None:
         require_layout = bench.name.startswith(LAYOUT_BENCH_PREFIX)
-    report = ValidationReport(bench.name)
-    records = [(None, s.to_dict()) for s in bench.samples]
-    _check_records(records, report, Path(bench.data_root), file=None, check_images=check_images, require_layout=require_layout, workers=workers)
+    sink = Collect()
+    report = ValidationReport(bench.name, problems=sink.problems)
+    records = list(check_samples(((None, s.to_dict()) for s in bench.samples), sink))
+    _check_images(records, report, sink, Path(bench.data_root), check_images=check_images, require_layout=require_layout, workers=workers)
     return report
 
 
 def validate_bench_file(
     path: str | Path, data_root: str | Path, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None
 ) -> ValidationReport:
-    """Check a bench JSONL file line by line; each problem is recorded and checking goes on."""
-    path = Path(path)
-    report = ValidationReport(str(path))
-    file = str(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        report.problems.append(Problem("error", "unreadable-file", f"cannot read: {exc}", file))
-        return report
-    header: dict[str, Any] | None = None
-    records: list[tuple[int | None, dict[str, Any]]] = []
-    for lineno, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        out = _Collector(report, file, lineno, None)
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            out.add("malformed-json", f"malformed JSON: {exc.msg} (column {exc.colno})")
-            continue
-        if not isinstance(obj, dict):
-            out.add("malformed-json", f"each line must be a JSON object, got {type(obj).__name__}")
-            continue
-        if obj.get("schema") == BENCH_SCHEMA:
-            if header is not None or records:
-                out.add("bad-header", "a bench header must be the first line, and only once")
-                continue
-            header = obj
-            for key in ("name", "version"):
-                if not isinstance(obj.get(key), str) or not obj[key]:
-                    out.add("bad-header", f"header lacks {key}", key)
-            for key in sorted(set(obj) - _HEADER_FIELDS):
-                out.add("unknown-field", f"unknown header field {key!r}", key, severity="warning")
-            continue
-        if header is None and not records:
-            out.add("bad-header", f"the first line must be a bench header with schema {BENCH_SCHEMA!r}")
-        records.append((lineno, obj))
-    if header is not None and isinstance(header.get("name"), str):
+    """Check a bench JSONL file through the loader's reader, gathering every problem."""
+    from picbench.benches.jsonl import scan_bench_file
+
+    sink = Collect(file=str(path))
+    report = ValidationReport(str(path), problems=sink.problems)
+    header, records = scan_bench_file(path, sink)
+    if header is not None and isinstance(header.get("name"), str) and header["name"]:
         report.bench = header["name"]
     if require_layout is None:
         require_layout = report.bench.startswith(LAYOUT_BENCH_PREFIX)
-    _check_records(records, report, Path(data_root), file=file, check_images=check_images, require_layout=require_layout, workers=workers)
-    if not records and header is not None:
-        report.problems.append(Problem("warning", "empty-bench", "the bench has no samples", file))
+    _check_images(records, report, sink, Path(data_root), check_images=check_images, require_layout=require_layout, workers=workers)
     return report
 
 
