@@ -56,7 +56,7 @@ def test_build_is_byte_identical_and_validates(built: Path, tmp_path: Path, data
 
 def test_build_unknown_name_fails(data_dir: Path) -> None:
     result = _invoke("bench", "build", "nope", "--data-dir", str(data_dir))
-    assert result.exit_code == 1 and "positionic-open" in result.output
+    assert result.exit_code == 2 and "positionic-open" in result.output
 
 
 @pytest.mark.parametrize("name", ["dreambench", "dreambench-multi"])

@@ -72,26 +72,26 @@ def test_smoke_run_is_labelled_and_summarised_and_resumes(tmp_path: Path, data_d
         (["--method", "paste", "--models", "huge"], "--models must be"),
     ],
 )
-def test_bad_options_exit_1_with_a_clear_message(tmp_path: Path, data_dir: Path, args: list[str], message: str) -> None:
+def test_bad_options_exit_2_with_a_clear_message(tmp_path: Path, data_dir: Path, args: list[str], message: str) -> None:
     bench = write_tiny_bench(tmp_path, data_dir, n=2)
     result = _run(*_base(bench, data_dir, tmp_path / "run"), *args)
-    assert result.exit_code == 1 and message in _text(result.output), result.output
+    assert result.exit_code == 2 and message in _text(result.output), result.output
 
 
 def test_unknown_bench_unwritable_out_and_incompatible_store(tmp_path: Path, data_dir: Path) -> None:
     unknown = _run("--method", "paste", "--bench", "dreambench-mullti", "--data-dir", str(data_dir), "--out", str(tmp_path / "r"))
-    assert unknown.exit_code == 1 and "did you mean" in unknown.output
+    assert unknown.exit_code == 2 and "did you mean" in unknown.output
     bench = write_tiny_bench(tmp_path, data_dir, n=2)
     (tmp_path / "file").write_text("x")
     unwritable = _run("--method", "paste", *_base(bench, data_dir, tmp_path / "file" / "run"))
-    assert unwritable.exit_code == 1 and "cannot be created" in _text(unwritable.output)
+    assert unwritable.exit_code == 2 and "cannot be created" in _text(unwritable.output)
     old = tmp_path / "old"
     old.mkdir()
     with sqlite3.connect(old / STORE_FILE) as db:
         db.execute("CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         db.executemany("INSERT INTO store_meta VALUES (?, ?)", [("schema_version", "0"), ("picbench_version", "0.0.1")])
     refused = _run("--method", "paste", *_base(bench, data_dir, old))
-    assert refused.exit_code == 1 and "store schema 0" in _text(refused.output)
+    assert refused.exit_code == 2 and "store schema 0" in _text(refused.output)
     assert not (old / "images").exists() or not any((old / "images").iterdir())
 
 

@@ -114,7 +114,7 @@ def test_bad_results_give_a_clear_error(tmp_path: Path) -> None:
     broken.parent.mkdir()
     broken.write_text("{not json", encoding="utf-8")
     result = runner.invoke(app, ["leaderboard", "export", str(broken.parent), "--out", str(tmp_path / "x.csv")])
-    assert result.exit_code == 1 and "malformed JSON" in result.output and "broken" in result.output
+    assert result.exit_code == 2 and "malformed JSON" in result.output and "broken" in result.output
     data = make_result("paste", "dreambench", {"clip_i": 0.5}).to_dict()
     data["metrics"]["dino"] = "high"
     bad = tmp_path / "bad.json"

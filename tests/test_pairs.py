@@ -137,4 +137,4 @@ def test_cli_build(data_dir: Path, tmp_path: Path) -> None:
     assert "built paste-pairs v1 (seed 3): 1 single + 2 multi pairs" in result.output
     assert len(read_pairs(tmp_path / "p")) == 3
     bad = CliRunner().invoke(app, ["data", "build", "paste-pairs", "--n", "0", "--singles", "0", "--out", str(tmp_path / "q"), "--data-dir", str(data_dir)])
-    assert bad.exit_code == 1 and "positive number of pairs" in bad.output
+    assert bad.exit_code == 2 and "positive number of pairs" in bad.output

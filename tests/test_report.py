@@ -192,7 +192,7 @@ def test_cli_writes_the_page_and_names_bad_input(run_dir: Path, data_dir: Path, 
     assert result.exit_code == 0, result.output
     assert out.is_file() and "<h1>picbench report: paste on positionic-open" in out.read_text(encoding="utf-8")
     missing = runner.invoke(app, ["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.html")])
-    assert missing.exit_code == 1 and "no results file" in missing.output and not (tmp_path / "x.html").exists()
+    assert missing.exit_code == 2 and "no results file" in missing.output and not (tmp_path / "x.html").exists()
 
 
 PROBE = """<script>

@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail, warn
 from picbench.errors import PicbenchError
 
 bench_app = typer.Typer(help="Build and export benches.", no_args_is_help=True)
@@ -21,11 +22,6 @@ app.add_typer(bench_app, name="bench")
 class ExportFormat(str, Enum):
     jsonl = "jsonl"
     hf = "hf"
-
-
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1)
 
 
 @bench_app.command("build")
@@ -40,14 +36,14 @@ def build(
     from picbench.paths import find_data_dir
 
     if name not in BUILDABLE:
-        _fail(PicbenchError(f"cannot build {name!r}; buildable: {', '.join(BUILDABLE)}"))
+        fail(f"cannot build {name!r}; buildable: {', '.join(BUILDABLE)}")
     module_name, _, attr = BUILDABLE[name].target.partition(":")
     builder = getattr(importlib.import_module(module_name), attr)
     target = out if out is not None else built_bench_dir() / f"{name}.jsonl"
     try:
         bench = builder(find_data_dir(data_dir), target, seed)
     except PicbenchError as exc:
-        _fail(exc)
+        fail(exc)
     splits = {s: sum(x.split == s for x in bench.samples) for s in ("single", "multi")}
     console.print(f"built {bench.name} v{bench.version} (seed {seed}): {splits['single']} single + {splits['multi']} multi samples -> {escape(str(target))}")
     if bench.reconstruction:
@@ -76,7 +72,7 @@ def export(
 
                 save_bench_hf(loaded, out)
         except PicbenchError as exc:
-            _fail(exc)
+            fail(exc)
     for w in caught:
-        err_console.print(f"[yellow]warning:[/yellow] {escape(str(w.message))}")
+        warn(w.message)
     console.print(f"exported {loaded.name} v{loaded.version} ({len(loaded)} samples) as {fmt.value} -> {escape(str(out))}")

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail
 from picbench.errors import PicbenchError
 
 data_app = typer.Typer(help="Build and inspect training pair sets.", no_args_is_help=True)
@@ -18,11 +19,6 @@ data_app.add_typer(build_app, name="build")
 app.add_typer(data_app, name="data")
 
 DEFAULT_PASTE_OUT = Path("pairs/paste-pairs")
-
-
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-    raise typer.Exit(1)
 
 
 @build_app.command("paste-pairs")
@@ -41,6 +37,6 @@ def paste_pairs(
     try:
         pairs = build_paste_pairs(find_data_dir(data_dir), out, seed=seed, n_multi=n, n_single=singles)
     except PicbenchError as exc:
-        _fail(exc)
+        fail(exc)
     counts = split_counts(pairs.samples)
     console.print(f"built {pairs.name} v{pairs.version} (seed {seed}): {counts['single']} single + {counts['multi']} multi pairs -> {escape(str(out / 'pairs.jsonl'))}")

@@ -10,7 +10,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail
 from picbench.errors import PicbenchError
 from picbench.leaderboard import export_leaderboard, metric_columns, read_leaderboard
 
@@ -27,8 +28,7 @@ def export(
     try:
         table = export_leaderboard(results, out)
     except PicbenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(exc)
     smoke = int(table["smoke"].sum())
     console.print(f"wrote {out}: {len(table)} row(s), {len(metric_columns(table))} metric column(s)"
                   + (f", [bold red]{smoke} smoke row(s)[/]" if smoke else ""))
@@ -41,8 +41,7 @@ def show(csv: Annotated[Path, typer.Argument(help="a leaderboard CSV")]) -> None
     try:
         table = read_leaderboard(csv)
     except PicbenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(exc)
     console.print(f"{csv}: {len(table)} row(s)")
     console.print(*leaderboard_tables(table))
 

@@ -1,7 +1,8 @@
 """``picbench regress``: fail a build when a model release loses identity or position quality.
 
-Exit codes: 0 no metric fell by more than its tolerance; 1 at least one did (a table says which);
-2 the input is unusable (unreadable files, bad tolerances, nothing comparable).
+Exit codes (the table of :mod:`picbench.cli.errors`): 0 no metric fell by more than its tolerance;
+1 at least one did (a table says which); 2 the input is unusable (unreadable files, bad
+tolerances, nothing comparable).
 """
 
 from __future__ import annotations
@@ -12,12 +13,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import EXIT_CHECK_FAILED, fail, warn
 from picbench.errors import PicbenchError
 from picbench.regress import DEFAULT_TOLERANCE, MetricCheck, compare, load_table, parse_tolerances
-
-EXIT_REGRESSION = 1
-EXIT_UNUSABLE = 2
 
 
 @app.command("regress")
@@ -32,10 +31,9 @@ def regress(
     try:
         report = compare(load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []))
     except PicbenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(EXIT_UNUSABLE) from None
+        fail(exc)
     for warning in report.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {warning}")
+        warn(warning)
     shown = report.checks if show_all else report.regressions
     if shown:
         console.print(checks_table(shown, title="metrics compared" if show_all else "metrics that fell by more than their tolerance"))
@@ -44,7 +42,7 @@ def regress(
         console.print(f"[bold green]pass:[/] {len(report.checks)} metric(s) over {n_rows} method/bench row(s); none fell by more than its tolerance")
         return
     console.print(f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance")
-    raise typer.Exit(EXIT_REGRESSION)
+    raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def checks_table(checks: list[MetricCheck], title: str) -> Table:

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail
 from picbench.errors import PicbenchError
 from picbench.report import DEFAULT_MAX_IMAGES, write_report
 
@@ -24,6 +25,5 @@ def report(
     try:
         path = write_report(results, out, data_dir=data_dir, bench=bench, max_images=max_images)
     except PicbenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(exc)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB), open it in a browser: file://{path.resolve()}")

@@ -1,15 +1,16 @@
 """``picbench run`` and ``picbench merge``: the main job, with progress bars, a clean Ctrl-C and a
 summary; smoke runs (``--models tiny``) are labelled loudly at the start and the end.
 
-Exit codes: 0 done; 1 unusable input (unknown method or bench, a bench failing validation, an
-unwritable output folder, an incompatible store); 130 interrupted (finished work is kept).
+Exit codes (the table of :mod:`picbench.cli.errors`): 0 done; 2 unusable input (unknown method or
+bench, a bench failing validation, an unwritable output folder, an incompatible store, missing
+weights); 130 interrupted (finished work is kept).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.panel import Panel
@@ -17,11 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from picbench.cli.app import app, console, err_console
+from picbench.cli.errors import EXIT_INTERRUPTED, fail
 from picbench.errors import PicbenchError
 from picbench.results import RunResult
 
-EXIT_UNUSABLE = 1
-EXIT_INTERRUPTED = 130
 SMOKE_BANNER = "SMOKE RUN: --models tiny uses random-weight models; its images and numbers mean nothing"
 
 
@@ -89,7 +89,7 @@ def run_command(
     from picbench.runner import RunConfig, Shard, run
 
     if models not in ("default", "tiny"):
-        _fail(PicbenchError(f"--models must be 'default' or 'tiny', got {models!r}"))
+        fail(f"--models must be 'default' or 'tiny', got {models!r}")
     try:
         config = RunConfig(
             method=method, bench=bench, out=out or Path("runs") / f"{method}__{Path(bench).stem}", seeds=parse_seeds(seeds),
@@ -99,7 +99,7 @@ def run_command(
             batch_size=batch_size, retry_failed=retry_failed,
         )
     except PicbenchError as exc:
-        _fail(exc)
+        fail(exc)
     if config.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))
     bars = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
@@ -113,7 +113,7 @@ def run_command(
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except (PicbenchError, ValueError) as exc:  # ValueError: a method's parameter check
-        _fail(exc)
+        fail(exc)
     console.print(
         f"part {outcome.part}: {outcome.items} item(s); generated {outcome.generated} ({outcome.generation_reused} reused), "
         f"{outcome.generation_failures} generation failure(s); scored {outcome.scored} ({outcome.score_reused} reused)"
@@ -135,7 +135,7 @@ def merge_command(
     try:
         result = merge(out, device=device)
     except PicbenchError as exc:
-        _fail(exc)
+        fail(exc)
     print_summary(result, out)
 
 
@@ -152,8 +152,3 @@ def print_summary(result: RunResult, out: Path) -> None:
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))
-
-
-def _fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(EXIT_UNUSABLE)

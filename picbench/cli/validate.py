@@ -1,4 +1,5 @@
-"""``picbench validate BENCH``: the integrity report; exit code 1 when any problem is an error."""
+"""``picbench validate BENCH``: the integrity report; exit code 1 when any problem is an error, 2 when
+the bench cannot be read at all (the table of :mod:`picbench.cli.errors`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from picbench.cli.app import app, console, err_console
+from picbench.cli.app import app, console
+from picbench.cli.errors import EXIT_CHECK_FAILED, fail
 from picbench.errors import PicbenchError
 from picbench.validate import ValidationReport, validate_named
 
@@ -44,11 +46,10 @@ def validate(
     try:
         report = validate_named(bench, data_dir, check_images=images)
     except PicbenchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(exc)
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:
         print_report(report)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)

@@ -1,0 +1,43 @@
+"""The one error path of the CLI and the exit codes every verb uses.
+
+======  =====================  ====================================================================
+code    constant               meaning
+======  =====================  ====================================================================
+0       ``EXIT_OK``            done; ``regress``: nothing fell; ``validate``: no errors
+1       ``EXIT_CHECK_FAILED``  the verb ran and its verdict is negative: ``regress`` found a
+                               regression, ``validate`` found an error in the bench
+2       ``EXIT_UNUSABLE``      the input cannot be used: an unknown name, a missing or malformed
+                               file, a bad option value, missing weights, nothing to compare
+                               (typer's own usage errors exit 2 as well)
+130     ``EXIT_INTERRUPTED``   stopped by Ctrl-C; finished work is kept (``run``)
+======  =====================  ====================================================================
+
+The README's "Exit codes" section holds the same table; a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.markup import escape
+
+from picbench.cli.app import err_console
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_UNUSABLE = 2
+EXIT_INTERRUPTED = 130
+EXIT_CODES = {"EXIT_OK": EXIT_OK, "EXIT_CHECK_FAILED": EXIT_CHECK_FAILED, "EXIT_UNUSABLE": EXIT_UNUSABLE, "EXIT_INTERRUPTED": EXIT_INTERRUPTED}
+
+
+def fail(message: str | BaseException, code: int = EXIT_UNUSABLE) -> NoReturn:
+    """Print ``error: MESSAGE`` on stderr (the message shown as written, never read as markup) and
+    exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}")
+    raise typer.Exit(code)
+
+
+def warn(message: str | BaseException) -> None:
+    """Print ``warning: MESSAGE`` on stderr; the verb goes on."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}")
