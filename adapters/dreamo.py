@@ -54,6 +54,7 @@ from PIL import Image
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
@@ -320,6 +321,7 @@ class DreamOMethod(Method):
     capabilities: ClassVar[Capabilities] = Capabilities(references=True, boxes=False, multi_subject=True, depth_order=False)
     default_params: ClassVar[Mapping[str, Any]] = {"steps": 12, "guidance": 3.5, "ref_res": 512, "resolution": 1024, "turbo": True}
     checkpoints: ClassVar[Mapping[str, str]] = {"flux": FLUX_REPO, "dreamo": DREAMO_REPO, "turbo": f"{TURBO_REPO}/{TURBO_FILE}"}
+    param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "ref_res": RESOLUTION, "resolution": RESOLUTION}
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64, "ref_res": 64}
     """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,

@@ -36,6 +36,7 @@ from PIL import Image
 from picbench.adapters.checkpoints import load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
@@ -188,6 +189,7 @@ class GligenMethod(Method):
         "negative_prompt": "",
     }
     checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
+    param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "scheduled_sampling_beta": Param("float", 0.0, 1.0, optional=True)}
 
     def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         # a smoke run's defaults fit its tiny networks; parameters given explicitly still win

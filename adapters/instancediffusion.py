@@ -51,6 +51,7 @@ from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.adapters.gligen import generation_size, grounded_boxes
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
@@ -563,6 +564,7 @@ class InstanceDiffusionMethod(Method):
         "allow_pickle": False,
     }
     checkpoints = {"instancediffusion": f"{INSTANCEDIFFUSION_CHECKPOINT}/{INSTANCEDIFFUSION_FILE}", "base": SD15_CHECKPOINT}
+    param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "alpha": Param("float", 0.0, 1.0), "mis": Param("float", 0.0, 1.0)}
 
     def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         # a smoke run's defaults fit its tiny networks; parameters given explicitly still win

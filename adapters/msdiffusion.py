@@ -56,6 +56,7 @@ from torch import nn
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BoxXYXY, Sample
 
@@ -518,6 +519,7 @@ class MSDiffusionMethod(Method):
         "negative_prompt": "monochrome, lowres, bad anatomy, worst quality, low quality",
     }
     checkpoints: ClassVar[Mapping[str, str]] = {"sdxl": SDXL_REPO, "image_encoder": IMAGE_ENCODER_REPO, "adapter": f"{ADAPTER_REPO}/{ADAPTER_FILE}"}
+    param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "resolution": RESOLUTION, "scale": Param("float", 0.0, 10.0)}
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64}
     """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,

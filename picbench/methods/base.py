@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Mapping, Sequence
 
 from PIL import Image
 
+from picbench.methods.params import Param, check_params
 from picbench.metrics.weights import WEIGHTS_ENV
 from picbench.records import Sample
 
@@ -43,6 +44,8 @@ class Method(ABC):
     capabilities: ClassVar[Capabilities]
     default_params: ClassVar[Mapping[str, Any]] = {}
     checkpoints: ClassVar[Mapping[str, str]] = {}
+    # types and ranges of parameters, checked before any model loads (undeclared ones: the type of their default)
+    param_specs: ClassVar[Mapping[str, Param]] = {}
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Method(ABC):
         self.models = models
         self.device = device
         self.params: dict[str, Any] = {**self.default_params, **(params or {})}
+        check_params(self.name, self.params, self.default_params, self.param_specs)
         # where checkpoints are looked up before the hub: the argument, else $PICBENCH_WEIGHTS_DIR
         env_dir = os.environ.get(WEIGHTS_ENV)
         self.weights_dir = Path(weights_dir).expanduser() if weights_dir else Path(env_dir).expanduser() if env_dir else None

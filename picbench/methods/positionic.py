@@ -38,6 +38,7 @@ from PIL import Image
 from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
+from picbench.methods.params import GUIDANCE, MAX_RESOLUTION, STEPS, Param
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
@@ -64,6 +65,10 @@ class PositionICMethod(Method):
         "lora_scale": 1.0,
     }
     checkpoints = {"base": FLUX_DEV, "lora": f"{UNO_LORA_CHECKPOINT} (lora=uno: VAA on UNO, untrained PositionIC)"}
+    param_specs = {
+        "steps": STEPS, "guidance": GUIDANCE, "sigma": Param("float", 0.0, 1e3), "delta": Param("float", 0.0, 1e3),
+        "ref_long_side": Param("int", 8, MAX_RESOLUTION, optional=True), "lora_scale": Param("float", -10.0, 10.0),
+    }
     uses_vaa = True
 
     def __init__(self, **kwargs: Any) -> None:

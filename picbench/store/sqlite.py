@@ -23,7 +23,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from picbench import __version__
-from picbench.atomic import atomic_write
+from picbench.atomic import atomic_write, remove_stale_tmp
 from picbench.errors import PicbenchError
 from picbench.records import Generation, Score, canonical_json
 
@@ -139,6 +139,11 @@ class RunStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def remove_stale_tmp(self) -> list[Path]:
+        """Remove the temporary files that writers killed mid-write left in the run folder and
+        its images/ (a live writer's are kept)."""
+        return [*remove_stale_tmp(self.out_dir), *remove_stale_tmp(self.images_dir)]
 
     # -- images ----------------------------------------------------------------------------------
 
