@@ -32,6 +32,7 @@ from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.methods import METHODS, Method
+from picbench.methods.base import same_aspect
 from picbench.records import (
     Bench,
     Generation,
@@ -311,12 +312,13 @@ def _generate_batch(method: Method, batch: list[_Item], seed: int, data_root: Pa
     if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
         got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
         return [(item, None, f"method returned {got} outputs for a batch of {len(batch)}") for item in batch]
-    return [(item, *check_image(output, item.sample)) for item, output in zip(batch, outputs)]
+    return [(item, *check_image(output, item.sample, exact_size=method.exact_size)) for item, output in zip(batch, outputs)]
 
 
-def check_image(output: Any, sample: Sample) -> tuple[Image.Image | None, str | None]:
+def check_image(output: Any, sample: Sample, *, exact_size: bool = True) -> tuple[Image.Image | None, str | None]:
     """(RGB image, None) for a usable output, else (None, the reason): not an image, NaN or
-    infinite values, undecodable, or not the sample's width x height."""
+    infinite values, undecodable, or not the sample's width x height (with ``exact_size=False``:
+    not of the sample's aspect ratio)."""
     if not isinstance(output, Image.Image):
         try:
             import numpy as np
@@ -332,8 +334,8 @@ def check_image(output: Any, sample: Sample) -> tuple[Image.Image | None, str | 
         image = output.convert("RGB")
     except Exception as exc:  # PIL raises many types for broken pixel data
         return None, f"broken image ({type(exc).__name__}: {exc})"
-    if image.size != (sample.width, sample.height):
-        return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}"
+    if image.size != (sample.width, sample.height) and (exact_size or not same_aspect(image.size, (sample.width, sample.height))):
+        return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}" + ("" if exact_size else " or the same aspect ratio")
     return image, None
 
 
@@ -426,10 +428,22 @@ def _write_samples(out: Path, items: list[_Item], scores: list[Score], generatio
         with atomic_write(path) as fh:
             for item, score in zip(items, scores):
                 generation = generations[item.key]
-                line = {**score.to_dict(), "image": generation.image_path, "generation_key": item.key, "generation_failure": generation.failure}
+                line = {**score.to_dict(), "image": generation.image_path, "image_size": _image_size(out, generation.image_path),
+                        "generation_key": item.key, "generation_failure": generation.failure}
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
     except OSError as exc:
         raise PicbenchError(f"cannot write {path}: {exc.strerror or exc}; the store keeps every record, rerun `picbench merge {out}`") from exc
+
+
+def _image_size(out: Path, image_path: str | None) -> list[int] | None:
+    """[width, height] of a stored image (read from its header): a method may keep its own size."""
+    if image_path is None:
+        return None
+    try:
+        with Image.open(out / image_path) as image:
+            return list(image.size)
+    except OSError:
+        return None
 
 
 # -- provenance ----------------------------------------------------------------------------------

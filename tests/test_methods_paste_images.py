@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,11 +102,15 @@ def test_images_ambiguous_resize_and_cache_key(tmp_path: Path, data_dir: Path) -
     samples = tiny_samples(1)
     folder = tmp_path / "gens"
     (folder / "seed0").mkdir(parents=True)
-    Image.new("RGB", (128, 96), "red").save(folder / "seed0" / "s00.jpg")
+    Image.new("RGB", (128, 128), "red").save(folder / "seed0" / "s00.jpg")
     plain = METHODS.get("images")(params={"dir": str(folder)})
-    assert plain.generate(samples, 0, data_dir)[0].size == (128, 96)  # the runner records the wrong size
+    assert plain.generate(samples, 0, data_dir)[0].size == (128, 128)  # same aspect: kept at its own size
     resized = METHODS.get("images")(params={"dir": str(folder), "resize": True})
     assert resized.generate(samples, 0, data_dir)[0].size == (64, 64)
+    Image.new("RGB", (128, 96), "red").save(folder / "seed0" / "s00.jpg")
+    for method in (plain, resized):
+        with pytest.raises(ImageError, match=r"sample 's00' seed 0: .*s00\.jpg is 128x96, the bench's sample is 64x64: another aspect ratio"):
+            method.generate(samples, 0, data_dir)
     key_before = plain.cache_params()
     Image.new("RGB", (64, 64), "blue").save(folder / "seed0" / "s00.png")
     assert METHODS.get("images")(params={"dir": str(folder)}).cache_params() != key_before
@@ -113,6 +118,38 @@ def test_images_ambiguous_resize_and_cache_key(tmp_path: Path, data_dir: Path) -
         plain.generate(samples, 0, data_dir)
     with pytest.raises(ValueError, match="needs --param dir"):
         METHODS.get("images")()
+
+
+def test_images_run_scores_twice_the_bench_size_and_names_an_aspect_mismatch(tmp_path: Path, data_dir: Path) -> None:
+    """`picbench run --method images` on paste's images upscaled 2x: scored at their own size
+    (recorded per sample), with one image of another aspect ratio failing by name."""
+    from typer.testing import CliRunner
+
+    from picbench.cli import app
+    from picbench.results import iter_sample_scores, load_result
+    from run_bench_helpers import write_tiny_bench
+
+    bench = write_tiny_bench(tmp_path, data_dir, n=3)
+    common = ["--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--detector", "none"]
+    assert CliRunner().invoke(app, ["run", "--method", "paste", *common, "--out", str(tmp_path / "paste")]).exit_code == 0
+    folder = tmp_path / "gens" / "seed0"
+    folder.mkdir(parents=True)
+    for score, image in iter_sample_scores(tmp_path / "paste"):
+        big = load_rgb(tmp_path / "paste" / image)
+        big = big.resize((big.width * 2, big.height * 2 - (score.sample_id == "s02") * 32), Image.Resampling.BICUBIC)  # s02: 128x96
+        big.save(folder / f"{score.sample_id}.png")
+    result = CliRunner().invoke(app, ["run", "--method", "images", "--param", f"dir={tmp_path / 'gens'}", *common, "--out", str(tmp_path / "images")])
+    assert result.exit_code == 0, result.output
+    scored = load_result(tmp_path / "images")
+    assert scored.counts["generation_failures"] == 1 and scored.metrics["clip_i"] is not None
+    lines = [json.loads(line) for line in (tmp_path / "images" / "samples.jsonl").read_text().splitlines()]
+    by_id = {line["sample_id"]: line for line in lines}
+    assert sorted(by_id) == ["m01", "s00", "s02"]
+    assert by_id["s00"]["image_size"] == by_id["m01"]["image_size"] == [128, 128]
+    assert by_id["s00"]["metrics"]["clip_i"] is not None and by_id["m01"]["metrics"]["clip_i_crop"] is not None
+    assert by_id["s02"]["image_size"] is None
+    assert "sample 's02'" in by_id["s02"]["generation_failure"] and "128x96" in by_id["s02"]["generation_failure"]
+    assert "64x64" in by_id["s02"]["generation_failure"]
 
 
 def test_unknown_method_gets_a_suggestion() -> None:

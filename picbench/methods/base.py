@@ -21,6 +21,12 @@ from picbench.records import Sample
 ModelSize = Literal["default", "tiny"]
 
 
+def same_aspect(size: tuple[int, int], target: tuple[int, int]) -> bool:
+    """True when ``size`` is ``target`` scaled by one factor, up to rounding one side to whole pixels."""
+    (w, h), (tw, th) = size, target
+    return round(w * th / tw) == h or round(h * tw / th) == w
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a method can honour. The runner refuses samples a method cannot serve and marks
@@ -46,6 +52,15 @@ class Method(ABC):
     checkpoints: ClassVar[Mapping[str, str]] = {}
     # types and ranges of parameters, checked before any model loads (undeclared ones: the type of their default)
     param_specs: ClassVar[Mapping[str, Param]] = {}
+    # False: images of the sample's aspect ratio at another size are accepted as they are (boxes
+    # are normalized, so the metric engine maps them to the image's own size)
+    exact_size: ClassVar[bool] = True
+    # a smoke run's defaults (models="tiny": seconds on a CPU, not minutes); explicit parameters still win
+    smoke_params: ClassVar[Mapping[str, Any]] = {}
+    # the weights' dtype on CUDA (a torch dtype name); everywhere else, and in smoke runs, float32
+    cuda_dtype: ClassVar[str] = "float32"
+    # False: the seed is ignored and every call gives the same image (e.g. paste)
+    seeded: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -60,15 +75,42 @@ class Method(ABC):
             raise ValueError(f"method {self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(self.default_params)}")
         self.models = models
         self.device = device
-        self.params: dict[str, Any] = {**self.default_params, **(params or {})}
+        self.params: dict[str, Any] = {**self.default_params, **(self.smoke_params if models == "tiny" else {}), **(params or {})}
         check_params(self.name, self.params, self.default_params, self.param_specs)
         # where checkpoints are looked up before the hub: the argument, else $PICBENCH_WEIGHTS_DIR
         env_dir = os.environ.get(WEIGHTS_ENV)
         self.weights_dir = Path(weights_dir).expanduser() if weights_dir else Path(env_dir).expanduser() if env_dir else None
 
+        self._loaded: Any = None
+
     @property
     def smoke(self) -> bool:
         return self.models == "tiny"
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype the networks run in: :attr:`cuda_dtype` on a CUDA device, else float32
+        (CPUs and MPS, and smoke runs, whose random weights overflow in half precision)."""
+        import torch
+
+        return getattr(torch, self.cuda_dtype) if str(self.device).startswith("cuda") and not self.smoke else torch.float32
+
+    def load(self) -> Any:
+        """The method's networks, built by :meth:`_load` on the first call and kept: the one
+        lazy-load hook, so a method that is only listed or validated never loads weights."""
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def _load(self) -> Any:
+        """Subclasses with networks build them here: small random weights when :attr:`smoke`, else
+        the released checkpoints (from ``weights_dir`` or the hub cache; offline and absent, a
+        MissingWeightsError naming the checkpoint)."""
+        raise NotImplementedError(f"method {self.name} has no networks to load")
 
     def cache_params(self) -> dict[str, Any]:
         """Everything that changes the images: parameters plus model size (part of the cache key)."""

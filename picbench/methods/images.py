@@ -6,9 +6,12 @@ Expected layout (``--param dir=FOLDER``)::
 
 one file per sample and seed, e.g. ``gens/seed0/dog_007.png`` for sample ``dog_007`` and seed 0 (a
 sample id holding ``/`` maps to sub-folders). A missing, ambiguous (two extensions) or corrupt file
-is a failure of that sample, recorded and reported, never a crash. The image must have the sample's
-width x height unless ``--param resize=true`` resizes it (bicubic). The folder's listing (names,
-sizes, modification times) is part of the cache key, so replacing a file invalidates its cached copy.
+is a failure of that sample, recorded and reported, never a crash. An image may have any size of
+the sample's aspect ratio (e.g. 2048x2048 for a 1024x1024 sample): it is scored at its own size,
+boxes being normalized, and the run's samples.jsonl records that size (``image_size``);
+``--param resize=true`` resizes it to the sample's width x height first (bicubic). An image of
+another aspect ratio fails, naming the sample and both sizes. The folder's listing (names, sizes,
+modification times) is part of the cache key, so replacing a file invalidates its cached copy.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from PIL import Image
 
 from picbench.errors import ImageError
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method
+from picbench.methods.base import Capabilities, Method, same_aspect
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
@@ -34,6 +37,7 @@ class ImagesMethod(Method):
     version = "1"
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
     default_params = {"dir": None, "resize": False}
+    exact_size = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -70,7 +74,13 @@ class ImagesMethod(Method):
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
         images = []
         for sample in samples:
-            image = load_rgb(self.image_path(sample, seed))
+            path = self.image_path(sample, seed)
+            image = load_rgb(path)
+            if not same_aspect(image.size, (sample.width, sample.height)):
+                raise ImageError(
+                    f"sample {sample.id!r} seed {seed}: {path} is {image.width}x{image.height}, the bench's sample is "
+                    f"{sample.width}x{sample.height}: another aspect ratio, so its boxes cannot be mapped onto it"
+                )
             if self.params["resize"] and image.size != (sample.width, sample.height):
                 image = image.resize((sample.width, sample.height), Image.Resampling.BICUBIC)
             images.append(image)
