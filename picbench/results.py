@@ -45,11 +45,18 @@ class RunResult:
     smoke: bool
     provenance: Mapping[str, Any] = field(default_factory=dict)
     source: str = "measured"  # or "reported" for numbers copied from a paper
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)  # base metric key -> direction; absent = higher is better
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric key -> bootstrap 95% interval
+
+    def better_high(self, key: str) -> bool:
+        """The direction of a metric key (``clip_i.multi`` follows ``clip_i``)."""
+        return bool(self.higher_is_better.get(key, self.higher_is_better.get(key.split(".", 1)[0], True)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["schema"] = RESULTS_SCHEMA
         d["seeds"] = list(self.seeds)
+        d["intervals"] = {k: list(v) for k, v in self.intervals.items()}
         return d
 
     @classmethod
@@ -87,11 +94,21 @@ class RunResult:
             raise bad("smoke", f"must be true or false, got {d.get('smoke')!r}")
         if d.get("source", "measured") not in ("measured", "reported"):
             raise bad("source", f"must be 'measured' or 'reported', got {d.get('source')!r}")
+        directions = d.get("higher_is_better", {})
+        if not isinstance(directions, Mapping) or not all(isinstance(v, bool) for v in directions.values()):
+            raise bad("higher_is_better", f"must map metric names to true or false, got {directions!r}")
+        intervals = d.get("intervals", {})
+        if not isinstance(intervals, Mapping):
+            raise bad("intervals", f"must be an object, got {type(intervals).__name__}")
+        for key, value in intervals.items():
+            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+                raise bad(f"intervals.{key}", f"must be [low, high] with finite numbers, got {value!r}")
         return cls(
             method=d["method"], method_version=d["method_version"], method_params=dict(d["method_params"]),
             bench=d["bench"], bench_version=d["bench_version"], bench_hash=d["bench_hash"],
             seeds=tuple(seeds), metrics=dict(d["metrics"]), counts=dict(d["counts"]),
             smoke=d["smoke"], provenance=dict(d.get("provenance", {})), source=d.get("source", "measured"),
+            higher_is_better=dict(directions), intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
         )
 
 

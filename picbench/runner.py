@@ -364,8 +364,7 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> Any:
 
 def _scorer_key(engine: Any, config: RunConfig) -> str:
     """Scores are reused only under the same engine: models, weights, detector, metrics."""
-    engine_identity = {k: v for k, v in engine.provenance().items() if k != "device"}  # ranks use different devices
-    payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine_identity}
+    payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine.identity()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -450,6 +449,7 @@ def _image_size(out: Path, image_path: str | None) -> list[int] | None:
 
 
 def _method_provenance(method: Method) -> dict[str, Any]:
+        higher_is_better=engine.directions(), intervals=engine.intervals(ordered, {s.id: s for s in samples}),
     return {
         "name": method.name, "version": method.version, "params": method.cache_params(),
         "capabilities": asdict(method.capabilities), "checkpoints": dict(method.checkpoints),

@@ -13,7 +13,8 @@ from PIL import Image
 from picbench.errors import MissingWeightsError, UnknownNameError
 from picbench.imaging import load_rgb
 from picbench.metrics.cache import EmbeddingCache
-from picbench.metrics.engine import AP_KEYS, ITEM_KEYS, MetricEngine, ScoreItem
+from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.layout import AP_KEYS
 from picbench.tiny.metric_models import tiny_weights
 from picbench.records import Sample, Subject
 
@@ -121,7 +122,8 @@ def test_identity_metrics_do_not_apply_without_references(run):
 def test_aggregate_has_every_key_split_and_count(run, engine):
     _, scores = run
     agg = engine.aggregate(scores, SAMPLES)
-    for key in (*ITEM_KEYS, *AP_KEYS):
+    assert {"clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "iou"} <= set(engine.item_keys())
+    for key in (*engine.item_keys(), *AP_KEYS):
         assert key in agg and f"{key}.single" in agg and f"{key}.multi" in agg
     assert agg["n_items"] == len(scores)
     assert agg["n_failures"] == sum(1 for s in scores if s.failures) >= 4
@@ -269,7 +271,7 @@ def test_unknown_metric_and_detector_are_refused():
         MetricEngine(models="tiny", metrics=["clip-i"], detector=None)
     with pytest.raises(Exception, match="needs a detector"):
         MetricEngine(models="tiny", metrics=["iou"], detector=None)
-    with pytest.raises(Exception, match="unknown detector"):
+    with pytest.raises(UnknownNameError, match="unknown detector"):
         MetricEngine(models="tiny", detector="yolo")
 
 

@@ -7,6 +7,7 @@ the weight hash, so different weights never share an entry.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 TABLE = "emb_vectors"
+JSON_TABLE = "emb_json"
 _CHUNK = 500  # SQLite's bound-parameter limit is 999 on old builds
 
 
@@ -30,6 +32,7 @@ class EmbeddingCache:
             f"CREATE TABLE IF NOT EXISTS {TABLE} (model_id TEXT NOT NULL, key TEXT NOT NULL, "
             "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_id, key))"
         )
+        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {JSON_TABLE} (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))")
         self._conn.commit()
 
     def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -55,6 +58,15 @@ class EmbeddingCache:
             rows.append((model_id, key, int(arr.shape[0]), arr.tobytes()))
         with self._conn:
             self._conn.executemany(f"INSERT OR REPLACE INTO {TABLE} (model_id, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
+
+    def get_json(self, kind: str, key: str) -> dict | None:
+        """A JSON document kept beside the vectors (the engine's provenance under its identity)."""
+        row = self._conn.execute(f"SELECT value FROM {JSON_TABLE} WHERE kind = ? AND key = ?", (kind, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_json(self, kind: str, key: str, value: dict) -> None:
+        with self._conn:
+            self._conn.execute(f"INSERT OR REPLACE INTO {JSON_TABLE} (kind, key, value) VALUES (?, ?, ?)", (kind, key, json.dumps(value, sort_keys=True, default=str)))
 
     def count(self, model_id: str | None = None) -> int:
         if model_id is None:

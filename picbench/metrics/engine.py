@@ -1,18 +1,25 @@
-"""The metric engine: streams generated images through CLIP, DINO and a detector in batches and
-turns them into per-sample :class:`Score` records and a run's aggregate.
+"""The metric engine: computes each item's shared features once (image and box-crop embeddings,
+the references' and prompt's embeddings, detections and their subject matches, the regions metrics
+ask for) and hands them to every selected :class:`~picbench.metrics.base.Metric`. It never names a
+metric: what it computes follows from the metrics' ``needs``.
 
-Speed: generated images are decoded and preprocessed in DataLoader workers; every forward pass is
-batched (bf16 autocast on CUDA); each reference image and prompt is encoded once per model and kept
-in memory and in the on-disk :class:`EmbeddingCache` (keyed by content hash), so a second run
-encodes no reference. Memory is bounded by the batch: images are never all held.
+Speed: generated images are decoded once (in DataLoader workers, or taken from memory when the
+runner passes a fresh generation) and preprocessed for every model and every crop; every forward
+pass is batched (bf16 autocast on CUDA); each reference image and prompt is encoded once per model
+and kept in memory and in the on-disk :class:`EmbeddingCache` (keyed by content hash). Models are
+built on first use, so a rerun with nothing left to score builds none. Memory is bounded by the
+batch: images are never all held.
 Robustness: a per-item problem (no image, unreadable, non-finite or blank image, a detector answer
-that does not parse, boxes that are empty or inverted, no detections) becomes a failure reason in
-that item's Score; the run goes on.
+that does not parse, boxes that are empty or inverted, no detections, a metric that raises or
+returns NaN or a non-number) becomes a failure reason in that item's Score naming its cause; the
+run and the other metrics go on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,21 +33,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from picbench.errors import ImageError, PicbenchError, UnknownNameError
 from picbench.imaging import load_rgb
-from picbench.metrics import METRICS
+from picbench.metrics import ALIASES, METRICS
+from picbench.metrics.base import Features, Metric, Unscorable, check_value
 from picbench.metrics.boxes import match_subjects, normalize_label, to_pixels
 from picbench.metrics.cache import EmbeddingCache
-from picbench.metrics.coco import Detected, EvalImage, GroundTruth, average_precision
-from picbench.metrics.definitions import BY_NAME
-from picbench.metrics.detectors import DETECTOR_NAMES as DETECTORS
-from picbench.metrics.detectors import Detector, DetectorOutput, load_detector
+from picbench.metrics.detectors import DETECTORS, Detector, DetectorOutput
 from picbench.metrics.encoders import ClipEncoder, Encoder, load_clip, load_dino
-from picbench.metrics.weights import HUB_IDS, resolve
+from picbench.metrics.weights import hub_id, resolve, weights_sha256
 from picbench.paths import resolve_in_root
-from picbench.records import Sample, Score, SubjectScore, file_sha256
+from picbench.records import BoxXYXY, Sample, Score, SubjectScore, file_sha256
 
-ITEM_KEYS = ("clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "iou")
-AP_KEYS = ("ap", "ap50", "ap75")
-SPLITS = ("single", "multi")
+log = logging.getLogger(__name__)
+ENCODER_ROLES = ("clip", "dino")
 CONVENTIONS = ("cosine of L2-normalized embeddings on a 0..1 scale, no x100, no clamping; identity metrics average over the "
                "subject's eval images, then subjects; IoU: one-to-one matching per class word (Hungarian), unmatched = 0; "
                "failed items are excluded from means and counted in n_failures")
@@ -53,18 +57,21 @@ class ScoreItem:
     image_path: Path | None  # None: the method failed to produce an image
     identity: bool = True  # False for methods given no references: identity metrics are not applicable (None)
     failure: str | None = None  # generation failure reason, carried into the Score
+    image: Image.Image | None = None  # the fresh generation itself: scored from memory, its file not decoded again
 
 
 @dataclass
 class _Decoded:
-    """One item after decoding in a worker: preprocessed tensors, or why there are none."""
+    """One item after decoding: preprocessed tensors of the whole image, the subjects' target-box
+    crops and the metrics' regions, or why there are none."""
 
     index: int
     error: str | None = None
-    image: Image.Image | None = None  # kept only where a detector or detected-box crops need it
+    image: Image.Image | None = None  # kept only where a detector, detected-box crops or a metric need it
     size: tuple[int, int] = (0, 0)
     whole: dict[str, torch.Tensor] = field(default_factory=dict)
     crops: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # subject index -> role -> tensor
+    regions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # region key -> role -> tensor
 
 
 def decode_generated(path: Path) -> Image.Image:
@@ -79,9 +86,12 @@ def decode_generated(path: Path) -> Image.Image:
         raise
     except Exception:
         pass  # load_rgb below names the decoding problem
-    image = load_rgb(path)
+    return refuse_blank(load_rgb(path), str(path))
+
+
+def refuse_blank(image: Image.Image, name: str) -> Image.Image:
     if all(lo == hi for lo, hi in image.getextrema()):
-        raise ImageError(f"image {path} is blank (every pixel is {image.getpixel((0, 0))})")
+        raise ImageError(f"image {name} is blank (every pixel is {image.getpixel((0, 0))})")
     return image
 
 
@@ -94,20 +104,25 @@ def crop_to_box(image: Image.Image, box_px: Sequence[float]) -> Image.Image:
 
 
 class _Items(Dataset):
-    """Decodes and preprocesses generated images (whole and target-box crops) in workers."""
+    """Decodes each generated image once and preprocesses it for every model: whole, target-box
+    crops and region crops (in workers when there are any)."""
 
-    def __init__(self, items: Sequence[ScoreItem], preprocess: Mapping[str, Callable], crops: bool, keep_image: bool) -> None:
-        self.items, self.preprocess, self.crops, self.keep_image = items, preprocess, crops, keep_image
+    def __init__(self, items: Sequence[ScoreItem], preprocess: Mapping[str, Callable], crops: bool, keep_image: bool,
+                 regions: Sequence[Mapping[str, BoxXYXY]]) -> None:
+        self.items, self.preprocess, self.crops, self.keep_image, self.regions = items, preprocess, crops, keep_image, regions
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> _Decoded:
         item = self.items[index]
-        if item.image_path is None or item.failure is not None:
+        if item.failure is not None or (item.image_path is None and item.image is None):
             return _Decoded(index, error=item.failure or "the method produced no image")
         try:
-            image = decode_generated(Path(item.image_path))
+            if item.image is not None:
+                image = refuse_blank(item.image.convert("RGB"), f"of sample {item.sample.id} seed {item.seed}")
+            else:
+                image = decode_generated(Path(item.image_path))  # type: ignore[arg-type]
         except ImageError as exc:
             return _Decoded(index, error=str(exc))
         out = _Decoded(index, image=image if self.keep_image else None, size=image.size)
@@ -117,6 +132,9 @@ class _Items(Dataset):
                 if sub.box is not None:
                     crop = crop_to_box(image, to_pixels(sub.box, *image.size))
                     out.crops[s] = {role: fn(crop) for role, fn in self.preprocess.items()}
+        for key, box in self.regions[index].items():
+            crop = crop_to_box(image, to_pixels(box, *image.size))
+            out.regions[key] = {role: fn(crop) for role, fn in self.preprocess.items()}
         return out
 
 
@@ -142,9 +160,24 @@ def _collate(batch: list) -> list:
     return batch
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return float(sum(kept) / len(kept)) if kept else None
+def select_metrics(names: Sequence[str] | None, detector: str | None) -> tuple[Metric, ...]:
+    """The metrics to compute, as objects: every default metric whose needs can be met when
+    ``names`` is None, else the named ones (aliases such as ``ap50`` select their metric) and the
+    metrics they require."""
+    if names is None:
+        chosen = [n for n in METRICS.names() if METRICS.get(n).default and (detector is not None or "detector" not in METRICS.get(n).needs)]
+    else:
+        chosen = []
+        for name in names:
+            name = ALIASES.get(name, name)
+            if name not in METRICS:
+                raise UnknownNameError(METRICS.suggest(name))
+            if detector is None and "detector" in METRICS.get(name).needs:
+                raise PicbenchError(f"metric {name!r} needs a detector, but detector=None")
+            chosen.append(name)
+        for name in list(chosen):
+            chosen.extend(getattr(METRICS.get(name), "requires", ()))
+    return tuple(METRICS.get(n)() for n in dict.fromkeys(chosen))
 
 
 class MetricEngine:
@@ -162,77 +195,146 @@ class MetricEngine:
         batch_size: int = 32,
         num_workers: int = 0,
         clip_arch: str = "ViT-B-32",
-        ap_backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools",
     ) -> None:
         if models not in ("default", "tiny"):
             raise PicbenchError(f"models must be 'default' or 'tiny', got {models!r}")
         if detector is not None and detector not in DETECTORS:
-            raise PicbenchError(f"unknown detector {detector!r} (known: {', '.join(DETECTORS)}, or None for no box metrics)")
-        self.models, self.device, self.detector_name = models, device, detector
+            raise UnknownNameError(DETECTORS.suggest(detector) + ", or None for no box metrics")
+        self.models, self.device, self.detector_name, self.clip_arch = models, device, detector, clip_arch
         self.smoke = models == "tiny"
-        self.metrics = self._select(metrics, detector)
-        self.batch_size, self.num_workers, self.ap_backend = max(1, batch_size), num_workers, ap_backend
+        self.weights = dict(weights or {})
+        self.metrics = select_metrics(metrics, detector)
+        self.needs = frozenset(n for m in self.metrics for n in m.needs)
+        self.batch_size, self.num_workers = max(1, batch_size), num_workers
         self.cache = cache
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self._sha: dict[Path, str] = {}
         self.reference_encodes = 0  # reference images actually run through a model (0 on a warm cache)
         self.data_wait_seconds = 0.0  # time spent waiting for decoded images (workers, or in-process decoding)
-        need = {role for m in self.metrics for role in BY_NAME[m].needs}
-        self.clip: ClipEncoder | None = load_clip(self._folder("clip", "clip", weights), device, clip_arch) if "clip" in need else None
-        self.dino: Encoder | None = load_dino(self._folder("dino", "dino", weights), device) if "dino" in need else None
-        wants_detector = detector is not None and ("detector" in need or {"clip_i_crop", "dino_crop"} & set(self.metrics))
-        self.detector: Detector | None = (
-            load_detector(detector, self._folder("detector", detector, weights), device) if wants_detector else None  # type: ignore[arg-type]
-        )
+        self.roles = tuple(r for r in ENCODER_ROLES if r in self.needs or (r == "clip" and "text" in self.needs))
+        self.uses_detector = detector is not None and bool({"detector", "crops"} & self.needs)
+        self.folders = {role: self._folder(role, role) for role in self.roles}
+        if self.uses_detector:
+            self.folders["detector"] = self._folder("detector", detector)  # type: ignore[arg-type]
+        self._encoders: dict[str, Encoder] | None = None
+        self._detector: Detector | None = None
 
     # -- setup --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _select(metrics: Sequence[str] | None, detector: str | None) -> tuple[str, ...]:
-        if metrics is None:
-            chosen = [m for m in BY_NAME if detector is not None or "detector" not in BY_NAME[m].needs]
-        else:
-            chosen = []
-            for name in metrics:
-                if name in AP_KEYS[1:]:
-                    name = "ap"
-                if name not in BY_NAME:
-                    raise UnknownNameError(METRICS.suggest(name))
-                if detector is None and "detector" in BY_NAME[name].needs:
-                    raise PicbenchError(f"metric {name!r} needs a detector, but detector=None")
-                chosen.append(name)
-            if "ap" in chosen and "iou" not in chosen:
-                chosen.append("iou")  # AP is computed from the same matched detections
-        return tuple(dict.fromkeys(chosen))
-
-    def _folder(self, role: str, model: str, weights: Mapping[str, str | Path] | None) -> Path:
-        if weights and role in weights:
-            return resolve(role, HUB_IDS.get(model, model), weights).folder
+    def _folder(self, role: str, model: str) -> Path | None:
+        """The local folder of a model: --weights ROLE=DIR, the tiny model of a smoke run, or the
+        documented lookup of its hub id (weights.resolve)."""
+        if role == "detector":
+            cls = DETECTORS.get(model)
+            if cls.hub_id is None and role not in self.weights:
+                return None
+            if role not in self.weights and self.smoke:
+                return cls.smoke_folder()
+            return resolve(role, cls.hub_id or model, self.weights).folder
+        if role in self.weights:
+            return resolve(role, hub_id(role), self.weights).folder
         if self.smoke:
             from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(model)
-        return resolve(role, HUB_IDS[model]).folder
+        return resolve(role, hub_id(role)).folder
 
-    def _encoders(self) -> dict[str, Encoder]:
-        return {role: enc for role, enc in (("clip", self.clip), ("dino", self.dino)) if enc is not None}
+    def model_folder(self, role: str, tiny: str) -> Path:
+        """For metrics with models of their own (``Metric.load``): ``--weights ROLE=DIR``, the
+        tiny model ``tiny`` of a smoke run, else the hub id registered for ``role``."""
+        if role in self.weights:
+            return resolve(role, hub_id(role), self.weights).folder
+        if self.smoke:
+            from picbench.tiny.metric_models import tiny_weights
+
+            return tiny_weights(tiny)
+        return resolve(role, hub_id(role)).folder
+
+    def _build(self) -> None:
+        """Build every model the metrics need, once, on first use."""
+        if self._encoders is not None:
+            return
+        encoders: dict[str, Encoder] = {}
+        if "clip" in self.roles:
+            encoders["clip"] = load_clip(self.folders["clip"], self.device, self.clip_arch)  # type: ignore[arg-type]
+        if "dino" in self.roles:
+            encoders["dino"] = load_dino(self.folders["dino"], self.device)  # type: ignore[arg-type]
+        if self.uses_detector:
+            self._detector = DETECTORS.get(self.detector_name)(self.folders["detector"], self.device)  # type: ignore[arg-type]
+        for metric in self.metrics:
+            metric.load(self)
+        self._encoders = encoders
+
+    @property
+    def clip(self) -> ClipEncoder | None:
+        self._build()
+        return self._encoders.get("clip")  # type: ignore[union-attr, return-value]
+
+    @property
+    def dino(self) -> Encoder | None:
+        self._build()
+        return self._encoders.get("dino")  # type: ignore[union-attr]
+
+    @property
+    def detector(self) -> Detector | None:
+        self._build()
+        return self._detector
+
+    @property
+    def built(self) -> bool:
+        return self._encoders is not None
+
+    def encoders(self) -> dict[str, Encoder]:
+        self._build()
+        return dict(self._encoders or {})
+
+    def item_keys(self) -> list[str]:
+        return [k for m in self.metrics for k in m.keys()]
+
+    def directions(self) -> dict[str, bool]:
+        """Base metric key -> True where higher is better, for every aggregate this engine writes."""
+        return {key: m.direction(key) for m in self.metrics for key in m.outputs()}
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the scores, known without building a model: the metrics (and their
+        classes), the detector and the weights' hashes. Scores are reused only under one identity."""
+        return {
+            "smoke": self.smoke, "models": self.models, "detector": self.detector_name if self.uses_detector else None,
+            "metrics": {m.name: f"{type(m).__module__}:{type(m).__qualname__}" for m in self.metrics},
+            "weights": {role: weights_sha256(folder) if folder is not None else None for role, folder in sorted(self.folders.items())},
+            "metric_models": {role: weights_sha256(folder) for m in self.metrics for role, folder in m.model_folders(self).items()},
+            "clip_arch": self.clip_arch,
+        }
 
     def provenance(self) -> dict[str, Any]:
-        return {
+        """The full description (models' preprocessing, detector settings, metrics' prompts). Kept
+        in the cache under the engine's identity, so a run with nothing to score reads it back
+        instead of building the models."""
+        key = hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()
+        if not self.built and self.cache is not None:
+            stored = self.cache.get_json("engine-provenance", key)
+            if stored is not None:
+                return {**stored, "device": self.device}
+        self._build()
+        prov = {
             "smoke": self.smoke,
             "models": self.models,
             "device": self.device,
-            "metrics": list(self.metrics),
-            "encoders": {role: enc.provenance() for role, enc in self._encoders().items()},
-            "detector": self.detector.provenance() if self.detector is not None else None,
-            "ap_backend": self.ap_backend,
+            "metrics": [m.name for m in self.metrics],
+            "higher_is_better": self.directions(),
+            "metric_details": {m.name: m.provenance() for m in self.metrics if m.provenance()},
+            "encoders": {role: enc.provenance() for role, enc in (self._encoders or {}).items()},
+            "detector": self._detector.provenance() if self._detector is not None else None,
             "conventions": CONVENTIONS,
         }
+        if self.cache is not None:
+            self.cache.put_json("engine-provenance", key, prov)
+        return prov
 
     @property
     def forward_seconds(self) -> float:
-        total = sum(enc.forward_seconds for enc in self._encoders().values())
-        return total + (self.detector.forward_seconds if self.detector is not None else 0.0)
+        total = sum(enc.forward_seconds for enc in (self._encoders or {}).values())
+        return total + (self._detector.forward_seconds if self._detector is not None else 0.0)
 
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
@@ -267,7 +369,7 @@ class MetricEngine:
                 keys[p] = self._content_key(p)
             except OSError as exc:
                 errors[p] = f"reference image {p} is unreadable: {exc.strerror or exc}"
-        encoders = self._encoders()
+        encoders = self.encoders()
         found = {role: self._cached(enc.model_id, list(keys.values())) for role, enc in encoders.items()}
         todo = [p for p, k in keys.items() if any(k not in found[role] for role in encoders)]
         if todo:
@@ -291,19 +393,20 @@ class MetricEngine:
         return result, errors
 
     def _prompts(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
-        assert self.clip is not None
-        model_id = f"{self.clip.model_id}:text"
+        clip = self.clip
+        assert clip is not None
+        model_id = f"{clip.model_id}:text"
         keys = {p: hashlib.sha256(p.encode()).hexdigest() for p in dict.fromkeys(prompts)}
         found = self._cached(model_id, list(keys.values()))
         todo = [p for p, k in keys.items() if k not in found]
         if todo:
-            fresh = {keys[p]: v for p, v in zip(todo, self.clip.encode_texts(todo).numpy())}
+            fresh = {keys[p]: v for p, v in zip(todo, clip.encode_texts(todo).numpy())}
             self._store(model_id, fresh)
             found.update(fresh)
         return {p: found[k] for p, k in keys.items()}
 
     def _encode(self, role: str, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        enc = self._encoders()[role]
+        enc = self.encoders()[role]
         parts = [enc.encode_images(torch.stack(list(tensors[i : i + self.batch_size]))).numpy() for i in range(0, len(tensors), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
@@ -314,9 +417,10 @@ class MetricEngine:
         items = list(items)
         if not items:
             return
-        crops = bool({"clip_i_crop", "dino_crop"} & set(self.metrics))
-        preprocess = {role: enc.preprocess for role, enc in self._encoders().items()}
-        dataset = _Items(items, preprocess, crops, keep_image=self.detector is not None)
+        encoders = self.encoders()
+        regions = [self._regions(item.sample) for item in items]
+        keep_image = self.uses_detector or "image" in self.needs
+        dataset = _Items(items, {role: enc.preprocess for role, enc in encoders.items()}, "crops" in self.needs, keep_image, regions)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate,
                             persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
         batches = iter(loader)
@@ -328,60 +432,86 @@ class MetricEngine:
                 return
             yield from self._score_batch([items[d.index] for d in batch], batch, Path(data_root))
 
+    def _regions(self, sample: Sample) -> dict[str, BoxXYXY]:
+        found: dict[str, BoxXYXY] = {}
+        for metric in self.metrics:
+            found.update(metric.regions(sample))
+        return found
+
     def _score_batch(self, items: Sequence[ScoreItem], decoded: Sequence[_Decoded], data_root: Path) -> list[Score]:
         ok = [i for i, d in enumerate(decoded) if d.error is None]
-        roles = list(self._encoders())
+        encoders = self.encoders()
+        roles = list(encoders)
         whole = {role: self._encode(role, [decoded[i].whole[role] for i in ok]) for role in roles}
         row = {i: r for r, i in enumerate(ok)}
 
         detections: dict[int, DetectorOutput] = {}
-        if self.detector is not None:
+        if self._detector is not None:
             for i in ok:
-                detections[i] = self._detect(decoded[i].image, [s.class_word for s in items[i].sample.subjects])
-        assigned = {i: self._assign(items[i].sample, detections[i], decoded[i].size) if i in detections else None for i in ok}
+                detections[i] = self._detect(decoded[i].image, [s.class_word for s in items[i].sample.subjects])  # type: ignore[arg-type]
+        matches = {i: self._assign(items[i].sample, detections[i], decoded[i].size) for i in detections}
 
+        # every crop of the batch (subject boxes, detected boxes where a subject has none, metric regions) in one pass per role
         crop_tensors: dict[str, list[torch.Tensor]] = {role: [] for role in roles}
-        crop_row: dict[tuple[int, int], int] = {}
-        if {"clip_i_crop", "dino_crop"} & set(self.metrics):
-            for i in ok:
-                for s, sub in enumerate(items[i].sample.subjects):
+        crop_row: dict[tuple[int, Any], int] = {}
+
+        def add(key: tuple[int, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+            crop_row[key] = len(crop_tensors[roles[0]]) if roles else 0
+            for role in roles:
+                crop_tensors[role].append(tensors[role])
+
+        for i in ok:
+            if "crops" in self.needs:
+                for s, _ in enumerate(items[i].sample.subjects):
                     tensors = decoded[i].crops.get(s)
-                    det = (assigned[i] or {}).get(s)
+                    det = matches.get(i, {}).get(s)
                     if tensors is None and det is not None and det[0] is not None:
-                        crop = crop_to_box(decoded[i].image, detections[i].detections[det[0]].box)
-                        tensors = {role: self._encoders()[role].preprocess(crop) for role in roles}
+                        crop = crop_to_box(decoded[i].image, detections[i].detections[det[0]].box)  # type: ignore[arg-type]
+                        tensors = {role: encoders[role].preprocess(crop) for role in roles}
                     if tensors is not None:
-                        crop_row[(i, s)] = len(crop_tensors[roles[0]]) if roles else 0
-                        for role in roles:
-                            crop_tensors[role].append(tensors[role])
+                        add((i, s), tensors)
+            for key, tensors in decoded[i].regions.items():
+                add((i, key), tensors)
         crop_emb = {role: self._encode(role, crop_tensors[role]) for role in roles}
 
-        wants_identity = any(BY_NAME[m].identity for m in self.metrics)
-        identity_refs = [resolve_in_root(data_root, p) for i in ok if items[i].identity and wants_identity
+        wants_refs = "references" in self.needs and bool(roles)
+        identity_refs = [resolve_in_root(data_root, p) for i in ok if items[i].identity and wants_refs
                          for sub in items[i].sample.subjects for p in sub.eval_images]
-        refs, ref_errors = self._references(identity_refs)
-        texts = self._prompts([items[i].sample.prompt for i in ok]) if "clip_t" in self.metrics and self.clip is not None else {}
+        refs, ref_errors = self._references(identity_refs) if identity_refs else ({}, {})
+        texts = self._prompts([items[i].sample.prompt for i in ok]) if "text" in self.needs and "clip" in encoders and ok else {}
 
         scores = []
         for i, item in enumerate(items):
             if i not in row:
-                scores.append(Score(item.sample.id, item.seed, {k: None for k in self._item_keys()}, failures=(decoded[i].error or "no image",), smoke=self.smoke))
+                scores.append(Score(item.sample.id, item.seed, dict.fromkeys(self.item_keys()), failures=(decoded[i].error or "no image",), smoke=self.smoke))
                 continue
-            scores.append(self._assemble(item, data_root, {role: whole[role][row[i]] for role in roles}, detections.get(i), assigned[i],
-                                         {(s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i for role in roles},
-                                         refs, ref_errors, texts.get(item.sample.prompt), decoded[i].size))
+            sample = item.sample
+            subject_refs: dict[tuple[int, str], tuple[np.ndarray, ...]] = {}
+            ref_problems: dict[int, list[str]] = {}
+            if item.identity and wants_refs:
+                for s, sub in enumerate(sample.subjects):
+                    paths = [resolve_in_root(data_root, p) for p in sub.eval_images]
+                    ref_problems[s] = [ref_errors[p] for p in paths if p in ref_errors]
+                    for role in roles:
+                        subject_refs[(s, role)] = tuple(refs[role][p] for p in paths if p in refs.get(role, {}))
+            features = Features(
+                sample=sample, seed=item.seed, identity=item.identity, size=decoded[i].size, data_root=data_root,
+                embeddings={role: whole[role][row[i]] for role in roles},
+                subject_crops={(s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i and isinstance(s, int) for role in roles},
+                regions={(k, role): crop_emb[role][r] for (j, k), r in crop_row.items() if j == i and isinstance(k, str) for role in roles},
+                references=subject_refs, prompt=texts.get(sample.prompt), detections=detections.get(i), matches=matches.get(i, {}),
+                image=decoded[i].image if "image" in self.needs else None,
+            )
+            scores.append(self._assemble(features, ref_problems))
         return scores
 
     def _detect(self, image: Image.Image, classes: list[str]) -> DetectorOutput:
         """A detector that fails on one image fails that item, not the run."""
-        assert self.detector is not None
+        assert self._detector is not None
         try:
-            return self.detector.detect(image, classes)
+            return self._detector.detect(image, classes)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            return DetectorOutput((), None, (f"detector {self.detector.name} failed: {type(exc).__name__}: {exc}",))
-
-    def _item_keys(self) -> list[str]:
-        return [k for k in ITEM_KEYS if k in self.metrics]
+            return DetectorOutput((), None, (f"detector {self._detector.name} failed: {type(exc).__name__}: {exc}",), failed=True)
 
     @staticmethod
     def _assign(sample: Sample, output: DetectorOutput, size: tuple[int, int]) -> dict[int, tuple[int | None, float | None]]:
@@ -390,7 +520,7 @@ class MetricEngine:
         dets = output.detections
         boxed = [s for s, sub in enumerate(sample.subjects) if sub.box is not None]
         result: dict[int, tuple[int | None, float | None]] = {}
-        matches = match_subjects([to_pixels(sample.subjects[s].box, *size) for s in boxed], [sample.subjects[s].class_word for s in boxed],
+        matches = match_subjects([to_pixels(sample.subjects[s].box, *size) for s in boxed], [sample.subjects[s].class_word for s in boxed],  # type: ignore[arg-type]
                                  [d.box for d in dets], [d.label for d in dets])
         for s, m in zip(boxed, matches):
             result[s] = m
@@ -404,80 +534,88 @@ class MetricEngine:
                 result[s] = (pick, None)
         return result
 
-    def _assemble(self, item: ScoreItem, data_root: Path, gen: Mapping[str, np.ndarray], output: DetectorOutput | None,
-                  assigned: Mapping[int, tuple[int | None, float | None]] | None, crops: Mapping[tuple[int, str], np.ndarray],
-                  refs: Mapping[str, Mapping[Path, np.ndarray]], ref_errors: Mapping[Path, str], text: np.ndarray | None,
-                  size: tuple[int, int]) -> Score:
-        sample = item.sample
-        wants_identity = any(BY_NAME[m].identity for m in self.metrics)
+    def _assemble(self, features: Features, ref_problems: Mapping[int, list[str]]) -> Score:
+        """Run every metric on the item's features; a metric's exception or bad value is that
+        metric's recorded failure, and the other metrics go on."""
+        sample, output = features.sample, features.detections
         failures: list[str] = []
         if output is not None:
             failures.extend(output.problems)
-            if not output.detections and not any(p.startswith("unparseable") for p in output.problems):
+            if not output.detections and not output.failed:
                 failures.append(f"detector found none of {sorted({s.class_word for s in sample.subjects})}")
+        subject_values: list[dict[str, float | None]] = []
         subjects = []
         for s, sub in enumerate(sample.subjects):
             values: dict[str, float | None] = {}
-            why: list[str] = []
-            paths = [resolve_in_root(data_root, p) for p in sub.eval_images] if item.identity and wants_identity else []
-            bad = [ref_errors[p] for p in paths if p in ref_errors]
-            why.extend(bad)
-            for metric, role, emb in (("clip_i", "clip", gen.get("clip")), ("dino", "dino", gen.get("dino")),
-                                      ("clip_i_crop", "clip", crops.get((s, "clip"))), ("dino_crop", "dino", crops.get((s, "dino")))):
-                if metric not in self.metrics:
+            why = list(ref_problems.get(s, ()))
+            for metric in self.metrics:
+                if not metric.per_subject:
                     continue
-                vectors = [refs.get(role, {})[p] for p in paths if p in refs.get(role, {})]
-                values[metric] = float(np.mean([float(emb @ v) for v in vectors])) if item.identity and emb is not None and vectors else None
-                if metric.endswith("_crop") and item.identity and emb is None:
-                    why.append("no target or detected box to crop")
-            det_index, iou_value = (assigned or {}).get(s, (None, None))
+                try:
+                    values[metric.name] = check_value(metric.name, metric.name, metric.subject_value(features, s))
+                except Unscorable as exc:
+                    values[metric.name] = None
+                    (why if not exc.failure else failures).append(exc.reason if not exc.failure else f"metric {metric.name}, subject {sub.name}: {exc.reason}")
+                except Exception as exc:  # a metric's bug fails that metric on this subject only
+                    values[metric.name] = None
+                    failures.append(f"metric {metric.name} failed on subject {sub.name}: {type(exc).__name__}: {exc}")
+            det_index, iou_value = features.matches.get(s, (None, None))
             det_box = output.detections[det_index].box if output is not None and det_index is not None else None
-            if "iou" in self.metrics:
-                values["iou"] = iou_value if sub.box is not None and output is not None else None
-            subjects.append(SubjectScore(sub.name, values, det_box, values.get("iou"), "; ".join(dict.fromkeys(why)) or None))
+            subject_iou = iou_value if sub.box is not None and output is not None else None
+            subject_values.append(values)
+            subjects.append(SubjectScore(sub.name, values, det_box, subject_iou, "; ".join(dict.fromkeys(why)) or None))
+        failures.extend(f"subject {sub.name}: {p}" for s, sub in enumerate(sample.subjects) for p in dict.fromkeys(ref_problems.get(s, ())))
         metrics: dict[str, float | None] = {}
-        for key in self._item_keys():
-            if key == "clip_t":
-                metrics[key] = float(gen["clip"] @ text) if text is not None else None
-            else:
-                metrics[key] = _mean(sub.metrics.get(key) for sub in subjects)
-        failures.extend(f"subject {sub.name}: {sub.failure}" for sub in subjects if sub.failure and "no target or detected box" not in sub.failure)
+        for metric in self.metrics:
+            keys = metric.keys()
+            try:
+                values = metric.item(features, subject_values)
+                if not isinstance(values, Mapping):
+                    raise TypeError(f"metric {metric.name} returned {type(values).__name__}, not a mapping of its keys to values")
+                metrics.update({k: check_value(metric.name, k, values.get(k)) for k in keys})
+            except Unscorable as exc:
+                metrics.update(dict.fromkeys(keys))
+                failures.append(f"metric {metric.name}: {exc.reason}")
+            except Exception as exc:  # a plug-in that raises, returns NaN or a non-number fails for this item, by name
+                metrics.update(dict.fromkeys(keys))
+                failures.append(f"metric {metric.name} failed: {type(exc).__name__}: {exc}")
+        w, h = features.size
         detections = tuple(
-            {"label": d.label, "score": d.score, "box": list(d.box), "box_norm": [d.box[0] / size[0], d.box[1] / size[1], d.box[2] / size[0], d.box[3] / size[1]]}
+            {"label": d.label, "score": d.score, "box": list(d.box), "box_norm": [d.box[0] / w, d.box[1] / h, d.box[2] / w, d.box[3] / h]}
             for d in (output.detections if output is not None else ())
         )
-        return Score(sample.id, item.seed, metrics, tuple(subjects), output.raw if output is not None else None, detections,
+        return Score(sample.id, features.seed, metrics, tuple(subjects), output.raw if output is not None else None, detections,
                      tuple(dict.fromkeys(failures)), self.smoke)
 
     # -- aggregation ------------------------------------------------------------------------------
 
     def aggregate(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float | int | None]:
-        """Means over items (failed items excluded), per split where the split occurs, plus AP over
-        the run; metrics that do not apply are None."""
+        """Each metric's aggregate (means over items, failed items excluded, per split where the
+        split occurs; AP over the run), plus item and failure counts. A plug-in whose aggregate
+        raises gets None values and a logged warning."""
         out: dict[str, float | int | None] = {}
-        split_of = {sid: s.split for sid, s in samples.items()}
-        present = [sp for sp in SPLITS if any(split_of.get(sc.sample_id) == sp for sc in scores)]
-        for key in self._item_keys():
-            out[key] = _mean(sc.metrics.get(key) for sc in scores)
-            for sp in present:
-                out[f"{key}.{sp}"] = _mean(sc.metrics.get(key) for sc in scores if split_of.get(sc.sample_id) == sp)
-        if "ap" in self.metrics:
-            for suffix, subset in [("", scores)] + [(f".{sp}", [sc for sc in scores if split_of.get(sc.sample_id) == sp]) for sp in present]:
-                stats = self._ap([sc for sc in subset if sc.sample_id in samples], samples)
-                for k in AP_KEYS:
-                    out[f"{k}{suffix}"] = stats.get(k)
+        for metric in self.metrics:
+            try:
+                out.update(metric.aggregate(scores, samples))
+            except Exception as exc:
+                log.warning("metric %s failed to aggregate: %s: %s", metric.name, type(exc).__name__, exc)
+                out.update(dict.fromkeys(metric.outputs()))
         out["n_items"] = len(scores)
         out["n_failures"] = sum(1 for sc in scores if sc.failures)
         return out
 
-    def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float]:
-        images = []
-        for sc in scores:
-            sample = samples[sc.sample_id]
-            if not sample.has_layout or sc.metrics.get("iou") is None:
-                continue  # no boxes to compare against, or no detector output (failed item)
-            w, h = sample.width, sample.height
-            truths = [GroundTruth(to_pixels(sub.box, w, h), normalize_label(sub.class_word)) for sub in sample.subjects]
-            dets = [Detected(to_pixels(d["box_norm"], w, h), normalize_label(d["label"]), float(d["score"])) for d in sc.detections]
-            images.append(EvalImage((sc.sample_id, sc.seed), w, h, truths, dets))
-        return average_precision(images, self.ap_backend) if images else {}
+    def intervals(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, tuple[float, float]]:
+        """Bootstrap 95% intervals of every aggregate (see :mod:`picbench.metrics.bootstrap`)."""
+        from picbench.metrics import bootstrap
+
+        out: dict[str, tuple[float, float]] = {}
+        for metric in self.metrics:
+            try:
+                if type(metric).aggregate is Metric.aggregate:
+                    out.update(bootstrap.mean_intervals(scores, samples, metric.outputs()))
+                else:
+                    out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.aggregate(resample, samples)))
+            except Exception as exc:
+                log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
+        return out
+

@@ -9,17 +9,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from picbench.errors import MissingWeightsError
+from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.records import file_sha256
+from picbench.registry import Registry
 
 WEIGHTS_ENV = "PICBENCH_WEIGHTS_DIR"
-HUB_IDS = {
-    "clip": "timm/vit_base_patch32_clip_224.openai",  # open_clip ViT-B-32, OpenAI weights
-    "dino": "timm/vit_small_patch16_224.dino",
-    "owlv2": "google/owlv2-base-patch16-ensemble",
-    "grounding-dino": "IDEA-Research/grounding-dino-base",
-    "vision-r1": "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1",
-}
+
+
+@dataclass(frozen=True)
+class MetricModel:
+    """A model the metric engine loads by role (encoders, the VLM judge), and its hub id."""
+
+    role: str
+    hub_id: str
+
+
+CLIP = MetricModel("clip", "timm/vit_base_patch32_clip_224.openai")  # open_clip ViT-B-32, OpenAI weights (DreamBooth's protocol)
+DINO = MetricModel("dino", "timm/vit_small_patch16_224.dino")  # DINO ViT-S/16 (DreamBooth's protocol)
+VLM_JUDGE = MetricModel("vlm_judge", "Qwen/Qwen2.5-VL-7B-Instruct")  # DreamBench++ judges with a VLM; Qwen2.5-VL is the open one
+
+MODELS: Registry[MetricModel] = Registry("metric model", entry_point_group="picbench.metric_models")
+"""Role -> :class:`MetricModel`; a package can repoint a role (e.g. DINOv2) through its entry point."""
+MODELS.register("clip", "picbench.metrics.weights:CLIP", CLIP.hub_id)
+MODELS.register("dino", "picbench.metrics.weights:DINO", DINO.hub_id)
+MODELS.register("vlm_judge", "picbench.metrics.weights:VLM_JUDGE", VLM_JUDGE.hub_id)
+
+
+def hub_id(role: str) -> str:
+    """The hub id of the metric model registered for ``role``."""
+    model = MODELS.get(role)
+    if not isinstance(model, MetricModel):
+        raise PicbenchError(f"metric model {role!r} is registered as a {type(model).__name__}, not a MetricModel")
+    return model.hub_id
+
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 

@@ -1,27 +1,20 @@
-"""Detectors behind one interface (:class:`Detector`); loaded by name with ``load_detector``."""
+"""Detectors behind one interface (:class:`Detector`), resolved by name through ``DETECTORS``;
+other packages add detectors through the ``picbench.detectors`` entry-point group."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from picbench.metrics.detectors.base import Detection, Detector, DetectorOutput
+from picbench.registry import Registry
 
-DETECTOR_NAMES = ("grounding-dino", "owlv2", "vision-r1")
+DETECTORS: Registry[type[Detector]] = Registry("detector", entry_point_group="picbench.detectors", base=Detector)
+DETECTORS.register("grounding-dino", "picbench.metrics.detectors.grounding_dino:GroundingDinoDetector", "Grounding DINO (transformers), the default")
+DETECTORS.register("owlv2", "picbench.metrics.detectors.owlv2:Owlv2Detector", "OWLv2 (transformers)")
+DETECTORS.register("vision-r1", "picbench.metrics.detectors.vision_r1:VisionR1Detector", "Vision-R1 (Qwen2.5-VL), the paper's detector")
 
-__all__ = ["DETECTOR_NAMES", "Detection", "Detector", "DetectorOutput", "load_detector"]
+__all__ = ["DETECTORS", "Detection", "Detector", "DetectorOutput", "load_detector"]
 
 
-def load_detector(name: str, folder: Path, device: str = "cpu") -> Detector:
-    if name == "vision-r1":
-        from picbench.metrics.detectors.vision_r1 import VisionR1Detector
-
-        return VisionR1Detector(folder, device)
-    if name == "grounding-dino":
-        from picbench.metrics.detectors.grounding_dino import GroundingDinoDetector
-
-        return GroundingDinoDetector(folder, device)
-    if name == "owlv2":
-        from picbench.metrics.detectors.owlv2 import Owlv2Detector
-
-        return Owlv2Detector(folder, device)
-    raise ValueError(f"unknown detector {name!r} (known: {', '.join(DETECTOR_NAMES)})")
+def load_detector(name: str, folder: Path | None, device: str = "cpu") -> Detector:
+    return DETECTORS.get(name)(folder, device)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
 
+from picbench.errors import PicbenchError
 from picbench.metrics.boxes import box_problem
 
 
@@ -22,14 +24,32 @@ class DetectorOutput:
     detections: tuple[Detection, ...]
     raw: str | None = None  # the model's own answer, kept for the record (VLM detectors)
     problems: tuple[str, ...] = field(default_factory=tuple)  # boxes dropped, answers cut off
+    failed: bool = False  # the detector raised or its answer did not parse: no output, not "nothing found"
 
 
 class Detector:
-    """Subclasses implement ``detect``; ``model_id`` and ``provenance`` describe the weights."""
+    """Subclasses implement ``__init__(folder, device)``, ``detect`` and ``provenance``;
+    ``model_id`` names the weights. Registered in ``DETECTORS`` (entry-point group
+    ``picbench.detectors``): ``hub_id`` is where the default weights come from (None: the detector
+    needs no weights, and gets ``folder=None``); :meth:`smoke_folder` gives the random-weight model
+    of ``--models tiny``."""
 
     name: str = ""
+    hub_id: str | None = None
     model_id: str = ""
     forward_seconds: float = 0.0
+
+    def __init__(self, folder: Path | None, device: str = "cpu") -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def smoke_folder(cls) -> Path | None:
+        """The folder of this detector's tiny random-weight model (picbench builds those of its own detectors)."""
+        from picbench.tiny.metric_models import BUILDERS, tiny_weights
+
+        if cls.name not in BUILDERS:
+            raise PicbenchError(f"detector {cls.name!r} has no tiny model for --models tiny; give its weights with --weights detector=DIR")
+        return tiny_weights(cls.name)
 
     def detect(self, image: Image.Image, classes: Sequence[str]) -> DetectorOutput:
         raise NotImplementedError

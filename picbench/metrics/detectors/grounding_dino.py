@@ -20,6 +20,7 @@ from picbench.metrics.weights import weights_sha256
 
 class GroundingDinoDetector(Detector):
     name = "grounding-dino"
+    hub_id = "IDEA-Research/grounding-dino-base"
 
     def __init__(self, folder: Path, device: str = "cpu", *, box_threshold: float = 0.35) -> None:
         from transformers import AutoProcessor, GroundingDinoForObjectDetection

@@ -19,6 +19,7 @@ from picbench.metrics.weights import weights_sha256
 
 class Owlv2Detector(Detector):
     name = "owlv2"
+    hub_id = "google/owlv2-base-patch16-ensemble"
 
     def __init__(self, folder: Path, device: str = "cpu", *, threshold: float = 0.1) -> None:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor

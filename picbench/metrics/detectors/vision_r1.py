@@ -29,6 +29,7 @@ def categories_phrase(classes: Sequence[str]) -> str:
 
 class VisionR1Detector(Detector):
     name = "vision-r1"
+    hub_id = "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1"
 
     def __init__(self, folder: Path, device: str = "cpu", *, max_new_tokens: int = 512, score: float = 1.0) -> None:
         from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration

@@ -1,0 +1,73 @@
+"""Where the subjects are: IoU / mIoU of target boxes with their matched detections, and COCO AP
+of the detections over a run (pycocotools, or faster-coco-eval)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Mapping, Sequence
+
+from picbench.metrics.base import Features, Metric, splits_present
+from picbench.metrics.boxes import normalize_label, to_pixels
+from picbench.metrics.coco import Detected, EvalImage, GroundTruth, average_precision
+from picbench.records import Sample, Score
+
+AP_KEYS = ("ap", "ap50", "ap75")
+
+
+class IoU(Metric):
+    """Each subject's IoU with the detection matched to it one-to-one per class word (Hungarian);
+    unmatched = 0; None for a subject without a target box or an item without detector output."""
+
+    name = "iou"
+    summary = "IoU of each subject's target box and its matched detection (0 when unmatched); mIoU over subjects"
+    needs = frozenset({"detector"})
+    per_subject = True
+
+    def subject_value(self, features: Features, subject: int) -> float | None:
+        if features.sample.subjects[subject].box is None or features.detections is None:
+            return None
+        return features.matches.get(subject, (None, None))[1]
+
+
+class AveragePrecision(Metric):
+    """COCO AP@[.50:.95], AP50 and AP75 of every item's detections against its target boxes, the
+    class word as category. Items without an IoU (failed, or no boxes) are left out."""
+
+    name = "ap"
+    summary = "COCO AP@[.50:.95] of detections vs target boxes over a run, class word = category (pycocotools); also ap50, ap75"
+    needs = frozenset({"detector"})
+    requires: ClassVar[tuple[str, ...]] = ("iou",)
+    backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
+
+    def keys(self) -> tuple[str, ...]:
+        return ()  # a run-level metric: nothing per item
+
+    def outputs(self) -> tuple[str, ...]:
+        return AP_KEYS
+
+    def item(self, features: Features, subjects: Sequence[Mapping[str, float | None]]) -> Mapping[str, float | None]:
+        return {}
+
+    def aggregate(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        subsets = [("", list(scores))] + [(f".{sp}", [sc for sc in scores if sc.sample_id in samples and samples[sc.sample_id].split == sp])
+                                          for sp in splits_present(scores, samples)]
+        for suffix, subset in subsets:
+            stats = self._ap([sc for sc in subset if sc.sample_id in samples], samples)
+            for key in AP_KEYS:
+                out[f"{key}{suffix}"] = stats.get(key)
+        return out
+
+    def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float]:
+        images = []
+        for sc in scores:
+            sample = samples[sc.sample_id]
+            if not sample.has_layout or sc.metrics.get("iou") is None:
+                continue  # no boxes to compare against, or no detector output (failed item)
+            w, h = sample.width, sample.height
+            truths = [GroundTruth(to_pixels(sub.box, w, h), normalize_label(sub.class_word)) for sub in sample.subjects]
+            dets = [Detected(to_pixels(d["box_norm"], w, h), normalize_label(d["label"]), float(d["score"])) for d in sc.detections]
+            images.append(EvalImage((sc.sample_id, sc.seed), w, h, truths, dets))
+        return average_precision(images, self.backend) if images else {}
+
+    def provenance(self) -> dict[str, str]:
+        return {"backend": self.backend}
