@@ -14,12 +14,17 @@ We use diffusers' own copy (no vendored pipeline to maintain) and load it as the
 checkpoints expect; if a future diffusers drops it, :func:`pipeline_class` says which diffusers to
 install. diffusers' per-load deprecation log line is silenced since this note records it.
 
-Faithfulness notes: sampling follows the GLIGEN authors' inference (50 steps with the
-checkpoint's own scheduler, guidance 7.5, 512x512, scheduled sampling beta 0.3: grounding on for
-the first 30% of steps, null grounding on the unconditional branch; at most 30 grounded objects).
-Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed). diffusers' text-image pipeline computes the beta cut-off but never applies
-it; we apply it (a UNet pre-hook switches the gated fusers off after ``int(beta * timesteps)``
-steps), as the text-box pipeline and the authors' code do.
+Faithfulness notes: sampling follows the GLIGEN authors' inference (gligen/GLIGEN @ f9dccb9,
+``gligen_inference.py``): 50 steps with the checkpoint's own scheduler, guidance 7.5, 512x512, at
+most 30 grounded objects, and per variant the authors' ``alpha_type`` (scheduled sampling):
+``[1.0, 0.0, 0.0]`` for the text-image model (grounding on for every step: beta 1.0) and
+``[0.3, 0.0, 0.7]`` for the text-box model (on for the first 30%: beta 0.3), see
+:data:`SCHEDULED_SAMPLING_BETA`. The default negative prompt is the authors' argparse default
+(:data:`AUTHORS_NEGATIVE_PROMPT`); ``negative_prompt=""`` gives the empty unconditional prompt.
+Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed).
+diffusers' text-image pipeline computes the beta cut-off but never applies it; we apply it (a UNet
+pre-hook switches the gated fusers off after ``int(beta * timesteps)`` steps), as the text-box
+pipeline and the authors' code do.
 """
 
 from __future__ import annotations
@@ -45,6 +50,13 @@ VARIANTS: Mapping[str, Mapping[str, str]] = {
     "text-image": {"pipeline": "StableDiffusionGLIGENTextImagePipeline", "checkpoint": "anhnct/Gligen_Text_Image", "attention_type": "gated-text-image"},
     "text-box": {"pipeline": "StableDiffusionGLIGENPipeline", "checkpoint": "masterful/gligen-1-4-generation-text-box", "attention_type": "gated"},
 }
+# gligen/GLIGEN @ f9dccb9, gligen_inference.py: alpha_type [1.0, 0.0, 0.0] for
+# checkpoint_generation_text_image.pth, [0.3, 0.0, 0.7] for checkpoint_generation_text.pth
+SCHEDULED_SAMPLING_BETA: Mapping[str, float] = {"text-image": 1.0, "text-box": 0.3}
+# gligen/GLIGEN @ f9dccb9, gligen_inference.py: the --negative_prompt default
+AUTHORS_NEGATIVE_PROMPT = (
+    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
+)
 MAX_OBJECTS = 30  # GLIGEN's grounding token budget; diffusers drops objects past it
 SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
 
@@ -184,9 +196,9 @@ class GligenMethod(Method):
         "checkpoint": None,  # None: the variant's released checkpoint (VARIANTS)
         "steps": 50,
         "guidance_scale": 7.5,
-        "scheduled_sampling_beta": 0.3,
+        "scheduled_sampling_beta": None,  # None: the authors' value for the variant (SCHEDULED_SAMPLING_BETA)
         "resolution": 512,
-        "negative_prompt": "",
+        "negative_prompt": AUTHORS_NEGATIVE_PROMPT,
     }
     checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
     param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "scheduled_sampling_beta": Param("float", 0.0, 1.0, optional=True)}
@@ -196,6 +208,8 @@ class GligenMethod(Method):
         defaults = SMOKE_DEFAULTS if models == "tiny" else {}
         super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
         pipeline_class(self.params["variant"])  # validate early
+        if self.params["scheduled_sampling_beta"] is None:
+            self.params["scheduled_sampling_beta"] = SCHEDULED_SAMPLING_BETA[self.params["variant"]]
         if self.params["variant"] == "text-box":
             self.capabilities = replace(type(self).capabilities, references=False)
         grounding_steps(self.params["steps"], self.params["scheduled_sampling_beta"])  # validate early
@@ -256,4 +270,4 @@ class GligenMethod(Method):
         return image
 
 
-__all__ = ["GligenCall", "GligenMethod", "VARIANTS", "generation_size", "gligen_call", "grounding_steps"]
+__all__ = ["AUTHORS_NEGATIVE_PROMPT", "GligenCall", "GligenMethod", "SCHEDULED_SAMPLING_BETA", "VARIANTS", "generation_size", "gligen_call", "grounding_steps"]

@@ -61,6 +61,19 @@ def test_scheduled_sampling_steps_and_validation() -> None:
         GligenMethod(params={"variant": "inpaint"})
 
 
+def test_authors_schedule_per_variant_and_negative_prompt() -> None:
+    """gligen/GLIGEN @ f9dccb9 gligen_inference.py: alpha_type [1,0,0] (text-image) and
+    [0.3,0,0.7] (text-box), and its --negative_prompt default."""
+    text_image, text_box = GligenMethod(), GligenMethod(params={"variant": "text-box"})
+    assert text_image.params["scheduled_sampling_beta"] == 1.0 and text_box.params["scheduled_sampling_beta"] == 0.3
+    assert grounding_steps(51, text_image.params["scheduled_sampling_beta"]) == 51  # grounded at every step
+    assert text_image.params["negative_prompt"] == text_box.params["negative_prompt"] == (
+        "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
+    )
+    assert GligenMethod(params={"scheduled_sampling_beta": 0.5}).params["scheduled_sampling_beta"] == 0.5
+    assert text_image.cache_params()["scheduled_sampling_beta"] == 1.0  # the resolved value keys the cache
+
+
 def _fuser_states(method: GligenMethod) -> list[bool]:
     """Record, per UNet call, whether the first gated fuser was switched on."""
     from diffusers.models.attention import GatedSelfAttentionDense
