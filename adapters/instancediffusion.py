@@ -26,19 +26,31 @@ The LDM UNet names are converted by diffusers' own ``convert_ldm_unet_checkpoint
 Inference follows ``inference.py`` with ``configs/test_box.yaml``: boxes as normalised xyxy, the
 box centre as the instance point, scribbles and masks dropped (their null tokens, so the convnext
 mask branch never contributes and is not built), efficient attention (no fuser attention mask),
-50 PLMS steps (diffusers' PNDM in PLMS mode, SD 1.5's sampler), guidance 7.5 with the authors'
-negative prompt, grounding for the first ``alpha`` = 75% of steps and SD 1.5's own first
-convolution after that (``restore_first_conv_from_SD``), the multi-instance sampler for the first
-``mis`` = 36% of steps (``PLMSSamplerInst``: per-instance branches averaged), noise from
-``torch.manual_seed(seed)`` on the CPU, 512x512. Left out: the optional SDXL-refiner cascade
-(``--cascade_strength``, a second model that post-processes the image).
+50 PLMS steps (diffusers' PNDM in PLMS mode, SD 1.5's sampler), guidance 7.5, SD 1.5's own first
+convolution once grounding is off (``restore_first_conv_from_SD``), the multi-instance sampler
+for the first ``mis`` of the steps (``PLMSSamplerInst``: per-instance branches averaged), noise
+from ``torch.manual_seed(seed)`` on the CPU, 512x512. Left out: the optional SDXL-refiner cascade
+(``--cascade_strength``, a second model that post-processes the image; the authors' README says
+it was not used for their quantitative evaluation).
+
+Defaults are the authors' quantitative evaluation, not ``inference.py``'s argparse defaults
+(frank-xwang/InstanceDiffusion @ 722900e, README "Model Quantitative Evaluation on MSCOCO":
+``eval_local.py ... --mis 0.36 --alpha 1.0``; ``eval_local.py``'s ``--negative_prompt`` default,
+which adds "cartoon style, painting style" to ``inference.py``'s): grounding at every step.
+Step counts are the authors' PLMS steps: diffusers' PNDM runs the first PLMS step (LDM's
+pseudo-improved Euler, two UNet calls) as two scheduler entries, so entry ``j`` is the authors'
+step ``max(0, j - 1)`` (:func:`plms_step`); ``int(alpha * 50)`` and ``int(mis * 50)`` count
+those steps (``alpha`` 0.75 grounds 37 steps, ``mis`` 0.36 runs 18 multi-instance steps).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
+import pickle
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,8 +71,11 @@ from picbench.tiny.publish import publish_folder
 INSTANCEDIFFUSION_CHECKPOINT = "xudongw/InstanceDiffusion"
 INSTANCEDIFFUSION_FILE = "instancediffusion_sd15.pth"
 SD15_CHECKPOINT = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# frank-xwang/InstanceDiffusion @ 722900e, eval_local.py: the --negative_prompt default of the
+# quantitative evaluation (inference.py's default lacks "cartoon style, painting style, ")
 AUTHORS_NEGATIVE_PROMPT = (
-    "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
+    "cartoon style, painting style, longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, "
+    "cropped, worst quality, low quality"
 )
 MAX_OBJECTS = 30
 SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
@@ -236,17 +251,49 @@ def _ldm_keys_consumed(ldm_unet: Mapping[str, torch.Tensor], converted: Mapping[
     return [k for k, v in ldm_unet.items() if id(v) in landed]
 
 
-def read_released_checkpoint(path: Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The ``ema`` weights if the file has them (the authors' loader prefers them), else ``model``."""
+class OmegaConfNode(dict):
+    """What an OmegaConf object of the released container becomes: a plain dict of its pickled
+    state (``_metadata``, ``_content``, ``_val`` ...). No omegaconf code runs, none is needed."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.update(state if isinstance(state, Mapping) else {"state": state})
+
+
+# The classes the released container pickles besides tensors: the authors' ``save_ckpt``
+# (frank-xwang/InstanceDiffusion @ 722900e, utils/checkpoint.py) stores ``config_dict =
+# vars(config)`` of an OmegaConf DictConfig (utils/misc.py ``save_config``), which their loader
+# reads as ``saved_ckpt["config_dict"]["_content"]``. Each maps to OmegaConfNode; nothing else
+# beyond torch's own tensor allow-list is accepted.
+OMEGACONF_CLASSES = tuple(
+    f"omegaconf.{name}"
+    for name in (
+        "dictconfig.DictConfig", "listconfig.ListConfig", "base.ContainerMetadata", "base.Metadata",
+        "nodes.AnyNode", "nodes.StringNode", "nodes.IntegerNode", "nodes.FloatNode", "nodes.BooleanNode", "nodes.BytesNode", "nodes.PathNode",
+    )
+)
+# the plain values OmegaConf metadata refers to (ref_type=typing.Any, object_type=dict, ...)
+_METADATA_GLOBALS = (typing.Any, dict, list, int, float, str, bool, collections.defaultdict)
+
+
+def read_released_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The ``ema`` weights if the file has them (the authors' loader prefers them), else ``model``.
+
+    Loaded by torch's tensors-only unpickler, which also admits the OmegaConf classes of the
+    released container (as :class:`OmegaConfNode`): any other pickled class or function is
+    refused, never imported or called."""
+    stand_ins = [(type(name.rsplit(".", 1)[1], (OmegaConfNode,), {}), name) for name in OMEGACONF_CLASSES]
     try:
-        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=not allow_pickle)
-    except Exception as exc:  # pickle refusals come as several exception types
-        if allow_pickle:
-            raise
+        with torch.serialization.safe_globals([*stand_ins, *_METADATA_GLOBALS]):
+            saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"the pickled global {found.group(1)!r}" if found else "a pickled object"
         raise PicbenchError(
-            f"instancediffusion: a safe (tensors-only) load of {path} failed: {exc}. If the file holds other "
-            "Python objects and you trust it, pass the parameter allow_pickle=true"
+            f"instancediffusion: {path} holds {what}, which is neither a tensor nor part of the released "
+            "checkpoint's container (state dicts and OmegaConf config); refused without running it"
         ) from exc
+    except (OSError, RuntimeError) as exc:
+        raise PicbenchError(f"instancediffusion: cannot read {path} as a torch checkpoint: {exc}") from exc
     if isinstance(saved, Mapping):
         for key in ("ema", "model"):
             if isinstance(saved.get(key), Mapping):
@@ -285,6 +332,13 @@ def grounding_steps(steps: int, alpha: float) -> int:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"instancediffusion: alpha must be in [0, 1], got {alpha}")
     return int(alpha * steps)
+
+
+def plms_step(entry: int) -> int:
+    """The authors' PLMS step of diffusers' PNDM (``skip_prk_steps``) timestep entry ``entry``:
+    PNDM repeats its second timestep, so entries 0 and 1 are the authors' first step (LDM PLMS
+    evaluates the model at t and at t_next before it has a history), entry j >= 1 is step j - 1."""
+    return max(0, entry - 1)
 
 
 def initial_noise(seed: int, width: int, height: int, latent_factor: int) -> torch.Tensor:
@@ -393,9 +447,10 @@ class InstanceDiffusionModel:
             branches += [self._branch(c, [c], [b], uncond, noise) for c, b in zip(call.instance_captions, call.boxes)]
         cutoff = grounding_steps(steps, alpha)
         try:
-            for i, t in enumerate(self.scheduler.timesteps):
-                self.set_grounding(i < cutoff)
-                if i == merge_at and len(branches) > 1:
+            for entry, t in enumerate(self.scheduler.timesteps):
+                step = plms_step(entry)
+                self.set_grounding(step < cutoff)
+                if step == merge_at and len(branches) > 1:
                     branches[0].latents = torch.stack([b.latents for b in branches]).mean(0)
                     branches = branches[:1]
                 for branch in branches:
@@ -557,11 +612,10 @@ class InstanceDiffusionMethod(Method):
         "instance_caption": "a {class_word}",
         "steps": 50,
         "guidance_scale": 7.5,
-        "alpha": 0.75,
+        "alpha": 1.0,  # the authors' quantitative evaluation (README: --alpha 1.0); inference.py: 0.75
         "mis": 0.36,
         "negative_prompt": AUTHORS_NEGATIVE_PROMPT,
         "resolution": 512,
-        "allow_pickle": False,
     }
     checkpoints = {"instancediffusion": f"{INSTANCEDIFFUSION_CHECKPOINT}/{INSTANCEDIFFUSION_FILE}", "base": SD15_CHECKPOINT}
     param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "alpha": Param("float", 0.0, 1.0), "mis": Param("float", 0.0, 1.0)}
@@ -584,7 +638,7 @@ class InstanceDiffusionMethod(Method):
                 ckpt = download_file(self.name, self.params["checkpoint"], INSTANCEDIFFUSION_FILE, self.weights_dir)
                 base = load_pretrained(self.name, self.params["base"], self.weights_dir, _sd15_folder)
                 dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-            model_sd = read_released_checkpoint(Path(ckpt), allow_pickle=self.params["allow_pickle"])
+            model_sd = read_released_checkpoint(Path(ckpt))
             self._model = assemble(base, model_sd, dtype).to(self.device)
         return self._model
 

@@ -24,7 +24,9 @@ from picbench.adapters.instancediffusion import (
     instance_call,
     load_released_weights,
     low_frequency_scale,
+    OMEGACONF_CLASSES,
     mis_steps,
+    plms_step,
     read_released_checkpoint,
     to_released_layout,
 )
@@ -64,6 +66,30 @@ def test_translation_uses_class_captions_and_boxes_not_references(data_dir: Path
 def test_alpha_schedule_and_seeded_noise() -> None:
     assert grounding_steps(50, 0.75) == 37  # the authors' alpha_generator([0.75, 0, 0.25])
     assert mis_steps(50, 0.36) == 18  # PLMSSamplerInst: int(total_steps * mis)
+    # diffusers' PNDM: 51 entries for 50 PLMS steps, its second timestep repeated; the authors'
+    # step count maps entries so that alpha 0.75 grounds 37 steps (38 entries), mis 0.36 18 steps
+    from diffusers import PNDMScheduler
+
+    scheduler = PNDMScheduler(skip_prk_steps=True)
+    scheduler.set_timesteps(50)
+    entries = scheduler.timesteps.tolist()
+    assert len(entries) == 51 and entries[1] == entries[2]
+    steps = [plms_step(j) for j in range(len(entries))]
+    assert steps[:3] == [0, 0, 1] and steps[-1] == 49 and len(set(steps)) == 50
+    assert sum(s < grounding_steps(50, 0.75) for s in steps) == 38
+    assert len({s for s in steps if s < mis_steps(50, 0.36)}) == 18
+
+
+def test_defaults_are_the_authors_quantitative_evaluation() -> None:
+    """frank-xwang/InstanceDiffusion @ 722900e: README's MSCOCO evaluation runs eval_local.py with
+    --mis 0.36 --alpha 1.0; eval_local.py's --negative_prompt and --guidance_scale defaults."""
+    params = InstanceDiffusionMethod().params
+    assert (params["alpha"], params["mis"], params["steps"], params["guidance_scale"]) == (1.0, 0.36, 50, 7.5)
+    assert params["negative_prompt"] == (
+        "cartoon style, painting style, longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, "
+        "fewer digits, cropped, worst quality, low quality"
+    )
+    assert grounding_steps(50, params["alpha"]) == 50
     with pytest.raises(ValueError, match="alpha"):
         InstanceDiffusionMethod(params={"alpha": 1.5})
     with pytest.raises(ValueError, match="mis"):
@@ -159,16 +185,49 @@ def test_loader_reads_released_key_layout(tmp_path: Path) -> None:
 
 
 class _TrainingConfig:
-    """Stands in for the non-tensor objects a training checkpoint may carry."""
+    """A class no released container holds: it must be refused, not imported or built."""
 
 
-def test_unsafe_or_unexpected_checkpoint_files_are_named(tmp_path: Path) -> None:
+class _RunsCode:
+    """A pickle that would run a shell command when unpickled by a plain ``pickle.load``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_released_container_with_omegaconf_config_loads(tmp_path: Path) -> None:
+    """The authors' save_ckpt form: state dicts, optimizer and scheduler state, and
+    ``config_dict = vars(DictConfig)``, read back without omegaconf code running."""
+    omegaconf = pytest.importorskip("omegaconf")  # a dev dependency: writes the container for real
+    config = omegaconf.OmegaConf.create({"model": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {"image_size": 64, "fuser_type": "gatedSA", "channel_mult": [1, 2, 4, 4]}}, "base_learning_rate": 5e-5, "enable_ema": True})
+    ema = {"scaleu_b_0": torch.randn(4)}
+    path = tmp_path / "instancediffusion_sd15.pth"
+    torch.save({"model": {"scaleu_b_0": torch.zeros(4)}, "ema": ema, "opt": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0]}]},
+                "scheduler": {"last_epoch": 3, "lr_lambdas": [None]}, "iters": 4, "config_dict": vars(config)}, path)
+    loaded = read_released_checkpoint(path)
+    assert loaded.keys() == {"scaleu_b_0"} and torch.equal(loaded["scaleu_b_0"], ema["scaleu_b_0"])
+    saved = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode"} <= set(saved)
+    assert set(saved) - {"typing.Any", "builtins.dict", "builtins.list", "builtins.int", "collections.defaultdict"} <= set(OMEGACONF_CLASSES)
+
+
+def test_any_other_pickled_class_is_refused_without_running_it(tmp_path: Path) -> None:
     pickled = tmp_path / "with_objects.pth"
     torch.save({"model": {"scaleu_b_0": torch.zeros(2)}, "config_dict": _TrainingConfig()}, pickled)
-    with pytest.raises(PicbenchError, match="allow_pickle") as info:
+    with pytest.raises(PicbenchError, match="_TrainingConfig") as info:
         read_released_checkpoint(pickled)
-    assert str(pickled) in str(info.value)
-    assert read_released_checkpoint(pickled, allow_pickle=True).keys() == {"scaleu_b_0"}
+    assert str(pickled) in str(info.value) and "refused" in str(info.value)
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pth"
+    torch.save({"model": {"scaleu_b_0": torch.zeros(2)}, "config_dict": _RunsCode(marker)}, hostile)
+    with pytest.raises(PicbenchError, match="system"):
+        read_released_checkpoint(hostile)
+    assert not marker.exists()
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {}}, other)
     with pytest.raises(PicbenchError, match="neither an 'ema' nor a 'model'.*state_dict"):
@@ -187,10 +246,10 @@ def test_end_to_end_tiny(data_dir: Path) -> None:
     fuser.register_forward_pre_hook(lambda module, args: calls.append((module.enabled, torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"]))))
     first = method.generate([sample], seed=5, data_root=data_dir)
     assert first[0].size == (64, 64) and first[0].mode == "RGB"
-    # 2 steps = 3 PNDM timesteps; step 0 grounded with InstanceDiffusion's conv_in, run by the
-    # full layout and each of the 2 instances (multi-instance sampling), then one merged branch
-    # with grounding off and SD 1.5's conv_in restored
-    assert calls == [(True, False)] * 3 + [(False, True)] * 2
+    # 2 steps = 3 PNDM timesteps; the authors' step 0 (entries 0 and 1) grounded with
+    # InstanceDiffusion's conv_in, run by the full layout and each of the 2 instances
+    # (multi-instance sampling), then step 1: one merged branch, grounding off, SD 1.5's conv_in
+    assert calls == [(True, False)] * 6 + [(False, True)] * 1
     assert not torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"])  # restored after
     again = method.generate([sample], seed=5, data_root=data_dir)
     other = method.generate([sample], seed=6, data_root=data_dir)
