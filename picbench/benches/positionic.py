@@ -90,7 +90,7 @@ def noun_phrase(class_word: str) -> str:
     return _NOUN_PHRASES.get(class_word, f"a {class_word}")
 
 
-def _contexts(templates: tuple[str, ...]) -> list[str]:
+def template_contexts(templates: tuple[str, ...]) -> list[str]:
     """The trailing phrase of every 'a {0} {1} <context>' template (not the attribute ones)."""
     return [t.split("{1}", 1)[1].strip() for t in templates if t.startswith("a {0} {1} ")]
 
@@ -166,7 +166,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
     refs = single_references(data_root)
     names = sorted(spec.classes)
     evals = {n: subject_images(data_root, n) or (refs[n],) for n in names}
-    scene_contexts = _contexts(spec.object_templates)
+    scene_contexts = template_contexts(spec.object_templates)
     rng = random.Random(seed)
 
     def subject(name: str, box: BoxXYXY, depth: int) -> Subject:
@@ -178,7 +178,7 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
         if not cycle:
             cycle = rng.sample(names, len(names))
         name = cycle.pop()
-        context = rng.choice(_contexts(spec.templates_for(name)))
+        context = rng.choice(template_contexts(spec.templates_for(name)))
         box = random_box(rng, (0.04, 0.5))
         samples.append(
             Sample(f"single-{i:03d}-{name}", f"{noun_phrase(spec.classes[name])} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "single",
