@@ -1,0 +1,166 @@
+"""The BMPDS build config: a TOML file, typed, every key checked, unknown keys refused (the error
+names the file and the key). Sections and defaults::
+
+    name = "bmpds"            # the pair set's name
+    seed = 0                  # every random choice of every stage derives from it
+    size = 512                # target width = height (the paper trains at 512)
+    models = "default"        # or "tiny": random-weight models of the real architectures (smoke build)
+    device = "cpu"
+
+    [sources]   subjects = ["dreambench", "msbench"]     # real subjects: DreamBench's 30, MS-Bench's living + object
+    [stages]    single = 8, forward = 4, backward = 4     # candidates per stage
+    [models_cfg]                                           # see reference_impl/bmpds/models.py
+                subject_method = "uno", subject_params = {}, detector = "grounding-dino",
+                detector_threshold = 0.35, caption_lm = false, steps = 28,
+                fill_guidance = 30.0, render_guidance = 3.5, max_sequence_length = 512
+    [filter]    clip_i = 0.0, dino = 0.0, vlm = 0.0, use_vlm = false, keep_top = 0.25
+    [weights]   ROLE = "DIR"  (segmenter, outpainter, renderer, caption_lm, detector, clip, dino, vlm_judge)
+
+``fill_guidance`` 30 is FLUX.1-Fill-dev's model-card setting; ``render_guidance`` 3.5 is FLUX.1-dev's.
+``keep_top`` is the fraction of each stage's candidates that pass the thresholds kept after caption
+ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.25).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from picbench.errors import BenchFormatError
+
+SUBJECT_SOURCES = ("dreambench", "msbench")
+
+
+@dataclass(frozen=True)
+class Sources:
+    subjects: tuple[str, ...] = SUBJECT_SOURCES
+
+
+@dataclass(frozen=True)
+class Stages:
+    single: int = 8
+    forward: int = 4
+    backward: int = 4
+
+
+@dataclass(frozen=True)
+class ModelsCfg:
+    subject_method: str = "uno"
+    subject_params: Mapping[str, Any] = field(default_factory=dict)
+    detector: str = "grounding-dino"
+    detector_threshold: float = 0.35
+    caption_lm: bool = False
+    steps: int = 28
+    fill_guidance: float = 30.0
+    render_guidance: float = 3.5
+    max_sequence_length: int = 512
+
+
+@dataclass(frozen=True)
+class FilterCfg:
+    clip_i: float = 0.0
+    dino: float = 0.0
+    vlm: float = 0.0
+    use_vlm: bool = False
+    keep_top: float = 0.25
+
+
+@dataclass(frozen=True)
+class BmpdsConfig:
+    name: str = "bmpds"
+    seed: int = 0
+    size: int = 512
+    models: str = "default"
+    device: str = "cpu"
+    sources: Sources = Sources()
+    stages: Stages = Stages()
+    models_cfg: ModelsCfg = ModelsCfg()
+    filter: FilterCfg = FilterCfg()
+    weights: Mapping[str, str] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides a candidate's content (device excluded): part of every unit's store key."""
+        return {"seed": self.seed, "size": self.size, "models": self.models, "sources": list(self.sources.subjects),
+                "models_cfg": {f.name: getattr(self.models_cfg, f.name) for f in fields(ModelsCfg)}, "weights": dict(self.weights)}
+
+
+_SECTIONS = {"sources": Sources, "stages": Stages, "models_cfg": ModelsCfg, "filter": FilterCfg}
+
+
+def _typed(value: Any, expected: Any, file: Path, key: str) -> Any:
+    """``value`` as the type of the default ``expected``; anything else is an error naming the key."""
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+        tuple: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        dict: lambda v: isinstance(v, dict),
+    }[type(expected) if not isinstance(expected, Mapping) else dict]
+    if not ok(value):
+        raise BenchFormatError(f"must be a {type(expected).__name__}, got {value!r}", file=file, field=key)
+    return tuple(value) if isinstance(expected, tuple) else float(value) if isinstance(expected, float) else value
+
+
+def _section(cls: type, data: Any, file: Path, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise BenchFormatError("must be a table", file=file, field=prefix)
+    defaults = cls()
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=f"{prefix}.{key}")
+    return cls(**{k: _typed(v, getattr(defaults, k), file, f"{prefix}.{k}") for k, v in data.items()})
+
+
+def load_config(path: str | Path) -> BmpdsConfig:
+    """Read and check a BMPDS config file (TOML)."""
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BenchFormatError(f"cannot read: {exc.strerror}", file=file) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchFormatError(f"malformed TOML: {exc}", file=file) from None
+    defaults = BmpdsConfig()
+    known = {f.name for f in fields(BmpdsConfig)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=key)
+        if key in _SECTIONS:
+            values[key] = _section(_SECTIONS[key], value, file, key)
+        elif key == "weights":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise BenchFormatError("must be a table of ROLE = \"DIR\"", file=file, field="weights")
+            values[key] = dict(value)
+        else:
+            values[key] = _typed(value, getattr(defaults, key), file, key)
+    config = BmpdsConfig(**values)
+    _check(config, file)
+    return config
+
+
+def _check(c: BmpdsConfig, file: Path) -> None:
+    """Values no stage can use, refused before any model loads."""
+    def bad(key: str, why: str) -> BenchFormatError:
+        return BenchFormatError(why, file=file, field=key)
+
+    if c.models not in ("default", "tiny"):
+        raise bad("models", f"must be 'default' or 'tiny', got {c.models!r}")
+    if c.size < 64 or c.size % 16:
+        raise bad("size", f"must be a multiple of 16, at least 64 (FLUX packs 2x2 latents of an 8x VAE), got {c.size}")
+    for key in ("single", "forward", "backward"):
+        if getattr(c.stages, key) < 0:
+            raise bad(f"stages.{key}", "must be >= 0")
+    if c.stages.forward and not c.stages.single:
+        raise bad("stages.forward", "the forward stage pairs single-stage results: needs stages.single > 0")
+    unknown = [s for s in c.sources.subjects if s not in SUBJECT_SOURCES]
+    if unknown or not c.sources.subjects:
+        raise bad("sources.subjects", f"must be a non-empty subset of {list(SUBJECT_SOURCES)}, got {list(c.sources.subjects)}")
+    if not 0.0 < c.filter.keep_top <= 1.0:
+        raise bad("filter.keep_top", f"must be in (0, 1], got {c.filter.keep_top}")
+    if c.models_cfg.steps < 1:
+        raise bad("models_cfg.steps", "must be >= 1")
