@@ -6,8 +6,10 @@ build/ and egg-info are never touched."""
 from __future__ import annotations
 
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -52,10 +54,32 @@ def test_regular_install(source: Path, tmp_path: Path) -> None:
     assert no_top_level == "True"
 
 
+def nested_venv(folder: Path) -> str:
+    """A fresh venv that sees this interpreter's packages (pip, setuptools, wheel for the build).
+    ``venv --system-site-packages`` would not do: run from inside a venv, it links the *base*
+    interpreter's site-packages, where the build tools may be missing (``invalid command
+    'bdist_wheel'``); a .pth line per site directory of this interpreter links the right ones."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    python = str(folder / "bin" / "python")
+    nested_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(nested_site) / "_outer_site.pth").write_text("".join(f"{p}\n" for p in ours if Path(p).is_dir()))
+    return python
+
+
+def test_nested_venv_builds_with_this_interpreters_tools(tmp_path: Path) -> None:
+    python = nested_venv(tmp_path / "venv")
+    probe = "import setuptools, wheel, sys; print(setuptools.__file__); print(wheel.__file__); print(sys.prefix)"
+    setuptools_file, wheel_file, prefix = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    import setuptools
+    import wheel
+
+    assert (setuptools_file, wheel_file) == (setuptools.__file__, wheel.__file__)  # the active venv's, not the base's
+    assert Path(prefix) == tmp_path / "venv"
+
+
 def test_editable_install(source: Path, tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=120)
-    python = str(venv / "bin" / "python")
+    python = nested_venv(tmp_path / "venv")
     _pip(python, "-e", str(source), cwd=tmp_path)
     adapters, reference_impl, no_top_level = _probe(python, tmp_path)
     assert Path(adapters) == source / "adapters"
