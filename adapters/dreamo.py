@@ -53,7 +53,7 @@ from PIL import Image
 
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
@@ -324,16 +324,7 @@ class DreamOMethod(Method):
     param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "ref_res": RESOLUTION, "resolution": RESOLUTION}
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64, "ref_res": 64}
-    """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,
-    unless the caller sets these parameters."""
-
-    _model: DreamOModel | None = None
-
-    def __init__(self, *, models: ModelSize = "default", device: str = "cpu", params: Mapping[str, Any] | None = None,
-                 weights_dir: str | Path | None = None) -> None:
-        super().__init__(models=models, device=device, params=params, weights_dir=weights_dir)
-        if self.smoke:
-            self.params = {**self.default_params, **self.smoke_params, **(params or {})}
+    cuda_dtype: ClassVar[str] = "bfloat16"  # the authors' app
 
     def _files(self, folder: Path | None) -> tuple[dict[str, Path], Path | None]:
         """DreamO's files (local folder for tiny runs, else weights_dir or the hub) and the Turbo LoRA."""
@@ -343,13 +334,11 @@ class DreamOMethod(Method):
         turbo = download_file(self.name, TURBO_REPO, TURBO_FILE, self.weights_dir) if self.params["turbo"] else None
         return files, turbo
 
-    def load(self) -> DreamOModel:
-        if self._model is not None:
-            return self._model
+    def _load(self) -> DreamOModel:
         from diffusers import FluxPipeline
         from safetensors.torch import load_file
 
-        dtype = torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32
+        dtype = self.dtype
         if self.smoke:
             from picbench.paths import picbench_home
             from picbench.tiny.flux import tiny_components
@@ -370,8 +359,7 @@ class DreamOMethod(Method):
             loras.append((name, dreamo_lora_to_diffusers(state, source=str(files[filename])), weight))
         if turbo is not None:
             loras.insert(2, ("turbo", dict(FluxPipeline.lora_state_dict(load_file(str(turbo)))), TURBO_WEIGHT))
-        self._model = DreamOModel(pipe, embeddings, loras, device=self.device, dtype=dtype)
-        return self._model
+        return DreamOModel(pipe, embeddings, loras, device=self.device, dtype=dtype)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
         inputs = [translate_sample(s, Path(data_root), self.params) for s in samples]

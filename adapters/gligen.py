@@ -40,7 +40,7 @@ from PIL import Image
 
 from picbench.adapters.checkpoints import load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
@@ -58,7 +58,6 @@ AUTHORS_NEGATIVE_PROMPT = (
     "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
 )
 MAX_OBJECTS = 30  # GLIGEN's grounding token budget; diffusers drops objects past it
-SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
 
 
 @dataclass(frozen=True)
@@ -203,44 +202,41 @@ class GligenMethod(Method):
     checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
     param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "scheduled_sampling_beta": Param("float", 0.0, 1.0, optional=True)}
 
-    def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        # a smoke run's defaults fit its tiny networks; parameters given explicitly still win
-        defaults = SMOKE_DEFAULTS if models == "tiny" else {}
-        super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
+    smoke_params = {"steps": 2, "resolution": 64}
+    cuda_dtype = "float16"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         pipeline_class(self.params["variant"])  # validate early
         if self.params["scheduled_sampling_beta"] is None:
             self.params["scheduled_sampling_beta"] = SCHEDULED_SAMPLING_BETA[self.params["variant"]]
         if self.params["variant"] == "text-box":
             self.capabilities = replace(type(self).capabilities, references=False)
         grounding_steps(self.params["steps"], self.params["scheduled_sampling_beta"])  # validate early
-        self._pipe: Any = None
 
     @property
     def checkpoint(self) -> str:
         return self.params["checkpoint"] or VARIANTS[self.params["variant"]]["checkpoint"]
 
-    def pipeline(self) -> Any:
-        """Load once: the tiny random-weight folder (built on first use) or the released one."""
-        if self._pipe is None:
-            variant = self.params["variant"]
-            cls = pipeline_class(variant)
-            dtype = torch.float16 if self.device.startswith("cuda") and not self.smoke else torch.float32
-            if self.smoke:
-                folder = picbench_home() / "tiny" / f"gligen-{variant}-v{self.version}"
-                source = str(build_tiny_gligen(folder, variant))
-                loader = cls.from_pretrained
-            else:
-                source = self.checkpoint
-                loader = lambda path: cls.from_pretrained(path, safety_checker=None, requires_safety_checker=False)  # noqa: E731
-            with _quiet_diffusers():
-                pipe = loader(source) if self.smoke else load_pretrained(self.name, source, self.weights_dir, loader)
-            pipe.set_progress_bar_config(disable=True)
-            # cast after loading: the load-time dtype keyword was renamed within our diffusers range
-            self._pipe = pipe.to(self.device, dtype)
-        return self._pipe
+    def _load(self) -> Any:
+        """The tiny random-weight folder (built on first use) or the released one."""
+        variant = self.params["variant"]
+        cls = pipeline_class(variant)
+        if self.smoke:
+            folder = picbench_home() / "tiny" / f"gligen-{variant}-v{self.version}"
+            source = str(build_tiny_gligen(folder, variant))
+            loader = cls.from_pretrained
+        else:
+            source = self.checkpoint
+            loader = lambda path: cls.from_pretrained(path, safety_checker=None, requires_safety_checker=False)  # noqa: E731
+        with _quiet_diffusers():
+            pipe = loader(source) if self.smoke else load_pretrained(self.name, source, self.weights_dir, loader)
+        pipe.set_progress_bar_config(disable=True)
+        # cast after loading: the load-time dtype keyword was renamed within our diffusers range
+        return pipe.to(self.device, self.dtype)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
-        pipe = self.pipeline()
+        pipe = self.load()
         return [self._generate_one(pipe, sample, seed, data_root) for sample in samples]
 
     def _generate_one(self, pipe: Any, sample: Sample, seed: int, data_root: Path) -> Image.Image:

@@ -62,7 +62,7 @@ from torch import nn
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.adapters.gligen import generation_size, grounded_boxes
 from picbench.errors import PicbenchError
-from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home
 from picbench.records import Sample
@@ -78,7 +78,6 @@ AUTHORS_NEGATIVE_PROMPT = (
     "cropped, worst quality, low quality"
 )
 MAX_OBJECTS = 30
-SMOKE_DEFAULTS = {"steps": 2, "resolution": 64}  # models="tiny": seconds on a CPU, not minutes
 # position_net parts of the released checkpoint that box generation never uses (mask branch)
 UNUSED_POSITION_NET_PREFIXES = ("position_net.in_conv.", "position_net.convnext_tiny_backbone.")
 _SCALEU_KEY = re.compile(r"^scaleu_[bs]_\d+$")
@@ -621,30 +620,26 @@ class InstanceDiffusionMethod(Method):
     checkpoints = {"instancediffusion": f"{INSTANCEDIFFUSION_CHECKPOINT}/{INSTANCEDIFFUSION_FILE}", "base": SD15_CHECKPOINT}
     param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "alpha": Param("float", 0.0, 1.0), "mis": Param("float", 0.0, 1.0)}
 
-    def __init__(self, *, models: ModelSize = "default", params: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        # a smoke run's defaults fit its tiny networks; parameters given explicitly still win
-        defaults = SMOKE_DEFAULTS if models == "tiny" else {}
-        super().__init__(models=models, params={**defaults, **(params or {})}, **kwargs)
+    smoke_params = {"steps": 2, "resolution": 64}
+    cuda_dtype = "float16"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         grounding_steps(self.params["steps"], self.params["alpha"])  # validate early
         mis_steps(self.params["steps"], self.params["mis"])
-        self._model: InstanceDiffusionModel | None = None
 
-    def model(self) -> InstanceDiffusionModel:
-        if self._model is None:
-            if self.smoke:
-                folder = picbench_home() / "tiny" / f"instancediffusion-v{self.version}"
-                folder = build_tiny_instancediffusion(folder)
-                base, ckpt, dtype = folder, folder / INSTANCEDIFFUSION_FILE, torch.float32
-            else:
-                ckpt = download_file(self.name, self.params["checkpoint"], INSTANCEDIFFUSION_FILE, self.weights_dir)
-                base = load_pretrained(self.name, self.params["base"], self.weights_dir, _sd15_folder)
-                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-            model_sd = read_released_checkpoint(Path(ckpt))
-            self._model = assemble(base, model_sd, dtype).to(self.device)
-        return self._model
+    def _load(self) -> InstanceDiffusionModel:
+        if self.smoke:
+            folder = build_tiny_instancediffusion(picbench_home() / "tiny" / f"instancediffusion-v{self.version}")
+            base, ckpt = folder, folder / INSTANCEDIFFUSION_FILE
+        else:
+            ckpt = download_file(self.name, self.params["checkpoint"], INSTANCEDIFFUSION_FILE, self.weights_dir)
+            base = load_pretrained(self.name, self.params["base"], self.weights_dir, _sd15_folder)
+        model_sd = read_released_checkpoint(Path(ckpt))
+        return assemble(base, model_sd, self.dtype).to(self.device)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
-        model = self.model()
+        model = self.load()
         images = []
         for sample in samples:
             call = instance_call(sample.with_fallback_layout(), self.params["instance_caption"], self.params["resolution"])

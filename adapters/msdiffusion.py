@@ -55,7 +55,7 @@ from torch import nn
 
 from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
-from picbench.methods.base import Capabilities, Method, ModelSize
+from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BoxXYXY, Sample
@@ -522,28 +522,14 @@ class MSDiffusionMethod(Method):
     param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "resolution": RESOLUTION, "scale": Param("float", 0.0, 10.0)}
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64}
-    """A smoke run (random weights) only proves the plumbing: a short schedule on a small canvas,
-    unless the caller sets these parameters."""
+    cuda_dtype: ClassVar[str] = "float16"  # the authors' inference.py
 
-    _model: MSDiffusionModel | None = None
-
-    def __init__(self, *, models: ModelSize = "default", device: str = "cpu", params: Mapping[str, Any] | None = None,
-                 weights_dir: str | Path | None = None) -> None:
-        super().__init__(models=models, device=device, params=params, weights_dir=weights_dir)
+    def _load(self) -> MSDiffusionModel:
         if self.smoke:
-            self.params = {**self.default_params, **self.smoke_params, **(params or {})}
-
-    def load(self) -> MSDiffusionModel:
-        if self._model is None:
-            dtype = torch.float16 if str(self.device).startswith("cuda") else torch.float32
-            if self.smoke:
-                paths = build_tiny_checkpoints(picbench_home() / "tiny" / "msdiffusion")
-                self._model = MSDiffusionModel(str(paths["sdxl"]), str(paths["image_encoder"]), str(paths["adapter"]),
-                                               device=self.device, dtype=dtype, resampler=TINY_RESAMPLER)
-            else:
-                self._model = MSDiffusionModel(SDXL_REPO, IMAGE_ENCODER_REPO, ADAPTER_REPO, device=self.device, dtype=dtype,
-                                               weights_dir=self.weights_dir)
-        return self._model
+            paths = build_tiny_checkpoints(picbench_home() / "tiny" / "msdiffusion")
+            return MSDiffusionModel(str(paths["sdxl"]), str(paths["image_encoder"]), str(paths["adapter"]),
+                                    device=self.device, dtype=self.dtype, resampler=TINY_RESAMPLER)
+        return MSDiffusionModel(SDXL_REPO, IMAGE_ENCODER_REPO, ADAPTER_REPO, device=self.device, dtype=self.dtype, weights_dir=self.weights_dir)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
         inputs = [translate_sample(s, Path(data_root), self.params) for s in samples]

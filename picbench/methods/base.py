@@ -80,7 +80,6 @@ class Method(ABC):
         # where checkpoints are looked up before the hub: the argument, else $PICBENCH_WEIGHTS_DIR
         env_dir = os.environ.get(WEIGHTS_ENV)
         self.weights_dir = Path(weights_dir).expanduser() if weights_dir else Path(env_dir).expanduser() if env_dir else None
-
         self._loaded: Any = None
 
     @property

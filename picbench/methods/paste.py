@@ -36,6 +36,7 @@ class PasteMethod(Method):
     version = "1"
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
     default_params = {"background": "#7f7f7f", "fit": "stretch"}
+    seeded = False
 
     def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(**kwargs)
@@ -45,14 +46,14 @@ class PasteMethod(Method):
             self._background = ImageColor.getrgb(str(self.params["background"]))[:3]
         except ValueError:
             raise ValueError(f"method paste: background {self.params['background']!r} is not a colour (e.g. '#7f7f7f', 'white')") from None
-        self._load = lru_cache(maxsize=64)(load_rgb)
+        self._read_reference = lru_cache(maxsize=64)(load_rgb)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
         return [self._paste(sample, data_root) for sample in samples]
 
     def _paste(self, sample: Sample, data_root: Path) -> Image.Image:
         canvas = Image.new("RGB", (sample.width, sample.height), self._background)
-        return paste_subjects(canvas, sample, data_root, fit=self.params["fit"], load=self._load)
+        return paste_subjects(canvas, sample, data_root, fit=self.params["fit"], load=self._read_reference)
 
 
 def paste_subjects(

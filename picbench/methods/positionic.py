@@ -70,10 +70,10 @@ class PositionICMethod(Method):
         "ref_long_side": Param("int", 8, MAX_RESOLUTION, optional=True), "lora_scale": Param("float", -10.0, 10.0),
     }
     uses_vaa = True
+    cuda_dtype = "bfloat16"  # FLUX.1-dev's release dtype
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._pipe: Any = None
         self.checkpoints = {"base": str(self.params["base"]), "lora": self._lora_description()}
 
     def _lora_description(self) -> str:
@@ -89,7 +89,7 @@ class PositionICMethod(Method):
         import torch
 
         prepared = [self._inputs(sample, data_root) for sample in samples]
-        pipe = self.pipeline()
+        pipe = self.load()
         return [
             pipe(
                 sample.prompt, refs, boxes, depths, width=sample.width, height=sample.height, vaa=boxes is not None,
@@ -128,12 +128,11 @@ class PositionICMethod(Method):
         refs = [load_rgb(resolve_in_root(data_root, s.references[0])) for s in sample.subjects]
         return refs, boxes, depths
 
-    def pipeline(self) -> Any:
-        """The pipeline, built on first use (tiny: random weights; default: FLUX.1-dev + LoRA)."""
-        if self._pipe is None:
-            self._pipe = self._build()
-            self._pipe.set_progress_bar_config(disable=True)
-        return self._pipe
+    def _load(self) -> Any:
+        """The pipeline (tiny: random weights; default: FLUX.1-dev + LoRA)."""
+        pipe = self._build()
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def _build(self) -> Any:
         from picbench.reference_impl.lora import load_lora, load_uno_lora, random_uno_lora
@@ -179,14 +178,11 @@ class PositionICMethod(Method):
             ) from exc
 
     def _base_pipeline(self, cls: Any) -> Any:
-        import torch
-
         if self.smoke:
             from picbench.tiny.flux import tiny_components
 
             return cls(**tiny_components()).to(self.device)
-        dtype = torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32
-        return cls.from_pretrained(self._local(str(self.params["base"])), torch_dtype=dtype).to(self.device)
+        return cls.from_pretrained(self._local(str(self.params["base"])), torch_dtype=self.dtype).to(self.device)
 
     def _local(self, ref: str) -> str:
         """`ref` as given, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>)."""
