@@ -14,7 +14,8 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from picbench.errors import PicbenchError
+from picbench.atomic import atomic_write
+from picbench.errors import PicbenchError, ResultFormatError
 from picbench.results import RESULTS_FILE, RunResult, load_result
 
 KEY_COLUMNS = ["method", "bench", "source", "smoke"]
@@ -32,14 +33,18 @@ PROVENANCE_COLUMNS = [
     "limit",
     "citation",
     "note",
+    "lower_is_better",
     "origin",
 ]
 COUNT_COLUMNS = ["n_items", "n_failures"]
-BASE_METRICS = ["clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "iou", "ap", "ap50", "ap75"]
+BASE_METRICS = ["clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "vlm_judge", "iou", "ap", "ap50", "ap75",
+                "occlusion_order", "present_once", "missing", "duplicated"]
 SPLITS = ["", ".single", ".multi"]
 KNOWN_METRICS = [m + s for m in BASE_METRICS for s in SPLITS]
 """Metric columns in the order a reader expects them; unknown metric keys follow, sorted."""
 
+CI_SUFFIXES = ("_ci_low", "_ci_high")
+"""``clip_i_ci_low`` / ``clip_i_ci_high``: the bootstrap 95% interval of ``clip_i`` (beside it)."""
 SMOKE_NOTE = "SMOKE RUN: random-weight models, the numbers mean nothing"
 SOURCES = ("measured", "reported")
 
@@ -58,6 +63,7 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
         "seeds": " ".join(str(s) for s in result.seeds),
         **provenance_summary(result),
         "note": SMOKE_NOTE if result.smoke else _first(result.provenance, "note"),
+        "lower_is_better": " ".join(sorted(k for k, high in result.higher_is_better.items() if not high)),
         "origin": str(origin) if origin is not None else "",
     }
     for key in COUNT_COLUMNS:
@@ -66,7 +72,22 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
     for key, value in result.metrics.items():
         if key not in COUNT_COLUMNS:
             row[key] = _metric_value(value, result.method, key, origin)
+    for key, (low, high) in result.intervals.items():
+        if key in result.metrics:
+            row[key + CI_SUFFIXES[0]], row[key + CI_SUFFIXES[1]] = low, high
     return row
+
+
+def lower_is_better(row: Mapping[str, Any]) -> set[str]:
+    """The base metric keys a leaderboard row marks lower-is-better (every other metric is higher-is-better)."""
+    value = row.get("lower_is_better")
+    return set(value.split()) if isinstance(value, str) else set()
+
+
+def higher_is_better(metric: str, *rows: Mapping[str, Any]) -> bool:
+    """False where any of ``rows`` marks ``metric`` (or its base key, ``missing`` for ``missing.multi``) lower-is-better."""
+    marked = set().union(*(lower_is_better(r) for r in rows))
+    return metric not in marked and metric.split(".", 1)[0] not in marked
 
 
 def provenance_summary(result: RunResult) -> dict[str, str]:
@@ -142,9 +163,10 @@ def export_leaderboard(paths: Iterable[str | Path], out: str | Path) -> pd.DataF
 def write_leaderboard(table: pd.DataFrame, out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g")
-    tmp.replace(out)
+    text_columns = [c for c in table.columns if table[c].dtype == object]
+    safe = table.assign(**{c: table[c].map(neutralize_cell) for c in text_columns})
+    with atomic_write(out) as fh:
+        safe.to_csv(fh, index=False, float_format="%.6g")
     return out
 
 
@@ -155,7 +177,7 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={c: str for c in PROVENANCE_COLUMNS})
     except FileNotFoundError:
         raise PicbenchError(f"no leaderboard file at {path}") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
         raise PicbenchError(f"{path}: not a readable CSV: {exc}") from None
     missing = [c for c in ("method", "bench") if c not in frame.columns]
     if missing:
@@ -165,28 +187,59 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
     for line, source in zip(range(2, len(frame) + 2), frame["source"]):
         if source not in SOURCES:
             raise PicbenchError(f"{path}:{line}: field 'source' is {source!r}, expected one of {list(SOURCES)}")
-    for column in metric_columns(frame):
+    for column in metric_columns(frame) + interval_columns(frame):
         numeric = pd.to_numeric(frame[column], errors="coerce")
         bad = frame[column].notna() & numeric.isna()
         if bad.any():
             line = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise PicbenchError(f"{path}:{line}: field {column!r} is {frame[column][bad].iloc[0]!r}, not a number")
+        nonfinite = numeric.notna() & ~numeric.apply(lambda v: math.isfinite(v) if v == v else True)
+        if nonfinite.any():
+            line = int(nonfinite.to_numpy().nonzero()[0][0]) + 2
+            raise ResultFormatError(f"{numeric[nonfinite].iloc[0]!r} is not a finite number (refused as in results JSON)", file=path, line=line, field=column)
         frame[column] = numeric
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(_restore_cell)
     frame["origin"] = [f"{path}:{line}" for line in range(2, len(frame) + 2)]
     return frame
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Cells a spreadsheet would run as a formula (OWASP's CSV injection list): written with a
+leading ``'``, which spreadsheets show as text and :func:`read_leaderboard` removes again."""
+
+
+def neutralize_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would evaluate, made inert; numbers and other text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _restore_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def metric_columns(table: pd.DataFrame) -> list[str]:
-    """The columns of ``table`` that hold metric values (not keys, counts or provenance)."""
+    """The columns of ``table`` that hold metric values (not keys, counts, intervals or provenance)."""
     fixed = set(KEY_COLUMNS) | set(PROVENANCE_COLUMNS) | set(COUNT_COLUMNS)
-    return [c for c in table.columns if c not in fixed]
+    return [c for c in table.columns if c not in fixed and not c.endswith(CI_SUFFIXES)]
+
+
+def interval_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c.endswith(CI_SUFFIXES)]
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     metrics = metric_columns(frame)
     known = [m for m in KNOWN_METRICS if m in metrics]
     other = sorted(m for m in metrics if m not in KNOWN_METRICS)
-    columns = KEY_COLUMNS + known + other + COUNT_COLUMNS + PROVENANCE_COLUMNS
+    present = set(frame.columns)
+    with_intervals = [c for m in known + other for c in (m, m + CI_SUFFIXES[0], m + CI_SUFFIXES[1]) if c == m or c in present]
+    columns = KEY_COLUMNS + with_intervals + COUNT_COLUMNS + PROVENANCE_COLUMNS
     return frame.reindex(columns=columns)
 
 

@@ -1,8 +1,12 @@
 """Regression checks for model releases: compare a run's metrics with a baseline (a leaderboard
 CSV or another run's results) and say which metric fell by more than its tolerance.
 
-Every picbench metric is higher-is-better (similarities, IoU, AP), so a regression is a drop.
-Tolerances are absolute, on the metrics' own 0..1 scale.
+A regression is a change for the worse: a drop of a higher-is-better metric (similarities, IoU,
+AP), a rise of a lower-is-better one (the ``missing`` and ``duplicated`` rates, or a plug-in that
+says so); the direction comes from the rows themselves (results.json's ``higher_is_better``, the
+CSV's ``lower_is_better`` column). Tolerances are absolute, on the metrics' own scale. With a
+significance level, a change beyond the tolerance counts only when a paired bootstrap over the
+(sample, seed) items both runs share finds it significant (both sides must be run folders).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from picbench.errors import PicbenchError
-from picbench.leaderboard import build_leaderboard, load_rows, metric_columns
+from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns
 
 DEFAULT_TOLERANCE = 0.01
 _FLOAT_SLACK = 1e-9  # 0.84 - 0.83 is 0.01000000000000001: a drop of exactly the tolerance passes
@@ -37,20 +41,37 @@ class MetricCheck:
     tolerance: float
     baseline_source: str
     baseline_origin: str
+    higher_is_better: bool = True
+    p_value: float | None = None  # paired bootstrap, when a significance level was asked for
+    alpha: float | None = None
 
     @property
     def drop(self) -> float:
-        return self.baseline - self.candidate
+        """How much worse the run is than the baseline (positive = worse), whatever the direction."""
+        return self.baseline - self.candidate if self.higher_is_better else self.candidate - self.baseline
+
+    @property
+    def beyond_tolerance(self) -> bool:
+        return self.drop > self.tolerance + _FLOAT_SLACK
+
+    @property
+    def significant(self) -> bool:
+        """Without a level, or for a metric with no paired test (run-level AP), a change counts on its tolerance alone."""
+        return self.alpha is None or self.p_value is None or self.p_value < self.alpha
 
     @property
     def fell(self) -> bool:
-        return self.drop > self.tolerance + _FLOAT_SLACK
+        return self.beyond_tolerance and self.significant
 
 
 @dataclass(frozen=True)
 class RegressReport:
+    """``blocking``: why the comparison itself cannot pass a release check (a smoke run against
+    real numbers, metrics the baseline has and the run lacks), unless explicitly allowed."""
+
     checks: tuple[MetricCheck, ...]
     warnings: tuple[str, ...]
+    blocking: tuple[str, ...] = ()
 
     @property
     def regressions(self) -> list[MetricCheck]:
@@ -58,7 +79,7 @@ class RegressReport:
 
     @property
     def passed(self) -> bool:
-        return not self.regressions
+        return not self.regressions and not self.blocking
 
 
 def parse_tolerances(specs: Sequence[str]) -> dict[str, float]:
@@ -94,13 +115,23 @@ def compare(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
     per_metric: Mapping[str, float] | None = None,
+    allow_smoke: bool = False,
+    allow_missing: bool = False,
+    significance: float | None = None,
 ) -> RegressReport:
     """Check every metric that a candidate row and a baseline row of the same method and bench both
-    hold. Where the baseline has rows with the run's smoke flag, only those are used; a smoke run
-    checked against real numbers (or the reverse) is warned about, not refused."""
+    hold. Where the baseline has rows with the run's smoke flag, only those are used. The gate
+    fails closed: a smoke run checked against real numbers (or the reverse) and a run lacking
+    metrics the baseline holds block the pass unless ``allow_smoke`` / ``allow_missing`` say
+    otherwise (then they are warnings). With ``significance`` (a level such as 0.05), every change
+    beyond its tolerance is tested with a paired bootstrap; a run-level metric (AP) has no paired
+    test and counts on its tolerance alone."""
+    if significance is not None and not 0.0 < significance < 1.0:
+        raise PicbenchError(f"--significance must lie strictly between 0 and 1, got {significance}")
     per_metric = dict(per_metric or {})
     checks: list[MetricCheck] = []
     warnings: list[str] = []
+    blocking: list[str] = []
     baseline_metrics = set(metric_columns(baseline))
     for _, run in candidate.iterrows():
         rows = baseline[(baseline["method"] == run["method"]) & (baseline["bench"] == run["bench"])]
@@ -110,10 +141,11 @@ def compare(
         same_smoke = rows[rows["smoke"] == run["smoke"]]
         if same_smoke.empty:
             kind = "a smoke run (random weights)" if run["smoke"] else "a real run"
-            warnings.append(
+            message = (
                 f"{run['method']} on {run['bench']}: {kind} is checked against "
                 f"{'real' if run['smoke'] else 'smoke'} baseline numbers; the comparison means little"
             )
+            (warnings if allow_smoke else blocking).append(message + ("" if allow_smoke else " (pass --allow-smoke to compare anyway)"))
         else:
             rows = same_smoke
         for _, base in rows.iterrows():
@@ -125,10 +157,11 @@ def compare(
             shared = [m for m in metric_columns(candidate) if m in baseline_metrics and _has(run[m]) and _has(base[m])]
             absent = [m for m in sorted(baseline_metrics) if _has(base[m]) and not (m in run and _has(run[m]))]
             if absent:
-                warnings.append(f"{run['method']} on {run['bench']}: the run has no value for baseline metric(s) {', '.join(absent)}")
+                message = f"{run['method']} on {run['bench']}: the run has no value for baseline metric(s) {', '.join(absent)}"
+                (warnings if allow_missing else blocking).append(message + ("" if allow_missing else " (pass --allow-missing to check only the shared ones)"))
             checks.extend(
                 MetricCheck(run["method"], run["bench"], m, float(base[m]), float(run[m]), tolerance_for(m, tolerance, per_metric),
-                            str(base["source"]), str(base.get("origin", "")))
+                            str(base["source"]), str(base.get("origin", "")), higher_is_better(m, run, base))
                 for m in shared
             )
     if not checks:
@@ -137,11 +170,41 @@ def compare(
             "nothing to compare: no metric is held by both the run and a baseline row of the same method and bench "
             f"(run: {sorted({(r['method'], r['bench']) for _, r in candidate.iterrows()})}; baseline: {pairs})"
         )
+    if significance is not None:
+        checks = _tested(checks, candidate, significance)
     checked = {c.metric for c in checks} | {c.metric.split(".", 1)[0] for c in checks}
     unused = sorted(set(per_metric) - checked)
     if unused:
         warnings.append(f"--tolerance-for names metric(s) that were not compared: {', '.join(unused)}")
-    return RegressReport(tuple(checks), tuple(warnings))
+    return RegressReport(tuple(checks), tuple(warnings), tuple(dict.fromkeys(blocking)))
+
+
+def _tested(checks: list[MetricCheck], candidate: pd.DataFrame, alpha: float) -> list[MetricCheck]:
+    """Each check beyond its tolerance with the p-value of a paired bootstrap between the two run folders."""
+    from dataclasses import replace
+
+    from picbench.metrics.bootstrap import paired_bootstrap
+    from picbench.results import iter_sample_scores
+
+    runs = {(r["method"], r["bench"]): str(r.get("origin", "")) for _, r in candidate.iterrows()}
+    loaded: dict[str, list] = {}
+
+    def scores(origin: str, side: str) -> list:
+        folder = Path(origin).parent
+        if not origin.endswith(".json") or not (folder / "samples.jsonl").is_file():
+            raise PicbenchError(f"--significance needs per-sample scores on both sides: the {side} {origin or '(no origin)'} is not "
+                                "a run folder's results.json with samples.jsonl beside it (a leaderboard CSV holds aggregates only)")
+        if origin not in loaded:
+            loaded[origin] = [score for score, _ in iter_sample_scores(folder)]
+        return loaded[origin]
+
+    out = []
+    for check in checks:
+        if check.beyond_tolerance:
+            found = paired_bootstrap(scores(runs[(check.method, check.bench)], "run"), scores(check.baseline_origin, "baseline"), [check.metric])
+            check = replace(check, p_value=found[0].p_value if found else None)
+        out.append(replace(check, alpha=alpha))
+    return out
 
 
 def _text(value: object) -> str:

@@ -416,6 +416,7 @@ def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sa
         metrics={k: (float(v) if v is not None else None) for k, v in aggregate.items() if not k.startswith("n_")},
         counts=counts, smoke=smoke,
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
+        higher_is_better=engine.directions(), intervals=engine.intervals(ordered, {s.id: s for s in samples}),
     )
     save_result(result, store.out_dir)
     return result
@@ -449,7 +450,6 @@ def _image_size(out: Path, image_path: str | None) -> list[int] | None:
 
 
 def _method_provenance(method: Method) -> dict[str, Any]:
-        higher_is_better=engine.directions(), intervals=engine.intervals(ordered, {s.id: s for s in samples}),
     return {
         "name": method.name, "version": method.version, "params": method.cache_params(),
         "capabilities": asdict(method.capabilities), "checkpoints": dict(method.checkpoints),

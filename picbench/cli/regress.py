@@ -1,8 +1,9 @@
 """``picbench regress``: fail a build when a model release loses identity or position quality.
 
 Exit codes (the table of :mod:`picbench.cli.errors`): 0 no metric fell by more than its tolerance;
-1 at least one did (a table says which); 2 the input is unusable (unreadable files, bad
-tolerances, nothing comparable).
+1 at least one did (a table says which), or the check fails closed (a smoke run against real
+numbers without ``--allow-smoke``, baseline metrics the run lacks without ``--allow-missing``);
+2 the input is unusable (unreadable files, non-finite values, bad tolerances, nothing comparable).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from picbench.cli.app import app, console
@@ -26,10 +28,18 @@ def regress(
     tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed absolute drop of any metric")] = DEFAULT_TOLERANCE,
     tolerance_for: Annotated[Optional[list[str]], typer.Option("--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)")] = None,  # noqa: UP007
     show_all: Annotated[bool, typer.Option("--show-all", help="list every compared metric, not only those that fell")] = False,
+    allow_smoke: Annotated[bool, typer.Option("--allow-smoke", help="compare a smoke run with real numbers (or the reverse) instead of failing")] = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="pass when the run lacks metrics the baseline has, checking only the shared ones")] = False,
+    significance: Annotated[Optional[float], typer.Option("--significance", help="a change beyond its tolerance counts only if a paired bootstrap gives p < ALPHA (both sides run folders)")] = None,  # noqa: UP007
 ) -> None:
-    """Compare every metric the run and the baseline share; exit 1 if any fell by more than its tolerance."""
+    """Compare every metric the run and the baseline share; exit 1 if any fell by more than its
+    tolerance, or if the comparison cannot vouch for a release (smoke against real numbers,
+    baseline metrics the run lacks) unless allowed."""
     try:
-        report = compare(load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []))
+        report = compare(
+            load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []),
+            allow_smoke=allow_smoke, allow_missing=allow_missing, significance=significance,
+        )
     except PicbenchError as exc:
         fail(exc)
     for warning in report.warnings:
@@ -37,22 +47,31 @@ def regress(
     shown = report.checks if show_all else report.regressions
     if shown:
         console.print(checks_table(shown, title="metrics compared" if show_all else "metrics that fell by more than their tolerance"))
+    chance = [c for c in report.checks if c.beyond_tolerance and not c.significant]
+    if chance and not show_all:
+        console.print(checks_table(chance, title=f"beyond their tolerance but not significant at {significance:g} (not regressions)"))
     n_rows = len({(c.method, c.bench) for c in report.checks})
     if report.passed:
         console.print(f"[bold green]pass:[/] {len(report.checks)} metric(s) over {n_rows} method/bench row(s); none fell by more than its tolerance")
         return
-    console.print(f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance")
+    for reason in report.blocking:
+        console.print(f"[bold red]not comparable:[/] {escape(reason)}")
+    if report.regressions:
+        console.print(f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance")
     raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def checks_table(checks: list[MetricCheck], title: str) -> Table:
     view = Table(title=title)
-    for column in ("method", "bench", "metric", "baseline", "run", "change", "tol", "source"):
-        view.add_column(column, justify="right" if column in ("baseline", "run", "change", "tol") else "left", overflow="fold")
+    tested = any(c.alpha is not None for c in checks)
+    columns = ("method", "bench", "metric", "better", "baseline", "run", "change", "tol", *(("p",) if tested else ()), "source")
+    for column in columns:
+        view.add_column(column, justify="right" if column in ("baseline", "run", "change", "tol", "p") else "left", overflow="fold")
     for c in checks:
-        style = "bold red" if c.fell else "green"
-        view.add_row(c.method, c.bench, c.metric, f"{c.baseline:.4f}", f"{c.candidate:.4f}", f"[{style}]{-c.drop:+.4f}[/]",
-                     f"{c.tolerance:g}", c.baseline_source)
+        style = "bold red" if c.fell else "yellow" if c.beyond_tolerance else "green"
+        p = (("n/a" if c.p_value is None else f"{c.p_value:.3f}"),) if tested else ()
+        view.add_row(c.method, c.bench, c.metric, "higher" if c.higher_is_better else "lower", f"{c.baseline:.4f}", f"{c.candidate:.4f}",
+                     f"[{style}]{c.candidate - c.baseline:+.4f}[/]", f"{c.tolerance:g}", *p, c.baseline_source)
     origins = sorted({c.baseline_origin.rpartition(":")[0] or c.baseline_origin for c in checks if c.baseline_origin})
     if origins:
         view.caption = "baseline from " + ", ".join(origins)

@@ -35,6 +35,21 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return seeds
 
 
+def parse_metrics(text: str | None, detector: str | None) -> tuple[str, ...] | None:
+    """``--metrics``: None (every default metric) or the names, ``default`` expanded."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise PicbenchError(f"--metrics needs at least one metric name, got {text!r}")
+    if "default" in names:
+        from picbench.metrics.engine import select_metrics
+
+        defaults = [m.name for m in select_metrics(None, detector)]
+        names = [d for n in names for d in (defaults if n == "default" else [n])]
+    return tuple(dict.fromkeys(names))
+
+
 def parse_assignments(values: list[str], option: str) -> dict[str, Any]:
     """KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true/false, lists) is taken as such."""
     parsed: dict[str, Any] = {}
@@ -78,7 +93,8 @@ def run_command(
     models: Annotated[str, typer.Option(help="default, or tiny: random-weight models, a smoke run")] = "default",
     shard: Annotated[Optional[str], typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
-    detector: Annotated[str, typer.Option(help="box detector of the metric engine, or 'none' for no box metrics")] = "grounding-dino",
+    detector: Annotated[str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")] = "grounding-dino",
+    metrics: Annotated[Optional[str], typer.Option(help="comma-separated metrics (picbench ls metrics); 'default' stands for every default metric, e.g. default,vlm_judge")] = None,  # noqa: UP007
     param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
     weights: Annotated[list[str], typer.Option("--weights", help="local weights folder of a metric model ROLE=DIR (clip, dino, detector)")] = [],  # noqa: B006
     weights_dir: Annotated[Optional[Path], typer.Option(help="local folder of method checkpoints, as DIR/<hub id> or DIR/<repo name> (default $PICBENCH_WEIGHTS_DIR)")] = None,
@@ -96,7 +112,7 @@ def run_command(
             limit=limit, device=device, models=models, shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
             data_dir=data_dir, detector=None if detector.lower() == "none" else detector,
             params=parse_assignments(param, "--param"), weights=parse_assignments(weights, "--weights"), weights_dir=weights_dir,
-            batch_size=batch_size, retry_failed=retry_failed,
+            batch_size=batch_size, retry_failed=retry_failed, metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
         )
     except PicbenchError as exc:
         fail(exc)
@@ -143,11 +159,14 @@ def print_summary(result: RunResult, out: Path) -> None:
     table = Table(title=f"{result.method} on {result.bench}" + (" [SMOKE]" if result.smoke else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
+    table.add_column("better")
     for key in sorted(result.metrics):
-        value = result.metrics[key]
-        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
+        value, interval = result.metrics[key], result.intervals.get(key)
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}", f"{interval[0]:.4f} .. {interval[1]:.4f}" if interval else "",
+                      "higher" if result.better_high(key) else "[bold]lower[/]")
     for key in sorted(result.counts):
-        table.add_row(f"[dim]{key}[/]", str(result.counts[key]))
+        table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
