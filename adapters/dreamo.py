@@ -34,8 +34,12 @@ Pinned to DreamO v1.0 as released in the public repository bytedance/DreamO
 Inference follows the authors' app defaults for v1.0 with Turbo: 12 steps, guidance 3.5 (also on
 the first step), no true CFG, 1024x1024, references resized to an area of 512^2 with sides
 floored to multiples of 16, scaled to [-1, 1], task "ip", seed via
-``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. Left out: the "ip" task's BEN2
-background removal (a separate model outside these dependencies; references go in unmasked).
+``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. A deliberate difference: the authors'
+generator (``dreamo_generator.py``) removes each "ip" reference's background with BEN2
+(``PramaLLC/BEN2``, its own model code in ``tools/BEN2.py``) before encoding; picbench encodes the
+whole reference. Expected effect: reference backgrounds can leak into the image, which tends to
+raise CLIP-I and DINO (measured against the unmasked eval images) and lower CLIP-T compared with
+the authors' pipeline; the README's methods table says so.
 """
 
 from __future__ import annotations
@@ -81,22 +85,43 @@ _EMBEDDING_KEYS = ("dreamo_t5_embedding.weight", "dreamo_task_embedding.weight",
 # --------------------------------------------------------------------------- checkpoint layout
 
 
-def dreamo_lora_to_uno_layout(state_dict: Mapping[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
-    """DreamO LoRA keys -> UNO's ``double_blocks.N.processor.<site>.<down|up>.weight`` names (the
-    embeddings are not LoRA and must be popped first). Unknown keys are an error naming them."""
-    out: dict[str, torch.Tensor] = {}
+def split_dreamo_lora(state_dict: Mapping[str, torch.Tensor], *, source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+    """DreamO LoRA keys -> (UNO-named ``double_blocks.N.processor.<site>.<down|up>.weight`` part,
+    keys already in diffusers' ``transformer.*.lora_A/B.weight`` form, ignored key names).
+
+    Accepts what the authors' ``convert_flux_lora_to_diffusers`` (bytedance/DreamO @ 461e35b,
+    dreamo/utils.py) accepts: block keys of a known site are converted; a key holding "embedding"
+    is skipped; any other key is passed to diffusers' loader unchanged, which loads the
+    ``transformer.`` ones and drops the rest. A block key of no known site is an error naming it
+    (upstream would hand diffusers a key of no module)."""
+    blocks: dict[str, torch.Tensor] = {}
+    passed: dict[str, torch.Tensor] = {}
+    ignored: list[str] = []
     for key, tensor in state_dict.items():
         m = _DREAMO_KEY.search(key)
-        if m is None or (m["kind"] == "double") != m["site"][-1].isdigit():
+        if "embedding" in key:
+            ignored.append(key)
+        elif m is not None and (m["kind"] == "double") == m["site"][-1].isdigit():
+            blocks[f"{m['kind']}_blocks.{m['n']}.processor.{m['site']}.{m['dir']}.weight"] = tensor
+        elif re.search(r"(double|single)_blocks_\d+", key):
             raise ValueError(f"{source}: key {key!r} is not in DreamO's LoRA layout (double_blocks_<n> ... qkv_lora1 ... down, ...)")
-        out[f"{m['kind']}_blocks.{m['n']}.processor.{m['site']}.{m['dir']}.weight"] = tensor
-    return out
+        elif key.startswith("transformer.") and key.endswith((".lora_A.weight", ".lora_B.weight")):
+            passed[key] = tensor
+        else:
+            ignored.append(key)
+    return blocks, passed, ignored
 
 
 def dreamo_lora_to_diffusers(state_dict: Mapping[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
+    """The diffusers-format LoRA; every key the authors' loader would ignore is named in a warning."""
     from picbench.reference_impl.lora import convert_uno_lora
 
-    return convert_uno_lora(dreamo_lora_to_uno_layout(state_dict, source=source), source=source)
+    blocks, passed, ignored = split_dreamo_lora(state_dict, source=source)
+    if ignored:
+        warnings.warn(f"{source}: ignored {len(ignored)} key(s), as DreamO's loader does: {', '.join(ignored)}", stacklevel=2)
+    if not blocks and not passed:
+        raise ValueError(f"{source}: no LoRA weights in DreamO's layout")
+    return {**(convert_uno_lora(blocks, source=source) if blocks else {}), **passed}
 
 
 @dataclass

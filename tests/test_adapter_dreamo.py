@@ -18,11 +18,11 @@ from picbench.adapters.dreamo import (
     add_t5_tokens,
     area_resize,
     dreamo_lora_to_diffusers,
-    dreamo_lora_to_uno_layout,
     fuse_loras,
     random_dreamo_lora,
     random_main_checkpoint,
     reference_tensor,
+    split_dreamo_lora,
     split_main_checkpoint,
     translate_sample,
 )
@@ -106,10 +106,24 @@ def test_lora_layout_conversion_splits_fused_qkv(tiny_pipe) -> None:
                        lora["double_blocks_0.processor.proj_lora2.up.weight"])
     assert torch.equal(converted["transformer.single_transformer_blocks.0.proj_out.lora_A.weight"],
                        lora["single_blocks_0.processor.proj_lora.down.weight"])
-    with pytest.raises(ValueError, match="not_a_lora"):
-        dreamo_lora_to_uno_layout({"not_a_lora.weight": torch.zeros(1, 1)}, source="test")
     with pytest.raises(ValueError, match="single_blocks_0"):  # a double-stream site in a single block
-        dreamo_lora_to_uno_layout({"single_blocks_0.processor.qkv_lora1.down.weight": torch.zeros(1, 1)}, source="test")
+        split_dreamo_lora({"single_blocks_0.processor.qkv_lora1.down.weight": torch.zeros(1, 1)}, source="test")
+    with pytest.warns(UserWarning, match="not_a_lora"), pytest.raises(ValueError, match="no LoRA weights"):
+        dreamo_lora_to_diffusers({"not_a_lora.weight": torch.zeros(1, 1)}, source="test")
+
+
+def test_lora_keys_upstream_skips_or_passes_through_are_accepted_and_named(tiny_pipe) -> None:
+    """bytedance/DreamO @ 461e35b convert_flux_lora_to_diffusers: keys holding "embedding" are
+    skipped, other keys go to diffusers unchanged (which loads `transformer.*` LoRA keys and drops
+    the rest); picbench does the same and names every ignored key in one warning."""
+    lora = random_dreamo_lora(tiny_pipe.transformer, rank=4, seed=3)
+    ready = "transformer.transformer_blocks.0.ff.net.2.lora_A.weight"
+    extra = {"dreamo_extra_embedding.weight": torch.zeros(2, 2), "lora_te_text_model.alpha": torch.zeros(()), ready: torch.ones(4, 8),
+             ready.replace("lora_A", "lora_B"): torch.ones(8, 4)}
+    with pytest.warns(UserWarning, match=r"test: ignored 2 key\(s\).*dreamo_extra_embedding\.weight, lora_te_text_model\.alpha"):
+        converted = dreamo_lora_to_diffusers({**lora, **extra}, source="test")
+    assert torch.equal(converted[ready], extra[ready])
+    assert converted.keys() - {ready, ready.replace("lora_A", "lora_B")} == dreamo_lora_to_diffusers(lora, source="test").keys()
 
 
 def test_fused_lora_adds_weighted_low_rank_update(tiny_pipe) -> None:
