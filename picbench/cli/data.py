@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from picbench.cli.app import app, console
 from picbench.cli.errors import fail
@@ -19,6 +20,7 @@ data_app.add_typer(build_app, name="build")
 app.add_typer(data_app, name="data")
 
 DEFAULT_PASTE_OUT = Path("pairs/paste-pairs")
+DATA_DIR_HELP = "data root (default: $PICBENCH_DATA_DIR or ../shared/data)"
 
 
 @build_app.command("paste-pairs")
@@ -27,7 +29,7 @@ def paste_pairs(
     n: int = typer.Option(24, "--n", help="multi-subject pairs (2 or 3 subjects)"),
     singles: int = typer.Option(8, "--singles", help="single-subject pairs"),
     out: Path = typer.Option(DEFAULT_PASTE_OUT, "--out", help="the pair set folder (pairs.jsonl, targets/, references)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
 ) -> None:
     """DreamBench subjects pasted at seeded boxes onto MS-Bench scenes (no generative model)."""
     from picbench.pairs import split_counts
@@ -40,3 +42,88 @@ def paste_pairs(
         fail(exc)
     counts = split_counts(pairs.samples)
     console.print(f"built {pairs.name} v{pairs.version} (seed {seed}): {counts['single']} single + {counts['multi']} multi pairs -> {escape(str(out / 'pairs.jsonl'))}")
+
+
+@build_app.command("bmpds")
+def bmpds(
+    config_file: Path = typer.Argument(..., help="the build config (TOML; see reference_impl/bmpds/config.py)"),
+    out: Path = typer.Option(Path("pairs/bmpds"), "--out", help="the build folder: the pair set, its store and candidates.jsonl"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+) -> None:
+    """Run (or resume) BMPDS: single, forward and backward stages, then the three-level filter.
+    Under torchrun / accelerate launch every rank takes its share of each stage into one store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from picbench.paths import find_data_dir
+    from picbench.reference_impl.bmpds import build, load_config, plan
+
+    try:
+        config = load_config(config_file)
+        root = find_data_dir(data_dir)
+    except PicbenchError as exc:
+        fail(exc)
+    if config.models == "tiny":
+        console.print('[bold red]SMOKE BUILD:[/] models = "tiny" uses random-weight models; its pairs mean nothing')
+    totals = {stage: len(units) for stage, units in plan(config).items()}
+    bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    tasks = {stage: bars.add_task(stage, total=n) for stage, n in totals.items()}
+    try:
+        with bars:
+            outcome = build(config, out, root, on_unit=lambda stage, done, total: bars.update(tasks[stage], completed=done, total=total))
+    except PicbenchError as exc:
+        fail(exc)
+    ran = ", ".join(f"{stage} {outcome.ran[stage]} ({outcome.reused[stage]} reused)" for stage in totals)
+    console.print(f"part {outcome.part}: ran {ran}")
+    if outcome.pairs is not None and outcome.verdicts is not None:
+        status = {k: sum(v.status == k for v in outcome.verdicts.values()) for k in ("kept", "dropped", "failed")}
+        console.print(f"kept {status['kept']} of {len(outcome.verdicts)} candidates ({status['dropped']} dropped by the filter, "
+                      f"{status['failed']} failed) -> {escape(str(out / 'pairs.jsonl'))}")
+
+
+@data_app.command("stats")
+def stats(
+    pairs: Path = typer.Argument(..., help="a pair set folder (or its pairs.jsonl)"),
+    as_json: bool = typer.Option(False, "--json", help="print the stats as JSON"),
+) -> None:
+    """Counts per stage and filter level, and histograms of the filter's scores."""
+    from picbench.pairs.stats import pair_stats
+
+    try:
+        result = pair_stats(pairs)
+    except PicbenchError as exc:
+        fail(exc)
+    if as_json:
+        import json
+
+        console.print_json(json.dumps(result.to_dict()))
+        return
+    console.print(f"{result.name}: {result.n_pairs} pairs ({', '.join(f'{k} {v}' for k, v in sorted(result.splits.items()))})")
+    table = Table("stage", "kept", "dropped", "failed")
+    for stage, counts in sorted(result.stages.items()):
+        table.add_row(stage, *(str(counts.get(k, 0)) for k in ("kept", "dropped", "failed")))
+    console.print(table)
+    if result.levels:
+        console.print("dropped or failed at: " + ", ".join(f"{k} {v}" for k, v in sorted(result.levels.items())))
+    for reason, n in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+        console.print(f"  failed {n}x: {escape(reason)}")
+    for name, h in result.histograms.items():
+        peak = max(h["counts"]) or 1
+        console.print(f"{name} (n={h['n']}):")
+        for lo, hi, c in zip(h["edges"], h["edges"][1:], h["counts"]):
+            console.print(f"  {lo:8.3f} .. {hi:8.3f} {'#' * round(30 * c / peak):<30} {c}")
+
+
+@data_app.command("report")
+def report(
+    pairs: Path = typer.Argument(..., help="a pair set folder (or its pairs.jsonl)"),
+    out: Path = typer.Option(Path("pairs.html"), "--out", help="the HTML page to write"),
+    max_pairs: int = typer.Option(96, "--max-pairs", help="pairs shown as cards (the counts cover all)"),
+) -> None:
+    """One self-contained HTML page: references, targets with boxes, scores and verdicts."""
+    from picbench.pairs.report import write_pairs_report
+
+    try:
+        path = write_pairs_report(pairs, out, max_pairs=max_pairs)
+    except PicbenchError as exc:
+        fail(exc)
+    console.print(f"wrote {escape(str(path))} ({path.stat().st_size // 1024} KiB), open it in a browser: {path.resolve().as_uri()}")

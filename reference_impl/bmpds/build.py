@@ -34,6 +34,7 @@ from picbench.benches.msbench import read_spec, subject_files
 from picbench.benches.positionic import template_contexts
 from picbench.errors import ImageError, PicbenchError
 from picbench.pairs import copy_into, write_pairs
+from picbench.pairs.stats import CANDIDATES_FILE
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject, canonical_json
 from picbench.reference_impl.bmpds.config import BmpdsConfig
 from picbench.reference_impl.bmpds.filter import ENGINE_METRICS, VLM_METRIC, Candidate, Verdict, candidate_from_score, decide
@@ -53,7 +54,6 @@ from picbench.reference_impl.bmpds.stages import (
 )
 from picbench.reference_impl.bmpds.store import BmpdsStore, UnitRecord
 
-CANDIDATES_FILE = "candidates.jsonl"
 VERSION = "1"
 _STAGE_MODELS = {"single": ("subject", "detector", "segmenter", "outpainter"), "forward": ("outpainter",),
                  "backward": ("caption_lm", "renderer", "detector", "subject")}
@@ -210,14 +210,15 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
             mine = units[stage][rank::world]
             done = store.get_units(u.key for u in mine)
             outcome.reused[stage], outcome.ran[stage] = len(done), 0
-            for i, unit in enumerate(mine):
+            if on_unit is not None:
+                on_unit(stage, len(done), len(mine))
+            for unit in mine:
                 if unit.key in done:
                     continue
-                record = _run_unit(unit, stage, units, pool, store, ctx, config.seed)
-                store.put_unit(record)
+                store.put_unit(_run_unit(unit, stage, units, pool, store, ctx, config.seed))
                 outcome.ran[stage] += 1
                 if on_unit is not None:
-                    on_unit(stage, i + 1, len(mine))
+                    on_unit(stage, len(done) + outcome.ran[stage], len(mine))
             if state is not None:
                 state.wait_for_everyone()
         scorer = _score(store, units, config, device, rank, world, out)

@@ -1,0 +1,89 @@
+"""What a pair set holds: counts per stage (BMPDS stage, else the builder) and per filter level,
+and histograms of the filter's scores. A BMPDS build folder adds ``candidates.jsonl`` (every unit,
+kept, dropped or failed), so the counts cover what the filter removed too; a plain pair set
+counts its pairs as kept."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from picbench.benches.jsonl import iter_json_lines
+from picbench.pairs import pairs_file, read_pairs
+from picbench.problems import RaiseFirst
+
+CANDIDATES_FILE = "candidates.jsonl"
+SCORE_NAMES = ("clip_i", "dino", "vlm", "clip_t")
+HISTOGRAM_BINS = 10
+
+
+@dataclass
+class PairStats:
+    name: str
+    n_pairs: int
+    splits: dict[str, int]
+    stages: dict[str, dict[str, int]]  # stage -> status ("kept", "dropped", "failed") -> count
+    levels: dict[str, int]  # filter level -> dropped (or failed) count
+    reasons: dict[str, int]  # first words of each failure reason -> count
+    histograms: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> {"edges", "counts", "n"}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "n_pairs": self.n_pairs, "splits": self.splits, "stages": self.stages, "levels": self.levels,
+                "reasons": self.reasons, "histograms": self.histograms}
+
+
+def _stage(meta: dict[str, Any]) -> str:
+    return str((meta.get("bmpds") or {}).get("stage") or meta.get("builder") or "unknown")
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without its numbers and names, so alike failures count together."""
+    words = reason.split(" ")
+    return " ".join(w for w in words[:6] if not any(ch.isdigit() for ch in w) and "'" not in w)
+
+
+def pair_stats(path: str | Path) -> PairStats:
+    pairs = read_pairs(path)
+    file = pairs_file(path)
+    splits = Counter(s.split for s in pairs.samples)
+    stages: dict[str, Counter[str]] = {}
+    levels: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    values: dict[str, list[float]] = {name: [] for name in SCORE_NAMES}
+    candidates = file.parent / CANDIDATES_FILE
+    if candidates.is_file():
+        for _, record in iter_json_lines(candidates, RaiseFirst(candidates)):
+            stages.setdefault(str(record.get("stage")), Counter())[str(record.get("status"))] += 1
+            if record.get("level"):
+                levels[str(record["level"])] += 1
+            if record.get("status") == "failed":
+                reasons[_reason_kind(str(record.get("reason", "")))] += 1
+            _collect(record.get("scores") or {}, values)
+    else:
+        for sample in pairs.samples:
+            stages.setdefault(_stage(dict(sample.meta)), Counter())["kept"] += 1
+            _collect((sample.meta.get("bmpds") or {}).get("scores") or {}, values)
+    histograms = {}
+    for name, vals in values.items():
+        if vals:
+            counts, edges = np.histogram(np.asarray(vals, dtype=float), bins=HISTOGRAM_BINS)
+            histograms[name] = {"n": len(vals), "edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
+    return PairStats(pairs.name, len(pairs), dict(splits), {k: dict(v) for k, v in stages.items()}, dict(levels), dict(reasons), histograms)
+
+
+def _collect(scores: dict[str, Any], values: dict[str, list[float]]) -> None:
+    """Per-subject scores (lists) count once per subject; the caption score once per pair."""
+    for name in SCORE_NAMES:
+        v = scores.get(name)
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, (int, float)) and np.isfinite(x):
+                values[name].append(float(x))
+
+
+def stats_json(path: str | Path) -> str:
+    return json.dumps(pair_stats(path).to_dict(), indent=2, sort_keys=True)
