@@ -57,3 +57,14 @@ def resolve_in_root(root: Path, relative: str) -> Path:
     if target != root and root not in target.parents:
         raise UnsafePathError(f"path {relative!r} escapes the data root {root}")
     return target
+
+
+def resolve_contained(root: Path, relative: str) -> Path:
+    """:func:`resolve_in_root`, then every symlink followed: the file must really lie inside
+    ``root``. For paths read from files a run wrote (a results folder may come from anyone), where
+    a symlink placed in the folder must not lead a reader out of it."""
+    path = resolve_in_root(root, relative).resolve()
+    real_root = Path(root).resolve()
+    if path != real_root and real_root not in path.parents:
+        raise UnsafePathError(f"path {relative!r} leads outside {real_root} (through a symlink)")
+    return path

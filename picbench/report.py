@@ -19,17 +19,20 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
+from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, provenance_summary
-from picbench.paths import resolve_in_root
+from picbench.paths import resolve_contained
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
 
 SUBJECT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 DEFAULT_MAX_IMAGES = 48
 THUMBNAIL_PX = 320
+LABEL_CHARS = 40
+MAX_PLOT_SUBJECTS = 200
 
 
 @dataclass
@@ -54,12 +57,21 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
     loaded, or whose hash differs from the run's, becomes a warning on the page, not an error."""
     path = Path(results)
     run_dir = path if path.is_dir() else path.parent
+    for name in (RESULTS_FILE, SAMPLES_FILE):
+        if (run_dir / name).is_symlink():
+            resolve_contained(run_dir, name)  # a run folder's own files, not a door out of it
     result = load_result(path)
     view = RunView(result, run_dir, [], None)
     if (run_dir / SAMPLES_FILE).is_file():
         view.scores = list(iter_sample_scores(run_dir))
     else:
         view.warnings.append(f"no {SAMPLES_FILE} beside {RESULTS_FILE}: only the aggregate table can be shown")
+    if bench is None and _names_a_file(result.bench):
+        view.warnings.append(
+            f"the run names bench {result.bench[:200]!r}, which is not a registered or built bench, so it is not read "
+            "(a results file must not make the report open arbitrary files); pass --bench to draw target boxes"
+        )
+        return view
     try:
         loaded: Bench = load_bench(bench or result.bench, data_dir)
     except (PicbenchError, OSError) as exc:
@@ -69,6 +81,13 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
     if result.bench_hash and loaded.content_hash() != result.bench_hash:
         view.warnings.append(f"bench {loaded.name!r} has changed since this run (its hash differs from the run's): target boxes may not match")
     return view
+
+
+def _names_a_file(name: str) -> bool:
+    """True for a bench name that ``load_bench`` would read as a path rather than look up."""
+    from picbench.benches import BENCHES, built_benches
+
+    return (name.endswith(".jsonl") or "/" in name or "\\" in name) and name not in BENCHES.names() and name not in built_benches()
 
 
 def build_report(
@@ -126,10 +145,8 @@ def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Build the page and write it atomically to ``out``."""
     page = build_report(results, **options)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    with atomic_write(out) as fh:
+        fh.write(page)
     return out
 
 
@@ -181,10 +198,13 @@ def per_subject_table(scores: Sequence[Score]) -> pd.DataFrame:
 
 
 def per_subject_plot_png(table: pd.DataFrame) -> str:
-    """One bar panel per metric, a bar per subject; base64 PNG."""
+    """One bar panel per metric, a bar per subject (the first MAX_PLOT_SUBJECTS; the table lists
+    all); base64 PNG."""
+    table = table.iloc[:MAX_PLOT_SUBJECTS]
     metrics = [c for c in table.columns if c != "n"]
     height = max(2.5, 0.28 * len(table) + 1.2)
-    label_in = 0.09 * max(len(str(name)) for name in table.index) + 0.3  # fixed margins: constrained layout costs seconds
+    labels = [plain_label(name) for name in table.index]
+    label_in = 0.09 * max(len(label) for label in labels) + 0.3  # fixed margins: constrained layout costs seconds
     width = label_in + 2.6 * len(metrics)
     fig = Figure(figsize=(width, height), dpi=96)
     fig.subplots_adjust(left=label_in / width, right=1 - 0.25 / width, top=1 - 0.35 / height, bottom=0.45 / height, wspace=0.12)
@@ -192,14 +212,23 @@ def per_subject_plot_png(table: pd.DataFrame) -> str:
     for ax, metric in zip(axes, metrics):
         values = table[metric]
         ax.barh(range(len(table)), values.fillna(0.0), color="#4c72b0")
-        ax.set_title(metric)
+        ax.set_title(plain_label(metric))
         ax.set_xlim(min(0.0, float(values.min())), max(1.0, float(values.max())))
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(table)), table.index)
+    axes[0].set_yticks(range(len(table)), labels)
     axes[0].invert_yaxis()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def plain_label(text: object, limit: int = LABEL_CHARS) -> str:
+    """A plot label shown as written: one line, at most ``limit`` characters (an ellipsis marks
+    the cut), and ``$`` escaped so matplotlib does not parse mathtext."""
+    one_line = " ".join(str(text).split())
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 1] + "…"
+    return one_line.replace("$", r"\$")
 
 
 def image_card(view: RunView, score: Score, image: str | None) -> str:
@@ -209,7 +238,7 @@ def image_card(view: RunView, score: Score, image: str | None) -> str:
     try:
         if image is None:
             raise ImageError("no image (generation failed)")
-        picture = load_rgb(resolve_in_root(view.run_dir, image))
+        picture = load_rgb(resolve_contained(view.run_dir, image))
     except (ImageError, UnsafePathError) as exc:
         reason = "; ".join(score.failures) or str(exc)
         return f'<figure class="card failed"><div class="missing">{_e(reason)}</div><figcaption>{head}</figcaption></figure>'

@@ -30,7 +30,8 @@ from PIL import Image
 import picbench
 from picbench.atomic import atomic_write
 from picbench.benches import load_bench
-from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.environment import check_device, environment_cause, is_out_of_memory
+from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
 from picbench.records import (
@@ -42,7 +43,7 @@ from picbench.records import (
     generation_key,
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
-from picbench.store import RunStore
+from picbench.store import RunLock, RunStore
 
 _LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "open_clip_torch", "timm", "peft", "accelerate", "numpy", "pillow", "pycocotools")
 RUN_CONFIG_SCHEMA = 1
@@ -157,15 +158,20 @@ def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samp
 
 def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     """Run (or resume) one method on one bench. Raises before generating anything when the bench,
-    the method or the output folder is unusable."""
+    the method, the device, any model's weights or the output folder is unusable, or when another
+    process works on the same part of the same folder (a lock)."""
     progress = progress or SilentProgress()
     shard, dist_state = _resolve_shard(config)
-    device = _rank_device(config.device, dist_state)
+    device = check_device(_rank_device(config.device, dist_state))
+    _check_weight_roles(config.weights)
     bench = load_bench(config.bench, config.data_dir)
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    _refuse_invalid(bench.with_samples(samples))
+    _refuse_invalid(bench.with_samples(samples), given=config.bench)
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
-    with RunStore(config.out) as store:
+    with RunStore(config.out) as store, RunLock(config.out, str(shard)):
+        store.remove_stale_tmp()
+        engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
+        _load_up_front(method)
         cache_params = method.cache_params()
         items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
@@ -176,7 +182,6 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
         identity, provenance_method = method.capabilities.references, _method_provenance(method)
         del method
         _free_accelerator_memory()
-        engine = _engine(config, device, store)
         scorer = _scorer_key(engine, config)
         _score(store, engine, scorer, mine, bench.data_root, identity, outcome, progress)
         store.put_part(str(shard), {**run_cfg, "scorer_key": scorer, "method_provenance": provenance_method}, "done")
@@ -255,8 +260,26 @@ def _rank_device(device: str, dist_state: Any) -> str:
     return device
 
 
-def _refuse_invalid(bench: Bench) -> None:
-    """Refuse, before any generation, a bench that fails validation."""
+def _check_weight_roles(weights: Mapping[str, str]) -> None:
+    """``--weights ROLE=DIR`` names a metric model role the engine knows, or the run stops here."""
+    from picbench.metrics.weights import MODELS
+
+    known = {*MODELS.names(), "detector"}
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise PicbenchError(f"--weights: unknown role(s) {unknown}; the metric engine's roles are {sorted(known)}")
+
+
+def _load_up_front(method: Method) -> None:
+    """Load the method's networks now (:meth:`Method.load`, for methods that have some), so a
+    missing checkpoint stops the run before the first generation rather than inside it."""
+    if type(method)._load is not Method._load:
+        method.load()
+
+
+def _refuse_invalid(bench: Bench, given: str | None = None) -> None:
+    """Refuse, before any generation, a bench that fails validation; the message names the bench
+    as the user gave it (a path stays a path)."""
     from picbench.validate import validate_bench
 
     report = validate_bench(bench)
@@ -264,8 +287,8 @@ def _refuse_invalid(bench: Bench) -> None:
         listed = "\n".join(f"  - {e.where()}: {e.message}" for e in report.errors[:20])
         more = f"\n  ... and {len(report.errors) - 20} more" if len(report.errors) > 20 else ""
         raise BenchRefusedError(
-            f"bench {bench.name} fails validation with {len(report.errors)} error(s); nothing was generated. "
-            f"Run `picbench validate {bench.name}` for the full report.\n{listed}{more}"
+            f"bench {given or bench.name} fails validation with {len(report.errors)} error(s); nothing was generated. "
+            f"Run `picbench validate {given or bench.name}` for the full report.\n{listed}{more}"
         )
 
 
@@ -300,14 +323,22 @@ def _finished(store: RunStore, generation: Generation, retry_failed: bool) -> bo
 
 def _generate_batch(method: Method, batch: list[_Item], seed: int, data_root: Path) -> list[tuple[_Item, Image.Image | None, str | None]]:
     """Generate one batch; when the batch raises, retry its samples one by one so one bad sample
-    fails alone. Missing weights are not a per-sample problem: they stop the run."""
+    fails alone. An environment problem (device, missing weights, memory once the batch is one
+    sample, disk) is not a sample's outcome: it stops the run and nothing is recorded for it."""
     try:
         outputs = method.generate([i.sample for i in batch], seed, data_root)
-    except MissingWeightsError:
+    except EnvironmentProblem:
         raise
     except Exception as exc:  # a method's failure on a sample is recorded, not fatal
-        if len(batch) > 1:
+        cause = environment_cause(exc)
+        if len(batch) > 1 and (cause is None or is_out_of_memory(exc)):
+            _free_accelerator_memory()
             return [r for item in batch for r in _generate_batch(method, [item], seed, data_root)]
+        if cause is not None:
+            raise EnvironmentProblem(
+                f"generation stopped by {cause} ({type(exc).__name__}: {exc}) at sample {batch[0].sample.id}; this is not "
+                "recorded as the sample's outcome. Fix the machine and rerun the same command: finished work is kept"
+            ) from exc
         return [(batch[0], None, f"generation raised {type(exc).__name__}: {exc}")]
     if not isinstance(outputs, (list, tuple)) or len(outputs) != len(batch):
         got = len(outputs) if isinstance(outputs, (list, tuple)) else type(outputs).__name__
@@ -337,6 +368,7 @@ def check_image(output: Any, sample: Sample, *, exact_size: bool = True) -> tupl
     if image.size != (sample.width, sample.height) and (exact_size or not same_aspect(image.size, (sample.width, sample.height))):
         return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}" + ("" if exact_size else " or the same aspect ratio")
     return image, None
+
 
 
 def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress) -> None:

@@ -94,12 +94,15 @@ def test_unusable_input_exits_2(tmp_path: Path) -> None:
     assert bad_tolerance.exit_code == 2 and "iou:0.1" in bad_tolerance.output
 
 
-def test_smoke_against_real_numbers_is_warned(tmp_path: Path) -> None:
+def test_smoke_against_real_numbers_fails_closed_unless_allowed(tmp_path: Path) -> None:
     paper = reported("uno", "dreambench-multi")
     run = save_run(tmp_path / "run", "uno", "dreambench-multi", paper, smoke=True)
     result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
-    assert result.exit_code == 0, result.output
-    assert "smoke run" in result.output and "means little" in result.output
+    assert result.exit_code == 1, result.output
+    assert "smoke run" in result.output and "--allow-smoke" in result.output
+    allowed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--allow-smoke"], env=WIDE)
+    assert allowed.exit_code == 0, allowed.output
+    assert "smoke run" in allowed.output and "means little" in allowed.output
     # where the baseline has a smoke row too, only that row is used
     smoke_base = save_run(tmp_path / "smoke-base", "uno", "dreambench-multi", {"clip_i": paper["clip_i"] + 0.5}, smoke=True)
     report = compare(load_table([run]), load_table([REPORTED_CSV, smoke_base]))

@@ -10,6 +10,8 @@ code    constant               meaning
                                file, a bad option value, missing weights, nothing to compare
                                (typer's own usage errors exit 2 as well)
 130     ``EXIT_INTERRUPTED``   stopped by Ctrl-C; finished work is kept (``run``)
+143     ``EXIT_TERMINATED``    stopped by SIGTERM (SLURM, Kubernetes, docker stop); finished work is
+                               kept, rerun to resume (``run``)
 ======  =====================  ====================================================================
 
 The README's "Exit codes" section holds the same table; a test keeps the two equal.
@@ -28,7 +30,11 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_UNUSABLE = 2
 EXIT_INTERRUPTED = 130
-EXIT_CODES = {"EXIT_OK": EXIT_OK, "EXIT_CHECK_FAILED": EXIT_CHECK_FAILED, "EXIT_UNUSABLE": EXIT_UNUSABLE, "EXIT_INTERRUPTED": EXIT_INTERRUPTED}
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process the signal killed
+EXIT_CODES = {
+    "EXIT_OK": EXIT_OK, "EXIT_CHECK_FAILED": EXIT_CHECK_FAILED, "EXIT_UNUSABLE": EXIT_UNUSABLE,
+    "EXIT_INTERRUPTED": EXIT_INTERRUPTED, "EXIT_TERMINATED": EXIT_TERMINATED,
+}
 
 
 def fail(message: str | BaseException, code: int = EXIT_UNUSABLE) -> NoReturn:

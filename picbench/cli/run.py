@@ -3,7 +3,8 @@ summary; smoke runs (``--models tiny``) are labelled loudly at the start and the
 
 Exit codes (the table of :mod:`picbench.cli.errors`): 0 done; 2 unusable input (unknown method or
 bench, a bench failing validation, an unwritable output folder, an incompatible store, missing
-weights); 130 interrupted (finished work is kept).
+weights, a device this machine lacks, another run holding the folder's lock, and any other problem
+of the environment: memory, disk); 130 interrupted by Ctrl-C, 143 by SIGTERM (finished work is kept).
 """
 
 from __future__ import annotations
@@ -13,25 +14,32 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from picbench.cli.app import app, console, err_console
-from picbench.cli.errors import EXIT_INTERRUPTED, fail
+from picbench.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
 from picbench.errors import PicbenchError
+from picbench.interrupts import Terminated, sigterm_as_interrupt
+from picbench.limits import SEED_LIMIT
 from picbench.results import RunResult
 
 SMOKE_BANNER = "SMOKE RUN: --models tiny uses random-weight models; its images and numbers mean nothing"
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
+    """Distinct integers in [0, 2**63) (torch's generators and the store's SQLite integers)."""
     try:
         seeds = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise PicbenchError(f"--seeds must be comma-separated integers (e.g. 0,1,2), got {text!r}") from None
+        raise PicbenchError(f"--seeds must be comma-separated integers (e.g. 0,1,2), got {text[:100]!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise PicbenchError(f"--seeds needs distinct integers, got {text!r}")
+        raise PicbenchError(f"--seeds needs distinct integers, got {text[:100]!r}")
+    out_of_range = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if out_of_range:
+        raise PicbenchError(f"--seeds: seed {str(out_of_range[0])[:40]} is outside [0, 2**63)")
     return seeds
 
 
@@ -120,14 +128,15 @@ def run_command(
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))
     bars = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     try:
-        with bars:
+        with sigterm_as_interrupt(), bars:
             outcome = run(config, RichProgress(bars))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
         err_console.print(
-            f"[bold yellow]interrupted:[/] every finished generation and score is saved in {config.out}/store.sqlite; "
-            "run the same command again to resume"
+            f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished generation and score "
+            f"is saved in {escape(str(config.out))}/store.sqlite; run the same command again to resume"
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     except (PicbenchError, ValueError) as exc:  # ValueError: a method's parameter check
         fail(exc)
     console.print(

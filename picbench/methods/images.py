@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from picbench.errors import ImageError
+from picbench.errors import ImageError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, same_aspect
-from picbench.paths import resolve_in_root
+from picbench.paths import resolve_contained
 from picbench.records import Sample
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -62,9 +62,18 @@ class ImagesMethod(Method):
         return h.hexdigest()
 
     def image_path(self, sample: Sample, seed: int) -> Path:
-        """The one file holding ``sample`` at ``seed``; ImageError when none or several exist."""
-        stem = resolve_in_root(self.folder / f"seed{seed}", sample.id)
-        found = [p for p in (stem.with_name(stem.name + ext) for ext in EXTENSIONS) if p.is_file()]
+        """The one file holding ``sample`` at ``seed``; ImageError when none or several exist, or
+        when the id cannot name a file inside ``seed<N>/`` (``.``, ``..``, empty parts, absolute, or
+        a symlink leading out)."""
+        seed_dir = self.folder / f"seed{seed}"
+        if any(part in ("", ".", "..") for part in sample.id.replace("\\", "/").split("/")):
+            raise ImageError(f"sample id {sample.id!r} cannot name a file inside {seed_dir}: it has an empty, '.' or '..' part")
+        try:
+            candidates = [resolve_contained(seed_dir, sample.id + ext) for ext in EXTENSIONS]
+        except UnsafePathError as exc:
+            raise ImageError(f"sample id {sample.id!r} cannot name a file inside {seed_dir}: {exc}") from None
+        stem = seed_dir / sample.id
+        found = [p for p in candidates if p.is_file()]
         if not found:
             raise ImageError(f"no image for sample {sample.id!r} seed {seed}: expected {stem}.png (or {', '.join(EXTENSIONS[1:])})")
         if len(found) > 1:
