@@ -31,7 +31,7 @@ layout diffusers already converts (`FluxLoraLoaderMixin.lora_state_dict` detects
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -123,3 +123,113 @@ def _load_into_transformer(transformer: FluxTransformer2DModel, state_dict: dict
     prefix = "transformer" if any(k.startswith("transformer.") for k in state_dict) else None
     transformer.load_lora_adapter(state_dict, prefix=prefix, adapter_name=adapter_name)
     transformer.set_adapters(adapter_name, scale)
+
+
+# -- training: UNO's parametrization under peft, saved in both layouts ----------------------------
+
+UNO_TARGET_MODULES = (
+    r"(transformer_blocks\.\d+\.attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)"
+    r"|single_transformer_blocks\.\d+\.(attn\.(to_q|to_k|to_v)|proj_out))"
+)
+"""UNO's LoRA sites (`set_lora` on every block, see the table above) as a peft `target_modules` regex."""
+
+_QKV_GROUPS = (("to_q", "to_k", "to_v"), ("add_q_proj", "add_k_proj", "add_v_proj"))
+
+
+def add_trainable_lora(
+    transformer: FluxTransformer2DModel,
+    *,
+    rank: int,
+    init: str | Path | Mapping[str, torch.Tensor] | None,
+    adapter_name: str = "positionic",
+) -> list[torch.nn.Parameter]:
+    """Put a trainable fp32 LoRA on UNO's sites and return its parameters (each once).
+
+    `init`: UNO's released LoRA (a file or state dict in UNO's layout, whose rank must be `rank`),
+    a diffusers/peft LoRA file, or None for peft's default init (A Kaiming, B zero; alpha = rank,
+    i.e. scale 1 as UNO's LoRA has no alpha). UNO fuses q, k, v into one LoRA with a shared `down`:
+    the three `lora_A` of each attention are tied to one parameter, so the LoRA trained here is
+    exactly UNO's parametrization (about 0.96 B parameters at rank 512 on FLUX.1-dev) and saves
+    losslessly in UNO's layout."""
+    if init is None:
+        from peft import LoraConfig
+
+        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=UNO_TARGET_MODULES), adapter_name)
+    else:
+        state = read_lora_file(init) if isinstance(init, (str, Path)) else dict(init)
+        source = str(init) if isinstance(init, (str, Path)) else "initial LoRA"
+        if any(".processor." in k for k in state):
+            ranks = {t.shape[0] for k, t in state.items() if k.endswith(".down.weight")}
+            if ranks != {rank}:
+                raise ValueError(f"{source}: LoRA rank {sorted(ranks)} differs from the configured rank {rank}")
+            state = convert_uno_lora(state, source=source)
+        else:
+            state = dict(FluxPipeline.lora_state_dict(state))
+        prefix = "transformer" if any(k.startswith("transformer.") for k in state) else None
+        transformer.load_lora_adapter(state, prefix=prefix, adapter_name=adapter_name)
+    transformer.set_adapters(adapter_name)
+    tie_qkv_down(transformer, adapter_name)
+    params: dict[int, torch.nn.Parameter] = {}
+    for name, param in transformer.named_parameters(remove_duplicate=False):
+        if f".{adapter_name}." in name and "lora_" in name:
+            param.data = param.data.float()
+            param.requires_grad_(True)
+            params[id(param)] = param
+        else:
+            param.requires_grad_(False)
+    return list(params.values())
+
+
+def tie_qkv_down(transformer: FluxTransformer2DModel, adapter_name: str) -> None:
+    """Share one `lora_A` among q, k and v of each attention (UNO's fused-qkv `down`)."""
+    for module in transformer.modules():
+        for group in _QKV_GROUPS:
+            layers = [getattr(module, n, None) for n in group]
+            if all(layer is not None and hasattr(layer, "lora_A") and adapter_name in layer.lora_A for layer in layers):
+                shared = layers[0].lora_A[adapter_name].weight
+                for layer in layers[1:]:
+                    layer.lora_A[adapter_name].weight = shared
+
+
+def lora_state_dict(transformer: FluxTransformer2DModel, adapter_name: str = "positionic") -> dict[str, torch.Tensor]:
+    """The adapter in diffusers' names (`transformer.<module>.lora_A.weight`, ...), fp32, untied copies."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+    return {f"transformer.{k}": v.detach().float().cpu().clone().contiguous() for k, v in state.items()}
+
+
+def to_uno_layout(state_dict: Mapping[str, torch.Tensor], transformer: FluxTransformer2DModel) -> dict[str, torch.Tensor]:
+    """diffusers names -> UNO's released layout (the inverse of :func:`convert_uno_lora`).
+
+    The q, k, v LoRAs of an attention must share `lora_A` (as :func:`add_trainable_lora` trains
+    them); `up` is their `lora_B` stacked in q, k, v order."""
+    out: dict[str, torch.Tensor] = {}
+
+    def get(module: str, part: str) -> torch.Tensor:
+        key = f"transformer.{module}.lora_{part}.weight"
+        if key not in state_dict:
+            raise ValueError(f"LoRA has no {key!r}: UNO's layout needs every UNO site")
+        return state_dict[key]
+
+    def fused(prefix: str, modules: Sequence[str]) -> None:
+        downs = [get(m, "A") for m in modules]
+        if any(not torch.equal(downs[0], d) for d in downs[1:]):
+            raise ValueError(f"{modules[0]}: q, k and v LoRAs do not share lora_A, so they have no exact UNO (fused qkv) form")
+        out[f"{prefix}.down.weight"] = downs[0]
+        out[f"{prefix}.up.weight"] = torch.cat([get(m, "B") for m in modules])
+
+    def single(prefix: str, module: str) -> None:
+        out[f"{prefix}.down.weight"], out[f"{prefix}.up.weight"] = get(module, "A"), get(module, "B")
+
+    for i in range(transformer.config.num_layers):
+        attn = f"transformer_blocks.{i}.attn"
+        fused(f"double_blocks.{i}.processor.qkv_lora1", [f"{attn}.to_q", f"{attn}.to_k", f"{attn}.to_v"])
+        single(f"double_blocks.{i}.processor.proj_lora1", f"{attn}.to_out.0")
+        fused(f"double_blocks.{i}.processor.qkv_lora2", [f"{attn}.add_q_proj", f"{attn}.add_k_proj", f"{attn}.add_v_proj"])
+        single(f"double_blocks.{i}.processor.proj_lora2", f"{attn}.to_add_out")
+    for i in range(transformer.config.num_single_layers):
+        block = f"single_transformer_blocks.{i}"
+        fused(f"single_blocks.{i}.processor.qkv_lora", [f"{block}.attn.to_q", f"{block}.attn.to_k", f"{block}.attn.to_v"])
+        single(f"single_blocks.{i}.processor.proj_lora", f"{block}.proj_out")
+    return out

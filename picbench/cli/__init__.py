@@ -10,6 +10,7 @@ import picbench.cli.ls  # noqa: F401
 import picbench.cli.regress  # noqa: F401
 import picbench.cli.report  # noqa: F401
 import picbench.cli.run  # noqa: F401
+import picbench.cli.train  # noqa: F401
 import picbench.cli.validate  # noqa: F401
 
 

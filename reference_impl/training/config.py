@@ -1,0 +1,240 @@
+"""The trainer's typed configuration, read from TOML with every key checked.
+
+A config file has the tables `[model]`, `[data]`, `[train]`, `[optim]`, `[checkpoint]`, `[eval]`
+and one `[[stages]]` table per curriculum stage. Unknown keys and impossible values are refused
+with the file and the key (`stages[1].lr`) before any model is built; defaults are the paper's
+recipe (`configs/paper.toml` spells them out) and where they come from is said per field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from picbench.errors import PicbenchError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(PicbenchError, ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = "black-forest-labs/FLUX.1-dev"
+    """A local diffusers FLUX folder, a hub id (from the local cache offline), or "tiny" (random weights, CPU)."""
+    weights_dir: str = ""
+    """Where local copies live (DIR/FLUX.1-dev, DIR/UNO/dit_lora.safetensors), as `picbench run --weights-dir`."""
+    init_lora: str = "uno"
+    """"uno": UNO's released LoRA (PositionIC is initialized from UNO); "none": fresh; or a LoRA file."""
+    rank: int = 512
+    """The paper's rank (UNO's `lora_rank=512`)."""
+    vaa: bool = True
+    """VAA in every double and single block; false trains UNO's objective (ablation)."""
+    attention_backend: str = "auto"
+    sigma: float = 3.0
+    delta: float = 1.0
+    gradient_checkpointing: bool = True
+    """Per block, as UNO's `gradient_checkpoint=True` (diffusers' `enable_gradient_checkpointing`)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    pairs: str = "pairs/positionic-train"
+    """A pair set folder (`picbench.pairs`), relative to the config file's folder or absolute."""
+    buckets: tuple[tuple[int, int], ...] = ((512, 512), (448, 576), (576, 448), (384, 640), (640, 384))
+    """(width, height) resolution buckets, multiples of 16, about 512^2 pixels (UNO trains at 512)."""
+    caption_dropout: float = 0.1
+    """UNO's `text_dropout=0.1`: the prompt is replaced by "" with this probability."""
+    ref_long_side: int = 0
+    """0: UNO's rule by reference count (512 / 320 / 256), as at inference."""
+    cache_latents: bool = False
+    """Keep each pair's VAE tokens in memory after its first use (exact: the VAE mean is
+    deterministic). About 0.2 MB per 512 px pair in bf16; off by default for large sets."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    global_batch: int = 128
+    """The paper's global batch (8 x A100)."""
+    micro_batch: int = 4
+    """Per process and forward pass; accumulation fills the global batch (8 GPUs x 4 x 4 steps = 128)."""
+    timesteps: Literal["uniform", "logit_normal"] = "uniform"
+    """UNO: uniform over the 1000 resolution-shifted times; logit-normal (SD3) is the option."""
+    guidance: float = 1.0
+    """FLUX's guidance embedding during training (UNO's `guidance_vec` of ones)."""
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["bf16", "no"] = "bf16"
+    """bf16 base weights and autocast on CUDA (fp32 LoRA); ignored on CPU, which runs fp32."""
+    ema_decay: float = 0.0
+    """0: no EMA; else an EMA of the LoRA, saved beside it (UNO's `ema_decay`)."""
+    trackers: tuple[str, ...] = ()
+    """accelerate trackers besides the JSONL log, e.g. ["tensorboard"] or ["wandb"] (when installed)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_steps: int = 100
+    """Linear warmup at the start of each stage (UNO's `lr_warmup_steps=100`), then cosine to 0."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    steps: int
+    lr: float = 1e-5
+    split: Literal["single", "multi", "all"] = "all"
+    min_subjects: int = 1
+    max_subjects: int = 99
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    out: str = "runs/train/positionic"
+    """Output folder, relative to the config file's folder or absolute."""
+    every: int = 500
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = 0
+    """0: no evaluation during training; N: generate and score the validation subset every N steps."""
+    bench: str = "positionic-open"
+    n_single: int = 4
+    n_multi: int = 4
+    steps: int = 25
+    guidance: float = 4.0
+    seed: int = 0
+    detector: str = "grounding-dino"
+    models: Literal["default", "tiny"] = "default"
+    """Metric models: "tiny" random-weight encoders for smoke runs."""
+    data_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    stages: tuple[StageConfig, ...] = ()
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    source: Path | None = None
+    """The file this came from (relative paths resolve against its folder)."""
+
+    def resolve(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.source is None else self.source.parent / p
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per process per optimizer step."""
+        return self.train.global_batch // (world_size * self.train.micro_batch)
+
+    def check_world(self, world_size: int) -> None:
+        per_step = world_size * self.train.micro_batch
+        if self.train.global_batch % per_step:
+            raise ConfigError(
+                f"{self.source}: train.global_batch {self.train.global_batch} is not divisible by "
+                f"world size {world_size} x train.micro_batch {self.train.micro_batch}"
+            )
+
+
+_TABLES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "optim": OptimConfig, "checkpoint": CheckpointConfig, "eval": EvalConfig}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a TOML config; raises :class:`ConfigError` naming the file and key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no config file at {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(_TABLES) - {"stages"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; known: {sorted([*_TABLES, 'stages'])}")
+    parts: dict[str, Any] = {name: _build(cls, raw.get(name, {}), path, name) for name, cls in _TABLES.items()}
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{path}: at least one [[stages]] table is required (name, steps, lr, split)")
+    parts["stages"] = tuple(_build(StageConfig, s, path, f"stages[{i}]") for i, s in enumerate(stages))
+    config = Config(**parts, source=path.resolve())
+    _check_values(config, path)
+    return config
+
+
+def _build(cls: type, table: Any, path: Path, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {where} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(fields)}")
+    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in table]
+    if missing:
+        raise ConfigError(f"{path}: {where} lacks required key(s) {missing}")
+    return cls(**{k: _coerce(v, hints[k], path, f"{where}.{k}") for k, v in table.items()})
+
+
+def _coerce(value: Any, hint: Any, path: Path, key: str) -> Any:
+    """Check `value` against the field's type (TOML gives ints for floats and lists for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {key} is {value!r}, expected one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: {key} must be a list, got {value!r}")
+        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+        if len(items) != len(value):
+            raise ConfigError(f"{path}: {key} must have {len(items)} entries, got {value!r}")
+        return tuple(_coerce(v, h, path, f"{key}[{i}]") for i, (v, h) in enumerate(zip(value, items)))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise ConfigError(f"{path}: {key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _check_values(c: Config, path: Path) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{path}: {key} {what}")
+
+    need(c.model.rank >= 1, "model.rank", "must be >= 1")
+    need(c.model.attention_backend in ("auto", "sdpa", "sdpa_lowrank", "flex"), "model.attention_backend", "must be auto, sdpa, sdpa_lowrank or flex")
+    need(bool(c.data.buckets), "data.buckets", "must name at least one (width, height)")
+    for i, (w, h) in enumerate(c.data.buckets):
+        need(w >= 16 and h >= 16 and w % 16 == 0 and h % 16 == 0, f"data.buckets[{i}]", f"({w}, {h}) must be multiples of 16")
+    need(0.0 <= c.data.caption_dropout < 1.0, "data.caption_dropout", "must be in [0, 1)")
+    need(c.data.ref_long_side == 0 or c.data.ref_long_side >= 16, "data.ref_long_side", "must be 0 (UNO's rule) or >= 16")
+    need(c.train.micro_batch >= 1, "train.micro_batch", "must be >= 1")
+    need(c.train.global_batch >= c.train.micro_batch, "train.global_batch", "must be >= train.micro_batch")
+    need(c.train.global_batch % c.train.micro_batch == 0, "train.global_batch", f"{c.train.global_batch} is not divisible by train.micro_batch {c.train.micro_batch}")
+    need(c.train.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
+    need(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
+    need(all(0.0 <= b < 1.0 for b in c.optim.betas), "optim.betas", "must lie in [0, 1)")
+    need(c.optim.warmup_steps >= 0 and c.optim.weight_decay >= 0 and c.optim.eps > 0, "optim", "warmup_steps, weight_decay must be >= 0 and eps > 0")
+    need(c.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+    need(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
+    need(c.eval.every >= 0 and c.eval.n_single >= 0 and c.eval.n_multi >= 0 and c.eval.steps >= 1, "eval", "every, n_single, n_multi must be >= 0 and steps >= 1")
+    names = [s.name for s in c.stages]
+    need(len(set(names)) == len(names), "stages", f"names must be distinct, got {names}")
+    for i, s in enumerate(c.stages):
+        need(s.steps >= 1, f"stages[{i}].steps", "must be >= 1")
+        need(s.lr > 0, f"stages[{i}].lr", "must be > 0")
+        need(1 <= s.min_subjects <= s.max_subjects, f"stages[{i}].min_subjects", "must be >= 1 and <= max_subjects")

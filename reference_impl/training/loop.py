@@ -1,0 +1,416 @@
+"""The PositionIC training loop on accelerate: stages, accumulation to the global batch, clipping,
+EMA, checkpoints, evaluation by the benchmark, logging, Ctrl-C.
+
+Run it as `picbench train CONFIG` (one process), `accelerate launch $(which picbench) train CONFIG`
+or `torchrun --nproc-per-node N $(which picbench) train CONFIG`; accelerate picks DDP, FSDP or
+DeepSpeed from its launch config (`configs/accelerate/`). Per optimizer step each of the W
+processes runs `global_batch / (W * micro_batch)` micro-batches; process r takes micro-batches
+`s * global_batch/micro_batch + r * A + a` of the stage's fixed order, with gradients synced on
+the last, so W processes see the batches and the mean gradient one process sees. Every collective
+(loss averaging, the stop flag, state extraction for saving) is reached by every rank, and saving
+is a step every rank takes (UNO's trainer hangs when only rank 0 reaches a barrier: UNO#52, #71).
+
+Learning rate per stage: linear warmup over `optim.warmup_steps`, then cosine to 0 at the stage's
+last step (UNO's trainer defaults to constant after warmup; the paper says cosine with warmup).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO, add_trainable_lora, lora_state_dict, random_uno_lora, to_uno_layout
+from picbench.reference_impl.training import checkpoint as ckpt
+from picbench.reference_impl.training.config import Config
+from picbench.reference_impl.training.data import MicroBatchOrder, PairEntry, PairSource
+from picbench.reference_impl.training.objective import EncodedPair, encode_pair, flow_matching_loss, prepare_inputs
+
+LOG_FILE = "train_log.jsonl"
+ADAPTER = "positionic"
+
+
+class TrainingInterrupted(PicbenchError):
+    """Ctrl-C: a checkpoint was saved; `--resume` continues from it."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    global_step: int
+    lora: Path
+    uno_lora: Path
+    skipped: dict[str, str]
+
+
+def learning_rate(base: float, step: int, steps: int, warmup: int) -> float:
+    """Linear warmup to `base`, then cosine to 0 at step `steps` (the step about to be taken)."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def config_hash(config: Config) -> str:
+    """What must not change across a resume: everything but the output and evaluation settings."""
+    payload = {k: v for k, v in asdict(config).items() if k not in ("source", "checkpoint", "eval")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def micro_batch_seed(seed: int, stage: str, m: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{stage}/{m}".encode()).digest()[:8], "little") >> 1
+
+
+class Trainer:
+    """Builds everything from the config (pairs checked first), then :meth:`run`."""
+
+    def __init__(self, config: Config, *, resume: bool = False, progress: bool = True, on_step: Callable[[dict], None] | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.config, self.resume, self.show_progress, self.on_step = config, resume, progress, on_step
+        self.out = config.resolve(config.checkpoint.out)
+        cuda = torch.cuda.is_available()
+        precision = config.train.mixed_precision if cuda else "no"
+        trackers = list(config.train.trackers)
+        self.accelerator = Accelerator(cpu=not cuda, mixed_precision=precision, log_with=trackers or None, project_dir=str(self.out))
+        acc = self.accelerator
+        config.check_world(acc.num_processes)
+        self.accumulation = config.accumulation(acc.num_processes)
+        self.source = PairSource(config)  # every pair and image header checked before any model is built
+        self._check_out()
+        set_seed(config.train.seed)
+        self.pipe = self._pipeline(torch.bfloat16 if precision == "bf16" else torch.float32)
+        self.params = add_trainable_lora(self.pipe.transformer, rank=config.model.rank, init=self._init_lora(), adapter_name=ADAPTER)
+        if config.model.gradient_checkpointing:
+            self.pipe.transformer.enable_gradient_checkpointing()
+        self.pipe.transformer.train()
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.stages[0].lr, betas=o.betas, weight_decay=o.weight_decay, eps=o.eps)
+        self.model, self.optimizer = acc.prepare(self.pipe.transformer, self.optimizer)
+        self.ema = [p.detach().clone() for p in self.params] if config.train.ema_decay else None
+        self.state = ckpt.TrainState(config_hash=config_hash(config))
+        if resume:
+            self._restore()
+        self.validator = None
+        if config.eval.every and acc.is_main_process:
+            from picbench.reference_impl.training.evaluation import Validator
+
+            self.validator = Validator(config, acc.device)
+        if trackers:
+            acc.init_trackers("positionic", config={"config": str(config.source)})
+        self._stop = False
+        self._latents: dict[str, EncodedPair] = {}
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _check_out(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / f".write-test-{self.accelerator.process_index}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise PicbenchError(f"checkpoint.out {self.out} is not writable: {exc.strerror or exc}") from None
+        if not self.resume and ckpt.latest_checkpoint(self.out) is not None:
+            raise PicbenchError(f"{self.out} already holds checkpoints: pass --resume to continue, or choose another checkpoint.out")
+
+    def _local(self, ref: str) -> Path | None:
+        wd = self.config.model.weights_dir
+        for candidate in ([Path(ref).expanduser()] + ([self.config.resolve(wd) / ref, self.config.resolve(wd) / ref.rsplit("/", 1)[-1]] if wd else [])):
+            if candidate.exists():
+                return candidate
+        return None
+
+    def _pipeline(self, dtype: torch.dtype) -> Any:
+        from picbench.reference_impl.pipeline import PositionICPipeline
+
+        base = self.config.model.base
+        if base == "tiny":
+            from picbench.tiny.flux import tiny_components
+
+            pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed))
+        else:
+            local = self._local(base)
+            pipe = PositionICPipeline.from_pretrained(local or base, torch_dtype=dtype)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.accelerator.device)
+        for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+            module.requires_grad_(False).eval()
+        return pipe
+
+    def _init_lora(self) -> Any:
+        init = self.config.model.init_lora
+        if init == "none":
+            return None
+        if init != "uno":
+            file = self._local(init) or self.config.resolve(init)
+            if not file.is_file():
+                raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
+            return file
+        local = self._local(UNO_LORA_REPO)
+        if local is not None and (local / UNO_LORA_FILE).is_file():
+            return local / UNO_LORA_FILE
+        if self.config.model.base == "tiny":
+            return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
+        from huggingface_hub import constants, hf_hub_download
+
+        try:
+            return Path(hf_hub_download(UNO_LORA_REPO, UNO_LORA_FILE, local_files_only=constants.HF_HUB_OFFLINE))
+        except OSError as exc:
+            raise MissingWeightsError(
+                f"model.init_lora = 'uno': {UNO_LORA_REPO}/{UNO_LORA_FILE} is not available locally ({type(exc).__name__}); "
+                f"download it to DIR/UNO/ and set model.weights_dir = DIR, or set model.init_lora to a file or 'none'"
+            ) from exc
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def _restore(self) -> None:
+        folder = ckpt.latest_checkpoint(self.out)
+        if folder is None:
+            raise PicbenchError(f"--resume: no checkpoint under {self.out / 'checkpoints'} (start without --resume)")
+        state = ckpt.read_state(folder)
+        if state.config_hash != self.state.config_hash:
+            raise PicbenchError(f"--resume: {folder} was written with another model/data/train/optim/stages config ({state.config_hash} != {self.state.config_hash})")
+        self._load_params(ckpt.read_lora(folder), self.params)
+        if self.ema is not None:
+            self._load_params(ckpt.read_lora(folder, ema=True), self.ema)
+        if self.accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+            self.accelerator.load_state(str(folder / "engine"))
+        else:
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=False))
+        ckpt.load_rng(folder, self.accelerator.process_index)
+        self.state = state
+        self._truncate_log(state.global_step)
+
+    def _param_names(self) -> list[str]:
+        """diffusers names of `self.params`, in order (a tied lora_A by its first module, to_q)."""
+        names, seen = [], set()
+        for name, param in self.accelerator.unwrap_model(self.model).named_parameters(remove_duplicate=False):
+            if id(param) in {id(p) for p in self.params} and id(param) not in seen:
+                seen.add(id(param))
+                names.append("transformer." + name.replace(f".{ADAPTER}", ""))
+        return names
+
+    def _load_params(self, state: dict[str, torch.Tensor], into: list[torch.Tensor]) -> None:
+        for name, param in zip(self._param_names(), into):
+            if name not in state:
+                raise PicbenchError(f"--resume: checkpoint LoRA lacks {name!r}")
+            with torch.no_grad():
+                param.copy_(state[name])
+
+    def _truncate_log(self, global_step: int) -> None:
+        """Drop log lines past the checkpoint (written by the run that was killed)."""
+        log = self.out / LOG_FILE
+        if not self.accelerator.is_main_process or not log.is_file():
+            return
+        kept = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= global_step]
+        log.write_text("".join(line + "\n" for line in kept))
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        acc, cfg = self.accelerator, self.config
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if _main_thread() else None
+        total = sum(s.steps for s in cfg.stages)
+        progress = self._progress(total) if self.show_progress and acc.is_local_main_process else contextlib.nullcontext()
+        try:
+            with progress as bar:
+                fields = {"loss": float("nan"), "mem": "", "rate": 0.0}
+                task = bar.add_task("training", total=total, completed=self.state.global_step, **fields) if bar else None
+                while self.state.stage < len(cfg.stages):
+                    stage = cfg.stages[self.state.stage]
+                    order = MicroBatchOrder(self.source.by_stage[stage.name], cfg.train.micro_batch, cfg.train.seed, stage.name)
+                    while self.state.step < stage.steps:
+                        record = self._step(stage, order)
+                        if bar is not None:
+                            bar.update(task, advance=1, loss=record["loss"], mem=_memory(), rate=1 / record["seconds"])
+                        self._after_step(record, stage)
+                    self.state.stage, self.state.step = self.state.stage + 1, 0
+            self._save()
+            return self._export()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            acc.end_training()
+
+    def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
+        acc, cfg = self.accelerator, self.config
+        started = time.perf_counter()
+        lr = learning_rate(stage.lr, self.state.step, stage.steps, cfg.optim.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        per_step = cfg.train.global_batch // cfg.train.micro_batch
+        total_loss = torch.zeros((), device=acc.device)
+        for a in range(self.accumulation):
+            m = self.state.step * per_step + acc.process_index * self.accumulation + a
+            batch = self._load(order[m])
+            sync = contextlib.nullcontext() if a == self.accumulation - 1 else acc.no_sync(self.model)
+            with sync, acc.autocast():
+                if batch:
+                    inputs = prepare_inputs(
+                        self.pipe, batch, torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
+                        caption_dropout=cfg.data.caption_dropout, guidance=cfg.train.guidance, vaa=cfg.model.vaa,
+                        logit_normal=cfg.train.timesteps == "logit_normal", sigma=cfg.model.sigma, delta=cfg.model.delta,
+                        attention_backend=cfg.model.attention_backend,
+                    )
+                    loss = flow_matching_loss(self.model, inputs)
+                else:  # every pair of this micro-batch was unreadable: a zero gradient keeps the ranks in step
+                    loss = sum(p.sum() for p in self.params) * 0.0
+                acc.backward(loss / self.accumulation)
+            total_loss += loss.detach() / self.accumulation
+        grad_norm = acc.clip_grad_norm_(self.params, cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            with torch.no_grad():
+                for shadow, p in zip(self.ema, self.params):
+                    shadow.lerp_(p.detach(), 1 - cfg.train.ema_decay)
+        self.state.step += 1
+        self.state.global_step += 1
+        mean_loss = acc.reduce(total_loss, reduction="mean").item()
+        return {
+            "step": self.state.global_step, "stage": stage.name, "loss": mean_loss, "lr": lr,
+            "grad_norm": float(grad_norm), "seconds": time.perf_counter() - started, "skipped": len(self.state.skipped),
+        }
+
+    def _load(self, entries: list[PairEntry]) -> list[EncodedPair]:
+        """Decode and encode a micro-batch; a pair whose images fail now is skipped, counted and named."""
+        encoded = []
+        for entry in entries:
+            if entry.sample.id in self._latents:
+                encoded.append(self._latents[entry.sample.id])
+                continue
+            try:
+                pair = encode_pair(self.pipe, self.source.load(entry))
+            except (OSError, ValueError, PicbenchError) as exc:
+                if entry.sample.id not in self.state.skipped:
+                    self.state.skipped[entry.sample.id] = f"{type(exc).__name__}: {exc}"
+                    if self.accelerator.is_main_process:
+                        self.accelerator.print(f"skipped pair {entry.sample.id}: {exc}")
+                continue
+            if self.config.data.cache_latents:
+                self._latents[entry.sample.id] = pair
+            encoded.append(pair)
+        return encoded
+
+    def _after_step(self, record: dict[str, Any], stage: Any) -> None:
+        acc, cfg = self.accelerator, self.config
+        step = self.state.global_step
+        if cfg.eval.every and step % cfg.eval.every == 0:
+            if self.validator is not None:
+                record["eval"] = self.validator(self.pipe, step, self.out)
+            acc.wait_for_everyone()
+        if acc.is_main_process:
+            with open(self.out / LOG_FILE, "a") as log:
+                log.write(json.dumps(record, default=float) + "\n")
+        acc.log({k: v for k, v in _flat(record).items() if isinstance(v, (int, float))}, step=step)
+        if self.on_step is not None:
+            self.on_step(record)
+        stop = torch.tensor(float(self._stop), device=acc.device)
+        stop = acc.reduce(stop, reduction="sum").item() > 0
+        if stop or step % cfg.checkpoint.every == 0:
+            self._save()
+        if stop:
+            raise TrainingInterrupted(f"interrupted at step {step}: checkpoint saved in {self.out / 'checkpoints'}; continue with --resume")
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def _lora(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        """The LoRA (or its EMA) in diffusers names. Every rank calls it."""
+        transformer = self.accelerator.unwrap_model(self.model)
+        if not ema:
+            return lora_state_dict(transformer, ADAPTER)
+        live = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, shadow in zip(self.params, self.ema):
+                p.copy_(shadow)
+            state = lora_state_dict(transformer, ADAPTER)
+            for p, saved in zip(self.params, live):
+                p.copy_(saved)
+        return state
+
+    def _save(self) -> None:
+        """Every rank takes part; only the main process writes the shared files and renames."""
+        acc = self.accelerator
+        final = ckpt.checkpoint_dir(self.out, self.state.global_step)
+        tmp = final.parent / f".{final.name}.tmp"
+        if acc.is_main_process:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        lora = self._lora()
+        ema = self._lora(ema=True) if self.ema is not None else None
+        engine = acc.distributed_type.value in ("FSDP", "DEEPSPEED")
+        if engine:
+            acc.save_state(str(tmp / "engine"))
+        ckpt.save_rng(tmp, acc.process_index)
+        if acc.is_main_process:
+            transformer = acc.unwrap_model(self.model)
+            ckpt.write_checkpoint(tmp, lora=lora, uno=to_uno_layout(lora, transformer), ema=ema,
+                                  optimizer=None if engine else self.optimizer.state_dict(), state=self.state)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.publish(tmp, final, self.config.checkpoint.keep)
+        acc.wait_for_everyone()
+
+    def _export(self) -> TrainResult:
+        """The final LoRA in both layouts under OUT/lora/."""
+        final = ckpt.checkpoint_dir(self.out, self.state.global_step)
+        folder = self.out / "lora"
+        if self.accelerator.is_main_process:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in (ckpt.LORA_FILE, ckpt.UNO_LAYOUT_FILE, f"ema_{ckpt.LORA_FILE}"):
+                if (final / name).is_file():
+                    (folder / name).write_bytes((final / name).read_bytes())
+        self.accelerator.wait_for_everyone()
+        return TrainResult(self.out, self.state.global_step, folder / ckpt.LORA_FILE, folder / ckpt.UNO_LAYOUT_FILE, dict(self.state.skipped))
+
+    # -- feel ---------------------------------------------------------------------------------
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop = True
+
+    @staticmethod
+    def _progress(total: int) -> Any:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.2f} steps/s"), TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[mem]}"),
+        )
+
+
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in record.items() if k != "eval"}
+    out.update({f"eval/{k}": v for k, v in (record.get("eval") or {}).items()})
+    return out
+
+
+def _memory() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+    import resource
+
+    return f"rss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

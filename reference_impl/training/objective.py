@@ -1,0 +1,128 @@
+"""The training objective, as UNO trains (bytedance/UNO @ d305981, `train.py`), with VAA.
+
+Per pair: the target image and the references are VAE-encoded (mean latents, no grad) and
+packed (:func:`encode_pair`). Per micro-batch (:func:`prepare_inputs`): times t come from UNO's resolution-shifted schedule with mu from *this* bucket's packed
+token count (`schedule.training_times`; UNO computes one mu for its single resolution); noise n
+gives `x_t = (1 - t) x0 + t n` and the target `v = n - x0` (UNO: `x_t = (1 - t) x_1 + t x_0`,
+loss `mse(pred, x_0 - x_1)` with its x_0 the noise). The transformer sees `[text, x_t, refs]`:
+clean reference tokens in the same sequence, so they share the target's timestep modulation;
+FLUX's guidance embedding is fixed at `guidance` (UNO: 1). The loss is the mean squared error on
+target tokens only. With VAA the conditioning (layout, UnoPE ids, VWR weights, backend plan) is
+`conditioning.build_conditioning`, the function inference uses. Captions are dropped to "" with
+probability `caption_dropout` (UNO's `text_dropout`). All randomness comes from the generator
+passed in, so a micro-batch gets the same noise, times and dropout wherever and whenever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import FluxPipeline
+
+from picbench.reference_impl.conditioning import Conditioning, build_conditioning, encode_image_tokens
+from picbench.reference_impl.schedule import training_times
+from picbench.reference_impl.training.data import LoadedPair
+
+
+@dataclass
+class ModelInputs:
+    """One micro-batch as transformer inputs (everything but the LoRA weights)."""
+
+    noisy: torch.Tensor  # [B, n_target, C]
+    references: torch.Tensor  # [B, n_refs_tokens, C]
+    velocity: torch.Tensor  # [B, n_target, C], the regression target n - x0
+    times: torch.Tensor  # [B]
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor
+    conditioning: Conditioning
+    guidance: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """A pair's VAE tokens (the mean latent: deterministic, so they can be cached) and its layout."""
+
+    prompt: str
+    target: torch.Tensor  # [1, n_target, C]
+    target_hw: tuple[int, int]
+    references: torch.Tensor  # [1, n_ref_tokens, C], references in subject order
+    ref_hws: tuple[tuple[int, int], ...]
+    boxes: tuple[tuple[float, float, float, float], ...]
+    depths: tuple[int, ...]
+
+
+@torch.no_grad()
+def encode_pair(pipe: FluxPipeline, pair: LoadedPair) -> EncodedPair:
+    device, dtype = pipe.transformer.device, pipe.transformer.dtype
+    target, target_hw = encode_image_tokens(pipe, pair.target, device, dtype)
+    refs = [encode_image_tokens(pipe, ref, device, dtype) for ref in pair.references]
+    return EncodedPair(
+        pair.prompt, target, target_hw, torch.cat([t for t, _ in refs], dim=1), tuple(hw for _, hw in refs), pair.boxes, pair.depths
+    )
+
+
+@torch.no_grad()
+def prepare_inputs(
+    pipe: FluxPipeline,
+    batch: Sequence[EncodedPair],
+    generator: torch.Generator,
+    *,
+    caption_dropout: float,
+    guidance: float,
+    vaa: bool,
+    logit_normal: bool = False,
+    sigma: float = 3.0,
+    delta: float = 1.0,
+    attention_backend: str = "auto",
+    max_sequence_length: int = 512,
+) -> ModelInputs:
+    """Pairs of one bucket and reference shape -> transformer inputs, all randomness from `generator`."""
+    device, dtype = pipe.transformer.device, pipe.transformer.dtype
+    drop = torch.rand(len(batch), generator=generator) < caption_dropout
+    prompts = ["" if d else pair.prompt for pair, d in zip(batch, drop.tolist())]
+    prompt_embeds, pooled, text_ids = pipe.encode_prompt(
+        prompts, prompt_2=None, device=device, max_sequence_length=min(max_sequence_length, pipe.tokenizer_2.model_max_length)
+    )
+    x0 = torch.cat([pair.target for pair in batch]).float()
+    ref_tokens = torch.cat([pair.references for pair in batch])
+    target_hw, ref_hws = batch[0].target_hw, batch[0].ref_hws
+
+    times = training_times(x0.shape[1], len(batch), generator, logit_normal=logit_normal)
+    noise = torch.randn(x0.shape, generator=generator)
+    t = times.to(device)[:, None, None]
+    noise = noise.to(device)
+    noisy = (1 - t) * x0 + t * noise
+    layouts = [(pair.boxes, pair.depths) for pair in batch] if vaa else None
+    cond = build_conditioning(
+        prompt_embeds.shape[1], target_hw, ref_hws, layouts, sigma=sigma, delta=delta, attention_backend=attention_backend, device=device, dtype=dtype
+    )
+    guidance_t = torch.full([len(batch)], guidance, device=device, dtype=torch.float32) if pipe.transformer.config.guidance_embeds else None
+    return ModelInputs(noisy.to(dtype), ref_tokens, (noise - x0), times.to(device), prompt_embeds, pooled, text_ids, cond, guidance_t)
+
+
+def predict(transformer: torch.nn.Module, inputs: ModelInputs, references: torch.Tensor | None = None) -> torch.Tensor:
+    """The velocity the transformer predicts on the target tokens (`references` overrides the
+    reference tokens, e.g. with a tensor that requires grad)."""
+    refs = inputs.references if references is None else references
+    n_target = inputs.noisy.shape[1]
+    out = transformer(
+        hidden_states=torch.cat([inputs.noisy, refs.to(inputs.noisy.dtype)], dim=1),
+        timestep=inputs.times.to(inputs.noisy.dtype),
+        guidance=inputs.guidance,
+        pooled_projections=inputs.pooled,
+        encoder_hidden_states=inputs.prompt_embeds,
+        txt_ids=inputs.text_ids,
+        img_ids=inputs.conditioning.img_ids,
+        joint_attention_kwargs=inputs.conditioning.joint_attention_kwargs,
+        return_dict=False,
+    )[0]
+    return out[:, :n_target]
+
+
+def flow_matching_loss(transformer: torch.nn.Module, inputs: ModelInputs) -> torch.Tensor:
+    """Mean squared error of the predicted velocity on target tokens, in fp32."""
+    return F.mse_loss(predict(transformer, inputs).float(), inputs.velocity.float())
