@@ -23,12 +23,15 @@ class Entry:
 
 class Registry(Generic[T]):
     """Name -> lazily imported object. ``kind`` is used in messages ("method", "bench"); with
-    ``base``, an entry that is not a subclass of it is refused when loaded, naming its target."""
+    ``base``, an entry that is not a subclass of it (with ``instances=True``: not an instance of
+    it, e.g. a function checked against a runtime-checkable Protocol) is refused when loaded,
+    naming its target."""
 
-    def __init__(self, kind: str, entry_point_group: str | None = None, base: type | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, base: type | None = None, *, instances: bool = False) -> None:
         self.kind = kind
         self.group = entry_point_group
         self.base = base
+        self.instances = instances
         self._entries: dict[str, Entry] = {}
         self._loaded: dict[str, T] = {}
         self._plugins_scanned = False
@@ -72,10 +75,23 @@ class Registry(Generic[T]):
             obj = importlib.import_module(module_name)
             for part in attr.split(".") if attr else ():
                 obj = getattr(obj, part)
-            if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
-                raise PicbenchError(f"{self.kind} {name!r} ({self._entries[name].target}) is not a {self.base.__name__} subclass")
+            if self.base is not None and not self._conforms(obj):
+                what = f"a {self.base.__name__}" if self.instances else f"a {self.base.__name__} subclass"
+                raise PicbenchError(f"{self.kind} {name!r} ({self._entries[name].target}) is not {what}")
             self._loaded[name] = obj  # type: ignore[assignment]
         return self._loaded[name]
+
+
+    def _conforms(self, obj: object) -> bool:
+        assert self.base is not None
+        if self.instances:
+            return not isinstance(obj, type) and isinstance(obj, self.base)
+        return isinstance(obj, type) and issubclass(obj, self.base)
+
+    def summary(self, name: str) -> str:
+        """The one-line description an entry was registered (or declared as a plugin) with."""
+        self._scan_plugins()
+        return self._entries[name].summary
 
 
 def lazy(factory: Callable[[], T]) -> Callable[[], T]:

@@ -24,15 +24,18 @@
 from __future__ import annotations
 
 import functools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from picbench.errors import UnknownNameError
 from picbench.reference_impl.layout import TokenLayout
 from picbench.reference_impl.vaa import dense_vaa_mask, target_log_weights
+from picbench.registry import Registry
 
 DEFAULT_BLOCK_SIZE = 128
 # Lookup tables are padded to a power of two (at least this long) so layouts of one sequence
@@ -41,19 +44,26 @@ _MIN_TABLE_CAPACITY = 4096
 _MAX_REFS = 12  # ref codes are powers of two: the table grows as 2^K
 
 
-class MaskedAttention(Protocol):
-    """`prepare` once per layout (and step), then call per layer: q, k, v [B, H, L, D] -> [B, H, L, D]."""
+class MaskedAttention(ABC):
+    """The base of every backend, built in or plugged in (:data:`ATTENTION_BACKENDS`): `prepare`
+    once per layout (and step), then call per layer: q, k, v [B, H, L, D] -> [B, H, L, D].
+    ``block_size`` is a tiling hint; backends without tiles ignore it."""
 
-    name: str
+    name: ClassVar[str]
 
+    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        self.block_size = block_size
+
+    @abstractmethod
     def prepare(
         self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
     ) -> Any: ...
 
+    @abstractmethod
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: Any) -> torch.Tensor: ...
 
 
-class SdpaAttention:
+class SdpaAttention(MaskedAttention):
     """Dense additive VAA mask through `F.scaled_dot_product_attention` (prepared = the mask or None)."""
 
     name = "sdpa"
@@ -108,7 +118,7 @@ def low_rank_vaa_bias(layout: TokenLayout, weights: torch.Tensor, device: str | 
     return LowRankBias(*(t.to(device) for t in (q_values, k_values, q_is_log, k_is_log)))
 
 
-class LowRankSdpaAttention:
+class LowRankSdpaAttention(MaskedAttention):
     """VAA through unmasked-shape SDPA: q, k, v extended by 2K dims (v with zeros), no L x L tensor.
 
     softmax is exact: -inf entries become a finite value so negative that exp() underflows to 0
@@ -272,13 +282,10 @@ def compiled_flex_attention() -> Any:
     return torch.compile(flex_attention, dynamic=False)
 
 
-class FlexAttention:
+class FlexAttention(MaskedAttention):
     """VAA through compiled FlexAttention with a block-sparse mask and a one-lookup score_mod."""
 
     name = "flex"
-
-    def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
-        self.block_size = block_size
 
     def prepare(
         self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
@@ -309,16 +316,23 @@ class FlexAttention:
         return out[..., :length, :] if extra else out
 
 
-def get_backend(
-    name: Literal["sdpa", "sdpa_lowrank", "flex", "auto"], device: str | torch.device, *, block_size: int = DEFAULT_BLOCK_SIZE
-) -> MaskedAttention:
-    """A backend by name; `auto` is `flex` on CUDA and `sdpa_lowrank` elsewhere (see the module docstring)."""
+ATTENTION_BACKENDS: Registry[type[MaskedAttention]] = Registry(
+    "attention backend", entry_point_group="picbench.attention_backends", base=MaskedAttention
+)
+"""Backends by name; other packages add theirs through the ``picbench.attention_backends``
+entry-point group (a MaskedAttention subclass), then ``--param attention_backend=NAME`` uses it."""
+ATTENTION_BACKENDS.register("sdpa", "picbench.reference_impl.attention:SdpaAttention", "dense additive VAA mask through SDPA")
+ATTENTION_BACKENDS.register("sdpa_lowrank", "picbench.reference_impl.attention:LowRankSdpaAttention", "VAA as a rank-2K bias in extra q/k dims, unmasked SDPA")
+ATTENTION_BACKENDS.register("flex", "picbench.reference_impl.attention:FlexAttention", "compiled FlexAttention, block-sparse VAA mask")
+
+
+def get_backend(name: str, device: str | torch.device, *, block_size: int = DEFAULT_BLOCK_SIZE) -> MaskedAttention:
+    """A backend by name; `auto` is `flex` on CUDA and `sdpa_lowrank` elsewhere (see the module docstring).
+    An unknown name is a bad parameter value: a ValueError with a "did you mean"."""
     if name == "auto":
         name = "flex" if torch.device(device).type == "cuda" else "sdpa_lowrank"
-    if name == "sdpa":
-        return SdpaAttention()
-    if name == "sdpa_lowrank":
-        return LowRankSdpaAttention()
-    if name == "flex":
-        return FlexAttention(block_size=block_size)
-    raise ValueError(f"unknown attention backend {name!r}: choose 'sdpa', 'sdpa_lowrank', 'flex' or 'auto'")
+    try:
+        backend = ATTENTION_BACKENDS.get(name)
+    except UnknownNameError as exc:
+        raise ValueError(f"{exc}; or 'auto'") from None
+    return backend(block_size=block_size)

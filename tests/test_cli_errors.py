@@ -67,7 +67,7 @@ def test_fail_prints_the_message_as_written_and_exits_with_the_code(capsys: pyte
         (["report", "{tmp}/[red]run", "--out", "{tmp}/r.html"], "[red]run"),
         (["leaderboard", "export", "{tmp}/missing.json", "--out", "{tmp}/x.csv"], "missing.json"),
         (["leaderboard", "show", "{tmp}/missing.csv"], "missing.csv"),
-        (["bench", "build", "nosuch"], "cannot build 'nosuch'"),
+        (["bench", "build", "nosuch"], "unknown buildable bench 'nosuch'"),
         (["bench", "export", "nosuch-bench", "--format", "jsonl", "--out", "{tmp}/b.jsonl"], "nosuch-bench"),
         (["validate", "dreambench", "--data-dir", "{tmp}/no-data"], "no-data"),
         (["data", "build", "paste-pairs", "--n", "0", "--singles", "0", "--out", "{tmp}/p", "--data-dir", "{tmp}/no-data"], "error:"),

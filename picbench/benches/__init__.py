@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 from picbench.errors import UnknownNameError
 from picbench.paths import find_data_dir, picbench_home
 from picbench.records import Bench
-from picbench.registry import Entry, Registry
+from picbench.registry import Registry
 
 BenchLoader = Callable[[Path], Bench]
 
@@ -22,10 +22,19 @@ BENCHES.register("dreambench-multi", "picbench.benches.dreambench:load_multi", "
 BENCHES.register("msbench", "picbench.benches.msbench:load", "MS-Bench: 13 combination types, fixed layouts, 4488 samples")
 BENCHES.register("positionic", "picbench.benches.positionic:load", "PositionIC-Bench format (official file not public; see positionic-open)")
 
-# Benches that `picbench bench build NAME` reconstructs into built_bench_dir(); not loaders.
-BUILDABLE: dict[str, Entry] = {
-    "positionic-open": Entry("positionic-open", "picbench.benches.positionic:write_open", "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi"),
-}
+
+
+@runtime_checkable
+class BenchBuilder(Protocol):
+    """Writes a reconstructed bench as JSONL to ``out`` and returns it; the same seed, the same bytes."""
+
+    def __call__(self, data_root: Path, out: Path, seed: int) -> Bench: ...
+
+
+# Benches that `picbench bench build NAME` reconstructs into built_bench_dir(); not loaders. Other
+# packages add builders through the `picbench.buildable_benches` entry-point group.
+BUILDABLE: Registry[BenchBuilder] = Registry("buildable bench", entry_point_group="picbench.buildable_benches", base=BenchBuilder, instances=True)
+BUILDABLE.register("positionic-open", "picbench.benches.positionic:write_open", "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi")
 
 
 def built_bench_dir() -> Path:
@@ -61,7 +70,7 @@ def unknown_bench_message(name: str, built: dict[str, Path]) -> str:
     says how to build it."""
     if name in BUILDABLE:
         return f"bench {name!r} is not built yet: run `picbench bench build {name}`"
-    known = sorted({*BENCHES.names(), *built, *BUILDABLE})
+    known = sorted({*BENCHES.names(), *built, *BUILDABLE.names()})
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown bench {name!r}{hint} (known: {', '.join(known)}; or pass a path to a .jsonl bench file)"

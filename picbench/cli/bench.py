@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from enum import Enum
 from pathlib import Path
@@ -35,13 +34,9 @@ def build(
     from picbench.benches import BUILDABLE, built_bench_dir
     from picbench.paths import find_data_dir
 
-    if name not in BUILDABLE:
-        fail(f"cannot build {name!r}; buildable: {', '.join(BUILDABLE)}")
-    module_name, _, attr = BUILDABLE[name].target.partition(":")
-    builder = getattr(importlib.import_module(module_name), attr)
     target = out if out is not None else built_bench_dir() / f"{name}.jsonl"
     try:
-        bench = builder(find_data_dir(data_dir), target, seed)
+        bench = BUILDABLE.get(name)(find_data_dir(data_dir), target, seed)
     except PicbenchError as exc:
         fail(exc)
     splits = {s: sum(x.split == s for x in bench.samples) for s in ("single", "multi")}

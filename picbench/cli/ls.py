@@ -29,10 +29,10 @@ def bench_table() -> Table:
         table.add_row(entry.name, "loader", escape(entry.summary), "")
     for name, path in built.items():
         if name not in BENCHES:
-            table.add_row(name, "built", escape(BUILDABLE[name].summary if name in BUILDABLE else ""), escape(str(path)))
-    for name, entry in BUILDABLE.items():
-        if name not in built:
-            table.add_row(name, "buildable", escape(entry.summary), f"not built: picbench bench build {name}")
+            table.add_row(name, "built", escape(BUILDABLE.summary(name) if name in BUILDABLE else ""), escape(str(path)))
+    for entry in BUILDABLE.entries():
+        if entry.name not in built:
+            table.add_row(entry.name, "buildable", escape(entry.summary), f"not built: picbench bench build {entry.name}")
     return table
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from picbench.methods.base import Capabilities, Method
 from picbench.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("method", entry_point_group="picbench.methods")
+METHODS: Registry[type[Method]] = Registry("method", entry_point_group="picbench.methods", base=Method)
 
 METHODS.register("positionic", "picbench.methods.positionic:PositionICMethod", "reference PositionIC on FLUX (UnoPE + VWR + VAA)")
 METHODS.register("paste", "picbench.methods.paste:PasteMethod", "references pasted into their boxes: layout upper bound, realism lower bound")
