@@ -1,0 +1,237 @@
+"""BMPDS: the filter on injected scores, the config checks, the stages' failure rules, and whole
+builds with tiny random-weight models of the real architectures (SAM, FLUX Fill, FLUX, Qwen2, UNO,
+Grounding DINO, CLIP, DINO) on real DreamBench and MS-Bench subjects, including a SIGKILL and resume."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from picbench.errors import BenchFormatError
+from picbench.pairs import read_pairs, reference_paths, target_path, validate_pairs
+from picbench.reference_impl.bmpds import build, load_config, plan, subject_pool
+from picbench.reference_impl.bmpds.config import FilterCfg
+from picbench.reference_impl.bmpds.filter import Candidate, decide
+from picbench.reference_impl.bmpds.stages import UnitFailure, best_detection, checked_image, cut_out, place
+from picbench.reference_impl.bmpds.store import BmpdsStore
+
+CLI = [sys.executable, "-c", "from picbench.cli import main; main()"]
+TINY = """
+name = "bmpds-tiny"
+seed = {seed}
+size = 64
+models = "tiny"
+[sources]
+subjects = {sources}
+[stages]
+single = {single}
+forward = {forward}
+backward = {backward}
+[models_cfg]
+steps = 2
+detector_threshold = 0.0
+caption_lm = true
+subject_params = {{steps = 2}}
+[filter]
+keep_top = 0.5
+"""
+
+
+def _config(tmp_path: Path, name: str = "tiny.toml", *, seed: int = 0, sources: str = '["dreambench", "msbench"]', single: int = 3,
+            forward: int = 1, backward: int = 1) -> Path:
+    path = tmp_path / name
+    path.write_text(TINY.format(seed=seed, sources=sources, single=single, forward=forward, backward=backward))
+    return path
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    skip = {"store.sqlite", "store.sqlite-wal", "store.sqlite-shm"}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip
+            and not p.name.endswith(".lock")}
+
+
+# -- the filter -----------------------------------------------------------------------------------
+
+
+def test_filter_keeps_exactly_the_top_fraction_and_says_why() -> None:
+    rng = random.Random(7)
+    cands = [Candidate(f"s{i:02d}", "single", clip_i=[rng.uniform(0.6, 1)], dino=[rng.uniform(0.5, 1)], vlm=[1.0], clip_t=rng.uniform(0.1, 0.4))
+             for i in range(40)]
+    cands += [Candidate(f"m{i:02d}", "forward", clip_i=[0.9, rng.uniform(0.6, 1)], dino=[0.9, 0.9], vlm=[0.75, rng.choice([0.25, 1.0, None])],
+                        clip_t=rng.uniform(0.1, 0.4)) for i in range(20)]
+    cands += [Candidate("f0", "backward", failure="detector found no 'dog' in the rendered caption")]
+    cfg = FilterCfg(clip_i=0.7, dino=0.6, vlm=0.5, use_vlm=True, keep_top=0.3)
+    verdicts = decide(cands, cfg)
+    assert set(verdicts) == {c.key for c in cands}
+    for stage in ("single", "forward"):
+        group = [c for c in cands if c.stage == stage]
+        passed = [c for c in group if min(c.clip_i) >= cfg.clip_i and min(c.dino) >= cfg.dino
+                  and all(v is not None and v >= cfg.vlm for v in c.vlm)]
+        kept = [c for c in group if verdicts[c.key].status == "kept"]
+        assert len(kept) == math.floor(cfg.keep_top * len(passed)) > 0
+        assert {c.key for c in kept} == {c.key for c in sorted(passed, key=lambda c: -c.clip_t)[: len(kept)]}
+        for c in group:
+            v = verdicts[c.key]
+            if v.status == "kept":
+                continue
+            assert v.status == "dropped" and v.reason
+            if min(c.clip_i) < cfg.clip_i:
+                assert v.level == "s_v" and "clip_i" in v.reason
+            elif min(c.dino) < cfg.dino:
+                assert v.level == "s_v" and "dino" in v.reason
+            elif c in passed:
+                assert v.level == "caption_rank" and "below the top 0.3" in v.reason
+            else:
+                assert v.level == "s_vlm" and ("could not be computed" in v.reason or "< 0.5" in v.reason)
+    assert verdicts["f0"].to_dict() == {"status": "failed", "level": "generation", "reason": "detector found no 'dog' in the rendered caption"}
+
+
+def test_filter_without_vlm_ignores_vlm_and_keeps_at_least_one() -> None:
+    cands = [Candidate("a", "single", [0.9], [0.9], [None], 0.2), Candidate("b", "single", [0.9], [0.9], [], 0.3)]
+    verdicts = decide(cands, FilterCfg(keep_top=0.1))
+    assert verdicts["b"].status == "kept" and verdicts["a"].level == "caption_rank"
+
+
+# -- the config -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("seeds = 1", "seeds"),
+    ("[stages]\nsingle = 'x'", "stages.single"),
+    ("[filter]\nkeep_top = 0.0", "filter.keep_top"),
+    ("[filter]\nkeeptop = 0.5", "filter.keeptop"),
+    ("[stages]\nsingle = 0\nforward = 2", "stages.forward"),
+    ("size = 100", "size"),
+    ("[sources]\nsubjects = ['coco']", "sources.subjects"),
+])
+def test_config_errors_name_file_and_key(tmp_path: Path, text: str, field: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(BenchFormatError) as err:
+        load_config(path)
+    assert err.value.field == field and str(path) in str(err.value)
+
+
+def test_plan_is_seeded_and_keyed(tmp_path: Path) -> None:
+    a, b = plan(load_config(_config(tmp_path))), plan(load_config(_config(tmp_path, "b.toml", seed=1)))
+    assert [u.name for u in a["single"]] == ["single-00000", "single-00001", "single-00002"]
+    assert {u.key for s in a.values() for u in s}.isdisjoint({u.key for s in b.values() for u in s})
+    assert a == plan(load_config(_config(tmp_path)))
+
+
+def test_subject_pool_holds_real_dreambench_and_msbench_subjects(data_dir: Path) -> None:
+    pool = subject_pool(data_dir, ("dreambench", "msbench"))
+    sources = {s.source for s in pool}
+    assert sources == {"dreambench", "msbench"} and len([s for s in pool if s.source == "dreambench"]) == 30
+    assert all((data_dir / s.reference).is_file() and s.contexts for s in pool)
+    assert not any(s.name.endswith("cat1") for s in pool)  # its image is missing from the snapshot
+
+
+# -- the stages' rules ------------------------------------------------------------------------------
+
+
+def test_bad_model_outputs_are_unit_failures() -> None:
+    with pytest.raises(UnitFailure, match="shape"):
+        checked_image(np.zeros((32, 64, 3)), 64, "the outpainter")
+    nan = np.zeros((64, 64, 3))
+    nan[3, 3, 0] = np.nan
+    with pytest.raises(UnitFailure, match="non-finite"):
+        checked_image(nan, 64, "the outpainter")
+    with pytest.raises(UnitFailure, match="segmenter found no subject"):
+        cut_out(Image.new("RGB", (64, 64)), np.zeros((64, 64), bool))
+    from picbench.metrics.detectors.base import Detection, DetectorOutput
+
+    with pytest.raises(UnitFailure, match="found no 'dog'"):
+        best_detection(DetectorOutput((Detection((0, 0, 5, 5), "cat", 0.9),)), "dog", "render")
+    assert best_detection(DetectorOutput((Detection((0, 0, 5, 5), "dog", 0.2), Detection((1, 1, 9, 9), "dog", 0.8))), "dog", "render") == (1, 1, 9, 9)
+
+
+def test_place_pastes_back_to_front_and_masks_the_subjects() -> None:
+    red, blue = Image.new("RGBA", (10, 10), (255, 0, 0, 255)), Image.new("RGBA", (10, 10), (0, 0, 255, 255))
+    canvas, mask, boxes = place([red, blue], [(0.0, 0.0, 0.5, 0.5), (0.25, 0.25, 0.75, 0.75)], [1, 0], 64)
+    assert canvas.getpixel((20, 20)) == (0, 0, 255)  # the overlap shows the front (depth 0) subject
+    assert canvas.getpixel((5, 5)) == (255, 0, 0) and canvas.getpixel((60, 60)) == (127, 127, 127)
+    assert mask.getpixel((20, 20)) == 0 and mask.getpixel((60, 60)) == 255  # white = repaint
+    assert boxes == [(0.0, 0.0, 0.5, 0.5), (0.25, 0.25, 0.75, 0.75)]
+
+
+# -- whole builds with tiny models ----------------------------------------------------------------------
+
+
+def test_every_stage_end_to_end_on_msbench_subjects(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(_config(tmp_path, sources='["msbench"]'))
+    out = tmp_path / "build"
+    outcome = build(config, out, data_dir)
+    assert outcome.ran == {"single": 3, "forward": 1, "backward": 1} and outcome.failed == {"single": 0, "forward": 0, "backward": 0}
+    report = validate_pairs(out)
+    assert report.ok, [p.message for p in report.errors]
+    pairs = read_pairs(out)
+    by_stage = {s.meta["bmpds"]["stage"]: s for s in pairs.samples}
+    assert [s.meta["bmpds"]["stage"] for s in pairs.samples].count("single") == 1  # floor(0.5 * 3)
+    assert set(by_stage) == {"single", "forward", "backward"}
+    single, forward, backward = by_stage["single"], by_stage["forward"], by_stage["backward"]
+    assert single.meta["bmpds"]["source"]["from"] == "msbench"
+    ref = reference_paths(pairs, single)[0]
+    assert ref.read_bytes() == (data_dir / single.subjects[0].references[0]).read_bytes()  # the real reference, copied
+    assert len(forward.subjects) >= 2 and sorted(s.depth for s in forward.subjects) == list(range(len(forward.subjects)))
+    for ref in reference_paths(pairs, backward):  # re-rendered, not crops of the target
+        assert ref.is_relative_to(out / "images") and ref.name.startswith("reference-")
+    assert backward.meta["bmpds"]["caption"]["source"] == "template"  # the random LM names no subject: seeded fallback
+    for sample in pairs.samples:
+        with Image.open(target_path(pairs, sample)) as im:
+            assert im.size == (64, 64)
+        meta = sample.meta["bmpds"]
+        assert meta["filter"]["status"] == "kept" and set(meta["scores"]) >= {"clip_i", "dino", "clip_t"}
+        assert all(v["weights_sha256"] for k, v in meta["models"].items() if isinstance(v, dict) and "weights_sha256" in v)
+    # a rerun computes nothing and loads no generative model
+    from picbench.reference_impl.bmpds import models
+
+    for cls in (models.Segmenter, models.Outpainter, models.Renderer):
+        monkeypatch.setattr(cls, "__init__", lambda *a, **k: pytest.fail("a finished build loaded a model"))
+    before = (out / "pairs.jsonl").read_bytes()
+    again = build(config, out, data_dir)
+    assert again.ran == {"single": 0, "forward": 0, "backward": 0} and again.reused == {"single": 3, "forward": 1, "backward": 1}
+    assert (out / "pairs.jsonl").read_bytes() == before
+    with BmpdsStore(out) as store:
+        assert set(store.unit_writes().values()) == {1}
+
+
+def _units_done(out: Path) -> int:
+    try:
+        with sqlite3.connect(out / "store.sqlite", timeout=1) as db:
+            return db.execute("SELECT COUNT(*) FROM bmpds_units").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_build(tmp_path: Path, data_dir: Path) -> None:
+    config = _config(tmp_path, sources='["dreambench"]')
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    command = [*CLI, "data", "build", "bmpds", str(config), "--data-dir", str(data_dir), "--out"]
+    subprocess.run([*command, str(full)], check=True, capture_output=True, timeout=600)
+    proc = subprocess.Popen([*command, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and _units_done(killed) < 2:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the build ended before it could be killed"
+    done_before = _units_done(killed)
+    assert 2 <= done_before < 5 and not (killed / "pairs.jsonl").exists()
+    rerun = subprocess.run([*command, str(killed)], capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"single {3 - min(done_before, 3)} ({min(done_before, 3)} reused)" in rerun.stdout
+    with BmpdsStore(killed) as store:
+        assert set(store.unit_writes().values()) == {1}, "a finished unit was computed again"
+    assert _files(killed) == _files(full)
