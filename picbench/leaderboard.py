@@ -161,9 +161,11 @@ def export_leaderboard(paths: Iterable[str | Path], out: str | Path) -> pd.DataF
 
 
 def write_leaderboard(table: pd.DataFrame, out: str | Path) -> Path:
+    import pandas as pd
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text_columns = [c for c in table.columns if table[c].dtype == object]
+    text_columns = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])]
     safe = table.assign(**{c: table[c].map(neutralize_cell) for c in text_columns})
     with atomic_write(out) as fh:
         safe.to_csv(fh, index=False, float_format="%.6g")
@@ -199,7 +201,7 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
             raise ResultFormatError(f"{numeric[nonfinite].iloc[0]!r} is not a finite number (refused as in results JSON)", file=path, line=line, field=column)
         frame[column] = numeric
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
             frame[column] = frame[column].map(_restore_cell)
     frame["origin"] = [f"{path}:{line}" for line in range(2, len(frame) + 2)]
     return frame
