@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from picbench.atomic import atomic_write
 from picbench.errors import PicbenchError, ResultFormatError
 from picbench.results import RESULTS_FILE, RunResult, load_result
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY_COLUMNS = ["method", "bench", "source", "smoke"]
 """A leaderboard holds one row per value of these columns."""
@@ -138,6 +139,8 @@ def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
 def build_leaderboard(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Rows -> a table in leaderboard column order, sorted by bench then method; two rows with the
     same method, bench, source and smoke flag are refused, naming where both came from."""
+    import pandas as pd
+
     if not rows:
         raise PicbenchError("no results to put on a leaderboard")
     frame = pd.DataFrame(list(rows))
@@ -174,6 +177,8 @@ def write_leaderboard(table: pd.DataFrame, out: str | Path) -> Path:
 
 def read_leaderboard(path: str | Path) -> pd.DataFrame:
     """A leaderboard CSV, checked: the key columns exist, ``source`` is known, metrics are numbers."""
+    import pandas as pd
+
     path = Path(path)
     try:
         frame = pd.read_csv(path, dtype={c: str for c in PROVENANCE_COLUMNS})

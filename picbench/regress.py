@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
-
-import pandas as pd
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from picbench.errors import PicbenchError
 from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns
+
+if TYPE_CHECKING:
+    import pandas as pd  # the tables are pandas frames; imported by leaderboard when built
 
 DEFAULT_TOLERANCE = 0.01
 _FLOAT_SLACK = 1e-9  # 0.84 - 0.83 is 0.01000000000000001: a drop of exactly the tolerance passes

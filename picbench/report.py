@@ -1,8 +1,15 @@
-"""``picbench report``: one self-contained HTML page for a run, readable offline and attachable to a
-CI job: the aggregate table, per-subject plots, and the generated images with every subject's
-target box (solid) and detected box (dashed) drawn in that subject's colour.
+"""``picbench report``: self-contained HTML pages, readable offline and attachable to a CI job.
 
-Everything is inlined (images as base64, boxes as SVG over each image); the page fetches nothing.
+- one run: the aggregate table (with bootstrap intervals), per-subject plots, and the generated
+  images beside their subjects' references, every subject's target box (solid) and detected box
+  (dashed) drawn in that subject's colour;
+- several runs side by side (what every paper in this field shows in its first figure): a row per
+  sample, the references first, then a column per method, boxes drawn, each cell's scores under it;
+- a leaderboard (``picbench leaderboard export --format html``): measured and reported rows apart,
+  intervals shown, columns sortable by a click (the only page with a script: a dozen lines, inline).
+
+Everything is inlined (images as base64, boxes as SVG over each image); a page fetches nothing.
+pandas and matplotlib are imported by the functions that use them, not by ``picbench --help``.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
+
+from PIL import Image
 
 from picbench.atomic import atomic_write
 from picbench.benches import load_bench
@@ -28,9 +36,15 @@ from picbench.paths import resolve_contained
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SUBJECT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 DEFAULT_MAX_IMAGES = 48
 THUMBNAIL_PX = 320
+REFERENCE_PX = 96
+SCORE_KEYS = ("clip_i", "dino", "clip_t", "iou", "occlusion_order", "vlm_judge")
+"""The per-item scores a side-by-side cell shows (those present), in this order."""
 LABEL_CHARS = 40
 MAX_PLOT_SUBJECTS = 200
 
@@ -45,6 +59,8 @@ class RunView:
     scores: list[tuple[Score, str | None]]
     samples: Mapping[str, Sample] | None
     warnings: list[str] = field(default_factory=list)
+    data_root: Path | None = None  # where the bench's reference images are
+    thumbnails: dict[str, str] = field(default_factory=dict)  # reference path -> base64 JPEG: each decoded once per page
 
     @property
     def smoke(self) -> bool:
@@ -78,6 +94,7 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
         view.warnings.append(f"bench {bench or result.bench!r} could not be loaded, so target boxes are not drawn: {exc}")
         return view
     view.samples = {s.id: s for s in loaded.samples}
+    view.data_root = loaded.data_root
     if result.bench_hash and loaded.content_hash() != result.bench_hash:
         view.warnings.append(f"bench {loaded.name!r} has changed since this run (its hash differs from the run's): target boxes may not match")
     return view
@@ -98,6 +115,8 @@ def build_report(
     max_images: int = DEFAULT_MAX_IMAGES,
 ) -> str:
     """The HTML page for the run at ``results`` (a run folder or its results.json)."""
+    import pandas as pd
+
     view = load_run_view(results, data_dir=data_dir, bench=bench)
     r = view.result
     title = f"picbench report: {r.method} on {r.bench}" + (" (SMOKE RUN)" if view.smoke else "")
@@ -107,7 +126,7 @@ def build_report(
     parts += [f'<div class="warning">warning: {_e(w)}</div>' for w in view.warnings]
     parts += [
         "<h2>Aggregate metrics</h2>",
-        aggregate_table(r.metrics).to_html(classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0),
+        aggregate_table(r.metrics, r.intervals).to_html(classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=False),
         "<h2>Run</h2>",
         _key_value_table(run_facts(r)),
         "<details><summary>full provenance</summary><pre>",
@@ -143,21 +162,23 @@ def build_report(
 
 def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
     """Build the page and write it atomically to ``out``."""
-    page = build_report(results, **options)
-    out = Path(out)
-    with atomic_write(out) as fh:
-        fh.write(page)
-    return out
+    return write_page(build_report(results, **options), out)
 
 
-def aggregate_table(metrics: Mapping[str, float | None]) -> pd.DataFrame:
-    """Rows are metrics, columns the splits (all / single / multi); keys outside that grid get rows of their own."""
-    table: dict[str, dict[str, float | None]] = {}
+def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str, Sequence[float]] | None = None) -> pd.DataFrame:
+    """Rows are metrics, columns the splits (all / single / multi); keys outside that grid get rows
+    of their own. With intervals, each cell reads ``value [low, high]`` (HTML-escaped text)."""
+    import pandas as pd
+
+    table: dict[str, dict[str, Any]] = {}
     for key, value in metrics.items():
         base, _, split = key.partition(".")
         if split not in ("", "single", "multi"):
             base, split = key, ""
-        table.setdefault(base, {})[split or "all"] = value
+        interval = (intervals or {}).get(key)
+        if intervals is not None and value is not None:
+            value = f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
+        table.setdefault(_e(base) if intervals is not None else base, {})[split or "all"] = value
     order = [m for m in BASE_METRICS if m in table] + sorted(m for m in table if m not in BASE_METRICS)
     frame = pd.DataFrame.from_dict(table, orient="index").reindex(index=order, columns=["all", "single", "multi"])
     return frame.dropna(axis=1, how="all")
@@ -181,6 +202,8 @@ def run_facts(r: RunResult) -> dict[str, str]:
 
 def per_subject_table(scores: Sequence[Score]) -> pd.DataFrame:
     """Mean of each per-subject metric by subject name, with how many generations it covers."""
+    import pandas as pd
+
     rows = [
         {"subject": sub.name, "metric": key, "value": value}
         for score in scores
@@ -200,6 +223,8 @@ def per_subject_table(scores: Sequence[Score]) -> pd.DataFrame:
 def per_subject_plot_png(table: pd.DataFrame) -> str:
     """One bar panel per metric, a bar per subject (the first MAX_PLOT_SUBJECTS; the table lists
     all); base64 PNG."""
+    from matplotlib.figure import Figure
+
     table = table.iloc[:MAX_PLOT_SUBJECTS]
     metrics = [c for c in table.columns if c != "n"]
     height = max(2.5, 0.28 * len(table) + 1.2)
@@ -232,20 +257,26 @@ def plain_label(text: object, limit: int = LABEL_CHARS) -> str:
 
 
 def image_card(view: RunView, score: Score, image: str | None) -> str:
-    """One generated image with its boxes as an SVG overlay, and a caption that is the legend."""
+    """One generated image with its boxes as an SVG overlay, its subjects' references beside it,
+    and a caption that is the legend."""
     sample = view.samples.get(score.sample_id) if view.samples is not None else None
     head = f"<b>{_e(score.sample_id)}</b> seed {score.seed}" + (f"<br><i>{_e(sample.prompt)}</i>" if sample else "")
     try:
-        if image is None:
-            raise ImageError("no image (generation failed)")
-        picture = load_rgb(resolve_contained(view.run_dir, image))
+        frame, legend = framed_image(view.run_dir, image, sample, score)
     except (ImageError, UnsafePathError) as exc:
         reason = "; ".join(score.failures) or str(exc)
         return f'<figure class="card failed"><div class="missing">{_e(reason)}</div><figcaption>{head}</figcaption></figure>'
+    refs = reference_strip(sample, view.data_root, view.thumbnails)
+    return f'<figure class="card"><div class="pair">{refs}{frame}</div><figcaption>{head}<div>{legend}</div></figcaption></figure>'
+
+
+def framed_image(run_dir: Path, image: str | None, sample: Sample | None, score: Score) -> tuple[str, str]:
+    """(the image as a thumbnail with target and detected boxes drawn over it, its legend); raises
+    ImageError (or UnsafePathError) when there is no readable image."""
+    if image is None:
+        raise ImageError("no image (generation failed)")
+    picture = load_rgb(resolve_contained(run_dir, image))
     width, height = picture.size
-    picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=85)
     boxes, legend = [], []
     stroke, dash = max(width, height) / 110, max(width, height) / 40
     for index, (name, target, detected, iou) in enumerate(_subject_boxes(sample, score)):
@@ -258,12 +289,39 @@ def image_card(view: RunView, score: Score, image: str | None) -> str:
         found = "" if detected is not None else " (not detected)"
         iou_text = f" IoU {iou:.2f}" if iou is not None else ""
         legend.append(f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(name)}{iou_text}{found}</span>')
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return (
-        f'<figure class="card"><div class="frame"><img alt="{_e(score.sample_id)}" src="data:image/jpeg;base64,{data}">'
-        f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
-        f"<figcaption>{head}<div>{''.join(legend)}</div></figcaption></figure>"
-    )
+    frame = (f'<div class="frame"><img alt="{_e(score.sample_id)}" src="data:image/jpeg;base64,{_jpeg(picture, THUMBNAIL_PX)}">'
+             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>')
+    return frame, "".join(legend)
+
+
+def reference_strip(sample: Sample | None, data_root: Path | None, cache: dict[str, str]) -> str:
+    """Each subject's first reference as a small thumbnail framed in the subject's colour (nothing
+    where the bench or the image is unavailable: the page says why elsewhere)."""
+    if sample is None or data_root is None:
+        return ""
+    cells = []
+    for index, sub in enumerate(sample.subjects):
+        colour = SUBJECT_COLOURS[index % len(SUBJECT_COLOURS)]
+        path = sub.references[0]
+        if path not in cache:
+            try:
+                cache[path] = _jpeg(load_rgb(resolve_contained(data_root, path)), REFERENCE_PX)
+            except (ImageError, UnsafePathError):
+                cache[path] = ""
+        if cache[path]:
+            cells.append(f'<img class="ref" style="border-color:{colour}" alt="reference of {_e(sub.name)}" title="{_e(sub.name)}: {_e(path)}" '
+                         f'src="data:image/jpeg;base64,{cache[path]}">')
+        else:
+            cells.append(f'<div class="ref missing" style="border-color:{colour}">{_e(sub.name)}: reference unreadable</div>')
+    return f'<div class="refs">{"".join(cells)}</div>'
+
+
+def _jpeg(picture: Image.Image, size: int) -> str:
+    picture = picture.copy()
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=85)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _subject_boxes(sample: Sample | None, score: Score) -> list[tuple[str, Sequence[float] | None, Sequence[float] | None, float | None]]:
@@ -312,6 +370,15 @@ figcaption{font-size:.8rem;margin-top:.3rem}.subject{margin-right:.7rem;white-sp
 .swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.25rem;vertical-align:middle}
 pre{white-space:pre-wrap;font-size:.75rem}
 .missing{background:#eee;color:#a00;padding:2rem .5rem;text-align:center}
+.pair{display:flex;gap:.3rem;align-items:flex-start}.pair .frame{flex:1}
+.refs{display:flex;flex-direction:column;gap:.2rem}.ref{width:64px;height:auto;border:3px solid;display:block}
+div.ref{font-size:.65rem;padding:.2rem}
+.ci{color:#777;font-size:.75rem;white-space:nowrap}
+table.compare td{vertical-align:top;text-align:left;min-width:180px}table.compare .frame{width:240px}
+table.compare .refs{flex-direction:row;flex-wrap:wrap}.scores{font-size:.75rem;font-family:monospace}
+.fail{color:#a00;font-size:.75rem}
+table.leaderboard th{cursor:pointer;user-select:none}table.leaderboard td:first-child,table.leaderboard th:first-child{text-align:left}
+tr.smoke-row{background:#fde8e8}
 """
 
 
@@ -320,3 +387,158 @@ def _page(title: str, body: str) -> str:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
     )
+
+
+# -- several runs side by side --------------------------------------------------------------------
+
+
+def build_comparison(
+    results: Sequence[str | Path],
+    *,
+    data_dir: str | Path | None = None,
+    bench: str | None = None,
+    max_samples: int = DEFAULT_MAX_IMAGES,
+) -> str:
+    """One page comparing runs: their aggregates side by side (with intervals), then a row per
+    (sample, seed): the subjects' references first, then a column per run, boxes drawn, each
+    cell's scores under it. The first run's bench supplies prompts, boxes and references."""
+    views = [load_run_view(r, data_dir=data_dir, bench=bench) for r in results]
+    labels = _run_labels(views)
+    smoke = any(v.smoke for v in views)
+    title = "picbench comparison: " + " vs ".join(labels) + f" on {views[0].result.bench}" + (" (SMOKE RUN)" if smoke else "")
+    parts = [f"<h1>{_e(title)}</h1>"]
+    if smoke:
+        parts.append(f'<div class="smoke" role="alert">{_e(SMOKE_NOTE)}. Do not quote or compare them.</div>')
+    if len({v.result.bench for v in views}) > 1:
+        parts.append(f'<div class="warning">warning: the runs are on different benches ({_e(", ".join(sorted({v.result.bench for v in views})))}); '
+                     "rows are matched by sample id</div>")
+    parts += [f'<div class="warning">warning: {_e(label)}: {_e(w)}</div>' for label, v in zip(labels, views) for w in v.warnings]
+    parts += ["<h2>Aggregate metrics</h2>", _side_by_side_aggregates(views, labels)]
+    guide = next((v for v in views if v.samples is not None), views[0])
+    by_run = [{(sc.sample_id, sc.seed): (sc, image) for sc, image in v.scores} for v in views]
+    keys = list(dict.fromkeys(k for run in by_run for k in run))
+    shown = keys[:max_samples]
+    header = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    rows = []
+    for sample_id, seed in shown:
+        sample = guide.samples.get(sample_id) if guide.samples is not None else None
+        head = f"<b>{_e(sample_id)}</b><br>seed {seed}" + (f"<br><i>{_e(sample.prompt)}</i>" if sample else "")
+        cells = [f"<td>{head}</td>", f"<td>{reference_strip(sample, guide.data_root, guide.thumbnails)}</td>"]
+        for view, run in zip(views, by_run):
+            cells.append(f"<td>{_comparison_cell(view, sample, run.get((sample_id, seed)))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    parts += [
+        "<h2>Side by side</h2>",
+        f'<p class="legend">showing {len(shown)} of {len(keys)} (sample, seed) item(s); solid: target box, dashed: detected box, '
+        "one colour per subject (the references' frames).</p>",
+        f'<table class="compare"><thead><tr><th>sample</th><th>references</th>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>',
+    ]
+    return _page(title, "\n".join(parts))
+
+
+def write_page(page: str, out: str | Path) -> Path:
+    """Write a built page atomically to ``out``."""
+    out = Path(out)
+    with atomic_write(out) as fh:
+        fh.write(page)
+    return out
+
+
+def _run_labels(views: Sequence[RunView]) -> list[str]:
+    """The method names, numbered where two runs share one."""
+    names = [v.result.method for v in views]
+    return [f"{n} #{names[: i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) -> str:
+    keys = list(dict.fromkeys(k for v in views for k in v.result.metrics))
+    order = sorted(keys, key=lambda k: (BASE_METRICS.index(k.split(".")[0]) if k.split(".")[0] in BASE_METRICS else len(BASE_METRICS), k))
+    head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    body = []
+    for key in order:
+        cells = []
+        for view in views:
+            value, interval = view.result.metrics.get(key), view.result.intervals.get(key)
+            text = "—" if value is None else f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
+            cells.append(f"<td>{text}</td>")
+        arrow = "" if views[0].result.better_high(key) else " (lower is better)"
+        body.append(f"<tr><th>{_e(key)}{arrow}</th>{''.join(cells)}</tr>")
+    return f'<table class="metrics"><thead><tr><th>metric</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _comparison_cell(view: RunView, sample: Sample | None, found: tuple[Score, str | None] | None) -> str:
+    if found is None:
+        return '<div class="missing">not in this run</div>'
+    score, image = found
+    try:
+        frame, legend = framed_image(view.run_dir, image, sample, score)
+    except (ImageError, UnsafePathError) as exc:
+        return f'<div class="missing">{_e("; ".join(score.failures) or str(exc))}</div>'
+    values = " · ".join(f"{k} {score.metrics[k]:.3f}" for k in SCORE_KEYS if isinstance(score.metrics.get(k), (int, float)))
+    failures = f'<div class="fail">{_e("; ".join(score.failures))}</div>' if score.failures else ""
+    return f'{frame}<div class="scores">{_e(values) or "no scores"}</div><div>{legend}</div>{failures}'
+
+
+# -- a leaderboard as a sortable page ------------------------------------------------------------
+
+_SORT_SCRIPT = """<script>
+for (const table of document.querySelectorAll('table.leaderboard')) {
+  table.querySelectorAll('thead th').forEach((th, col) => th.addEventListener('click', () => {
+    const down = th.getAttribute('aria-sort') !== 'descending';
+    table.querySelectorAll('thead th').forEach(h => h.removeAttribute('aria-sort'));
+    th.setAttribute('aria-sort', down ? 'descending' : 'ascending');
+    const key = r => r.children[col].dataset.value;
+    const rows = [...table.tBodies[0].rows].sort((a, b) => {
+      const x = key(a), y = key(b);
+      if (x === '' || y === '') return (x === '') - (y === '');
+      const nx = Number(x), ny = Number(y);
+      const c = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+      return down ? -c : c;
+    });
+    rows.forEach(r => table.tBodies[0].appendChild(r));
+  }));
+}
+</script>"""
+
+
+def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboard") -> str:
+    """Measured and reported rows in separate tables (a paper's numbers are not measurements),
+    a column per metric with its interval where known and its direction, sortable by a click."""
+    from picbench.leaderboard import higher_is_better, metric_columns
+
+    metrics = [m for m in metric_columns(table) if table[m].notna().any()]
+    parts = [f"<h1>{_e(title)}</h1>"]
+    if bool(table["smoke"].any()):
+        parts.append(f'<div class="smoke" role="alert">rows marked SMOKE: {_e(SMOKE_NOTE)}</div>')
+    parts.append("<p>Click a column to sort. &uarr; higher is better, &darr; lower is better; "
+                 "brackets hold the bootstrap 95% interval where the run measured one.</p>")
+    for source, heading in (("measured", "Measured"), ("reported", "Reported (copied from papers, see the citation)")):
+        rows = table[table["source"] == source]
+        if rows.empty:
+            continue
+        records = rows.to_dict("records")
+        head = "".join(f"<th>{_e(c)}</th>" for c in ("method", "bench"))
+        head += "".join(f"<th>{_e(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in metrics)
+        extra = "citation" if source == "reported" else "date"
+        head += f"<th>{extra}</th>"
+        body = []
+        for row in records:
+            cells = [f'<td data-value="{_e(row["method"])}">{_e(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
+                     f'<td data-value="{_e(row["bench"])}">{_e(row["bench"])}</td>']
+            for m in metrics:
+                value = row.get(m)
+                if not _number(value):
+                    cells.append('<td data-value="">—</td>')
+                    continue
+                low, high = row.get(m + "_ci_low"), row.get(m + "_ci_high")
+                ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
+                cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
+            note = row.get(extra)
+            cells.append(f'<td data-value="{_e(note) if isinstance(note, str) else ""}">{_e(note) if isinstance(note, str) else ""}</td>')
+            body.append(("<tr class='smoke-row'>" if row["smoke"] else "<tr>") + "".join(cells) + "</tr>")
+        parts += [f"<h2>{_e(heading)}</h2>", f'<table class="leaderboard {source}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
+    return _page(title, "\n".join(parts) + _SORT_SCRIPT)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

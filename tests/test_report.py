@@ -23,7 +23,7 @@ from picbench.cli import app
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
 from picbench.records import Bench, Score, SubjectScore
-from picbench.report import SUBJECT_COLOURS, THUMBNAIL_PX, build_report, write_report
+from picbench.report import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX, build_report, write_report
 from picbench.results import RunResult, load_result, save_result
 
 runner = CliRunner()
@@ -131,9 +131,16 @@ def test_page_is_self_contained_with_boxes_tables_and_plots(run_dir: Path, data_
     assert parts.banner and "SMOKE RUN" in page
     scores = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
     shown = [s for s in scores if s["image"]]
-    assert len(parts.imgs) == 1 + len(shown)  # the per-subject plot and one image per generation
+    references = [img for img in parts.imgs if img.get("class") == "ref"]
+    generated = [img for img in parts.imgs if img.get("class") not in ("ref", "plot")]
+    assert len(generated) == len(shown)  # one image per generation, each beside its subjects' references
+    assert len(parts.imgs) == 1 + len(generated) + len(references)  # and the per-subject plot
+    subjects_shown = [sub for s in shown for sub in open_bench.sample(s["sample_id"]).subjects]
+    assert [img["title"].split(":")[0] for img in references] == [sub.name for sub in subjects_shown]
+    assert references[0]["style"] == f"border-color:{SUBJECT_COLOURS[0]}"
     decoded = [Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))) for img in parts.imgs]
     assert decoded[0].width > 200 and all(max(im.size) <= THUMBNAIL_PX for im in decoded[1:])
+    assert all(max(Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).size) <= REFERENCE_PX for img in references)
     targets = [r for r in parts.rects if r["label"].endswith(": target")]
     detected = [r for r in parts.rects if r["label"].endswith(": detected")]
     expected_targets = [(sub, s) for s in shown for sub in open_bench.sample(s["sample_id"]).subjects]
@@ -227,7 +234,7 @@ def test_page_renders_in_headless_chromium(run_dir: Path, data_dir: Path, tmp_pa
     dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     probe = json.loads(dom.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
-    assert len(probe["images"]) == 5 and all(width > 0 for width in probe["images"]), probe
+    assert len(probe["images"]) == len(parse(page.read_text(encoding="utf-8")).imgs) > 5 and all(width > 0 for width in probe["images"]), probe
     assert len(probe["tables"]) >= 3 and all(height > 20 for height in probe["tables"]), probe
     assert len(probe["boxes"]) > 5 and all(width > 0 for width in probe["boxes"]), probe
     assert probe["banner"] > 20

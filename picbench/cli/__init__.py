@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from picbench.cli.app import app
 import picbench.cli.bench  # noqa: F401
+import picbench.cli.compare  # noqa: F401
 import picbench.cli.data  # noqa: F401
 import picbench.cli.leaderboard  # noqa: F401
 import picbench.cli.ls  # noqa: F401

@@ -1,32 +1,49 @@
-"""``picbench leaderboard export|show``: merge run results into a leaderboard CSV, or print one."""
+"""``picbench leaderboard export|show``: merge run results into a leaderboard CSV (or a sortable
+HTML page), or print one. pandas is imported inside the verbs, not by ``picbench --help``."""
 
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.table import Table
 
 from picbench.cli.app import app, console
 from picbench.cli.errors import fail
 from picbench.errors import PicbenchError
-from picbench.leaderboard import export_leaderboard, metric_columns, read_leaderboard
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 leaderboard_app = typer.Typer(help="Leaderboard CSVs: a row per method and bench, a column per metric.", no_args_is_help=True)
 app.add_typer(leaderboard_app, name="leaderboard")
 
 
+class Format(str, Enum):
+    csv = "csv"
+    html = "html"
+
+
 @leaderboard_app.command("export")
 def export(
     results: Annotated[list[Path], typer.Argument(help="results.json files, run folders, or leaderboard CSVs to merge")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="the CSV to write, e.g. leaderboards/NAME.csv")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the file to write, e.g. leaderboards/NAME.csv or site/leaderboard.html")],
+    format: Annotated[Format, typer.Option("--format", help="csv, or html: a sortable page, measured and reported rows apart")] = Format.csv,
 ) -> None:
-    """Merge run results into one leaderboard CSV (smoke rows marked)."""
+    """Merge run results into one leaderboard CSV or HTML page (smoke rows marked)."""
+    from picbench.leaderboard import build_leaderboard, load_rows, metric_columns, write_leaderboard
+
     try:
-        table = export_leaderboard(results, out)
+        table = build_leaderboard(load_rows(results))
+        if format is Format.html:
+            from picbench.report import build_leaderboard_page, write_page
+
+            write_page(build_leaderboard_page(table), out)
+        else:
+            write_leaderboard(table, out)
     except PicbenchError as exc:
         fail(exc)
     smoke = int(table["smoke"].sum())
@@ -38,6 +55,8 @@ def export(
 @leaderboard_app.command("show")
 def show(csv: Annotated[Path, typer.Argument(help="a leaderboard CSV")]) -> None:
     """Print a leaderboard CSV as a table."""
+    from picbench.leaderboard import read_leaderboard
+
     try:
         table = read_leaderboard(csv)
     except PicbenchError as exc:
@@ -48,17 +67,27 @@ def show(csv: Annotated[Path, typer.Argument(help="a leaderboard CSV")]) -> None
 
 def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
     """One table per bench, a row per metric and a column per method (reported and smoke columns
-    marked): it stays readable in a terminal however many metric columns the CSV has."""
+    marked, intervals under the values): it stays readable in a terminal however many metric
+    columns the CSV has."""
+    from rich.markup import escape
+
+    from picbench.leaderboard import higher_is_better, metric_columns
+
     views = []
     for bench, rows in table.groupby("bench", sort=True):
         metrics = [c for c in metric_columns(rows) if rows[c].notna().any()]
-        view = Table(title=f"bench {bench}", title_justify="left")
+        view = Table(title=f"bench {escape(str(bench))}", title_justify="left")
         view.add_column("metric")
         for _, row in rows.iterrows():
-            label = str(row["method"]) + (" (reported)" if row["source"] == "reported" else "") + (" [bold red]SMOKE[/]" if row["smoke"] else "")
+            label = escape(str(row["method"])) + (" (reported)" if row["source"] == "reported" else "") + (" [bold red]SMOKE[/]" if row["smoke"] else "")
             view.add_column(label, justify="right")
+        records = rows.to_dict("records")
         for metric in metrics:
-            view.add_row(metric, *("" if _missing(v) else f"{v:.3f}" for v in rows[metric]))
+            cells = []
+            for row in records:
+                value, low, high = row.get(metric), row.get(metric + "_ci_low"), row.get(metric + "_ci_high")
+                cells.append("" if _missing(value) else f"{value:.3f}" + ("" if _missing(low) or _missing(high) else f" [dim][{low:.3f}, {high:.3f}][/]"))
+            view.add_row(escape(metric) + ("" if higher_is_better(metric, *records) else " (lower better)"), *cells)
         views.append(view)
     return views
 

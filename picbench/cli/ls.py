@@ -16,6 +16,7 @@ class Listing(str, Enum):
     benches = "benches"
     methods = "methods"
     metrics = "metrics"
+    detectors = "detectors"
 
 
 def bench_table() -> Table:
@@ -39,6 +40,8 @@ def bench_table() -> Table:
 def registry_table(kind: str) -> Table:
     if kind == "methods":
         from picbench.methods import METHODS as registry
+    elif kind == "detectors":
+        from picbench.metrics.detectors import DETECTORS as registry
     else:
         from picbench.metrics import METRICS as registry
     table = Table(title=kind)
@@ -50,8 +53,8 @@ def registry_table(kind: str) -> Table:
 
 
 @app.command("ls")
-def ls(what: Optional[Listing] = typer.Argument(None, help="benches, methods or metrics (all three when omitted)")) -> None:
-    """List benches (registered, built and buildable), methods and metrics."""
+def ls(what: Optional[Listing] = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)")) -> None:
+    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins included)."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
     for kind in kinds:
         table = bench_table() if kind == "benches" else registry_table(kind)

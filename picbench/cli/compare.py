@@ -1,0 +1,60 @@
+"""``picbench compare RUN_A RUN_B``: is A better than B, or is the difference noise? A paired
+bootstrap over the (sample, seed) items both runs scored (:mod:`picbench.metrics.bootstrap`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail
+from picbench.errors import PicbenchError
+
+
+@app.command("compare")
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="run folder A")],
+    run_b: Annotated[Path, typer.Argument(help="run folder B")],
+    metrics: Annotated[Optional[str], typer.Option(help="comma-separated metric keys (default: every per-item metric both runs hold, with its splits)")] = None,  # noqa: UP007
+    resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed of the resampling (the same seed gives the same intervals)")] = 0,
+) -> None:
+    """Per metric: A minus B over the items both runs share, its 95% interval and a p-value."""
+    from picbench.metrics.bootstrap import paired_bootstrap
+    from picbench.results import iter_sample_scores, load_result
+
+    try:
+        results = [load_result(run) for run in (run_a, run_b)]
+        scores = [[score for score, _ in iter_sample_scores(run if run.is_dir() else run.parent)] for run in (run_a, run_b)]
+    except (PicbenchError, OSError) as exc:
+        fail(exc)
+    keys = [k.strip() for k in metrics.split(",") if k.strip()] if metrics else _shared_keys(scores[0], scores[1])
+    found = paired_bootstrap(scores[0], scores[1], keys, resamples=resamples, seed=seed)
+    if not found:
+        fail(f"nothing to compare: {run_a} and {run_b} share no (sample, seed) item with a value of {', '.join(keys) or 'any metric'}")
+    label_a, label_b = (f"{r.method}" for r in results)
+    table = Table(title=f"{escape(label_a)} (A) vs {escape(label_b)} (B) on {escape(results[0].bench)}" + (" [SMOKE]" if any(r.smoke for r in results) else ""))
+    for column in ("metric", "better", "A", "B", "A - B", "95% CI", "p", "items"):
+        table.add_column(column, justify="left" if column in ("metric", "better") else "right")
+    for d in found:
+        high = results[0].better_high(d.metric)
+        style = "green" if d.p_value < 0.05 and (d.difference > 0) == high else "red" if d.p_value < 0.05 else ""
+        table.add_row(escape(d.metric), "higher" if high else "lower", f"{d.a:.4f}", f"{d.b:.4f}", f"[{style}]{d.difference:+.4f}[/]" if style else f"{d.difference:+.4f}",
+                      f"{d.ci_low:+.4f} .. {d.ci_high:+.4f}", f"{d.p_value:.3f}", str(d.n_items))
+    console.print(table)
+    console.print(f"paired bootstrap: {resamples} resamples of the samples (seeds nested), seed {seed}; "
+                  "p: two-sided, for 'A and B do not differ'; green/red: A significantly better/worse at 0.05")
+
+
+def _shared_keys(a: list, b: list) -> list[str]:
+    """Per-item metric keys (not counts) both runs hold a value of, each followed by its splits."""
+    def keys(scores: list) -> set[str]:
+        return {k for sc in scores for k, v in sc.metrics.items() if v is not None and not k.startswith("n_")}
+
+    shared = sorted(keys(a) & keys(b))
+    splits = sorted({"single" if len(sc.subjects) == 1 else "multi" for sc in a if sc.subjects})
+    return [f"{k}{s}" for k in shared for s in ["", *(f".{sp}" for sp in splits if len(splits) > 1)]]
