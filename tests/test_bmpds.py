@@ -169,10 +169,18 @@ def test_place_pastes_back_to_front_and_masks_the_subjects() -> None:
 # -- whole builds with tiny models ----------------------------------------------------------------------
 
 
-def test_every_stage_end_to_end_on_msbench_subjects(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_config(_config(tmp_path, sources='["msbench"]'))
-    out = tmp_path / "build"
-    outcome = build(config, out, data_dir)
+@pytest.fixture(scope="module")
+def msbench_build(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, object]:
+    """One tiny build of every stage on MS-Bench subjects: (config file, build folder, outcome)."""
+    folder = tmp_path_factory.mktemp("bmpds")
+    config = _config(folder, sources='["msbench"]')
+    out = folder / "build"
+    return config, out, build(load_config(config), out, data_dir)
+
+
+def test_every_stage_end_to_end_on_msbench_subjects(msbench_build: tuple[Path, Path, object], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file, out, outcome = msbench_build
+    config = load_config(config_file)
     assert outcome.ran == {"single": 3, "forward": 1, "backward": 1} and outcome.failed == {"single": 0, "forward": 0, "backward": 0}
     report = validate_pairs(out)
     assert report.ok, [p.message for p in report.errors]
@@ -235,3 +243,35 @@ def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_build(tmp_path: 
     with BmpdsStore(killed) as store:
         assert set(store.unit_writes().values()) == {1}, "a finished unit was computed again"
     assert _files(killed) == _files(full)
+
+
+def test_stats_and_report_of_a_build(msbench_build: tuple[Path, Path, object], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from picbench.cli import app
+
+    _, out, _ = msbench_build
+    shown = CliRunner().invoke(app, ["data", "stats", str(out)], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "bmpds-tiny: 3 pairs (multi 2, single 1)" in shown.output and "caption_rank 2" in shown.output
+    assert "clip_t (n=5):" in shown.output and "clip_i (n=" in shown.output
+    page = CliRunner().invoke(app, ["data", "report", str(out), "--out", str(tmp_path / "pairs.html")])
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "pairs.html").read_text()
+    assert "SMOKE BUILD" in html and html.count('<figure class="card">') == 3 and html.count("<rect") == 5
+    assert "http" not in html.replace("http://www.w3.org", "")  # nothing fetched
+
+
+def test_a_vlm_answer_that_does_not_parse_drops_the_pair_with_its_reason(tmp_path: Path, data_dir: Path) -> None:
+    """s_vlm with the tiny Qwen2.5-VL: its random answers hold no grade, so every pair is dropped
+    at s_vlm naming the unparseable answer; the build finishes and stats count them."""
+    from picbench.pairs.stats import pair_stats
+
+    text = _config(tmp_path, sources='["dreambench"]', single=2, forward=0, backward=0).read_text()
+    config = tmp_path / "vlm.toml"
+    config.write_text(text.replace("keep_top = 0.5", "keep_top = 1.0\nuse_vlm = true"))
+    outcome = build(load_config(config), tmp_path / "b", data_dir)
+    assert [v.level for v in outcome.verdicts.values()] == ["s_vlm", "s_vlm"]
+    assert all("judge answer unparseable" in v.reason for v in outcome.verdicts.values())
+    stats = pair_stats(tmp_path / "b")
+    assert stats.n_pairs == 0 and stats.levels == {"s_vlm": 2} and stats.stages == {"single": {"dropped": 2}}

@@ -16,6 +16,7 @@ import numpy as np
 from picbench.benches.jsonl import iter_json_lines
 from picbench.pairs import pairs_file, read_pairs
 from picbench.problems import RaiseFirst
+from picbench.records import BENCH_SCHEMA, PAIRS_KIND, Bench
 
 CANDIDATES_FILE = "candidates.jsonl"
 SCORE_NAMES = ("clip_i", "dino", "vlm", "clip_t")
@@ -48,8 +49,11 @@ def _reason_kind(reason: str) -> str:
 
 
 def pair_stats(path: str | Path) -> PairStats:
-    pairs = read_pairs(path)
+    """Stats of a pair set; a build whose filter kept nothing (a header-only pairs.jsonl) still
+    counts its candidates."""
     file = pairs_file(path)
+    header = _header_only(file)
+    pairs = read_pairs(path) if header is None else Bench.from_header(header, (), file.parent)
     splits = Counter(s.split for s in pairs.samples)
     stages: dict[str, Counter[str]] = {}
     levels: Counter[str] = Counter()
@@ -74,6 +78,17 @@ def pair_stats(path: str | Path) -> PairStats:
             counts, edges = np.histogram(np.asarray(vals, dtype=float), bins=HISTOGRAM_BINS)
             histograms[name] = {"n": len(vals), "edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
     return PairStats(pairs.name, len(pairs), dict(splits), {k: dict(v) for k, v in stages.items()}, dict(levels), dict(reasons), histograms)
+
+
+def _header_only(file: Path) -> dict[str, Any] | None:
+    """The header of a pairs.jsonl that holds nothing else, else None (then the reader judges it)."""
+    try:
+        lines = [line for line in file.read_text(encoding="utf-8").split("\n") if line.strip()]
+        header = json.loads(lines[0]) if len(lines) == 1 else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    ok = isinstance(header, dict) and header.get("schema") == BENCH_SCHEMA and header.get("kind") == PAIRS_KIND and isinstance(header.get("name"), str)
+    return header if ok and isinstance(header.get("version"), str) else None
 
 
 def _collect(scores: dict[str, Any], values: dict[str, list[float]]) -> None:
