@@ -275,3 +275,20 @@ def test_a_vlm_answer_that_does_not_parse_drops_the_pair_with_its_reason(tmp_pat
     assert all("judge answer unparseable" in v.reason for v in outcome.verdicts.values())
     stats = pair_stats(tmp_path / "b")
     assert stats.n_pairs == 0 and stats.levels == {"s_vlm": 2} and stats.stages == {"single": {"dropped": 2}}
+
+
+def test_the_built_pair_set_trains_with_the_trainers_tiny_config(msbench_build: tuple[Path, Path, object], tmp_path: Path) -> None:
+    """BMPDS's output is the trainer's input, unchanged: the shipped tiny config, pointed at it."""
+    import json
+
+    from picbench.reference_impl.training import CONFIG_DIR
+    from picbench.reference_impl.training import load_config as load_train_config
+    from picbench.reference_impl.training.loop import Trainer
+
+    _, out, _ = msbench_build
+    text = (CONFIG_DIR / "tiny.toml").read_text()
+    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(out))).replace('"../../../runs/train/tiny"', json.dumps(str(tmp_path / "run")))
+    text = text.replace("steps = 4\n", "steps = 2\n").replace("steps = 8\n", "steps = 2\n")
+    (tmp_path / "train.toml").write_text(text)
+    result = Trainer(load_train_config(tmp_path / "train.toml"), progress=False).run()
+    assert result.global_step == 4 and not result.skipped and result.lora.is_file()
