@@ -150,3 +150,33 @@ def test_runner_provenance_fills_the_columns(tmp_path: Path) -> None:
     assert (row["git_hash"], row["date"], row["limit"], row["picbench_version"]) == ("f00d-dirty", "2026-11-26T13:00:00+00:00", "4", "9.9")
     clean = RunResult(**{**base.__dict__, "provenance": {"git": {"commit": "f00d", "dirty": False}, "bench": {"limit": None}}})
     assert (result_row(clean)["git_hash"], result_row(clean)["limit"]) == ("f00d", "")
+
+
+def test_intervals_and_directions_travel_through_the_csv(tmp_path: Path) -> None:
+    result = RunResult(
+        method="m", method_version="1", method_params={}, bench="b", bench_version="1", bench_hash="h", seeds=(0,),
+        metrics={"clip_i": 0.8, "missing": 0.2, "missing.multi": 0.3}, counts={"n_items": 4}, smoke=False,
+        higher_is_better={"clip_i": True, "missing": False}, intervals={"clip_i": (0.75, 0.85), "missing": (0.1, 0.3)},
+    )
+    save_result(result, tmp_path / "run")
+    out = tmp_path / "board.csv"
+    table = export_leaderboard([tmp_path / "run"], out)
+    columns = list(pd.read_csv(out).columns)
+    assert columns[columns.index("clip_i") + 1 : columns.index("clip_i") + 3] == ["clip_i_ci_low", "clip_i_ci_high"]
+    back = read_leaderboard(out)
+    assert back.loc[0, "clip_i_ci_low"] == 0.75 and back.loc[0, "lower_is_better"] == "missing"
+    from picbench.leaderboard import higher_is_better, metric_columns
+
+    assert "clip_i_ci_low" not in metric_columns(back) and "missing.multi" in metric_columns(table)
+    row = back.to_dict("records")[0]
+    assert higher_is_better("clip_i", row) and not higher_is_better("missing.multi", row)
+    worse = tmp_path / "worse"
+    save_result(RunResult(**{**result.__dict__, "metrics": {"clip_i": 0.8, "missing": 0.4, "missing.multi": 0.3}}), worse)
+    checked = runner.invoke(app, ["regress", str(worse), "--baseline", str(out)])
+    assert checked.exit_code == 1 and "regression: 1 of 3" in checked.output  # a rise of a lower-is-better rate is a regression
+    from picbench.regress import compare, load_table
+
+    assert [(c.metric, c.higher_is_better) for c in compare(load_table([worse]), load_table([out])).regressions] == [("missing", False)]
+    better = tmp_path / "better"
+    save_result(RunResult(**{**result.__dict__, "metrics": {"clip_i": 0.8, "missing": 0.0, "missing.multi": 0.3}}), better)
+    assert runner.invoke(app, ["regress", str(better), "--baseline", str(out)]).exit_code == 0

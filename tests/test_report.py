@@ -253,3 +253,115 @@ def test_results_without_samples_give_the_aggregate_only(run_dir: Path, data_dir
     parts = parse(page)
     assert "only the aggregate table" in page and parts.imgs == [] and parts.rects == []
     assert "0.6512" in page and parts.banner
+
+
+def _dump_dom(chromium: str, page: Path, tmp_path: Path) -> str:
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1800"]
+    dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return json.loads(dom.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
+
+
+def second_run(run_dir: Path, tmp_path: Path) -> Path:
+    """The same generations under another method name and lower scores: a second column."""
+    other = Path(shutil.copytree(run_dir, tmp_path / "other"))
+    set_result(other, method="gligen", metrics={**load_result(run_dir).metrics, "clip_i": 0.5}, intervals={"clip_i": [0.45, 0.55]})
+    lines = [json.loads(line) for line in (other / "samples.jsonl").read_text().splitlines()]
+    for line in lines:
+        line["metrics"] = {k: (v - 0.1 if isinstance(v, float) else v) for k, v in line["metrics"].items()}
+    (other / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    return other
+
+
+def test_comparison_page_puts_references_first_then_a_column_per_run(run_dir: Path, data_dir: Path, tmp_path: Path, open_bench: Bench) -> None:
+    other = second_run(run_dir, tmp_path)
+    out = tmp_path / "compare.html"
+    result = runner.invoke(app, ["report", str(run_dir), str(other), "--out", str(out), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert "<script" not in page and "picbench comparison: paste vs gligen" in page
+    header = page.split('<table class="compare"><thead><tr>', 1)[1].split("</tr>", 1)[0]
+    assert header == "<th>sample</th><th>references</th><th>paste</th><th>gligen</th>"
+    rows = page.split('<table class="compare">', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0].split("<tr>")[1:]
+    scores = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == len(scores)
+    first = open_bench.sample(scores[0]["sample_id"])
+    assert rows[0].count('class="ref"') == len(first.subjects) and rows[0].index('class="ref"') < rows[0].index('class="frame"')
+    assert rows[0].count('class="frame"') == 2 and "clip_i 0.650" in rows[0] and "clip_i 0.550" in rows[0]
+    assert FAILED_ID_REASON in rows[-1]
+    assert "0.5000 <span class=\"ci\">[0.4500, 0.5500]</span>" in page  # the aggregates side by side, with intervals
+
+
+COMPARE_PROBE = """<script>
+window.addEventListener('load', () => {
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({
+    images: [...document.images].map(i => i.complete ? i.naturalWidth : -1),
+    cells: [...document.querySelectorAll('table.compare tbody tr')].map(r => r.children.length),
+    boxes: [...document.querySelectorAll('table.compare svg rect')].map(r => Math.round(r.getBoundingClientRect().width)),
+  });
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+def test_comparison_page_renders_in_headless_chromium_with_every_image_loaded(run_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    chromium = _chromium()
+    from picbench.report import build_comparison
+
+    page = build_comparison([run_dir, second_run(run_dir, tmp_path)], data_dir=data_dir)
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", COMPARE_PROBE + "</body>"), encoding="utf-8")
+    probe = _dump_dom(chromium, probed, tmp_path)
+    assert len(probe["images"]) == page.count("<img ") > 8 and all(width > 0 for width in probe["images"]), probe
+    assert probe["cells"] and all(n == 4 for n in probe["cells"]), probe
+    assert len(probe["boxes"]) > 10 and all(width > 0 for width in probe["boxes"]), probe
+
+
+SORT_PROBE = """<script>
+window.addEventListener('load', () => {
+  const table = document.querySelector('table.leaderboard.measured');
+  const header = [...table.querySelectorAll('thead th')].find(th => th.textContent.startsWith('clip_i '));
+  const order = () => [...table.tBodies[0].rows].map(r => r.children[0].textContent);
+  const before = order();
+  header.click();
+  const down = order();
+  header.click();
+  const up = order();
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({before, down, up, reported: document.querySelectorAll('table.leaderboard.reported tbody tr').length});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+def test_leaderboard_page_is_sortable_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = _chromium()
+    runs = []
+    for method, clip_i in (("alpha", 0.70), ("beta", 0.85), ("gamma", 0.60)):
+        result = RunResult(method, "1", {}, "dreambench", "1", "h", (0,), {"clip_i": clip_i, "missing": 0.1}, {"n_items": 4}, False,
+                           higher_is_better={"clip_i": True, "missing": False}, intervals={"clip_i": (clip_i - 0.02, clip_i + 0.02)})
+        save_result(result, tmp_path / method)
+        runs.append(str(tmp_path / method))
+    out = tmp_path / "board.html"
+    reported = Path(__file__).resolve().parents[1] / "leaderboards" / "paper_reported.csv"
+    result = runner.invoke(app, ["leaderboard", "export", *runs, str(reported), "--format", "html", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    assert "<h2>Measured</h2>" in page and "<h2>Reported" in page and "missing &darr;" in page and "clip_i &uarr;" in page
+    assert '[0.830, 0.870]' in page
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", SORT_PROBE + "</body>"), encoding="utf-8")
+    probe = _dump_dom(chromium, probed, tmp_path)
+    assert probe["down"] == ["beta", "alpha", "gamma"] and probe["up"] == ["gamma", "alpha", "beta"], probe
+    assert probe["reported"] >= 1
+
+
+def test_cli_default_of_max_images_is_the_report_module_s():
+    from picbench.cli.report import DEFAULT_MAX_IMAGES as cli_default
+    from picbench.report import DEFAULT_MAX_IMAGES
+
+    assert cli_default == DEFAULT_MAX_IMAGES
