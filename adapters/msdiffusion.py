@@ -288,6 +288,24 @@ def install_ms_processors(unet: Any, num_tokens: int) -> dict[int, BoxMaskedIPAt
     return cross
 
 
+def resampler_shape(image_proj: Mapping[str, torch.Tensor], phrase_dim: int, *, source: str) -> dict[str, int]:
+    """The resampler's shape read off a checkpoint's ``image_proj`` (so any released-layout file
+    loads, the tiny test files included). Heads are the attention width over ``dim_head`` 64, the
+    authors' value (MS-Diffusion @ 74eb2d6, ``inference.py``); the released file gives the
+    defaults of :class:`ResamplerConfig` (1280 wide, depth 4, 20 heads, 16 queries, ff x4, 8 freqs)."""
+    try:
+        _, num_queries, dim = image_proj["grounding_latents"].shape
+        inner = image_proj["layers.0.0.to_q.weight"].shape[0]
+        ff = image_proj["layers.0.1.1.weight"].shape[0]
+        grounding_dim = image_proj["latent_proj.0.weight"].shape[1]
+    except KeyError as exc:
+        raise ValueError(f"{source}: image_proj lacks {exc.args[0]!r}; not MS-Diffusion's resampler") from None
+    depth = len({key.split(".")[1] for key in image_proj if key.startswith("layers.")})
+    dim_head = min(64, inner)
+    return {"dim": dim, "depth": depth, "dim_head": dim_head, "heads": inner // dim_head, "num_queries": num_queries,
+            "ff_mult": ff // dim, "fourier_freqs": (grounding_dim - phrase_dim) // 8}
+
+
 def load_ms_adapter(path: Path, resampler: GroundingResampler, processors: Mapping[int, BoxMaskedIPAttnProcessor]) -> torch.Tensor:
     """Load ``ms_adapter.bin`` into the resampler and processors; returns the dummy image tokens.
     Any missing or unexpected key is an error naming the file and key."""
@@ -375,11 +393,15 @@ class MSDiffusionModel:
         self.image_encoder = load_pretrained(name, image_encoder, weights_dir, lambda p: CLIPVisionModelWithProjection.from_pretrained(p, dtype=dtype))
         self.image_processor = CLIPImageProcessor()  # the authors use the default, not the checkpoint's
         self.pipe.set_progress_bar_config(disable=True)
+        phrase_dim = self.pipe.text_encoder.config.projection_dim
+        if resampler is None:
+            image_proj = torch.load(adapter_file, map_location="cpu", weights_only=True, mmap=True).get("image_proj", {})
+            resampler = resampler_shape(image_proj, phrase_dim, source=str(adapter_file))
         cfg = ResamplerConfig(
             embedding_dim=self.image_encoder.config.hidden_size,
             output_dim=self.pipe.unet.config.cross_attention_dim,
-            phrase_dim=self.pipe.text_encoder.config.projection_dim,
-            **(resampler or {}),
+            phrase_dim=phrase_dim,
+            **resampler,
         )
         self.resampler = GroundingResampler(cfg)
         self.processors = install_ms_processors(self.pipe.unet, cfg.num_queries)

@@ -23,6 +23,7 @@ from picbench.adapters.msdiffusion import (
     install_ms_processors,
     load_ms_adapter,
     native_size,
+    resampler_shape,
     translate_sample,
     write_random_adapter,
 )
@@ -183,6 +184,22 @@ def test_loader_reads_the_released_key_layout(tiny_unet, tmp_path: Path) -> None
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"1\.to_v_ip\.weight"):
         load_ms_adapter(path, fresh, processors)
+
+
+def test_resampler_shape_is_read_off_the_checkpoint() -> None:
+    """The released shape (MS-Diffusion @ 74eb2d6 inference.py: dim 1280, depth 4, 20 heads of 64,
+    16 queries) comes back from its state dict; so does a small one with heads of 64."""
+    released = ResamplerConfig(embedding_dim=1664, output_dim=2048, phrase_dim=1280)
+    with torch.device("meta"):
+        state = GroundingResampler(released).state_dict()
+    shape = resampler_shape(state, 1280, source="released")
+    assert shape == {"dim": 1280, "depth": 4, "dim_head": 64, "heads": 20, "num_queries": 16, "ff_mult": 4, "fourier_freqs": 8}
+    small = ResamplerConfig(embedding_dim=32, output_dim=64, phrase_dim=32, dim=32, depth=2, dim_head=64, heads=1, num_queries=4, ff_mult=2, fourier_freqs=4)
+    with torch.device("meta"):
+        state = GroundingResampler(small).state_dict()
+    assert resampler_shape(state, 32, source="small") == {"dim": 32, "depth": 2, "dim_head": 64, "heads": 1, "num_queries": 4, "ff_mult": 2, "fourier_freqs": 4}
+    with pytest.raises(ValueError, match="x.bin: image_proj lacks 'grounding_latents'"):
+        resampler_shape({}, 32, source="x.bin")
 
 
 def test_tiny_build_is_cached(tiny_home: Path, tiny_method: MSDiffusionMethod) -> None:
