@@ -56,7 +56,7 @@ def _both(path: Path, data_dir: Path) -> tuple[BenchFormatError, list]:
 def test_empty_or_blank_file_is_refused_by_both(tmp_path: Path, data_dir: Path, text: str) -> None:
     path = tmp_path / "empty.jsonl"
     path.write_text(text)
-    exc, errors = _both(path, data_dir)
+    exc, _ = _both(path, data_dir)
     assert exc.code == "empty-bench" and "no bench header and no samples" in str(exc)
 
 

@@ -19,16 +19,16 @@ from typing import Sequence
 import pytest
 import torch
 from PIL import Image
+from run_bench_helpers import write_tiny_bench
+from slow_methods_plugin import install_plugin
 from typer.testing import CliRunner
 
 from picbench.atomic import _HOST, atomic_write
 from picbench.cli import app
 from picbench.methods import METHODS
 from picbench.methods.paste import PasteMethod
-from picbench.records import Sample
+from picbench.records import Sample, Subject
 from picbench.store import STORE_FILE, RunLock
-from run_bench_helpers import write_tiny_bench
-from slow_methods_plugin import install_plugin
 
 runner = CliRunner()
 ABSENT_CUDA = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
@@ -102,6 +102,15 @@ def test_a_full_disk_stops_the_run_keeps_finished_work_and_records_no_failure(tm
     assert "the disk" in _text(stopped.output) and "m01" in _text(stopped.output) and "not recorded" in _text(stopped.output)
     assert _generations(out) == {"s00": None}, "s00 kept, m01's environment error not stored"
     assert not (out / "results.json").exists()
+
+
+def test_a_refused_bench_is_named_as_given(tmp_path: Path, data_dir: Path) -> None:
+    missing = Sample("s0", "a dog", 64, 64, "single", (Subject("dog", "dog", ("dreambench/dataset/dog/nope.jpg",)),))
+    bench, out = write_tiny_bench(tmp_path, data_dir, samples=[missing], name="refused"), tmp_path / "run"
+    result = _run(bench, data_dir, out, "--method", "paste")
+    assert result.exit_code == 2 and f"bench {bench} fails validation" in _text(result.output)
+    assert f"picbench validate {bench}" in _text(result.output) and "nope.jpg" in _text(result.output)
+    assert _generations(out) == {}
 
 
 # -- class 2: method parameters and seeds, checked before any model loads ------------------------

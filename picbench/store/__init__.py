@@ -1,6 +1,13 @@
 """The resumable results store of a run folder (embedded SQLite, WAL mode)."""
 
 from picbench.store.lock import RunLock, RunLockedError
-from picbench.store.sqlite import IMAGES_DIR, STORE_FILE, STORE_SCHEMA_VERSION, IncompatibleStoreError, RunStore, StoreError
+from picbench.store.sqlite import (
+    IMAGES_DIR,
+    STORE_FILE,
+    STORE_SCHEMA_VERSION,
+    IncompatibleStoreError,
+    RunStore,
+    StoreError,
+)
 
 __all__ = ["IMAGES_DIR", "STORE_FILE", "STORE_SCHEMA_VERSION", "IncompatibleStoreError", "RunLock", "RunLockedError", "RunStore", "StoreError"]

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Self
 
 from picbench.errors import PicbenchError
 
@@ -54,7 +55,7 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
