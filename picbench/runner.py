@@ -17,13 +17,13 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
 
 from PIL import Image
 
@@ -44,6 +44,9 @@ from picbench.records import (
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
 from picbench.store import RunLock, RunStore
+
+if TYPE_CHECKING:
+    from picbench.metrics.engine import MetricEngine
 
 _LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "open_clip_torch", "timm", "peft", "accelerate", "numpy", "pillow", "pycocotools")
 RUN_CONFIG_SCHEMA = 1
@@ -98,6 +101,43 @@ class RunConfig:
     @property
     def smoke(self) -> bool:
         return self.models == "tiny"
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-safe record a shard stores (keys: the field names), from which a merge rebuilds
+        the run with :meth:`from_record`; ``out``, ``shard`` and ``retry_failed`` belong to one
+        invocation and are not recorded."""
+        record: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name not in _PER_INVOCATION:
+                value = getattr(self, f.name)
+                if f.name in _PATH_FIELDS:
+                    value = str(value) if value is not None else None
+                elif f.name in _TUPLE_FIELDS:
+                    value = list(value) if value is not None else None
+                elif isinstance(value, Mapping):
+                    value = dict(value)
+                record[f.name] = value
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], *, out: str | Path, **overrides: Any) -> RunConfig:
+        """The configuration :meth:`to_record` wrote (fields a record lacks keep their defaults),
+        writing to ``out``, with ``overrides`` (e.g. another device) applied."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in _PER_INVOCATION and f.name in record:
+                value = record[f.name]
+                if f.name in _PATH_FIELDS:
+                    value = Path(value) if value is not None else None
+                elif f.name in _TUPLE_FIELDS:
+                    value = tuple(value) if value is not None else None
+                values[f.name] = value
+        return cls(out=Path(out), **{**values, **overrides})
+
+
+_PER_INVOCATION = ("out", "shard", "retry_failed")
+_PATH_FIELDS = ("data_dir", "weights_dir")
+_TUPLE_FIELDS = ("seeds", "metrics")
 
 
 class Progress(Protocol):
@@ -218,12 +258,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
         differing = [f"{i}/{n}" for i in range(n) if _comparable(by_count[n][i][0]) != _comparable(cfg)]
         if differing:
             raise PicbenchError(f"{out}: shard(s) {', '.join(differing)} ran with another configuration than shard 0/{n}; rerun them")
-    config = RunConfig(
-        method=cfg["method"], bench=cfg["bench"], out=out, seeds=tuple(cfg["seeds"]), limit=cfg["limit"],
-        device=device or cfg["device"], models=cfg["models"], data_dir=Path(cfg["data_dir"]) if cfg["data_dir"] else None,
-        detector=cfg["detector"], metrics=tuple(cfg["metrics"]) if cfg["metrics"] else None, params=cfg["params"],
-        weights=cfg["weights"], batch_size=cfg["batch_size"],
-    )
+    config = RunConfig.from_record(cfg, out=out, **({"device": device} if device else {}))
     bench = load_bench(config.bench, config.data_dir)
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
@@ -384,7 +419,7 @@ def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | N
     progress.advance("generate")
 
 
-def _engine(config: RunConfig, device: str, store: RunStore) -> Any:
+def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
     from picbench.metrics.cache import EmbeddingCache
     from picbench.metrics.engine import MetricEngine
 
@@ -394,13 +429,13 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> Any:
     )
 
 
-def _scorer_key(engine: Any, config: RunConfig) -> str:
+def _scorer_key(engine: MetricEngine, config: RunConfig) -> str:
     """Scores are reused only under the same engine: models, weights, detector, metrics."""
     payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine.identity()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _score(store: RunStore, engine: Any, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress) -> None:
+def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress) -> None:
     from picbench.metrics.engine import ScoreItem
 
     generations = store.get_generations(i.key for i in items)
@@ -421,7 +456,7 @@ def _score(store: RunStore, engine: Any, scorer: str, items: list[_Item], data_r
         progress.advance("score")
 
 
-def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sample], items: list[_Item], engine: Any, scorer: str, method_provenance: Mapping[str, Any], device: str) -> RunResult:
+def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sample], items: list[_Item], engine: MetricEngine, scorer: str, method_provenance: Mapping[str, Any], device: str) -> RunResult:
     """Aggregate every item's stored score and write samples.jsonl and results.json (atomically)."""
     generations = store.get_generations(i.key for i in items)
     scores = store.get_scores(scorer, (i.key for i in items))
@@ -491,12 +526,8 @@ def _method_provenance(method: Method) -> dict[str, Any]:
 def _config_record(config: RunConfig, bench: Bench, method: Method, cache_params: Mapping[str, Any]) -> dict[str, Any]:
     """What a shard stores so that a merge can rebuild the run without the method's models."""
     return {
-        "schema": RUN_CONFIG_SCHEMA, "method": config.method, "method_name": method.name, "method_version": method.version, "cache_params": dict(cache_params),
-        "params": dict(config.params), "bench": config.bench, "bench_spec_hash": bench.spec_hash(),
-        "data_dir": str(config.data_dir) if config.data_dir else None, "seeds": list(config.seeds), "limit": config.limit,
-        "models": config.models, "device": config.device, "detector": config.detector,
-        "metrics": list(config.metrics) if config.metrics else None, "weights": dict(config.weights), "batch_size": config.batch_size,
-        "weights_dir": str(config.weights_dir) if config.weights_dir else None,
+        "schema": RUN_CONFIG_SCHEMA, **config.to_record(), "method_name": method.name, "method_version": method.version,
+        "cache_params": dict(cache_params), "bench_spec_hash": bench.spec_hash(),
     }
 
 
