@@ -450,10 +450,19 @@ def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item
         )
         for i in pending
     ]
-    for item, score in zip(pending, engine.score(score_items, data_root)):
-        store.put_score(item.key, scorer, score)
-        outcome.scored += 1
-        progress.advance("score")
+    try:
+        for item, score in zip(pending, engine.score(score_items, data_root)):
+            store.put_score(item.key, scorer, score)
+            outcome.scored += 1
+            progress.advance("score")
+    except Exception as exc:  # an environment problem while scoring (memory, device) stops the run, unrecorded
+        cause = environment_cause(exc)
+        if cause is None or isinstance(exc, PicbenchError):
+            raise
+        raise EnvironmentProblem(
+            f"scoring stopped by {cause} ({type(exc).__name__}: {exc}); it is not recorded as a sample's score. "
+            "Fix the machine and rerun the same command: finished work is kept"
+        ) from exc
 
 
 def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sample], items: list[_Item], engine: MetricEngine, scorer: str, method_provenance: Mapping[str, Any], device: str) -> RunResult:

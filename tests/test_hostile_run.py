@@ -104,6 +104,46 @@ def test_a_full_disk_stops_the_run_keeps_finished_work_and_records_no_failure(tm
     assert not (out / "results.json").exists()
 
 
+def test_out_of_memory_while_scoring_stops_the_run_and_stores_no_score(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from picbench.metrics.engine import MetricEngine
+
+    def oom(self: MetricEngine, items: object, data_root: Path):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        yield  # a generator, like the real one
+
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
+    monkeypatch.setattr(MetricEngine, "score", oom)
+    stopped = _run(bench, data_dir, out, "--method", "paste")
+    assert stopped.exit_code == 2 and "scoring stopped by out of accelerator memory" in _text(stopped.output), stopped.output
+    assert set(_generations(out)) == {"s00", "m01"}, "finished generations kept"
+    with sqlite3.connect(out / STORE_FILE) as db:
+        assert db.execute("SELECT count(*) FROM scores").fetchone()[0] == 0
+    monkeypatch.undo()
+    resumed = _run(bench, data_dir, out, "--method", "paste")
+    assert resumed.exit_code == 0 and "generated 0 (2 reused)" in _text(resumed.output) and "scored 2 (0 reused)" in _text(resumed.output)
+
+
+def test_a_detector_losing_the_device_is_not_an_items_failure() -> None:
+    from types import SimpleNamespace
+
+    from picbench.metrics.engine import MetricEngine
+
+    class Detector:
+        name = "flaky"
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def detect(self, image: Image.Image, classes: list[str]) -> None:
+            raise self.exc
+
+    image = Image.new("RGB", (8, 8))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        MetricEngine._detect(SimpleNamespace(_detector=Detector(RuntimeError("CUDA error: an illegal memory access"))), image, ["dog"])
+    output = MetricEngine._detect(SimpleNamespace(_detector=Detector(ValueError("no JSON in the answer"))), image, ["dog"])
+    assert output.failed and "no JSON in the answer" in output.problems[0]
+
+
 def test_a_refused_bench_is_named_as_given(tmp_path: Path, data_dir: Path) -> None:
     missing = Sample("s0", "a dog", 64, 64, "single", (Subject("dog", "dog", ("dreambench/dataset/dog/nope.jpg",)),))
     bench, out = write_tiny_bench(tmp_path, data_dir, samples=[missing], name="refused"), tmp_path / "run"

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from picbench.environment import environment_cause
 from picbench.errors import ImageError, PicbenchError, UnknownNameError
 from picbench.imaging import load_rgb
 from picbench.metrics import ALIASES, METRICS
@@ -511,6 +512,8 @@ class MetricEngine:
         try:
             return self._detector.detect(image, classes)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            if environment_cause(exc) is not None:  # out of memory, a lost device: the run's problem, never stored
+                raise
             return DetectorOutput((), None, (f"detector {self._detector.name} failed: {type(exc).__name__}: {exc}",), failed=True)
 
     @staticmethod
@@ -557,6 +560,8 @@ class MetricEngine:
                     values[metric.name] = None
                     (why if not exc.failure else failures).append(exc.reason if not exc.failure else f"metric {metric.name}, subject {sub.name}: {exc.reason}")
                 except Exception as exc:  # a metric's bug fails that metric on this subject only
+                    if environment_cause(exc) is not None:
+                        raise
                     values[metric.name] = None
                     failures.append(f"metric {metric.name} failed on subject {sub.name}: {type(exc).__name__}: {exc}")
             det_index, iou_value = features.matches.get(s, (None, None))
@@ -577,6 +582,8 @@ class MetricEngine:
                 metrics.update(dict.fromkeys(keys))
                 failures.append(f"metric {metric.name}: {exc.reason}")
             except Exception as exc:  # a plug-in that raises, returns NaN or a non-number fails for this item, by name
+                if environment_cause(exc) is not None:
+                    raise
                 metrics.update(dict.fromkeys(keys))
                 failures.append(f"metric {metric.name} failed: {type(exc).__name__}: {exc}")
         w, h = features.size
