@@ -101,6 +101,14 @@ def test_plugin_backends_resolve_and_a_wrong_type_is_refused(plugin_env: dict[st
     assert refused == "attention backend 'notabackend' (seam_plugin:NotABackend) is not a MaskedAttention subclass"
 
 
+def test_an_unknown_backend_is_refused_when_the_method_is_built() -> None:
+    from picbench.methods.positionic import PositionICMethod
+
+    with pytest.raises(ValueError, match=r"parameter 'attention_backend': unknown attention backend 'flexx'; did you mean 'flex'\?"):
+        PositionICMethod(models="tiny", params={"attention_backend": "flexx"})
+    assert PositionICMethod(models="tiny", params={"attention_backend": "sdpa"}).params["attention_backend"] == "sdpa"
+
+
 @pytest.mark.slow
 def test_run_uses_a_plugin_attention_backend(plugin_env: dict[str, str], tmp_path: Path, data_dir: Path) -> None:
     bench = write_tiny_bench(tmp_path, data_dir, n=1)

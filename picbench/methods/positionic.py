@@ -75,6 +75,15 @@ class PositionICMethod(Method):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.checkpoints = {"base": str(self.params["base"]), "lora": self._lora_description()}
+        if "attention_backend" in self.params:
+            self._check_attention_backend(str(self.params["attention_backend"]))
+
+    def _check_attention_backend(self, name: str) -> None:
+        """A backend name the registry knows (plug-ins included), refused before any model loads."""
+        from picbench.reference_impl.attention import ATTENTION_BACKENDS
+
+        if name != "auto" and name not in ATTENTION_BACKENDS:
+            raise ValueError(f"method {self.name}: parameter 'attention_backend': {ATTENTION_BACKENDS.suggest(name)}, or 'auto'")
 
     def _lora_description(self) -> str:
         """What the ``lora`` parameter loads, for provenance, leaderboards and reports."""
