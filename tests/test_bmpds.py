@@ -292,3 +292,20 @@ def test_the_built_pair_set_trains_with_the_trainers_tiny_config(msbench_build: 
     (tmp_path / "train.toml").write_text(text)
     result = Trainer(load_train_config(tmp_path / "train.toml"), progress=False).run()
     assert result.global_step == 4 and not result.skipped and result.lora.is_file()
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path, data_dir: Path) -> None:
+    """Each rank builds its share of every stage into the one store; the files equal a single
+    process's, bit for bit at the same thread count (torchrun sets OMP_NUM_THREADS=1; across
+    thread counts float sums differ and pixels by at most 1)."""
+    config = _config(tmp_path, sources='["dreambench"]', single=2, forward=1, backward=1)
+    args = ["data", "build", "bmpds", str(config), "--data-dir", str(data_dir), "--out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*CLI, *args, str(tmp_path / "one")], check=True, capture_output=True, timeout=600, env=env)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python", *CLI]
+    two = subprocess.run([*torchrun, *args, str(tmp_path / "two")], capture_output=True, text=True, timeout=600, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    with sqlite3.connect(tmp_path / "two" / "store.sqlite") as db:
+        assert db.execute("SELECT COUNT(DISTINCT pid) FROM bmpds_units").fetchone()[0] == 2, "each rank built its own share"
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
