@@ -211,7 +211,6 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     with RunStore(config.out) as store, RunLock(config.out, str(shard)):
         store.remove_stale_tmp()
         engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
-        _load_up_front(method)
         cache_params = method.cache_params()
         items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
@@ -306,8 +305,9 @@ def _check_weight_roles(weights: Mapping[str, str]) -> None:
 
 
 def _load_up_front(method: Method) -> None:
-    """Load the method's networks now (:meth:`Method.load`, for methods that have some), so a
-    missing checkpoint stops the run before the first generation rather than inside it."""
+    """Load the method's networks before the first generation (:meth:`Method.load`, for methods
+    that have some), so a missing checkpoint stops the run before anything is generated, not
+    after a first batch; a run with nothing left to generate loads nothing."""
     if type(method)._load is not Method._load:
         method.load()
 
@@ -343,6 +343,8 @@ def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Pa
             record(item, None, f"unsupported: {reason}")
         else:
             by_seed.setdefault(item.seed, []).append(item)
+    if by_seed:
+        _load_up_front(method)
     for seed, seed_items in by_seed.items():
         for start in range(0, len(seed_items), config.batch_size):
             batch = seed_items[start : start + config.batch_size]

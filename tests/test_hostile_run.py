@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from picbench.atomic import _HOST, atomic_write
 from picbench.cli import app
+from picbench.errors import MissingWeightsError
 from picbench.methods import METHODS
 from picbench.methods.paste import PasteMethod
 from picbench.records import Sample, Subject
@@ -45,7 +46,17 @@ class DiskFullPaste(PasteMethod):
         return super().generate(samples, seed, data_root)
 
 
+class UnreleasedPaste(PasteMethod):
+    """Paste with a checkpoint that is nowhere to be found (a lazily loaded network)."""
+
+    name = "unreleased"
+
+    def _load(self) -> None:
+        raise MissingWeightsError("method unreleased: checkpoint 'acme/unreleased-v2' is not available locally and the hub could not be reached")
+
+
 METHODS.register("diskfull", "test_hostile_run:DiskFullPaste")
+METHODS.register("unreleased", "test_hostile_run:UnreleasedPaste")
 
 
 def _text(output: str) -> str:
@@ -93,6 +104,13 @@ def test_missing_metric_weights_fail_before_the_first_generation(tmp_path: Path,
     assert _generations(out) == {}, "nothing generated before the weights were found missing"
     unknown = _run(bench, data_dir, tmp_path / "r2", "--method", "paste", "--weights", f"clipp={tmp_path}")
     assert unknown.exit_code == 2 and "unknown role(s) ['clipp']" in _text(unknown.output)
+
+
+def test_a_missing_method_checkpoint_fails_before_the_first_generation(tmp_path: Path, data_dir: Path) -> None:
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
+    result = _run(bench, data_dir, out, "--method", "unreleased")
+    assert result.exit_code == 2 and "checkpoint 'acme/unreleased-v2'" in _text(result.output)
+    assert _generations(out) == {}
 
 
 def test_a_full_disk_stops_the_run_keeps_finished_work_and_records_no_failure(tmp_path: Path, data_dir: Path) -> None:
