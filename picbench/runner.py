@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 _LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "open_clip_torch", "timm", "peft", "accelerate", "numpy", "pillow", "pycocotools")
 RUN_CONFIG_SCHEMA = 1
+FRESH_PIXELS = 2**27  # fresh generations kept in memory for scoring: 128 images of 1024 x 1024 (about 400 MB of RGB)
 
 
 class BenchRefusedError(PicbenchError):
@@ -188,6 +189,18 @@ class _Item:
     key: str
 
 
+class FreshImages(dict):
+    """This invocation's generations by item key, kept (up to FRESH_PIXELS in all) so that scoring
+    takes them from memory instead of decoding their PNG files again (the pixels are the same)."""
+
+    pixels = 0
+
+    def keep(self, key: str, image: Image.Image) -> None:
+        size = image.width * image.height
+        if self.pixels + size <= FRESH_PIXELS:
+            self[key], self.pixels = image, self.pixels + size
+
+
 def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
     items = []
     for sample in samples:
@@ -217,12 +230,14 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
         outcome = RunOutcome(out=Path(config.out), result=None, part=str(shard), items=len(mine))
-        _generate(store, method, mine, bench.data_root, config, outcome, progress)
+        fresh = FreshImages()
+        _generate(store, method, mine, bench.data_root, config, outcome, progress, fresh)
         identity, provenance_method = method.capabilities.references, _method_provenance(method)
         del method
         _free_accelerator_memory()
         scorer = _scorer_key(engine, config)
-        _score(store, engine, scorer, mine, bench.data_root, identity, outcome, progress)
+        _score(store, engine, scorer, mine, bench.data_root, identity, outcome, progress, fresh)
+        fresh.clear()
         store.put_part(str(shard), {**run_cfg, "scorer_key": scorer, "method_provenance": provenance_method}, "done")
         if dist_state is not None:
             dist_state.wait_for_everyone()
@@ -327,7 +342,8 @@ def _refuse_invalid(bench: Bench, given: str | None = None) -> None:
         )
 
 
-def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress) -> None:
+def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress,
+              fresh: "FreshImages") -> None:
     """Generate every item the store lacks (or whose image file is gone; failures again only with
     ``retry_failed``), in batches of one seed."""
     done = {k: g for k, g in store.get_generations(i.key for i in items).items() if _finished(store, g, config.retry_failed)}
@@ -335,7 +351,7 @@ def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Pa
     outcome.generation_reused = len(done)
     outcome.generation_failures = sum(1 for g in done.values() if g.failure is not None)
     progress.phase("generate", len(items), outcome.generation_reused)
-    record = partial(_record, store, method, outcome=outcome, progress=progress)
+    record = partial(_record, store, method, outcome=outcome, progress=progress, fresh=fresh)
     by_seed: dict[int, list[_Item]] = {}
     for item in pending:
         reason = method.supports(item.sample)
@@ -408,11 +424,14 @@ def check_image(output: Any, sample: Sample, *, exact_size: bool = True) -> tupl
 
 
 
-def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress) -> None:
-    """Save the image (atomically), then its record: a record never points at a missing file."""
+def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress,
+            fresh: "FreshImages") -> None:
+    """Save the image (atomically), then its record: a record never points at a missing file.
+    The image is also kept in ``fresh`` (within FRESH_PIXELS) so scoring need not decode it again."""
     generation = Generation(method.name, method.version, item.params, item.sample.id, item.seed, None, method.smoke, failure)
     if image is not None:
         generation = replace(generation, image_path=store.save_image(image, store.image_name(generation), smoke=method.smoke))
+        fresh.keep(item.key, image)
     store.put_generation(generation)
     outcome.generated += 1
     outcome.generation_failures += failure is not None
@@ -437,7 +456,8 @@ def _scorer_key(engine: MetricEngine, config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress) -> None:
+def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress,
+           fresh: "FreshImages") -> None:
     from picbench.metrics.engine import ScoreItem
 
     generations = store.get_generations(i.key for i in items)
@@ -448,7 +468,7 @@ def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item
     score_items = [
         ScoreItem(
             sample=i.sample, seed=i.seed, identity=identity, failure=generations[i.key].failure,
-            image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None,
+            image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None, image=fresh.get(i.key),
         )
         for i in pending
     ]
