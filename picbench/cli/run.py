@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.markup import escape
@@ -138,12 +138,7 @@ def run_command(
         with sigterm_as_interrupt(), bars:
             outcome = run(config, RichProgress(bars))
     except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, Terminated)
-        err_console.print(
-            f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished generation and score "
-            f"is saved in {escape(str(config.out))}/store.sqlite; run the same command again to resume"
-        )
-        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+        _stopped(exc, config.out)
     except (PicbenchError, ValueError) as exc:  # ValueError: a method's parameter check
         fail(exc)
     console.print(
@@ -165,10 +160,23 @@ def merge_command(
     from picbench.runner import merge
 
     try:
-        result = merge(out, device=device)
+        with sigterm_as_interrupt():
+            result = merge(out, device=device)
+    except KeyboardInterrupt as exc:
+        _stopped(exc, out)
     except PicbenchError as exc:
         fail(exc)
     print_summary(result, out)
+
+
+def _stopped(exc: KeyboardInterrupt, out: Path) -> NoReturn:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): say that finished work is kept, and how to resume."""
+    terminated = isinstance(exc, Terminated)
+    err_console.print(
+        f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished generation and score "
+        f"is saved in {escape(str(out))}/store.sqlite; run the same command again to resume"
+    )
+    raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
 def print_summary(result: RunResult, out: Path) -> None:
