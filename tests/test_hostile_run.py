@@ -27,6 +27,7 @@ from picbench.atomic import _HOST, atomic_write
 from picbench.cli import app
 from picbench.errors import MissingWeightsError
 from picbench.methods import METHODS
+from picbench.methods.params import MethodParamError
 from picbench.methods.paste import PasteMethod
 from picbench.records import Sample, Subject
 from picbench.store import STORE_FILE, RunLock
@@ -190,6 +191,20 @@ def test_method_parameters_are_checked_before_any_model_loads(tmp_path: Path, da
     result = _run(bench, data_dir, out, "--method", "positionic", "--param", param)
     assert result.exit_code == 2 and f"method positionic: {names}" in _text(result.output), result.output
     assert time.monotonic() - started < 60 and _generations(out) == {}
+
+
+@pytest.mark.parametrize("name", ["dreamo", "gligen", "instancediffusion", "msdiffusion", "positionic", "uno"])
+def test_every_declared_parameter_refuses_a_bad_value_by_name(name: str) -> None:
+    method = METHODS.get(name)
+    declared = [p for p in method.param_specs if p in method.default_params]
+    assert {"steps"} <= set(declared), f"{name} declares the range of its steps"
+    for param in declared:
+        spec = method.param_specs[param]
+        for bad in (["a", "list"], float("nan") if spec.kind == "float" else True, 10**9 if spec.high is not None else None):
+            if bad is None or spec.problem(bad) is None:
+                continue
+            with pytest.raises(MethodParamError, match=f"method {name}: parameter '{param}'"):
+                method(models="tiny", params={param: bad})
 
 
 @pytest.mark.parametrize("seeds", [str(2**63), "-1", "0," + "9" * 30])
