@@ -38,7 +38,17 @@ def _link(target: Path, folder: Path) -> None:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder holding every method's checkpoints under their hub ids, and the metric models."""
-    from diffusers import FluxPipeline
+    root = tmp_path_factory.mktemp("weights")
+    built = tmp_path_factory.mktemp("built")
+    with pytest.MonkeyPatch.context() as patch:  # the test home of conftest's _isolated_home, never ~/.cache
+        patch.setenv("PICBENCH_HOME", str(tmp_path_factory.getbasetemp() / "picbench_home"))
+        _fill(root, built)
+    return root
+
+
+def _fill(root: Path, built: Path) -> None:
+    from diffusers import FluxPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPVisionModelWithProjection
 
     from picbench.adapters.dreamo import TURBO_FILE, write_tiny_checkpoints
     from picbench.adapters.gligen import build_tiny_gligen
@@ -48,8 +58,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from picbench.tiny.flux import tiny_components
     from picbench.tiny.metric_models import tiny_weights
 
-    root = tmp_path_factory.mktemp("weights")
-    built = tmp_path_factory.mktemp("built")
     build_tiny_gligen(root / "anhnct" / "Gligen_Text_Image", "text-image")
     sd15 = build_tiny_instancediffusion(built / "instancediffusion")
     _link(sd15, root / "stable-diffusion-v1-5" / "stable-diffusion-v1-5")
@@ -58,9 +66,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sdxl = build_tiny_checkpoints(built / "msdiffusion")
     _link(sdxl["sdxl"], root / "stabilityai" / "stable-diffusion-xl-base-1.0")
     _link(sdxl["image_encoder"], root / "laion" / "CLIP-ViT-bigG-14-laion2B-39B-b160k")
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPVisionModelWithProjection
-
     unet = UNet2DConditionModel.from_pretrained(sdxl["sdxl"] / "unet")
     cfg = ResamplerConfig(
         embedding_dim=CLIPVisionModelWithProjection.from_pretrained(sdxl["image_encoder"]).config.hidden_size,
@@ -80,7 +85,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     for role in ("clip", "dino"):
         _link(tiny_weights(role), root / role)
-    return root
 
 
 @pytest.fixture
