@@ -203,9 +203,13 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
     with BmpdsStore(out) as store:
         models = Models(config, device, out)
         smoke = config.models == "tiny"
+        def copy_source(rel: str) -> str:
+            """A source image brought into the build folder at its data-root path (the pair set is its own root)."""
+            copy_into(out, data_root, rel)
+            return rel
+
         ctx = StageContext(out, data_root, models, config.size,
-                           save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke),
-                           copy_source=lambda rel: (copy_into(out, data_root, rel), rel)[1])
+                           save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke), copy_source=copy_source)
         for stage in STAGES:
             mine = units[stage][rank::world]
             done = store.get_units(u.key for u in mine)
@@ -238,15 +242,17 @@ def _run_unit(unit: Unit, stage: str, units: dict[str, list[Unit]], pool: list[S
         if stage == "single":
             sample, extra = run_single(unit, _single_subject(unit, pool, seed), ctx)
         elif stage == "forward":
-            indices, overlap = plan_forward(unit, len(units["single"]))
+            rng = unit.rng()
+            indices, overlap = plan_forward(rng, len(units["single"]))
             sources = store.get_units(units["single"][i].key for i in indices)
             chosen = [sources.get(units["single"][i].key) for i in indices]
             failed = [units["single"][i].name for i, r in zip(indices, chosen) if r is None or r.sample is None]
             if failed:
                 raise UnitFailure(f"single-stage source(s) {', '.join(failed)} gave no pair")
-            sample, extra = run_forward(unit, [(r.sample, r.extra) for r in chosen if r is not None and r.sample is not None], overlap, ctx)
+            sample, extra = run_forward(unit, rng, [(r.sample, r.extra) for r in chosen if r is not None and r.sample is not None], overlap, ctx)
         else:
-            sample, extra = run_backward(unit, plan_backward(unit, pool), ctx)
+            rng = unit.rng()
+            sample, extra = run_backward(unit, rng, plan_backward(rng, pool), ctx)
     except (UnitFailure, ImageError) as exc:
         return UnitRecord(unit.key, stage, unit.name, None, {}, str(exc))
     return UnitRecord(unit.key, stage, unit.name, sample, extra, None)

@@ -32,6 +32,7 @@ from PIL import Image
 
 from picbench.benches.positionic import OVERLAP_SHARE, THREE_SUBJECT_SHARE, depth_order, multi_layout, noun_phrase, random_box
 from picbench.methods.paste import back_to_front
+from picbench.metrics.boxes import normalize_label
 from picbench.records import BoxXYXY, Sample, Subject, canonical_json
 
 SINGLE_AREA = (0.04, 0.5)  # positionic-open's single-subject box areas
@@ -106,7 +107,7 @@ def checked_image(array: np.ndarray, size: int, what: str) -> Image.Image:
 def best_detection(output: Any, class_word: str, what: str) -> tuple[float, float, float, float]:
     if output.failed:
         raise UnitFailure(f"detector failed on the {what}: {'; '.join(output.problems) or 'no answer'}")
-    found = [d for d in output.detections if d.label == class_word.lower() or d.label == class_word]
+    found = [d for d in output.detections if normalize_label(d.label) == normalize_label(class_word)]
     if not found:
         raise UnitFailure(f"detector found no {class_word!r} in the {what}")
     return max(found, key=lambda d: d.score).box
@@ -155,7 +156,8 @@ def run_single(unit: Unit, subject: SubjectSource, ctx: StageContext) -> tuple[S
     folder = f"images/{unit.name}"
     noun = noun_phrase(subject.class_word)
     reference = ctx.copy_source(subject.reference)
-    caption = f"{noun} {rng.choice(subject.contexts)}"
+    context = rng.choice(subject.contexts)
+    caption = f"{noun} {context}"
     render_seed = unit.torch_seed(0)
     rendered = ctx.models.render_subject(reference, subject, render_seed)
     ctx.save_image(rendered, f"{folder}/render.png")
@@ -166,23 +168,21 @@ def run_single(unit: Unit, subject: SubjectSource, ctx: StageContext) -> tuple[S
     fill_seed = unit.torch_seed(1)
     target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
-    meta = provenance(ctx, unit, {"source": {"subject": subject.name, "from": subject.source, "reference": subject.reference},
+    meta = provenance(ctx, unit, {"source": {"subject": subject.name, "from": subject.source, "reference": subject.reference}, "context": context,
                                   "seeds": {"render": render_seed, "outpaint": fill_seed}, "detected_box_px": [round(v, 2) for v in box_px]})
     sample = Sample(unit.name, caption, ctx.size, ctx.size, "single",
                     (Subject(subject.name, subject.class_word, (reference,), (), box, 0),), meta, target=target_rel)
     return sample, {"cutout": cutout_rel}
 
 
-def plan_forward(unit: Unit, n_single: int) -> tuple[list[int], bool]:
-    """Which single-stage units this forward unit combines (distinct), and whether boxes overlap."""
-    rng = unit.rng()
+def plan_forward(rng: random.Random, n_single: int) -> tuple[list[int], bool]:
+    """Which single-stage units a forward unit combines (distinct), and whether boxes overlap;
+    drawn from the unit's rng, which ``run_forward`` then goes on drawing from."""
     k = 3 if rng.random() < THREE_SUBJECT_SHARE else 2
     return rng.sample(range(n_single), min(k, n_single)), rng.random() < OVERLAP_SHARE
 
 
-def run_forward(unit: Unit, sources: Sequence[tuple[Sample, dict[str, Any]]], overlap: bool, ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
-    rng = unit.rng()
-    rng.random(), rng.random()  # the draws of plan_forward, so the layout comes after them
+def run_forward(unit: Unit, rng: random.Random, sources: Sequence[tuple[Sample, dict[str, Any]]], overlap: bool, ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
     folder = f"images/{unit.name}"
     k = len(sources)
     if k < 2:
@@ -191,8 +191,8 @@ def run_forward(unit: Unit, sources: Sequence[tuple[Sample, dict[str, Any]]], ov
     cutouts = [Image.open(ctx.out / extra["cutout"]).convert("RGBA") for _, extra in sources]
     canvas, mask, placed = place(cutouts, boxes, depths, ctx.size)
     subjects = [s.subjects[0] for s, _ in sources]
-    contexts = [c for s, _ in sources for c in [s.prompt[len(noun_phrase(s.subjects[0].class_word)) + 1:]] if c]
-    caption = f"{listed([noun_phrase(s.class_word) for s in subjects])} {rng.choice(contexts) if contexts else ''}".strip()
+    contexts = [str(s.meta["bmpds"]["context"]) for s, _ in sources]
+    caption = f"{listed([noun_phrase(s.class_word) for s in subjects])} {rng.choice(contexts)}"
     fill_seed = unit.torch_seed(1)
     target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
@@ -202,9 +202,9 @@ def run_forward(unit: Unit, sources: Sequence[tuple[Sample, dict[str, Any]]], ov
     return sample, {}
 
 
-def plan_backward(unit: Unit, pool: Sequence[SubjectSource]) -> list[SubjectSource]:
-    """2 or 3 subjects with distinct class words (the detector tells subjects apart by class)."""
-    rng = unit.rng()
+def plan_backward(rng: random.Random, pool: Sequence[SubjectSource]) -> list[SubjectSource]:
+    """2 or 3 subjects with distinct class words (the detector tells subjects apart by class),
+    drawn from the unit's rng, which ``run_backward`` then goes on drawing from."""
     k = 3 if rng.random() < THREE_SUBJECT_SHARE else 2
     by_class: dict[str, SubjectSource] = {}
     for s in rng.sample(list(pool), len(pool)):
@@ -212,9 +212,7 @@ def plan_backward(unit: Unit, pool: Sequence[SubjectSource]) -> list[SubjectSour
     return list(by_class.values())[:k]
 
 
-def run_backward(unit: Unit, chosen: Sequence[SubjectSource], ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
-    rng = unit.rng()
-    rng.random()  # plan_backward's draw
+def run_backward(unit: Unit, rng: random.Random, chosen: Sequence[SubjectSource], ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
     folder = f"images/{unit.name}"
     words = [s.class_word for s in chosen]
     caption = ctx.models.captioner.write([noun_phrase(w) for w in words], words, [c for s in chosen for c in s.contexts], rng)
