@@ -45,39 +45,43 @@ class Problem:
 
 class ProblemSink(ABC):
     """Receives problems stamped with the file, line and sample they belong to; :meth:`at` gives
-    a view of the same sink with more of that context filled in."""
+    a view of the same sink with more of that context filled in. ``n_errors`` counts the errors
+    reported through this sink or view."""
 
     def __init__(self, file: str | Path | None = None, line: int | None = None, sample_id: str | None = None) -> None:
-        self._context = Problem("error", "", "", str(file) if file is not None else None, line, sample_id)
+        self.context = Problem("error", "", "", str(file) if file is not None else None, line, sample_id)
         self.n_errors = 0
 
-    def at(self, *, line: int | None = None, sample_id: str | None = None) -> "ProblemSink":
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__)
-        view._context = replace(
-            self._context,
-            line=line if line is not None else self._context.line,
-            sample_id=sample_id if sample_id is not None else self._context.sample_id,
+    def at(self, *, line: int | None = None, sample_id: str | None = None) -> ProblemSink:
+        context = replace(
+            self.context,
+            line=line if line is not None else self.context.line,
+            sample_id=sample_id if sample_id is not None else self.context.sample_id,
         )
-        view.n_errors = 0
-        view._parent = self
-        return view
+        return _View(self, context)
 
     def error(self, code: str, message: str, field: str | None = None) -> None:
-        self._count()
-        self.emit(replace(self._context, severity="error", code=code, message=message, field=field))
+        self.report(replace(self.context, severity="error", code=code, message=message, field=field))
 
     def warning(self, code: str, message: str, field: str | None = None) -> None:
-        self.emit(replace(self._context, severity="warning", code=code, message=message, field=field))
+        self.report(replace(self.context, severity="warning", code=code, message=message, field=field))
 
-    def _count(self) -> None:
-        sink: ProblemSink | None = self
-        while sink is not None:
-            sink.n_errors += 1
-            sink = sink.__dict__.get("_parent")
+    def report(self, problem: Problem) -> None:
+        self.n_errors += problem.severity == "error"
+        self.emit(problem)
 
     @abstractmethod
     def emit(self, problem: Problem) -> None: ...
+
+
+class _View(ProblemSink):
+    """A sink's view with more context; problems go on to the sink it came from."""
+
+    def __init__(self, parent: ProblemSink, context: Problem) -> None:
+        self.parent, self.context, self.n_errors = parent, context, 0
+
+    def emit(self, problem: Problem) -> None:
+        self.parent.report(problem)
 
 
 class RaiseFirst(ProblemSink):
