@@ -309,3 +309,21 @@ def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path, data_dir: Pa
     with sqlite3.connect(tmp_path / "two" / "store.sqlite") as db:
         assert db.execute("SELECT COUNT(DISTINCT pid) FROM bmpds_units").fetchone()[0] == 2, "each rank built its own share"
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
+def test_missing_weights_fail_before_any_unit_naming_the_model(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from picbench.errors import MissingWeightsError
+
+    text = _config(tmp_path).read_text().replace('models = "tiny"', 'models = "tiny"\n[weights]\nsegmenter = "/nowhere/sam"\n')
+    config = tmp_path / "missing.toml"
+    config.write_text(text)
+    with pytest.raises(MissingWeightsError, match="segmenter model 'facebook/sam-vit-huge'"):
+        build(load_config(config), tmp_path / "b", data_dir)
+    with BmpdsStore(tmp_path / "b") as store:
+        assert store.unit_writes() == {}, "nothing ran"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("PICBENCH_WEIGHTS_DIR", raising=False)
+    from picbench.reference_impl.bmpds.models import model_folder
+
+    with pytest.raises(MissingWeightsError, match="outpainter model 'black-forest-labs/FLUX.1-Fill-dev'.*HF_HUB_OFFLINE"):
+        model_folder("outpainter", "default", {})

@@ -38,7 +38,16 @@ from picbench.pairs.stats import CANDIDATES_FILE
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject, canonical_json
 from picbench.reference_impl.bmpds.config import BmpdsConfig
 from picbench.reference_impl.bmpds.filter import ENGINE_METRICS, VLM_METRIC, Candidate, Verdict, candidate_from_score, decide
-from picbench.reference_impl.bmpds.models import CaptionWriter, Outpainter, Renderer, Segmenter, folder_hash, load_detector, model_folder
+from picbench.reference_impl.bmpds.models import (
+    HUB_IDS,
+    CaptionWriter,
+    Outpainter,
+    Renderer,
+    Segmenter,
+    folder_hash,
+    load_detector,
+    model_folder,
+)
 from picbench.reference_impl.bmpds.stages import (
     STAGES,
     StageContext,
@@ -92,6 +101,14 @@ class Models:
         folder = model_folder(role, self.config.models, self.config.weights)
         self._hashes.setdefault(role, folder_hash(folder))
         return folder
+
+    def check_available(self, stages: list[str]) -> None:
+        """Find every model folder the stages need before any unit runs, so that missing weights
+        fail at once with the model's name, not hours into a build."""
+        for stage in stages:
+            for role in _STAGE_MODELS[stage]:
+                if role in HUB_IDS and (role != "caption_lm" or self.config.models_cfg.caption_lm):
+                    model_folder(role, self.config.models, self.config.weights)
 
     def _get(self, role: str, build: Callable[[], Any]) -> Any:
         if role not in self._built:
@@ -210,6 +227,8 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
 
         ctx = StageContext(out, data_root, models, config.size,
                            save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke), copy_source=copy_source)
+        finished = store.get_units(u.key for stage in STAGES for u in units[stage][rank::world])
+        models.check_available([stage for stage in STAGES if any(u.key not in finished for u in units[stage][rank::world])])
         for stage in STAGES:
             mine = units[stage][rank::world]
             done = store.get_units(u.key for u in mine)
