@@ -59,6 +59,7 @@ from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BoxXYXY, Sample
+from picbench.tiny.publish import publish_folder
 
 SDXL_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 IMAGE_ENCODER_REPO = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
@@ -461,22 +462,24 @@ class MSDiffusionModel:
 # --------------------------------------------------------------------------- tiny components
 
 TINY_RESAMPLER = {"dim": 32, "depth": 1, "dim_head": 16, "heads": 2, "num_queries": 4}
-_TINY_VERSION = "msdiffusion-tiny-2"
+TINY_VERSION = "msdiffusion-tiny-2"  # the tiny folder's name: a new version builds a new folder
 
 
 def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
     """Random-weight SDXL (2-level text-time UNet, 32/64 channels), CLIP text/vision encoders and an
-    ``ms_adapter.bin`` in the released layout, saved where and how the real loaders read them.
-    Built once per folder (a stamp file records the build)."""
+    ``ms_adapter.bin`` in the released layout, saved where and how the real loaders read them,
+    published at ``folder`` on first use."""
+    publish_folder(folder, _write_tiny_checkpoints)
+    return {"sdxl": folder / "sdxl", "image_encoder": folder / "image_encoder", "adapter": folder / ADAPTER_FILE}
+
+
+def _write_tiny_checkpoints(folder: Path) -> None:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from picbench.tiny.tokenizers import CLIP_MAX_LENGTH, CLIP_SPECIAL_TOKENS, byte_clip_vocab, clip_tokenizer
 
     paths = {"sdxl": folder / "sdxl", "image_encoder": folder / "image_encoder", "adapter": folder / ADAPTER_FILE}
-    stamp = folder / "built.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("version") == _TINY_VERSION:
-        return paths
     vocab = byte_clip_vocab()
     text_cfg = CLIPTextConfig(
         vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -508,8 +511,7 @@ def build_tiny_checkpoints(folder: Path) -> dict[str, Path]:
         vision.save_pretrained(paths["image_encoder"])
         cfg = ResamplerConfig(embedding_dim=32, output_dim=64, phrase_dim=32, **TINY_RESAMPLER)
         write_random_adapter(paths["adapter"], GroundingResampler(cfg), unet)
-    stamp.write_text(json.dumps({"version": _TINY_VERSION, "resampler": asdict(cfg)}))
-    return paths
+    (folder / "built.json").write_text(json.dumps({"version": TINY_VERSION, "resampler": asdict(cfg)}))
 
 
 def write_random_adapter(path: Path, resampler: GroundingResampler, unet: Any) -> None:
@@ -548,7 +550,7 @@ class MSDiffusionMethod(Method):
 
     def _load(self) -> MSDiffusionModel:
         if self.smoke:
-            paths = build_tiny_checkpoints(picbench_home() / "tiny" / "msdiffusion")
+            paths = build_tiny_checkpoints(picbench_home() / "tiny" / TINY_VERSION)
             return MSDiffusionModel(str(paths["sdxl"]), str(paths["image_encoder"]), str(paths["adapter"]),
                                     device=self.device, dtype=self.dtype, resampler=TINY_RESAMPLER)
         return MSDiffusionModel(SDXL_REPO, IMAGE_ENCODER_REPO, ADAPTER_REPO, device=self.device, dtype=self.dtype, weights_dir=self.weights_dir)

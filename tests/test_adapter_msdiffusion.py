@@ -13,6 +13,7 @@ import torch
 from picbench.adapters.msdiffusion import (
     SDXL_REPO,
     TINY_RESAMPLER,
+    TINY_VERSION,
     BoxMaskedIPAttnProcessor,
     GroundingResampler,
     MSDiffusionMethod,
@@ -155,7 +156,7 @@ def test_dropped_grounding_uses_the_learned_latents() -> None:
 def tiny_unet(tiny_home: Path, tiny_method: MSDiffusionMethod):
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel.from_pretrained(tiny_home / "tiny" / "msdiffusion" / "sdxl" / "unet")
+    return UNet2DConditionModel.from_pretrained(tiny_home / "tiny" / TINY_VERSION / "sdxl" / "unet")
 
 
 def test_loader_reads_the_released_key_layout(tiny_unet, tmp_path: Path) -> None:
@@ -203,7 +204,7 @@ def test_resampler_shape_is_read_off_the_checkpoint() -> None:
 
 
 def test_tiny_build_is_cached(tiny_home: Path, tiny_method: MSDiffusionMethod) -> None:
-    folder = tiny_home / "tiny" / "msdiffusion"
+    folder = tiny_home / "tiny" / TINY_VERSION
     stamp = (folder / "built.json").stat().st_mtime_ns
     assert build_tiny_checkpoints(folder)["adapter"].is_file()
     assert (folder / "built.json").stat().st_mtime_ns == stamp
