@@ -32,6 +32,7 @@ from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
+from picbench.limits import SEED_LIMIT
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
 from picbench.records import (
@@ -217,6 +218,9 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     shard, dist_state = _resolve_shard(config)
     device = check_device(_rank_device(config.device, dist_state))
     _check_weight_roles(config.weights)
+    bad_seeds = [s for s in config.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT]
+    if bad_seeds or not config.seeds:
+        raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
     bench = load_bench(config.bench, config.data_dir)
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples), given=config.bench)

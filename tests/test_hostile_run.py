@@ -213,6 +213,16 @@ def test_seeds_must_fit_in_63_bits(tmp_path: Path, data_dir: Path, seeds: str) -
     assert result.exit_code == 2 and "outside [0, 2**63)" in _text(result.output)
 
 
+def test_the_runner_checks_seeds_for_api_callers_too(tmp_path: Path, data_dir: Path) -> None:
+    from picbench.errors import PicbenchError
+    from picbench.runner import RunConfig, run
+
+    config = RunConfig("paste", str(write_tiny_bench(tmp_path, data_dir, n=2)), tmp_path / "run", seeds=(0, 2**64), data_dir=data_dir, models="tiny", detector=None)
+    with pytest.raises(PicbenchError, match=r"seeds must be integers in \[0, 2\*\*63\)"):
+        run(config)
+    assert _generations(tmp_path / "run") == {}
+
+
 # -- class 7: signals, locks, killed writers, permissions --------------------------------------
 
 
