@@ -21,13 +21,12 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
-from PIL import Image
-
 from picbench.reference_impl.attention import get_backend
 from picbench.reference_impl.layout import TokenLayout
 from picbench.reference_impl.processors import VAA_KWARG, JointMask
 from picbench.reference_impl.unope import unope_image_ids
 from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+from PIL import Image
 
 PATCH = 16
 """Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""

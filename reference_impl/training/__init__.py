@@ -7,6 +7,11 @@ Shipped configs: `configs/paper.toml` (the paper's recipe), `configs/tiny.toml` 
 and accelerate launch configs under `configs/accelerate/`.
 """
 
-from picbench.reference_impl.training.config import CONFIG_DIR, Config, ConfigError, load_config
+from picbench.reference_impl.training.config import (
+    CONFIG_DIR,
+    Config,
+    ConfigError,
+    load_config,
+)
 
 __all__ = ["CONFIG_DIR", "Config", "ConfigError", "load_config"]

@@ -9,11 +9,12 @@ recipe (`configs/paper.toml` spells them out) and where they come from is said p
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from picbench.errors import PicbenchError
 

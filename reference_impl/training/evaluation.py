@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from picbench.reference_impl.training.config import Config
 
 from picbench.benches import load_bench
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
-from picbench.reference_impl.training.config import Config
 
 
 class Validator:

@@ -20,20 +20,34 @@ import contextlib
 import hashlib
 import json
 import math
+import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-
-from picbench.errors import MissingWeightsError, PicbenchError
-from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO, add_trainable_lora, lora_state_dict, random_uno_lora, to_uno_layout
+from picbench.reference_impl.lora import (
+    UNO_LORA_FILE,
+    UNO_LORA_REPO,
+    add_trainable_lora,
+    lora_state_dict,
+    random_uno_lora,
+    to_uno_layout,
+)
 from picbench.reference_impl.training import checkpoint as ckpt
 from picbench.reference_impl.training.config import Config
 from picbench.reference_impl.training.data import MicroBatchOrder, PairEntry, PairSource
-from picbench.reference_impl.training.objective import EncodedPair, encode_pair, flow_matching_loss, prepare_inputs
+from picbench.reference_impl.training.objective import (
+    EncodedPair,
+    encode_pair,
+    flow_matching_loss,
+    prepare_inputs,
+)
+
+from picbench.errors import MissingWeightsError, PicbenchError
 
 LOG_FILE = "train_log.jsonl"
 ADAPTER = "positionic"
@@ -281,6 +295,7 @@ class Trainer:
         return {
             "step": self.state.global_step, "stage": stage.name, "loss": mean_loss, "lr": lr,
             "grad_norm": float(grad_norm), "seconds": time.perf_counter() - started, "skipped": len(self.state.skipped),
+            "world": acc.num_processes,
         }
 
     def _load(self, entries: list[PairEntry]) -> list[EncodedPair]:
@@ -346,8 +361,6 @@ class Trainer:
         tmp = final.parent / f".{final.name}.tmp"
         if acc.is_main_process:
             if tmp.exists():
-                import shutil
-
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
@@ -387,7 +400,13 @@ class Trainer:
 
     @staticmethod
     def _progress(total: int) -> Any:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         return Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -21,8 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
-
-from picbench.reference_impl.conditioning import Conditioning, build_conditioning, encode_image_tokens
+from picbench.reference_impl.conditioning import (
+    Conditioning,
+    build_conditioning,
+    encode_image_tokens,
+)
 from picbench.reference_impl.schedule import training_times
 from picbench.reference_impl.training.data import LoadedPair
 
