@@ -24,10 +24,12 @@ def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
     return None
 
 
-def missing_weights(method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None) -> MissingWeightsError:
+def missing_weights(method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None,
+                    weights_dir: Path | None = None) -> MissingWeightsError:
     what = f"{checkpoint}/{filename}" if filename else checkpoint
+    looked = f" (not in {weights_dir / checkpoint} nor {weights_dir / checkpoint.rsplit('/', 1)[-1]})" if weights_dir is not None else ""
     return MissingWeightsError(
-        f"method {method}: checkpoint {what!r} is not available locally and the hub could not be reached"
+        f"method {method}: checkpoint {what!r} is not available locally{looked} and the hub could not be reached"
         + (f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else "")
         + f". Download it with `huggingface-cli download {checkpoint}` (with network), or put it under "
         f"--weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter."
@@ -43,7 +45,7 @@ def load_pretrained(method: str, checkpoint: str, weights_dir: Path | None, load
     try:
         return loader(checkpoint)
     except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
-        raise missing_weights(method, checkpoint, exc) from exc
+        raise missing_weights(method, checkpoint, exc, weights_dir=weights_dir) from exc
 
 
 def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path | None) -> Path:
@@ -53,10 +55,10 @@ def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path
         path = local / filename if local.is_dir() else local
         if path.is_file():
             return path
-        raise missing_weights(method, checkpoint, filename=filename)
+        raise missing_weights(method, checkpoint, filename=filename, weights_dir=weights_dir)
     from huggingface_hub import hf_hub_download
 
     try:
         return Path(hf_hub_download(checkpoint, filename))
     except OSError as exc:
-        raise missing_weights(method, checkpoint, exc, filename=filename) from exc
+        raise missing_weights(method, checkpoint, exc, filename=filename, weights_dir=weights_dir) from exc

@@ -121,3 +121,9 @@ def test_without_the_folder_the_error_names_the_layout(offline: None, tmp_path: 
     assert result.exit_code != 0
     text = " ".join(result.output.split())
     assert "anhnct/Gligen_Text_Image" in text and "--weights-dir DIR as DIR/anhnct/Gligen_Text_Image" in text
+    from picbench.errors import MissingWeightsError
+    from picbench.methods import METHODS
+
+    with pytest.raises(MissingWeightsError) as info:
+        METHODS.get("gligen")(weights_dir=tmp_path / "nothing").load()
+    assert f"not in {tmp_path / 'nothing' / 'anhnct' / 'Gligen_Text_Image'} nor {tmp_path / 'nothing' / 'Gligen_Text_Image'}" in str(info.value)
