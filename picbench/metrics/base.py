@@ -121,6 +121,11 @@ class Metric:
                 out[f"{key}.{split}"] = reduce(sc.metrics.get(key) for sc in scores if _split(samples, sc) == split)
         return out
 
+    def bootstrap_statistic(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> Mapping[str, float | None]:
+        """What a bootstrap resample recomputes when this metric's aggregate is not a mean: the
+        aggregate itself, unless a faster equal computation exists (COCO AP)."""
+        return self.aggregate(scores, samples)
+
     def provenance(self) -> dict[str, Any]:
         """What a reader needs to know about how this metric was computed (models, prompts)."""
         return {}

@@ -106,6 +106,11 @@ def run_level_intervals(scores: Sequence[Score], statistic: Callable[[Sequence[S
     return {k: iv for k, v in draws.items() if (iv := percentile_interval(np.array(v))) is not None}
 
 
+def _split_by_subjects(a: Score, b: Score) -> str | None:
+    n = len(a.subjects) or len(b.subjects)
+    return None if n == 0 else "single" if n == 1 else "multi"
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """Run A minus run B on one metric, over the (sample, seed) items both scored."""
@@ -127,7 +132,8 @@ def paired_bootstrap(a: Sequence[Score], b: Sequence[Score], keys: Sequence[str]
                      resamples: int = RESAMPLES, seed: int = SEED) -> list[PairedDifference]:
     """Per key: the difference of means over the items both runs hold a value for, its interval,
     and a two-sided p-value for "no difference" (the share of resampled differences at least as
-    far from the observed one as the observed one is from 0, with the usual +1 correction)."""
+    far from the observed one as the observed one is from 0, with the usual +1 correction). A key
+    with a ``.single`` / ``.multi`` suffix is restricted to that split (told by the subject count)."""
     by_item_b = {(sc.sample_id, sc.seed): sc for sc in b}
     pairs = [(sa, by_item_b[(sa.sample_id, sa.seed)]) for sa in a if (sa.sample_id, sa.seed) in by_item_b]
     if not pairs:
@@ -136,7 +142,9 @@ def paired_bootstrap(a: Sequence[Score], b: Sequence[Score], keys: Sequence[str]
     weights = resample_weights(groups_by_sample(left), len(left), resamples, seed)
     out = []
     for key in keys:
-        va, vb = _values(left, key), _values(right, key)
+        base, _, split = key.partition(".")
+        mask = [_split_by_subjects(sa, sb) == split for sa, sb in pairs] if split else None
+        va, vb = _values(left, base, mask), _values(right, base, mask)
         both = ~np.isnan(va) & ~np.isnan(vb)
         if not both.any():
             continue

@@ -219,6 +219,7 @@ class MetricEngine:
             self.folders["detector"] = self._folder("detector", detector)  # type: ignore[arg-type]
         self._encoders: dict[str, Encoder] | None = None
         self._detector: Detector | None = None
+        self._identity: dict[str, Any] | None = None
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -298,7 +299,13 @@ class MetricEngine:
 
     def identity(self) -> dict[str, Any]:
         """What decides the scores, known without building a model: the metrics (and their
-        classes), the detector and the weights' hashes. Scores are reused only under one identity."""
+        classes), the detector and the weights' hashes (computed once: hashing checkpoints takes
+        seconds). Scores are reused only under one identity."""
+        if self._identity is None:
+            self._identity = self._compute_identity()
+        return self._identity
+
+    def _compute_identity(self) -> dict[str, Any]:
         return {
             "smoke": self.smoke, "models": self.models, "detector": self.detector_name if self.uses_detector else None,
             "metrics": {m.name: f"{type(m).__module__}:{type(m).__qualname__}" for m in self.metrics},
@@ -615,14 +622,21 @@ class MetricEngine:
         """Bootstrap 95% intervals of every aggregate (see :mod:`picbench.metrics.bootstrap`)."""
         from picbench.metrics import bootstrap
 
+        payload = json.dumps([self.identity(), [sc.to_dict() for sc in scores], sorted(samples)], sort_keys=True, default=str)
+        key = hashlib.sha256(payload.encode()).hexdigest()
+        stored = self.cache.get_json("intervals", key) if self.cache is not None else None
+        if stored is not None:  # the same scores: a rerun recomputes nothing
+            return {k: (v[0], v[1]) for k, v in stored.items()}
         out: dict[str, tuple[float, float]] = {}
         for metric in self.metrics:
             try:
                 if type(metric).aggregate is Metric.aggregate:
                     out.update(bootstrap.mean_intervals(scores, samples, metric.outputs()))
                 else:
-                    out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.aggregate(resample, samples)))
+                    out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.bootstrap_statistic(resample, samples)))
             except Exception as exc:
                 log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
+        if self.cache is not None:
+            self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out
 

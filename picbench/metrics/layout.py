@@ -47,17 +47,22 @@ class AveragePrecision(Metric):
     def item(self, features: Features, subjects: Sequence[Mapping[str, float | None]]) -> Mapping[str, float | None]:
         return {}
 
-    def aggregate(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float | None]:
+    def aggregate(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str | None = None) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
         subsets = [("", list(scores))] + [(f".{sp}", [sc for sc in scores if sc.sample_id in samples and samples[sc.sample_id].split == sp])
                                           for sp in splits_present(scores, samples)]
         for suffix, subset in subsets:
-            stats = self._ap([sc for sc in subset if sc.sample_id in samples], samples)
+            stats = self._ap([sc for sc in subset if sc.sample_id in samples], samples, backend or self.backend)
             for key in AP_KEYS:
                 out[f"{key}{suffix}"] = stats.get(key)
         return out
 
-    def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float]:
+    def bootstrap_statistic(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> Mapping[str, float | None]:
+        """Resamples are evaluated by faster-coco-eval, 5x faster than pycocotools on small runs and
+        equal to it (tests/test_metrics_coco.py); the point estimate stays pycocotools'."""
+        return self.aggregate(scores, samples, backend="faster-coco-eval")
+
+    def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str) -> dict[str, float]:
         images = []
         for sc in scores:
             sample = samples[sc.sample_id]
@@ -67,7 +72,7 @@ class AveragePrecision(Metric):
             truths = [GroundTruth(to_pixels(sub.box, w, h), normalize_label(sub.class_word)) for sub in sample.subjects]
             dets = [Detected(to_pixels(d["box_norm"], w, h), normalize_label(d["label"]), float(d["score"])) for d in sc.detections]
             images.append(EvalImage((sc.sample_id, sc.seed), w, h, truths, dets))
-        return average_precision(images, self.backend) if images else {}
+        return average_precision(images, backend) if images else {}  # type: ignore[arg-type]
 
     def provenance(self) -> dict[str, str]:
         return {"backend": self.backend}
