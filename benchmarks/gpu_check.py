@@ -23,7 +23,7 @@ runs from the checkout without being installed::
 
     # with network, once (wheels for the GPU machine's Python, here 3.12):
     pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \\
-        -d benchmarks/gpu_wheels diffusers open_clip_torch ftfy wcwidth pycocotools typer rich
+        -d benchmarks/gpu_wheels diffusers open_clip_torch ftfy wcwidth scipy sentencepiece protobuf typer rich
     # on the GPU machine:
     python benchmarks/gpu_check.py --wheels benchmarks/gpu_wheels
 """
@@ -44,7 +44,8 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WHEELS = Path(__file__).resolve().parent / "gpu_wheels"
 # import name -> distribution the wheels folder provides
-NEEDED = {"diffusers": "diffusers", "open_clip": "open_clip_torch", "ftfy": "ftfy", "typer": "typer", "rich": "rich"}
+NEEDED = {"diffusers": "diffusers", "open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "scipy": "scipy",
+          "sentencepiece": "sentencepiece", "google.protobuf": "protobuf", "typer": "typer", "rich": "rich"}
 PARTS = ("attention", "pipeline", "metrics", "trainer")
 SCHEMA = 1
 
@@ -82,7 +83,13 @@ def cuda_refusal(device: str) -> str | None:
 
 
 def missing_packages() -> list[str]:
-    return [dist for module, dist in NEEDED.items() if importlib.util.find_spec(module) is None]
+    def absent(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is None
+        except ModuleNotFoundError:  # the parent package of a dotted name is missing
+            return True
+
+    return [dist for module, dist in NEEDED.items() if absent(module)]
 
 
 def install_from_wheels(folder: Path, packages: list[str]) -> None:
