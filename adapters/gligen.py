@@ -135,7 +135,7 @@ def pipeline_class(variant: str) -> type:
     name = VARIANTS[variant]["pipeline"]
     cls = getattr(diffusers, name, None)
     if cls is None:
-        raise ImportError(f"gligen: diffusers {diffusers.__version__} no longer ships {name}; install diffusers>=0.32,<=0.42.1")
+        raise ImportError(f"gligen: diffusers {diffusers.__version__} no longer ships {name}; install diffusers>=0.40,<=0.42.1")
     return cls
 
 
