@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -168,3 +169,28 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in target.parent.iterdir()] == ["results.json"]  # no temporary file left
+
+
+def test_run_lock_is_per_part_and_dies_with_its_holder(tmp_path: Path) -> None:
+    """A second holder of one part is refused naming the first; a holder killed with SIGKILL
+    leaves no stale lock (the kernel drops it with the process)."""
+    import signal
+
+    from picbench.store import RunLock, RunLockedError
+
+    with RunLock(tmp_path, "0/2"):
+        with pytest.raises(RunLockedError, match=f"part 0/2.*pid {os.getpid()}"):
+            RunLock(tmp_path, "0/2").acquire()
+        with RunLock(tmp_path, "1/2"):
+            pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from picbench.store import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+        RunLock(tmp_path).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    with RunLock(tmp_path):
+        pass
