@@ -277,6 +277,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
         if differing:
             raise PicbenchError(f"{out}: shard(s) {', '.join(differing)} ran with another configuration than shard 0/{n}; rerun them")
     config = RunConfig.from_record(cfg, out=out, **({"device": device} if device else {}))
+    check_device(config.device)
     bench = load_bench(config.bench, config.data_dir)
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")

@@ -92,6 +92,16 @@ def test_an_absent_device_stops_before_generating_and_stores_nothing(tmp_path: P
         assert bad.exit_code == 2 and says in _text(bad.output)
 
 
+def test_merge_checks_the_device_before_scoring(tmp_path: Path, data_dir: Path) -> None:
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
+    for part in ("0/2", "1/2"):
+        assert _run(bench, data_dir, out, "--method", "paste", "--shard", part).exit_code == 0
+    refused = runner.invoke(app, ["merge", str(out), "--device", ABSENT_CUDA])
+    assert refused.exit_code == 2 and f"--device {ABSENT_CUDA}" in _text(refused.output)
+    assert not (out / "results.json").exists()
+    assert runner.invoke(app, ["merge", str(out), "--device", "cpu"]).exit_code == 0
+
+
 def test_missing_metric_weights_fail_before_the_first_generation(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
