@@ -127,3 +127,16 @@ def test_without_the_folder_the_error_names_the_layout(offline: None, tmp_path: 
     with pytest.raises(MissingWeightsError) as info:
         METHODS.get("gligen")(weights_dir=tmp_path / "nothing").load()
     assert f"not in {tmp_path / 'nothing' / 'anhnct' / 'Gligen_Text_Image'} nor {tmp_path / 'nothing' / 'Gligen_Text_Image'}" in str(info.value)
+
+
+def test_picbench_weights_dir_serves_method_checkpoints_too(offline: None, weights: Path, tmp_path: Path, data_dir: Path) -> None:
+    """No --weights-dir: $PICBENCH_WEIGHTS_DIR (set by `offline`) is where the method looks."""
+    from picbench.methods import METHODS
+
+    assert METHODS.get("gligen")().weights_dir == weights
+    assert METHODS.get("gligen")(weights_dir=tmp_path).weights_dir == tmp_path  # the argument wins
+    bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[:1])
+    result = CliRunner().invoke(app, ["run", "--method", "gligen", "--bench", str(bench), "--data-dir", str(data_dir), "--detector", "none",
+                                      "--out", str(tmp_path / "run"), "--param", "steps=2", "--param", "resolution=32"])
+    assert result.exit_code == 0, result.output
+    assert load_result(tmp_path / "run").counts["generation_failures"] == 0
