@@ -67,10 +67,18 @@ def bmpds(
     totals = {stage: len(units) for stage, units in plan(config).items()}
     bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     tasks = {stage: bars.add_task(stage, total=n) for stage, n in totals.items()}
+    from picbench.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
+    from picbench.interrupts import Terminated, sigterm_as_interrupt
+
     try:
-        with bars:
+        with sigterm_as_interrupt(), bars:
             outcome = build(config, out, root, on_unit=lambda stage, done, total: bars.update(tasks[stage], completed=done, total=total))
-    except PicbenchError as exc:
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        console.print(f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished unit and score is saved in "
+                      f"{escape(str(out))}/store.sqlite; run the same command again to resume")
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
+    except (PicbenchError, ValueError) as exc:  # ValueError: the subject method's parameter check
         fail(exc)
     ran = ", ".join(f"{stage} {outcome.ran[stage]} ({outcome.reused[stage]} reused)" for stage in totals)
     console.print(f"part {outcome.part}: ran {ran}")

@@ -18,6 +18,7 @@ single stage's cut-outs) and rank 0 filters and writes.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -26,6 +27,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from PIL import Image
 
 from picbench.atomic import atomic_write
@@ -109,6 +111,15 @@ class Models:
             for role in _STAGE_MODELS[stage]:
                 if role in HUB_IDS and (role != "caption_lm" or self.config.models_cfg.caption_lm):
                     model_folder(role, self.config.models, self.config.weights)
+
+    def release(self, keep: set[str]) -> None:
+        """Drop every built model whose role is not in ``keep`` (the later stages' and the
+        filter's models would not fit one GPU beside the earlier stages')."""
+        for role in [r for r in self._built if r not in keep]:
+            del self._built[role]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _get(self, role: str, build: Callable[[], Any]) -> Any:
         if role not in self._built:
@@ -220,6 +231,7 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
     with BmpdsStore(out) as store:
         models = Models(config, device, out)
         smoke = config.models == "tiny"
+
         def copy_source(rel: str) -> str:
             """A source image brought into the build folder at its data-root path (the pair set is its own root)."""
             copy_into(out, data_root, rel)
@@ -242,6 +254,8 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
                 outcome.ran[stage] += 1
                 if on_unit is not None:
                     on_unit(stage, len(done) + outcome.ran[stage], len(mine))
+            later = STAGES[STAGES.index(stage) + 1:]
+            models.release({role for s in later if units[s] for role in _STAGE_MODELS[s]})
             if state is not None:
                 state.wait_for_everyone()
         scorer = _score(store, units, config, device, rank, world, out)

@@ -36,6 +36,11 @@ HUB_IDS = {
 _TINY_ROLE = {"segmenter": "sam", "outpainter": "flux_fill", "renderer": "flux", "caption_lm": "caption_lm"}
 
 
+def dtype_for(device: str) -> torch.dtype:
+    """bf16 on CUDA (a 12B FLUX is 24 GB there, 48 GB in fp32), fp32 on the CPU."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
 def model_folder(role: str, models: str, weights: Mapping[str, str | Path]) -> Path:
     """The local folder of a role's model (see the module docstring for the lookup order)."""
     if role in weights or models != "tiny":
@@ -83,7 +88,7 @@ class Outpainter:
     def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 28, guidance: float = 30.0, max_sequence_length: int = 512) -> None:
         from diffusers import FluxFillPipeline
 
-        self.pipe = FluxFillPipeline.from_pretrained(folder).to(device)
+        self.pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype_for(device)).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps, self.guidance, self.max_sequence_length = steps, guidance, max_sequence_length
 
@@ -100,7 +105,7 @@ class Renderer:
     def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 28, guidance: float = 3.5, max_sequence_length: int = 512) -> None:
         from diffusers import FluxPipeline
 
-        self.pipe = FluxPipeline.from_pretrained(folder).to(device)
+        self.pipe = FluxPipeline.from_pretrained(folder, dtype=dtype_for(device)).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.steps, self.guidance, self.max_sequence_length = steps, guidance, max_sequence_length
 
@@ -136,7 +141,7 @@ class CaptionWriter:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
-            self.model = AutoModelForCausalLM.from_pretrained(folder).eval().to(device)
+            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype_for(device)).eval().to(device)
         self.device, self.max_new_tokens = device, max_new_tokens
 
     def write(self, nouns: Sequence[str], class_words: Sequence[str], contexts: Sequence[str], rng: random.Random) -> Caption:
