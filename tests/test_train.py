@@ -162,6 +162,32 @@ def test_unwritable_output_is_refused_before_training(tmp_path: Path, pairs: Pat
         Trainer(config, progress=False)
 
 
+def test_released_layout_in_weights_dir_is_found_offline(tmp_path: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.weights_dir = DIR with DIR/FLUX.1-dev (a diffusers folder) and DIR/UNO/dit_lora.safetensors."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from picbench.errors import MissingWeightsError
+    from picbench.reference_impl.lora import random_uno_lora
+    from picbench.reference_impl.pipeline import PositionICPipeline
+    from picbench.tiny.flux import tiny_components
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    weights = tmp_path / "weights"
+    pipe = PositionICPipeline(**tiny_components(seed=0))
+    pipe.save_pretrained(weights / "FLUX.1-dev")
+    uno = random_uno_lora(pipe.transformer, rank=4, seed=3)
+    (weights / "UNO").mkdir()
+    save_file(uno, str(weights / "UNO" / "dit_lora.safetensors"))
+    model = {"base": "black-forest-labs/FLUX.1-dev", "weights_dir": str(weights)}
+    trainer = Trainer(load_config(tiny_config(tmp_path, pairs, model=model, checkpoint={"out": str(tmp_path / "a")})), progress=False)
+    to_q = trainer.pipe.transformer.transformer_blocks[0].attn.to_q
+    assert torch.equal(to_q.lora_A["positionic"].weight, uno["double_blocks.0.processor.qkv_lora1.down.weight"])
+    (weights / "UNO" / "dit_lora.safetensors").unlink()
+    with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
+        Trainer(load_config(tiny_config(tmp_path, pairs, model=model, checkpoint={"out": str(tmp_path / "b")})), progress=False)
+
+
 def test_existing_checkpoints_need_resume(tmp_path: Path, pairs: Path) -> None:
     config = load_config(tiny_config(tmp_path, pairs))
     Trainer(config, progress=False).run()

@@ -191,7 +191,7 @@ class PositionICMethod(Method):
             from picbench.tiny.flux import tiny_components
 
             return cls(**tiny_components()).to(self.device)
-        return cls.from_pretrained(self._local(str(self.params["base"])), torch_dtype=self.dtype).to(self.device)
+        return cls.from_pretrained(self._local(str(self.params["base"])), dtype=self.dtype).to(self.device)
 
     def _local(self, ref: str) -> str:
         """`ref` as given, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>)."""

@@ -155,7 +155,7 @@ class Trainer:
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed))
         else:
             local = self._local(base)
-            pipe = PositionICPipeline.from_pretrained(local or base, torch_dtype=dtype)
+            pipe = PositionICPipeline.from_pretrained(local or base, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.accelerator.device)
         for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
