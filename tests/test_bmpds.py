@@ -327,3 +327,26 @@ def test_missing_weights_fail_before_any_unit_naming_the_model(tmp_path: Path, d
 
     with pytest.raises(MissingWeightsError, match="outpainter model 'black-forest-labs/FLUX.1-Fill-dev'.*HF_HUB_OFFLINE"):
         model_folder("outpainter", "default", {})
+
+
+def test_a_subject_the_segmenter_cannot_find_is_recorded_and_the_build_goes_on(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from picbench.pairs.stats import pair_stats
+    from picbench.reference_impl.bmpds import models
+
+    calls = []
+
+    def first_finds_nothing(self, image, box):  # type: ignore[no-untyped-def]
+        calls.append(box)
+        return np.zeros((image.height, image.width), bool) if len(calls) == 1 else np.ones((image.height, image.width), bool)
+
+    monkeypatch.setattr(models.Segmenter, "segment", first_finds_nothing)
+    config = _config(tmp_path, sources='["dreambench"]', single=2, forward=1, backward=0)
+    outcome = build(load_config(config), tmp_path / "b", data_dir)
+    failed = {k: v for k, v in outcome.verdicts.items() if v.status == "failed"}
+    assert outcome.failed == {"single": 1, "forward": 1, "backward": 0} and len(failed) == 2
+    reasons = sorted(v.reason for v in failed.values())
+    assert reasons[0].startswith("segmenter found no subject in the box") and "single-00000 gave no pair" in reasons[1]
+    assert len(read_pairs(tmp_path / "b")) == 1  # the other single pair is built, scored and kept
+    stats = pair_stats(tmp_path / "b")
+    assert stats.levels == {"generation": 2} and stats.stages["single"] == {"failed": 1, "kept": 1}
+    assert sum(stats.reasons.values()) == 2
