@@ -68,8 +68,11 @@ def _generations(out: Path) -> dict[str, str | None]:
     """sample id -> failure of every stored generation (empty when no store exists)."""
     if not (out / STORE_FILE).exists():
         return {}
-    with sqlite3.connect(f"file:{out / STORE_FILE}?mode=ro", uri=True) as db:
-        return dict(db.execute("SELECT sample_id, failure FROM generations").fetchall())
+    try:
+        with sqlite3.connect(f"file:{out / STORE_FILE}?mode=ro", uri=True, timeout=30) as db:
+            return dict(db.execute("SELECT sample_id, failure FROM generations").fetchall())
+    except sqlite3.OperationalError:  # the store is being created
+        return {}
 
 
 def _run(bench: Path, data_dir: Path, out: Path, *args: str, models: str = "tiny"):
