@@ -102,3 +102,17 @@ def test_every_package_folder_is_listed_in_pyproject() -> None:
             if not any(other != name and dotted.startswith(other) and folder_of[other] == init.parent for other in folder_of):
                 found.add(dotted)
     assert found == set(setup["packages"])
+
+
+def test_dependencies_have_floors_and_no_upper_caps() -> None:
+    """An upper cap would make pip downgrade a user's newer torch; a floor is the oldest release
+    with the APIs the code uses (pyproject states why on each line)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra if not r.startswith("picbench"))]
+    for requirement in requirements:
+        assert ">=" in requirement and not re.search(r"<|==|~=", requirement), requirement
+    floors = {re.split(r"[>=<]", r)[0].lower(): r.split(">=")[1] for r in requirements}
+    assert floors["torch"] == "2.6" and floors["diffusers"] == "0.40" and floors["transformers"] == "4.56"
