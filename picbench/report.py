@@ -542,3 +542,76 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# -- a training run -------------------------------------------------------------------------------
+
+TRAIN_LOG = "train_log.jsonl"
+"""What `picbench train` writes per step (picbench.reference_impl.training.loop.LOG_FILE)."""
+TRAIN_CURVES = ("loss", "lr", "grad_norm")
+
+
+def is_training_folder(path: str | Path) -> bool:
+    return (Path(path) / TRAIN_LOG).is_file()
+
+
+def read_training_log(folder: str | Path) -> list[dict[str, Any]]:
+    """The step records of a training folder; a malformed line is an error naming file and line."""
+    log = Path(folder) / TRAIN_LOG
+    records = []
+    for number, line in enumerate(log.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PicbenchError(f"{log}:{number}: not a JSON object: {exc}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise PicbenchError(f"{log}:{number}: field 'step' is missing or not an integer")
+        records.append(record)
+    if not records:
+        raise PicbenchError(f"{log}: no training steps logged yet")
+    return records
+
+
+def build_training_report(folder: str | Path) -> str:
+    """One page of training curves: loss, learning rate and gradient norm per step, and the
+    benchmark's scores of the validation subset (CLIP-I, DINO, IoU/mIoU, ...) at each evaluation."""
+    folder = Path(folder)
+    records = read_training_log(folder)
+    curves = {name: [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float))] for name in TRAIN_CURVES}
+    scores: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        for key, value in (r.get("eval") or {}).items():
+            if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
+                scores.setdefault(key, []).append((r["step"], float(value)))
+    body = [f"<h1>training: {_e(folder.name)}</h1>", _key_value_table({
+        "steps logged": str(len(records)), "last step": str(records[-1]["step"]),
+        "stages": ", ".join(dict.fromkeys(str(r.get("stage", "")) for r in records)),
+        "skipped pairs": str(records[-1].get("skipped", 0)),
+    })]
+    body.append(f'<h2>optimisation</h2><img alt="training curves" src="data:image/png;base64,{_curves_png(curves)}">')
+    if scores:
+        body.append(f'<h2>validation scores (the benchmark, during training)</h2><img alt="validation scores" src="data:image/png;base64,{_curves_png(scores)}">')
+    else:
+        body.append("<p>no evaluation logged (set <code>eval.every</code> in the config)</p>")
+    return _page(f"training {folder.name}", "\n".join(body))
+
+
+def _curves_png(series: Mapping[str, Sequence[tuple[int, float]]]) -> str:
+    """One line panel per series, step on x; base64 PNG."""
+    from matplotlib.figure import Figure
+
+    names = [n for n, points in series.items() if points]
+    fig = Figure(figsize=(3.2 * max(1, len(names)), 2.6), dpi=96)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.86, bottom=0.18, wspace=0.35)
+    axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        steps, values = zip(*series[name])
+        ax.plot(steps, values, color="#4c72b0", marker="o" if len(steps) < 20 else None, markersize=3)
+        ax.set_title(plain_label(name))
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -355,6 +355,10 @@ def test_validation_scores_the_bench_during_training(tmp_path: Path, pairs: Path
     assert [r["step"] for r in scored] == [6, 12]
     assert {"clip_i", "dino", "n_items"} <= set(scored[0]["eval"]) and scored[0]["eval"]["n_items"] == 2
     assert len(list((tmp_path / "run" / "eval" / "step-0000006").glob("*.png"))) == 2
+    page = runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(tmp_path / "curves.html")])
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "curves.html").read_text()
+    assert "validation scores" in html and html.count("data:image/png;base64,") == 2 and "<th>last step</th><td>12</td>" in html
 
 
 @pytest.mark.slow

@@ -23,11 +23,14 @@ def report(
     max_images: Annotated[int, typer.Option("--max-images", min=0, help="how many generations (rows when comparing) the page shows")] = DEFAULT_MAX_IMAGES,
 ) -> None:
     """Write one HTML page: aggregate table, per-subject plots, images beside their references with
-    target and detected boxes; with several runs, a row per sample and a column per method."""
-    from picbench.report import build_comparison, write_page, write_report
+    target and detected boxes; with several runs, a row per sample and a column per method; for a
+    `picbench train` output folder, its training curves and validation scores."""
+    from picbench.report import build_comparison, build_training_report, is_training_folder, write_page, write_report
 
     try:
-        if len(results) == 1:
+        if len(results) == 1 and is_training_folder(results[0]):
+            path = write_page(build_training_report(results[0]), out)
+        elif len(results) == 1:
             path = write_report(results[0], out, data_dir=data_dir, bench=bench, max_images=max_images)
         else:
             path = write_page(build_comparison(results, data_dir=data_dir, bench=bench, max_samples=max_images), out)
