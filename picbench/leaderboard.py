@@ -124,13 +124,13 @@ def load_results(paths: Iterable[str | Path]) -> list[tuple[RunResult, Path]]:
     return loaded
 
 
-def load_rows(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+def load_rows(paths: Iterable[str | Path], *, allow_nonfinite: bool = False) -> list[dict[str, Any]]:
     """Leaderboard rows from results JSONs, run folders and leaderboard CSVs (``*.csv``), so an
     existing leaderboard can be extended with new runs."""
     rows: list[dict[str, Any]] = []
     for path in paths:
         if str(path).endswith(".csv"):
-            rows.extend(read_leaderboard(path).to_dict("records"))
+            rows.extend(read_leaderboard(path, allow_nonfinite=allow_nonfinite).to_dict("records"))
         else:
             rows.extend(result_row(result, origin) for result, origin in load_results([path]))
     return rows
@@ -175,8 +175,10 @@ def write_leaderboard(table: pd.DataFrame, out: str | Path) -> Path:
     return out
 
 
-def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """A leaderboard CSV, checked: the key columns exist, ``source`` is known, metrics are numbers."""
+def read_leaderboard(path: str | Path, *, allow_nonfinite: bool = False) -> pd.DataFrame:
+    """A leaderboard CSV, checked: the key columns exist, ``source`` is known, metrics are finite
+    numbers (``inf`` is refused naming file, line and field; with ``allow_nonfinite`` it is read
+    as an absent value)."""
     import pandas as pd
 
     path = Path(path)
@@ -201,7 +203,9 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
             line = int(bad.to_numpy().nonzero()[0][0]) + 2
             raise PicbenchError(f"{path}:{line}: field {column!r} is {frame[column][bad].iloc[0]!r}, not a number")
         nonfinite = numeric.notna() & ~numeric.apply(lambda v: math.isfinite(v) if v == v else True)
-        if nonfinite.any():
+        if nonfinite.any() and allow_nonfinite:
+            numeric = numeric.mask(nonfinite)
+        elif nonfinite.any():
             line = int(nonfinite.to_numpy().nonzero()[0][0]) + 2
             raise ResultFormatError(f"{numeric[nonfinite].iloc[0]!r} is not a finite number (refused as in results JSON)", file=path, line=line, field=column)
         frame[column] = numeric

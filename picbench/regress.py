@@ -105,9 +105,10 @@ def tolerance_for(metric: str, default: float, per_metric: Mapping[str, float]) 
     return per_metric.get(metric.split(".", 1)[0], default)
 
 
-def load_table(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Results files, run folders or leaderboard CSVs as one leaderboard table."""
-    return build_leaderboard(load_rows(paths))
+def load_table(paths: Sequence[str | Path], *, allow_nonfinite: bool = False) -> pd.DataFrame:
+    """Results files, run folders or leaderboard CSVs as one leaderboard table (``allow_nonfinite``:
+    a CSV's ``inf`` cells are read as absent values instead of refusing the file)."""
+    return build_leaderboard(load_rows(paths, allow_nonfinite=allow_nonfinite))
 
 
 def compare(

@@ -108,6 +108,10 @@ def test_non_finite_csv_values_are_refused_naming_line_and_field(tmp_path: Path,
     run = save_result(_result("uno"), tmp_path / "run")
     result = runner.invoke(app, ["regress", str(run), "--baseline", str(csv)], env=WIDE)
     assert result.exit_code == 2 and "board.csv:3" in _text(result.output)
+    as_baseline = runner.invoke(app, ["regress", str(run), "--baseline", str(csv), "--allow-nonfinite"], env=WIDE)
+    assert as_baseline.exit_code == 0 and "1 metric(s)" in _text(as_baseline.output), "inf read as absent: only dino compared"
+    as_run = runner.invoke(app, ["regress", str(csv), "--baseline", str(run), "--allow-nonfinite"], env=WIDE)
+    assert as_run.exit_code == 1 and "no value for baseline metric(s) clip_i" in _text(as_run.output), "absent in the run: fails closed"
 
 
 # -- class 6: the CI gate fails closed -----------------------------------------------------------

@@ -3,7 +3,8 @@
 Exit codes (the table of :mod:`picbench.cli.errors`): 0 no metric fell by more than its tolerance;
 1 at least one did (a table says which), or the check fails closed (a smoke run against real
 numbers without ``--allow-smoke``, baseline metrics the run lacks without ``--allow-missing``);
-2 the input is unusable (unreadable files, non-finite values, bad tolerances, nothing comparable).
+2 the input is unusable (unreadable files, non-finite values without ``--allow-nonfinite``, bad
+tolerances, nothing comparable).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def regress(
     show_all: Annotated[bool, typer.Option("--show-all", help="list every compared metric, not only those that fell")] = False,
     allow_smoke: Annotated[bool, typer.Option("--allow-smoke", help="compare a smoke run with real numbers (or the reverse) instead of failing")] = False,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="pass when the run lacks metrics the baseline has, checking only the shared ones")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option("--allow-nonfinite", help="read inf cells of a CSV as absent values instead of refusing the file")] = False,
     significance: Annotated[Optional[float], typer.Option("--significance", help="a change beyond its tolerance counts only if a paired bootstrap gives p < ALPHA (both sides run folders)")] = None,  # noqa: UP007
 ) -> None:
     """Compare every metric the run and the baseline share; exit 1 if any fell by more than its
@@ -37,7 +39,8 @@ def regress(
     baseline metrics the run lacks) unless allowed."""
     try:
         report = compare(
-            load_table(results), load_table(baseline), tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []),
+            load_table(results, allow_nonfinite=allow_nonfinite), load_table(baseline, allow_nonfinite=allow_nonfinite),
+            tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []),
             allow_smoke=allow_smoke, allow_missing=allow_missing, significance=significance,
         )
     except PicbenchError as exc:
