@@ -274,6 +274,17 @@ def test_files_follow_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == mode
 
 
+def test_published_model_folders_follow_the_umask(tmp_path: Path) -> None:
+    from picbench.tiny.publish import publish_folder
+
+    old = os.umask(0o022)
+    try:
+        folder = publish_folder(tmp_path / "tiny" / "clip", lambda staging: (staging / "model.bin").write_bytes(b"w"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+
+
 @pytest.mark.slow
 def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
     from test_runner import stable_results

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from picbench.atomic import current_umask
+
 
 def publish_folder(folder: str | Path, build: Callable[[Path], object]) -> Path:
     """``folder`` if it exists; else ``build`` fills a staging folder beside it, which is then
@@ -18,6 +20,7 @@ def publish_folder(folder: str | Path, build: Callable[[Path], object]) -> Path:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; a shared cache must stay readable
     try:
         build(staging)
         os.replace(staging, folder)
