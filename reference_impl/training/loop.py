@@ -364,6 +364,10 @@ class Trainer:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
+        from accelerate.utils import gather_object
+
+        for skipped in gather_object([self.state.skipped]):  # each rank met its own pairs
+            self.state.skipped.update(skipped)
         lora = self._lora()
         ema = self._lora(ema=True) if self.ema is not None else None
         engine = acc.distributed_type.value in ("FSDP", "DEEPSPEED")
