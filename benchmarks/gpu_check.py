@@ -14,7 +14,8 @@
     projections, AdamW) of a FLUX-width transformer of reduced depth: time and peak memory;
     "not available" when the trainer's objective cannot be imported.
 
-Each part that fails records its error and the others still run. Exit 0 when every part ran, 1
+Each part that fails records its error and the others still run; a part not started within
+``--budget-s`` (450 s) is skipped and says so. Exit 0 when every part ran, 1
 when one failed, 2 without CUDA (with a one-line reason) or for bad arguments.
 
 The GPU machine may be offline and bare (another Python, an older torch, no diffusers, open_clip
@@ -23,7 +24,7 @@ runs from the checkout without being installed::
 
     # with network, once (wheels for the GPU machine's Python, here 3.12):
     pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \\
-        -d benchmarks/gpu_wheels diffusers open_clip_torch ftfy wcwidth scipy sentencepiece protobuf typer rich
+        -d benchmarks/gpu_wheels diffusers open_clip_torch ftfy wcwidth scipy sentencepiece protobuf
     # on the GPU machine:
     python benchmarks/gpu_check.py --wheels benchmarks/gpu_wheels
 """
@@ -45,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WHEELS = Path(__file__).resolve().parent / "gpu_wheels"
 # import name -> distribution the wheels folder provides
 NEEDED = {"diffusers": "diffusers", "open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "scipy": "scipy",
-          "sentencepiece": "sentencepiece", "google.protobuf": "protobuf", "typer": "typer", "rich": "rich"}
+          "sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
 PARTS = ("attention", "pipeline", "metrics", "trainer")
 SCHEMA = 1
 
@@ -57,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric-images", type=int, default=256, help="images scored by the metric engine")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     parser.add_argument("--device", default="cuda", help="a CUDA device (cuda, cuda:1 ...)")
+    parser.add_argument("--budget-s", type=float, default=450.0, help="parts not started within this many seconds are skipped (reported)")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -354,6 +356,21 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
             "trainable_params": sum(p.numel() for p in params)}
 
 
+def run_parts(calls: dict[str, Callable[[], dict[str, Any]]], names: list[str], budget_s: float, *, after_each: Callable[[], Any] = lambda: None) -> dict[str, Any]:
+    """Each named part in turn, guarded; once ``budget_s`` is spent the rest are skipped, saying so."""
+    start = time.perf_counter()
+    parts: dict[str, Any] = {}
+    for name in names:
+        part_start = time.perf_counter()
+        if part_start - start > budget_s:
+            parts[name] = {"error": f"skipped: {part_start - start:.0f} s of the {budget_s:.0f} s budget spent"}
+            continue
+        parts[name] = guarded(calls[name])
+        print(f"{name}: {'error: ' + parts[name]['error'] if 'error' in parts[name] else 'done'} in {time.perf_counter() - part_start:.1f} s")
+        after_each()
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     reason = cuda_refusal(args.device)
@@ -370,12 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     run = {"attention": lambda: check_attention(device, args.reps), "pipeline": lambda: check_pipeline(device),
            "metrics": lambda: check_metrics(device, args.metric_images), "trainer": lambda: check_trainer(device)}
-    parts = {}
-    for name in args.parts:
-        part_start = time.perf_counter()
-        parts[name] = guarded(run[name])
-        print(f"{name}: {'error: ' + parts[name]['error'] if 'error' in parts[name] else 'done'} in {time.perf_counter() - part_start:.1f} s")
-        torch.cuda.empty_cache()
+    parts = run_parts(run, args.parts, args.budget_s, after_each=torch.cuda.empty_cache)
     line = result_line(info, parts, time.perf_counter() - start)
     print(line)
     return 0 if json.loads(line)["ok"] else 1

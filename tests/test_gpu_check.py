@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_arguments_and_their_refusals(capsys: pytest.CaptureFixture[str]) -> Non
     args = gpu_check.parse_args([])
     assert args.parts == list(gpu_check.PARTS) and args.device == "cuda" and args.wheels == SCRIPT.parent / "gpu_wheels"
     assert gpu_check.parse_args(["--parts", "metrics, attention"]).parts == ["metrics", "attention"]
+    assert args.budget_s == 450.0
     for bad in (["--parts", "attention,speed"], ["--parts", ""], ["--reps", "0"]):
         with pytest.raises(SystemExit) as info:
             gpu_check.parse_args(bad)
@@ -76,3 +78,15 @@ def test_picbench_runs_from_the_checkout_uninstalled(tmp_path: Path) -> None:
     attention, checkpoints = done.stdout.split()
     assert Path(attention) == REPO / "reference_impl" / "attention.py"
     assert Path(checkpoints) == REPO / "adapters" / "checkpoints.py"
+
+
+def test_parts_run_in_turn_until_the_budget_is_spent() -> None:
+    def slow() -> dict:
+        time.sleep(0.05)
+        return {"figure": 1}
+
+    calls = {"attention": slow, "pipeline": lambda: 1 / 0, "metrics": slow, "trainer": slow}
+    parts = gpu_check.run_parts(calls, ["attention", "pipeline", "metrics"], budget_s=10.0)
+    assert parts == {"attention": {"figure": 1}, "pipeline": {"error": "ZeroDivisionError: division by zero"}, "metrics": {"figure": 1}}
+    late = gpu_check.run_parts(calls, ["attention", "trainer"], budget_s=0.01)
+    assert late["attention"] == {"figure": 1} and late["trainer"]["error"].startswith("skipped: 0 s of the 0 s budget")
