@@ -281,7 +281,8 @@ def read_released_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     released container (as :class:`OmegaConfNode`): any other pickled class or function is
     refused, never imported or called."""
     # each stand-in carries its OmegaConf class path, the name torch's allow-list matches
-    stand_ins = [type(path.rsplit(".", 1)[1], (OmegaConfNode,), {"__module__": path.rsplit(".", 1)[0], "__qualname__": path.rsplit(".", 1)[1]}) for path in OMEGACONF_CLASSES]
+    stand_ins = [type(name.rsplit(".", 1)[1], (OmegaConfNode,), {"__module__": name.rsplit(".", 1)[0], "__qualname__": name.rsplit(".", 1)[1]})
+                 for name in OMEGACONF_CLASSES]
     try:
         with torch.serialization.safe_globals([*stand_ins, *_METADATA_GLOBALS]):
             saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
