@@ -56,7 +56,19 @@ class UnreleasedPaste(PasteMethod):
         raise MissingWeightsError("method unreleased: checkpoint 'acme/unreleased-v2' is not available locally and the hub could not be reached")
 
 
+class BatchOOMPaste(PasteMethod):
+    """Paste that runs out of accelerator memory on any batch of more than one sample."""
+
+    name = "batchoom"
+
+    def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        if len(samples) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return super().generate(samples, seed, data_root)
+
+
 METHODS.register("diskfull", "test_hostile_run:DiskFullPaste")
+METHODS.register("batchoom", "test_hostile_run:BatchOOMPaste")
 METHODS.register("unreleased", "test_hostile_run:UnreleasedPaste")
 
 
@@ -118,6 +130,13 @@ def test_missing_metric_weights_fail_before_the_first_generation(tmp_path: Path,
     assert _generations(out) == {}, "nothing generated before the weights were found missing"
     unknown = _run(bench, data_dir, tmp_path / "r2", "--method", "paste", "--weights", f"clipp={tmp_path}")
     assert unknown.exit_code == 2 and "unknown role(s) ['clipp']" in _text(unknown.output)
+
+
+def test_out_of_memory_on_a_batch_retries_its_samples_one_by_one(tmp_path: Path, data_dir: Path) -> None:
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=4), tmp_path / "run"
+    result = _run(bench, data_dir, out, "--method", "batchoom", "--batch-size", "2")
+    assert result.exit_code == 0 and "generated 4 (0 reused), 0 generation failure(s)" in _text(result.output), result.output
+    assert set(_generations(out).values()) == {None}
 
 
 def test_a_missing_method_checkpoint_fails_before_the_first_generation(tmp_path: Path, data_dir: Path) -> None:
