@@ -9,6 +9,7 @@ recipe (`configs/paper.toml` spells them out) and where they come from is said p
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,7 @@ class Config:
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
-        return p if p.is_absolute() or self.source is None else self.source.parent / p
+        return p if p.is_absolute() or self.source is None else Path(os.path.normpath(self.source.parent / p))
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per process per optimizer step."""
