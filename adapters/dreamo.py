@@ -36,8 +36,8 @@ the first step), no true CFG, 1024x1024, references resized to an area of 512^2 
 floored to multiples of 16, scaled to [-1, 1], task "ip", seed via
 ``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. A deliberate difference: the authors'
 generator (``dreamo_generator.py``) removes each "ip" reference's background with BEN2
-(``PramaLLC/BEN2``, its own model code in ``tools/BEN2.py``) before encoding; picbench encodes the
-whole reference. Expected effect: reference backgrounds can leak into the image, which tends to
+(``PramaLLC/BEN2``, its own model code in ``tools/BEN2.py``, whose ``inference`` composites the cut-out
+on white) before encoding; picbench encodes the whole reference. Expected effect: reference backgrounds can leak into the image, which tends to
 raise CLIP-I and DINO (measured against the unmasked eval images) and lower CLIP-T compared with
 the authors' pipeline; the README's methods table says so.
 """
