@@ -40,6 +40,7 @@ forward = {forward}
 backward = {backward}
 [models_cfg]
 steps = 2
+fill_steps = 2
 detector_threshold = 0.0
 caption_lm = true
 subject_params = {{steps = 2}}
@@ -121,6 +122,20 @@ def test_config_errors_name_file_and_key(tmp_path: Path, text: str, field: str) 
     with pytest.raises(BenchFormatError) as err:
         load_config(path)
     assert err.value.field == field and str(path) in str(err.value)
+
+
+def test_model_defaults_are_the_diffusers_pipelines_defaults() -> None:
+    import inspect
+
+    from diffusers import FluxFillPipeline, FluxPipeline
+
+    from picbench.reference_impl.bmpds.config import ModelsCfg
+
+    fill, flux = (inspect.signature(p.__call__).parameters for p in (FluxFillPipeline, FluxPipeline))
+    m = ModelsCfg()
+    assert (m.fill_steps, m.fill_guidance) == (fill["num_inference_steps"].default, fill["guidance_scale"].default) == (50, 30.0)
+    assert (m.steps, m.render_guidance) == (flux["num_inference_steps"].default, flux["guidance_scale"].default) == (28, 3.5)
+    assert m.max_sequence_length == fill["max_sequence_length"].default == flux["max_sequence_length"].default == 512
 
 
 def test_plan_is_seeded_and_keyed(tmp_path: Path) -> None:

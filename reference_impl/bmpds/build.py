@@ -133,7 +133,7 @@ class Models:
     @property
     def outpainter(self) -> Outpainter:
         m = self.config.models_cfg
-        return self._get("outpainter", lambda: Outpainter(self._folder("outpainter"), self.device, steps=m.steps, guidance=m.fill_guidance,
+        return self._get("outpainter", lambda: Outpainter(self._folder("outpainter"), self.device, steps=m.fill_steps, guidance=m.fill_guidance,
                                                           max_sequence_length=self._max_len()))
 
     @property

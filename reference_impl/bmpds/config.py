@@ -11,12 +11,14 @@ names the file and the key). Sections and defaults::
     [stages]    single = 8, forward = 4, backward = 4     # candidates per stage
     [models_cfg]                                           # see reference_impl/bmpds/models.py
                 subject_method = "uno", subject_params = {}, detector = "grounding-dino",
-                detector_threshold = 0.35, caption_lm = false, steps = 28,
+                detector_threshold = 0.35, caption_lm = false, steps = 28, fill_steps = 50,
                 fill_guidance = 30.0, render_guidance = 3.5, max_sequence_length = 512
     [filter]    clip_i = 0.0, dino = 0.0, vlm = 0.0, use_vlm = false, keep_top = 0.25
     [weights]   ROLE = "DIR"  (segmenter, outpainter, renderer, caption_lm, detector, clip, dino, vlm_judge)
 
-``fill_guidance`` 30 is FLUX.1-Fill-dev's model-card setting; ``render_guidance`` 3.5 is FLUX.1-dev's.
+``fill_steps`` 50 and ``fill_guidance`` 30 are the defaults of diffusers' ``FluxFillPipeline`` (as on
+FLUX.1-Fill-dev's model card); ``steps`` 28 and ``render_guidance`` 3.5 those of ``FluxPipeline``
+(FLUX.1-dev's); ``max_sequence_length`` 512 both pipelines' (a test pins all of them to diffusers').
 ``keep_top`` is the fraction of each stage's candidates that pass the thresholds kept after caption
 ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.25).
 """
@@ -53,6 +55,7 @@ class ModelsCfg:
     detector_threshold: float = 0.35
     caption_lm: bool = False
     steps: int = 28
+    fill_steps: int = 50
     fill_guidance: float = 30.0
     render_guidance: float = 3.5
     max_sequence_length: int = 512
@@ -162,5 +165,6 @@ def _check(c: BmpdsConfig, file: Path) -> None:
         raise bad("sources.subjects", f"must be a non-empty subset of {list(SUBJECT_SOURCES)}, got {list(c.sources.subjects)}")
     if not 0.0 < c.filter.keep_top <= 1.0:
         raise bad("filter.keep_top", f"must be in (0, 1], got {c.filter.keep_top}")
-    if c.models_cfg.steps < 1:
-        raise bad("models_cfg.steps", "must be >= 1")
+    for key in ("steps", "fill_steps"):
+        if getattr(c.models_cfg, key) < 1:
+            raise bad(f"models_cfg.{key}", "must be >= 1")

@@ -85,7 +85,7 @@ class Segmenter:
 class Outpainter:
     """FLUX Fill: repaint where the mask is white, keep where it is black."""
 
-    def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 28, guidance: float = 30.0, max_sequence_length: int = 512) -> None:
+    def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 50, guidance: float = 30.0, max_sequence_length: int = 512) -> None:
         from diffusers import FluxFillPipeline
 
         self.pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype_for(device)).to(device)
