@@ -275,6 +275,12 @@ def test_stats_and_report_of_a_build(msbench_build: tuple[Path, Path, object], t
     html = (tmp_path / "pairs.html").read_text()
     assert "SMOKE BUILD" in html and html.count('<figure class="card">') == 3 and html.count("<rect") == 5
     assert "http" not in html.replace("http://www.w3.org", "")  # nothing fetched
+    from picbench.pairs import load_pairs_hf, save_pairs_hf
+
+    save_pairs_hf(read_pairs(out), tmp_path / "hf")
+    back = load_pairs_hf(tmp_path / "hf", tmp_path / "back")
+    assert back.samples == read_pairs(out).samples
+    assert all((tmp_path / "back" / rel).read_bytes() == (out / rel).read_bytes() for rel in back.image_paths())
 
 
 def test_a_vlm_answer_that_does_not_parse_drops_the_pair_with_its_reason(tmp_path: Path, data_dir: Path) -> None:

@@ -84,6 +84,22 @@ def test_hf_round_trip(built: Path, tmp_path: Path) -> None:
     assert _files(tmp_path / "back") == _files(built)
 
 
+def test_hf_rows_stream_one_at_a_time(built: Path, tmp_path: Path) -> None:
+    """A streamed dataset (``IterableDataset``, as ``load_dataset(..., streaming=True)`` gives)
+    rebuilds the same pairs and images, row by row."""
+    import datasets
+
+    from picbench.benches.hf import iter_dataset_samples
+
+    pairs = read_pairs(built)
+    save_pairs_hf(pairs, tmp_path / "hf")
+    stream = datasets.load_from_disk(str(tmp_path / "hf")).to_iterable_dataset()
+    rows = list(iter_dataset_samples(stream, tmp_path / "root"))
+    assert [s for _, s in rows] == list(pairs.samples) and rows[0][0]["kind"] == PAIRS_KIND
+    for sample in pairs.samples:
+        assert (tmp_path / "root" / sample.target).read_bytes() == target_path(pairs, sample).read_bytes()
+
+
 def test_a_bench_is_not_a_pair_set(data_dir: Path, tmp_path: Path) -> None:
     from picbench.benches import load_bench
 
