@@ -66,7 +66,7 @@ def test_front_subject_is_pasted_last(built: Path, data_dir: Path) -> None:
     pairs = read_pairs(built)
     sample = next(s for s in pairs.samples if s.meta["overlap"])
     front = min(range(len(sample.subjects)), key=lambda i: sample.subjects[i].depth)
-    back = [i for i in range(len(sample.subjects)) if i != front][0]
+    back = next(i for i in range(len(sample.subjects)) if i != front)
     a, b = sample.subjects[front].box, sample.subjects[back].box
     ix, iy = (max(a[0], b[0]) + min(a[2], b[2])) / 2, (max(a[1], b[1]) + min(a[3], b[3])) / 2
     x0, y0, x1, y1 = (round(v * 512) for v in a)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from picbench.reference_impl.bmpds.config import FilterCfg
 from picbench.records import Score
