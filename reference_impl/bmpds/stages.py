@@ -131,6 +131,7 @@ def place(cutouts: Sequence[Image.Image], boxes: Sequence[BoxXYXY], depths: Sequ
     canvas = Image.new("RGB", (size, size), (127, 127, 127))
     keep = Image.new("L", (size, size), 0)
     placed: list[BoxXYXY] = [(0.0, 0.0, 1.0, 1.0)] * len(cutouts)
+    # the paste method's drawing order, on a stand-in sample whose subject i is cut-out i
     stand_in = Sample("place", "place", size, size, "multi" if len(cutouts) > 1 else "single",
                       tuple(Subject(str(i), "x", ("-",), (), b, d) for i, (b, d) in enumerate(zip(boxes, depths))))
     for subject, box in back_to_front(stand_in):
