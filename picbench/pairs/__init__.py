@@ -34,12 +34,15 @@ import hashlib
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from picbench.benches.jsonl import read_bench_jsonl, write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError
 from picbench.paths import resolve_in_root
 from picbench.records import PAIRS_KIND, Bench, Sample
+
+if TYPE_CHECKING:
+    from picbench.validate import ValidationReport
 
 PAIRS_FILE = "pairs.jsonl"
 TARGETS_DIR = "targets"
@@ -117,7 +120,7 @@ def reference_paths(pairs: Bench, sample: Sample) -> list[Path]:
     return [resolve_in_root(pairs.data_root, sub.references[0]) for sub in sample.subjects]
 
 
-def validate_pairs(path: str | Path, *, check_images: bool = True):  # type: ignore[no-untyped-def]
+def validate_pairs(path: str | Path, *, check_images: bool = True) -> ValidationReport:
     """The bench validator's report on a pair set (layouts required, targets decoded), plus a
     ``not-a-pair`` error for every sample without a target."""
     from picbench.validate import Problem, validate_bench_file
