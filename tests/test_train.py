@@ -131,6 +131,27 @@ def test_training_times_follow_unos_shifted_schedule() -> None:
     assert 0 < ln.min() and ln.max() < 1
 
 
+def test_lora_is_unos_parametrization_and_round_trips_to_its_layout() -> None:
+    """Initialized from a LoRA in UNO's released layout (bytedance/UNO @ d305981 uno/flux/util.py
+    set_lora), the trainable LoRA saves back to exactly that file; at FLUX.1-dev's widths and rank
+    512 it has the 0.956 B parameters the README's memory arithmetic uses."""
+    from types import SimpleNamespace
+
+    from picbench.reference_impl.lora import add_trainable_lora, lora_state_dict, random_uno_lora, to_uno_layout, uno_lora_layout
+    from picbench.tiny.flux import tiny_components
+
+    transformer = tiny_components(seed=1)["transformer"]
+    uno = random_uno_lora(transformer, rank=4, seed=7)
+    params = add_trainable_lora(transformer, rank=4, init=uno)
+    assert sum(p.numel() for p in params) == sum(t.numel() for t in uno.values())  # q, k, v share one lora_A
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in params)
+    assert not any(p.requires_grad for n, p in transformer.named_parameters() if "lora_" not in n)
+    back = to_uno_layout(lora_state_dict(transformer), transformer)
+    assert set(back) == set(uno) and all(torch.equal(back[k], uno[k]) for k in uno)
+    flux_dev = SimpleNamespace(config=SimpleNamespace(num_attention_heads=24, attention_head_dim=128, num_layers=19, num_single_layers=38))
+    assert sum(a * b for a, b in uno_lora_layout(flux_dev, rank=512).values()) == 956_301_312
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 

@@ -152,7 +152,7 @@ class Trainer:
         if base == "tiny":
             from picbench.tiny.flux import tiny_components
 
-            pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed))
+            pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
         else:
             local = self._local(base)
             pipe = PositionICPipeline.from_pretrained(local or base, dtype=dtype)
