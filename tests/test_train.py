@@ -137,7 +137,14 @@ def test_lora_is_unos_parametrization_and_round_trips_to_its_layout() -> None:
     512 it has the 0.956 B parameters the README's memory arithmetic uses."""
     from types import SimpleNamespace
 
-    from picbench.reference_impl.lora import add_trainable_lora, lora_state_dict, random_uno_lora, to_uno_layout, uno_lora_layout
+    from picbench.reference_impl.lora import (
+        add_trainable_lora,
+        lora_state_dict,
+        random_uno_lora,
+        to_uno_layout,
+        uno_lora_layout,
+    )
+
     from picbench.tiny.flux import tiny_components
 
     transformer = tiny_components(seed=1)["transformer"]
@@ -188,11 +195,11 @@ def test_unwritable_output_is_refused_before_training(tmp_path: Path, pairs: Pat
 def test_released_layout_in_weights_dir_is_found_offline(tmp_path: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """model.weights_dir = DIR with DIR/FLUX.1-dev (a diffusers folder) and DIR/UNO/dit_lora.safetensors."""
     from huggingface_hub import constants
+    from picbench.reference_impl.lora import random_uno_lora
+    from picbench.reference_impl.pipeline import PositionICPipeline
     from safetensors.torch import save_file
 
     from picbench.errors import MissingWeightsError
-    from picbench.reference_impl.lora import random_uno_lora
-    from picbench.reference_impl.pipeline import PositionICPipeline
     from picbench.tiny.flux import tiny_components
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
