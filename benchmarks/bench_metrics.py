@@ -4,8 +4,9 @@
 of a subject with CLIP-I + CLIP-T + DINO, on full-size architectures (open_clip ViT-B-32, timm
 ViT-S/16) with random weights saved in their real on-disk formats. The naive loop decodes,
 preprocesses and encodes one image at a time and re-encodes the references for every image.
-Each side runs in its own process (so peak memory is its own). Goals: >= 3x faster, the same
-numbers to 1e-5, under 15% of the engine's wall time outside model forward passes.
+Each side runs in its own process (so peak memory is its own). Goals: >= 3.5x faster, the same
+numbers to 1e-5, under 15% of the engine's wall time in its own work (neither forward passes nor
+waiting for decoded images).
 
     python benchmarks/bench_metrics.py [--n 200] [--device cpu] [--workers 2] [--batch-size 32]
 """
