@@ -365,3 +365,10 @@ def test_cli_default_of_max_images_is_the_report_module_s():
     from picbench.report import DEFAULT_MAX_IMAGES
 
     assert cli_default == DEFAULT_MAX_IMAGES
+
+
+def test_single_run_page_shows_the_intervals(run_dir: Path, data_dir: Path) -> None:
+    set_result(run_dir, intervals={"clip_i": [0.64, 0.66], "clip_i.multi": [0.69, 0.71]})
+    page = build_report(run_dir, data_dir=data_dir)
+    assert '0.6512 <span class="ci">[0.6400, 0.6600]</span>' in page and '0.7025 <span class="ci">[0.6900, 0.7100]</span>' in page
+    assert "<th>clip_i</th>" in page and "0.6000" in page  # a value without an interval still shows
