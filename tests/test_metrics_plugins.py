@@ -96,3 +96,15 @@ def test_hub_ids_of_the_metric_models_and_detectors_are_pinned():
     DETECTORS.register("not-a-detector", "metrics_plugin:GrayFraction")
     with pytest.raises(PicbenchError, match="is not a Detector subclass"):
         MetricEngine(models="tiny", metrics=["iou"], detector="not-a-detector")
+
+
+def test_ls_metrics_shows_each_key_with_its_direction_and_survives_a_broken_plugin():
+    from picbench.cli.ls import metric_keys
+
+    assert metric_keys(METRICS, "presence") == "present_once ↑ missing ↓ duplicated ↓"
+    assert metric_keys(METRICS, "ap") == "ap ↑ ap50 ↑ ap75 ↑"
+    plugins: Registry[type[Metric]] = Registry("metric", base=Metric)  # not the global registry: default metrics stay as they are
+    plugins.register("broken", "metrics_plugin:NoSuchMetric")
+    plugins.register("gray_fraction", "metrics_plugin:GrayFraction")
+    assert metric_keys(plugins, "broken").startswith("cannot load: AttributeError")
+    assert metric_keys(plugins, "gray_fraction") == "gray_fraction ↓"

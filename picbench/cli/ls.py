@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
@@ -45,11 +45,21 @@ def registry_table(kind: str) -> Table:
     else:
         from picbench.metrics import METRICS as registry
     table = Table(title=kind)
-    for column in ("name", "target", "summary"):
+    for column in ("name", "target", "summary", *(("keys",) if kind == "metrics" else ())):
         table.add_column(column)
     for entry in registry.entries():
-        table.add_row(entry.name, escape(entry.target), escape(entry.summary))
+        extra = (metric_keys(registry, entry.name),) if kind == "metrics" else ()
+        table.add_row(entry.name, escape(entry.target), escape(entry.summary), *extra)
     return table
+
+
+def metric_keys(registry: Any, name: str) -> str:
+    """The aggregate keys a metric writes with their direction (up: higher is better), or why it cannot be loaded."""
+    try:
+        metric = registry.get(name)()
+        return " ".join(f"{key} {'↑' if metric.direction(key) else '↓'}" for key in metric.outputs())
+    except Exception as exc:  # a broken plug-in is listed, not fatal
+        return escape(f"cannot load: {type(exc).__name__}: {exc}")
 
 
 @app.command("ls")
