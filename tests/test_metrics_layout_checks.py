@@ -88,3 +88,18 @@ def test_a_subject_pasted_twice_is_duplicated_and_removed_is_missing(data_dir):
 def test_presence_counts_only_unique_class_words_and_merges_near_identical_boxes():
     assert count_instances([((0, 0, 10, 10), 0.9), ((0.5, 0, 10, 10), 0.8), ((50, 50, 60, 60), 0.7)]) == 2
     assert count_instances([]) == 0
+
+
+def test_presence_is_none_without_detector_output_or_countable_subjects(data_dir):
+    from picbench.metrics.base import Features
+    from picbench.metrics.detectors import Detection, DetectorOutput
+    from picbench.metrics.presence import SubjectPresence
+
+    metric = SubjectPresence()
+    one = Sample("one", "a dog", 64, 64, "single", (Subject("dog", "dog", (DOG,), box=(0.1, 0.1, 0.9, 0.9)),))
+    two_dogs = Sample("two", "two dogs", 64, 64, "multi", (Subject("a", "dog", (DOG,)), Subject("b", "dog", (DOG,))))
+    failed = DetectorOutput((), "not json", ("unparseable detector answer: ...",), failed=True)
+    found = DetectorOutput((Detection((1, 1, 30, 30), "dog", 0.9),))
+    assert metric.item(Features(one, 0, True, (64, 64), data_dir, detections=failed), []) == dict.fromkeys(("present_once", "missing", "duplicated"))
+    assert metric.item(Features(two_dogs, 0, True, (64, 64), data_dir, detections=found), [])["present_once"] is None
+    assert metric.item(Features(one, 0, True, (64, 64), data_dir, detections=found), [])["present_once"] == 1.0

@@ -70,7 +70,7 @@ class VisionR1Detector(Detector):
         try:
             parsed = parse_answer(answer)
         except AnswerFormatError as exc:
-            return DetectorOutput((), answer, (f"unparseable detector answer: {exc}",))
+            return DetectorOutput((), answer, (f"unparseable detector answer: {exc}",), failed=True)
         sx, sy = image_size[0] / grid_size[0], image_size[1] / grid_size[1]
         scaled = [Detection((b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy), b.label, self.score) for b in parsed.boxes]
         kept, problems = clean_detections(scaled, *image_size)
