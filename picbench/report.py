@@ -374,11 +374,11 @@ pre{white-space:pre-wrap;font-size:.75rem}
 .refs{display:flex;flex-direction:column;gap:.2rem}.ref{width:64px;height:auto;border:3px solid;display:block}
 div.ref{font-size:.65rem;padding:.2rem}
 .ci{color:#777;font-size:.75rem;white-space:nowrap}
-table.compare td{vertical-align:top;text-align:left;min-width:180px}table.compare .frame{width:240px}
+table.compare td,table.compare th{vertical-align:top;text-align:left;min-width:180px}table.compare .frame{width:240px}
 table.compare .refs{flex-direction:row;flex-wrap:wrap}.scores{font-size:.75rem;font-family:monospace}
 .fail{color:#a00;font-size:.75rem}
 table.leaderboard th{cursor:pointer;user-select:none}table.leaderboard td:first-child,table.leaderboard th:first-child{text-align:left}
-tr.smoke-row{background:#fde8e8}
+tr.smoke-row{background:#fde8e8}table.leaderboard td.note{text-align:left;font-size:.72rem;min-width:16rem;max-width:28rem}
 """
 
 
@@ -517,15 +517,16 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
         if rows.empty:
             continue
         records = rows.to_dict("records")
+        shown = [m for m in metrics if rows[m].notna().any()]
         head = "".join(f"<th>{_e(c)}</th>" for c in ("method", "bench"))
-        head += "".join(f"<th>{_e(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in metrics)
+        head += "".join(f"<th>{_e(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
         extra = "citation" if source == "reported" else "date"
         head += f"<th>{extra}</th>"
         body = []
         for row in records:
             cells = [f'<td data-value="{_e(row["method"])}">{_e(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
                      f'<td data-value="{_e(row["bench"])}">{_e(row["bench"])}</td>']
-            for m in metrics:
+            for m in shown:
                 value = row.get(m)
                 if not _number(value):
                     cells.append('<td data-value="">—</td>')
@@ -534,7 +535,8 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
                 ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
                 cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
             note = row.get(extra)
-            cells.append(f'<td data-value="{_e(note) if isinstance(note, str) else ""}">{_e(note) if isinstance(note, str) else ""}</td>')
+            text = _e(note) if isinstance(note, str) else ""
+            cells.append(f'<td class="note" data-value="{text}">{text}</td>')
             body.append(("<tr class='smoke-row'>" if row["smoke"] else "<tr>") + "".join(cells) + "</tr>")
         parts += [f"<h2>{_e(heading)}</h2>", f'<table class="leaderboard {source}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
     return _page(title, "\n".join(parts) + _SORT_SCRIPT)
