@@ -4,7 +4,8 @@ Each variant runs in a fresh process (so peak memory is its own): a paste-pairs 
 the shared data, the tiny random-weight FLUX trains `--steps` steps (the first `--warmup` are not
 timed), and the variant reports optimizer steps per second and peak memory (CUDA: max allocated;
 CPU: peak RSS of the process). Ends with one JSON line; `vaa_overhead` is steps/s without VAA
-divided by steps/s with it (same checkpointing setting).
+divided by steps/s with it (same checkpointing setting). Every variant runs twice, in two rounds
+of opposite order, and keeps its faster run (a shared machine's load comes and goes).
 
     python benchmarks/bench_train.py [--steps 30] [--warmup 5] [--size 128] [--data-dir DIR]
 """
@@ -44,7 +45,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         data=dataclasses.replace(config.data, pairs=args.pairs, buckets=((args.size, args.size),), ref_long_side=args.size // 2),
         train=dataclasses.replace(config.train, global_batch=2, micro_batch=2),
         stages=(dataclasses.replace(config.stages[1], steps=args.steps),),
-        checkpoint=dataclasses.replace(config.checkpoint, out=str(work / f"run-{name}"), every=10**9),
+        checkpoint=dataclasses.replace(config.checkpoint, out=tempfile.mkdtemp(prefix=f"run-{name}-", dir=work), every=10**9),
     )
     seconds: list[float] = []
     trainer = Trainer(config, progress=False, on_step=lambda r: seconds.append(r["seconds"]))
@@ -84,13 +85,15 @@ def main() -> None:
 
     pairs = Path(tempfile.mkdtemp(prefix="bench_train_")) / "pairs"
     build_paste_pairs(find_data_dir(args.data_dir), pairs, seed=0, n_multi=4, n_single=2)
-    results = {}
-    for name in VARIANTS:
+    results: dict[str, dict] = {}
+    for name in [*VARIANTS, *reversed(VARIANTS)]:  # two rounds in opposite orders; each variant keeps its faster run
         cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--warmup", str(args.warmup), "--size", str(args.size),
                "--pairs", str(pairs)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{name:>11}: {results[name]['steps_per_s']:.2f} steps/s, peak {results[name]['peak_mb']:.0f} MB", flush=True)
+        measured = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name:>11}: {measured['steps_per_s']:.2f} steps/s, peak {measured['peak_mb']:.0f} MB", flush=True)
+        if name not in results or measured["steps_per_s"] > results[name]["steps_per_s"]:
+            results[name] = measured
     summary = {
         "benchmark": "bench_train",
         "config": f"tiny FLUX, {args.size} px, micro-batch 2, {args.steps - args.warmup} timed steps",
