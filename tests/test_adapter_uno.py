@@ -33,6 +33,8 @@ def test_registered_with_unos_published_defaults() -> None:
     assert METHODS.get("uno") is UnoMethod
     assert UnoMethod.capabilities.boxes is False and UnoMethod.capabilities.multi_subject
     assert UnoMethod.default_params["steps"] == 25 and UnoMethod.default_params["guidance"] == 4.0
+    assert UnoMethod.default_params["schedule"] == "uno"  # UNO's sampling shift: mu 0.46 at 512 px (test_reference_pipeline)
+    assert UnoMethod(models="tiny")._call_params()["schedule"] == "uno"
     assert "dit_lora.safetensors" in UnoMethod.checkpoints["lora"]
 
 
