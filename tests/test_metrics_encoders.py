@@ -94,3 +94,22 @@ def test_hub_snapshot_prefers_open_clips_checkpoint_over_timms(tmp_path):
     assert _bare_checkpoint(tmp_path).name == "open_clip_pytorch_model.bin"
     (tmp_path / "open_clip_pytorch_model.bin").unlink()
     assert _bare_checkpoint(tmp_path).name == "ViT-B-32.pt"
+
+
+def test_an_embedding_does_not_depend_on_its_batch():
+    """A batch of one takes another CPU kernel; padded to two, every row equals its row in any batch."""
+    import torch
+
+    from picbench.metrics.encoders import MIN_BATCH
+
+    assert MIN_BATCH == 2
+    torch.manual_seed(0)
+    pixels = torch.randn(5, 3, 224, 224)
+    for encoder in (load_clip(tiny_weights("clip")), load_dino(tiny_weights("dino"))):
+        whole = encoder.encode_images(pixels)
+        for start, size in ((0, 1), (4, 1), (1, 2), (2, 3)):
+            assert torch.equal(encoder.encode_images(pixels[start : start + size]), whole[start : start + size])
+    clip = load_clip(tiny_weights("clip"))
+    texts = ["a cat in front of a backpack", "a dog on the grass", "a bowl of berries"]
+    together = clip.encode_texts(texts)
+    assert all(torch.equal(clip.encode_texts([t])[0], together[i]) for i, t in enumerate(texts))

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 CONTEXT_LENGTH = 77
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_BATCH = 2
+"""On CPU a batch of one takes another matrix-multiply kernel than larger batches (a last-bit
+difference, ~6e-8), so an image's embedding would depend on how many others shared its batch (a
+sharded run would not equal a single one). Batches of one are padded to two; from two on, every
+row comes out the same whatever the batch (tests/test_metrics_encoders.py)."""
 
 
 class Encoder:
@@ -64,10 +69,14 @@ class Encoder:
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalized embeddings; a batch of one is encoded as two (see :data:`MIN_BATCH`)."""
         start = time.perf_counter()
+        n = pixels.shape[0]
+        if 0 < n < MIN_BATCH:
+            pixels = pixels.expand(MIN_BATCH, *pixels.shape[1:]) if n == 1 else torch.cat([pixels, pixels[:1]])
         with self._autocast():
             out = self._forward_images(pixels.to(self.device, non_blocking=True))
-        out = F.normalize(out.float(), dim=-1).cpu()
+        out = F.normalize(out.float(), dim=-1).cpu()[:n]
         self.forward_seconds += time.perf_counter() - start
         return out
 
@@ -81,9 +90,10 @@ class ClipEncoder(Encoder):
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         start = time.perf_counter()
+        n = len(texts)
         with self._autocast():
-            out = self._forward_texts(texts)
-        out = F.normalize(out.float(), dim=-1).cpu()
+            out = self._forward_texts(list(texts) + list(texts[:1]) * (MIN_BATCH - n) if 0 < n < MIN_BATCH else list(texts))
+        out = F.normalize(out.float(), dim=-1).cpu()[:n]
         self.forward_seconds += time.perf_counter() - start
         return out
 
