@@ -70,7 +70,7 @@ class BlobDetector(Detector):
         colours, counts = np.unique(pixels, axis=0, return_counts=True)
         background = colours[counts.argmax()]
         mask = np.any(np.asarray(image.convert("RGB")) != background, axis=-1)
-        labelled, n = ndimage.label(mask)
+        labelled, _ = ndimage.label(mask)
         boxes = []
         for region in ndimage.find_objects(labelled):
             ys, xs = region
