@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 import picbench.metrics.engine as engine_module
 from picbench.runner import RunConfig, run
 from run_bench_helpers import write_tiny_bench
