@@ -108,3 +108,17 @@ def test_ls_metrics_shows_each_key_with_its_direction_and_survives_a_broken_plug
     plugins.register("gray_fraction", "metrics_plugin:GrayFraction")
     assert metric_keys(plugins, "broken").startswith("cannot load: AttributeError")
     assert metric_keys(plugins, "gray_fraction") == "gray_fraction ↓"
+
+
+def test_a_broken_plugin_is_left_out_of_the_defaults_but_refused_by_name(monkeypatch, caplog):
+    from picbench.metrics.engine import select_metrics
+
+    plugins: Registry[type[Metric]] = Registry("metric", base=Metric)
+    plugins.register("clip_i", "picbench.metrics.similarity:ClipI")
+    plugins.register("broken", "metrics_plugin:NoSuchMetric")
+    monkeypatch.setattr("picbench.metrics.engine.METRICS", plugins)
+    with caplog.at_level("WARNING", logger="picbench.metrics.engine"):
+        assert [m.name for m in select_metrics(None, None)] == ["clip_i"]
+    assert "metric broken is left out" in caplog.text
+    with pytest.raises(PicbenchError, match="metric 'broken' cannot be loaded: AttributeError"):
+        select_metrics(["broken"], None)

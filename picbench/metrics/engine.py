@@ -166,19 +166,34 @@ def select_metrics(names: Sequence[str] | None, detector: str | None) -> tuple[M
     ``names`` is None, else the named ones (aliases such as ``ap50`` select their metric) and the
     metrics they require."""
     if names is None:
-        chosen = [n for n in METRICS.names() if METRICS.get(n).default and (detector is not None or "detector" not in METRICS.get(n).needs)]
+        chosen = [n for n in METRICS.names() if _default_metric(n, detector)]
     else:
         chosen = []
         for name in names:
             name = ALIASES.get(name, name)
             if name not in METRICS:
                 raise UnknownNameError(METRICS.suggest(name))
+            try:
+                METRICS.get(name)
+            except (ImportError, AttributeError) as exc:
+                raise PicbenchError(f"metric {name!r} cannot be loaded: {type(exc).__name__}: {exc}") from exc
             if detector is None and "detector" in METRICS.get(name).needs:
                 raise PicbenchError(f"metric {name!r} needs a detector, but detector=None")
             chosen.append(name)
         for name in list(chosen):
             chosen.extend(getattr(METRICS.get(name), "requires", ()))
     return tuple(METRICS.get(n)() for n in dict.fromkeys(chosen))
+
+
+def _default_metric(name: str, detector: str | None) -> bool:
+    """Whether a metric is computed when none is named; a plug-in that cannot be loaded is left
+    out with a warning naming it (asked for by name, it is an error)."""
+    try:
+        metric = METRICS.get(name)
+    except Exception as exc:  # a broken third-party entry point must not stop every run
+        log.warning("metric %s is left out: it cannot be loaded: %s: %s", name, type(exc).__name__, exc)
+        return False
+    return metric.default and (detector is not None or "detector" not in metric.needs)
 
 
 class MetricEngine:
