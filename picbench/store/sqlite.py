@@ -74,11 +74,25 @@ class RunStore:
         try:
             self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} is not a usable picbench store ({exc}); move it away or choose another --out") from exc
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL. SQLite answers a journal-mode change that races another connection (two
+        ranks opening a new store at once) with "database is locked" at once, without its busy
+        handler, so the switch is retried here up to the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _init_schema(self) -> None:
         """Create the tables in an empty store; refuse a store of another schema version."""
