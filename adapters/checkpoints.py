@@ -3,8 +3,9 @@ hub (or its cache). Offline and absent, the error names the checkpoint and how t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from picbench.errors import MissingWeightsError
 
@@ -24,8 +25,9 @@ def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
     return None
 
 
-def missing_weights(method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None,
-                    weights_dir: Path | None = None) -> MissingWeightsError:
+def missing_weights(
+    method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None, weights_dir: Path | None = None
+) -> MissingWeightsError:
     what = f"{checkpoint}/{filename}" if filename else checkpoint
     looked = f" (not in {weights_dir / checkpoint} nor {weights_dir / checkpoint.rsplit('/', 1)[-1]})" if weights_dir is not None else ""
     return MissingWeightsError(

@@ -47,9 +47,10 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -68,24 +69,28 @@ TURBO_REPO = "alimama-creative/FLUX.1-Turbo-Alpha"
 TURBO_FILE = "diffusion_pytorch_model.safetensors"
 MAIN_FILE = "dreamo.safetensors"
 # (adapter name, file in ByteDance/DreamO, fusing weight) as the authors' load_dreamo_model sets them
-DREAMO_LORAS = (("dreamo", MAIN_FILE, 1.0), ("cfg", "dreamo_cfg_distill.safetensors", 1.0),
-                ("quality_pos", "dreamo_quality_lora_pos.safetensors", 0.15), ("quality_neg", "dreamo_quality_lora_neg.safetensors", -0.8))
+DREAMO_LORAS = (
+    ("dreamo", MAIN_FILE, 1.0),
+    ("cfg", "dreamo_cfg_distill.safetensors", 1.0),
+    ("quality_pos", "dreamo_quality_lora_pos.safetensors", 0.15),
+    ("quality_neg", "dreamo_quality_lora_neg.safetensors", -0.8),
+)
 TURBO_WEIGHT = 1.0
 T5_NEW_TOKENS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
 TARGET_TASK, IP_TASK = 1, 0  # rows of the task embedding (the authors map every reference task to row 0)
 MAX_REFERENCES = 9  # idx_embedding has 10 rows and references count from 1
 PATCH = 16  # pixels per FLUX token (8x VAE, 2x2 packing)
 
-_DREAMO_KEY = re.compile(
-    r"(?P<kind>double|single)_blocks_(?P<n>\d+).*?(?P<site>qkv_lora[12]?|proj_lora[12]?)\.?(?P<dir>down|up)"
-)
+_DREAMO_KEY = re.compile(r"(?P<kind>double|single)_blocks_(?P<n>\d+).*?(?P<site>qkv_lora[12]?|proj_lora[12]?)\.?(?P<dir>down|up)")
 _EMBEDDING_KEYS = ("dreamo_t5_embedding.weight", "dreamo_task_embedding.weight", "dreamo_idx_embedding.weight")
 
 
 # --------------------------------------------------------------------------- checkpoint layout
 
 
-def split_dreamo_lora(state_dict: Mapping[str, torch.Tensor], *, source: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
+def split_dreamo_lora(
+    state_dict: Mapping[str, torch.Tensor], *, source: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], list[str]]:
     """DreamO LoRA keys -> (UNO-named ``double_blocks.N.processor.<site>.<down|up>.weight`` part,
     keys already in diffusers' ``transformer.*.lora_A/B.weight`` form, ignored key names).
 
@@ -140,7 +145,7 @@ def split_main_checkpoint(state_dict: dict[str, torch.Tensor], *, source: str) -
             raise ValueError(f"{source}: missing {key!r}; is this DreamO's dreamo.safetensors?")
     rest = dict(state_dict)
     t5, task, index = (rest.pop(k) for k in _EMBEDDING_KEYS)
-    return DreamOEmbeddings(t5[-len(T5_NEW_TOKENS):], task, index), rest
+    return DreamOEmbeddings(t5[-len(T5_NEW_TOKENS) :], task, index), rest
 
 
 def add_t5_tokens(tokenizer: Any, text_encoder: Any, rows: torch.Tensor) -> None:
@@ -149,7 +154,7 @@ def add_t5_tokens(tokenizer: Any, text_encoder: Any, rows: torch.Tensor) -> None
     text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # rows overwritten below
     weight = text_encoder.get_input_embeddings().weight
     with torch.no_grad():
-        weight[-len(T5_NEW_TOKENS):] = rows.to(weight)
+        weight[-len(T5_NEW_TOKENS) :] = rows.to(weight)
 
 
 def fuse_loras(transformer: Any, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]]) -> None:
@@ -198,8 +203,10 @@ class DreamOInputs:
 def native_size(width: int, height: int, resolution: int) -> tuple[int, int]:
     """About ``resolution``^2 pixels with the sample's aspect, sides multiples of 16."""
     aspect = width / height
-    return (max(PATCH, round(resolution * math.sqrt(aspect) / PATCH) * PATCH),
-            max(PATCH, round(resolution / math.sqrt(aspect) / PATCH) * PATCH))
+    return (
+        max(PATCH, round(resolution * math.sqrt(aspect) / PATCH) * PATCH),
+        max(PATCH, round(resolution / math.sqrt(aspect) / PATCH) * PATCH),
+    )
 
 
 def translate_sample(sample: Sample, data_root: Path, params: Mapping[str, Any]) -> DreamOInputs:
@@ -218,8 +225,15 @@ def translate_sample(sample: Sample, data_root: Path, params: Mapping[str, Any])
 class DreamOModel:
     """FLUX components with DreamO's LoRAs fused, its T5 tokens added and its embeddings hooked."""
 
-    def __init__(self, pipe: Any, embeddings: DreamOEmbeddings, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]], *,
-                 device: str, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        embeddings: DreamOEmbeddings,
+        loras: Sequence[tuple[str, dict[str, torch.Tensor], float]],
+        *,
+        device: str,
+        dtype: torch.dtype,
+    ) -> None:
         self.pipe = pipe
         add_t5_tokens(pipe.tokenizer_2, pipe.text_encoder_2, embeddings.t5_tokens)
         fuse_loras(pipe.transformer, loras)
@@ -267,16 +281,26 @@ class DreamOModel:
 
         sigmas = np.linspace(1.0, 1 / steps, steps)
         cfg = pipe.scheduler.config
-        mu = calculate_shift(latents.shape[1], cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+        mu = calculate_shift(
+            latents.shape[1],
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
         timesteps, _ = retrieve_timesteps(pipe.scheduler, steps, device, sigmas=sigmas, mu=mu)
         guidance_vec = torch.full([1], guidance, device=device, dtype=torch.float32) if pipe.transformer.config.guidance_embeds else None
         try:
             for t in timesteps:
                 noise = pipe.transformer(
-                    hidden_states=torch.cat([latents, *ref_latents], dim=1), timestep=t.expand(1).to(latents.dtype) / 1000,
-                    guidance=guidance_vec, pooled_projections=pooled, encoder_hidden_states=prompt_embeds,
-                    txt_ids=text_ids, img_ids=img_ids, return_dict=False,
+                    hidden_states=torch.cat([latents, *ref_latents], dim=1),
+                    timestep=t.expand(1).to(latents.dtype) / 1000,
+                    guidance=guidance_vec,
+                    pooled_projections=pooled,
+                    encoder_hidden_states=prompt_embeds,
+                    txt_ids=text_ids,
+                    img_ids=img_ids,
+                    return_dict=False,
                 )[0][:, : latents.shape[1]]
                 latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
         finally:
@@ -371,8 +395,10 @@ class DreamOMethod(Method):
             pipe = FluxPipeline(**tiny_components(seed=0))
             from picbench.tiny.publish import publish_folder
 
-            folder = publish_folder(picbench_home() / "tiny" / "dreamo",
-                                    lambda staging: write_tiny_checkpoints(staging, pipe.transformer, pipe.text_encoder_2.config.d_model))
+            folder = publish_folder(
+                picbench_home() / "tiny" / "dreamo",
+                lambda staging: write_tiny_checkpoints(staging, pipe.transformer, pipe.text_encoder_2.config.d_model),
+            )
             files, turbo = self._files(folder)
         else:
             files, turbo = self._files(None)
@@ -390,5 +416,7 @@ class DreamOMethod(Method):
         inputs = [translate_sample(s, Path(data_root), self.params) for s in samples]
         model = self.load()
         p = self.params
-        return [model.generate(x, seed=seed, steps=int(p["steps"]), guidance=float(p["guidance"]), ref_area=int(p["ref_res"]) ** 2)
-                for x in inputs]
+        return [
+            model.generate(x, seed=seed, steps=int(p["steps"]), guidance=float(p["guidance"]), ref_area=int(p["ref_res"]) ** 2)
+            for x in inputs
+        ]

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -47,8 +48,16 @@ from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
 
 VARIANTS: Mapping[str, Mapping[str, str]] = {
-    "text-image": {"pipeline": "StableDiffusionGLIGENTextImagePipeline", "checkpoint": "anhnct/Gligen_Text_Image", "attention_type": "gated-text-image"},
-    "text-box": {"pipeline": "StableDiffusionGLIGENPipeline", "checkpoint": "masterful/gligen-1-4-generation-text-box", "attention_type": "gated"},
+    "text-image": {
+        "pipeline": "StableDiffusionGLIGENTextImagePipeline",
+        "checkpoint": "anhnct/Gligen_Text_Image",
+        "attention_type": "gated-text-image",
+    },
+    "text-box": {
+        "pipeline": "StableDiffusionGLIGENPipeline",
+        "checkpoint": "masterful/gligen-1-4-generation-text-box",
+        "attention_type": "gated",
+    },
 }
 # gligen/GLIGEN @ f9dccb9, gligen_inference.py: alpha_type [1.0, 0.0, 0.0] for
 # checkpoint_generation_text_image.pth, [0.3, 0.0, 0.7] for checkpoint_generation_text.pth
@@ -200,7 +209,12 @@ class GligenMethod(Method):
         "negative_prompt": AUTHORS_NEGATIVE_PROMPT,
     }
     checkpoints = {variant: spec["checkpoint"] for variant, spec in VARIANTS.items()}
-    param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "scheduled_sampling_beta": Param("float", 0.0, 1.0, optional=True)}
+    param_specs = {
+        "steps": STEPS,
+        "guidance_scale": GUIDANCE,
+        "resolution": RESOLUTION,
+        "scheduled_sampling_beta": Param("float", 0.0, 1.0, optional=True),
+    }
 
     smoke_params = {"steps": 2, "resolution": 64}
     cuda_dtype = "float16"
@@ -266,4 +280,13 @@ class GligenMethod(Method):
         return image
 
 
-__all__ = ["AUTHORS_NEGATIVE_PROMPT", "GligenCall", "GligenMethod", "SCHEDULED_SAMPLING_BETA", "VARIANTS", "generation_size", "gligen_call", "grounding_steps"]
+__all__ = [
+    "AUTHORS_NEGATIVE_PROMPT",
+    "GligenCall",
+    "GligenMethod",
+    "SCHEDULED_SAMPLING_BETA",
+    "VARIANTS",
+    "generation_size",
+    "gligen_call",
+    "grounding_steps",
+]

@@ -51,9 +51,10 @@ import json
 import pickle
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -117,7 +118,8 @@ class InstanceFusion(nn.Module):
         position_dim, point_dim = fourier_freqs * 2 * 4, fourier_freqs * 2 * 2
         scribble_dim, polygon_dim = fourier_freqs * 2 * n_scribble_points * 2, fourier_freqs * 2 * n_polygon_points * 2
         self.linears_list = nn.ModuleList(
-            [_mlp(text_dim + d, mid_dim, out_dim) for d in (position_dim, point_dim, scribble_dim, polygon_dim)] + [_mlp(seg_feature_dim, mid_dim, out_dim)]
+            [_mlp(text_dim + d, mid_dim, out_dim) for d in (position_dim, point_dim, scribble_dim, polygon_dim)]
+            + [_mlp(seg_feature_dim, mid_dim, out_dim)]
         )
         self.null_positive_feature = nn.Parameter(torch.zeros(text_dim))
         self.null_position_feature = nn.Parameter(torch.zeros(position_dim))
@@ -209,7 +211,9 @@ def _up_resnets_with_skip(unet: Any) -> list[tuple[nn.Module, int]]:
     return out
 
 
-def split_released_state_dict(model_sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def split_released_state_dict(
+    model_sd: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The released ``model`` dict -> (LDM UNet keys, position_net keys, scaleu keys); the unused
     mask-branch keys are dropped."""
     unet, position, scaleu = {}, {}, {}
@@ -266,8 +270,17 @@ class OmegaConfNode(dict):
 OMEGACONF_CLASSES = tuple(
     f"omegaconf.{name}"
     for name in (
-        "dictconfig.DictConfig", "listconfig.ListConfig", "base.ContainerMetadata", "base.Metadata",
-        "nodes.AnyNode", "nodes.StringNode", "nodes.IntegerNode", "nodes.FloatNode", "nodes.BooleanNode", "nodes.BytesNode", "nodes.PathNode",
+        "dictconfig.DictConfig",
+        "listconfig.ListConfig",
+        "base.ContainerMetadata",
+        "base.Metadata",
+        "nodes.AnyNode",
+        "nodes.StringNode",
+        "nodes.IntegerNode",
+        "nodes.FloatNode",
+        "nodes.BooleanNode",
+        "nodes.BytesNode",
+        "nodes.PathNode",
     )
 )
 # the plain values OmegaConf metadata refers to (ref_type=typing.Any, object_type=dict, ...)
@@ -281,8 +294,10 @@ def read_released_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     released container (as :class:`OmegaConfNode`): any other pickled class or function is
     refused, never imported or called."""
     # each stand-in carries its OmegaConf class path, the name torch's allow-list matches
-    stand_ins = [type(name.rsplit(".", 1)[1], (OmegaConfNode,), {"__module__": name.rsplit(".", 1)[0], "__qualname__": name.rsplit(".", 1)[1]})
-                 for name in OMEGACONF_CLASSES]
+    stand_ins = [
+        type(name.rsplit(".", 1)[1], (OmegaConfNode,), {"__module__": name.rsplit(".", 1)[0], "__qualname__": name.rsplit(".", 1)[1]})
+        for name in OMEGACONF_CLASSES
+    ]
     try:
         with torch.serialization.safe_globals([*stand_ins, *_METADATA_GLOBALS]):
             saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
@@ -383,7 +398,7 @@ class InstanceDiffusionModel:
     def __post_init__(self) -> None:
         self.grounded_conv_in = {k: v.detach().clone() for k, v in self.unet.conv_in.state_dict().items()}
 
-    def to(self, device: str) -> "InstanceDiffusionModel":
+    def to(self, device: str) -> InstanceDiffusionModel:
         for part in (self.vae, self.text_encoder, self.unet, self.scaleu):
             part.to(device)
         self.grounded_conv_in = {k: v.to(device) for k, v in self.grounded_conv_in.items()}
@@ -396,8 +411,12 @@ class InstanceDiffusionModel:
     def _encode(self, texts: list[str], *, pooled: bool) -> torch.Tensor:
         if pooled:  # instance captions: padded to the longest, as CLIPProcessor(padding=True)
             tokens = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-            return self.text_encoder(input_ids=tokens.input_ids.to(self.unet.device), attention_mask=tokens.attention_mask.to(self.unet.device)).pooler_output
-        tokens = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+            return self.text_encoder(
+                input_ids=tokens.input_ids.to(self.unet.device), attention_mask=tokens.attention_mask.to(self.unet.device)
+            ).pooler_output
+        tokens = self.tokenizer(
+            texts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
         return self.text_encoder(tokens.input_ids.to(self.unet.device))[0]
 
     def grounding(self, captions: Sequence[str], boxes: Sequence[Sequence[float]]) -> dict[str, torch.Tensor]:
@@ -422,7 +441,9 @@ class InstanceDiffusionModel:
                 module.enabled = enabled
         self.unet.conv_in.load_state_dict(self.grounded_conv_in if enabled else self.sd_conv_in)
 
-    def _branch(self, prompt: str, captions: Sequence[str], boxes: Sequence[Sequence[float]], uncond: torch.Tensor, noise: torch.Tensor) -> _Branch:
+    def _branch(
+        self, prompt: str, captions: Sequence[str], boxes: Sequence[Sequence[float]], uncond: torch.Tensor, noise: torch.Tensor
+    ) -> _Branch:
         context = torch.cat([self._encode([prompt], pooled=False), uncond]).to(self.unet.dtype)
         return _Branch(context, self.grounding(captions, boxes), noise.clone(), copy.deepcopy(self.scheduler))
 
@@ -433,7 +454,9 @@ class InstanceDiffusionModel:
         branch.latents = branch.scheduler.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, branch.latents).prev_sample
 
     @torch.no_grad()
-    def sample(self, call: InstanceCall, *, seed: int, steps: int, guidance_scale: float, alpha: float, mis: float, negative_prompt: str) -> Image.Image:
+    def sample(
+        self, call: InstanceCall, *, seed: int, steps: int, guidance_scale: float, alpha: float, mis: float, negative_prompt: str
+    ) -> Image.Image:
         """PLMS with CFG; fusers on for the first ``alpha`` of the steps. With ``mis`` > 0 the
         multi-instance sampler also denoises each instance alone (its caption as prompt, its box
         as the only grounding) from the same noise for the first ``mis`` of the steps, then
@@ -495,7 +518,9 @@ def fusion_dims(model_sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
             "seg_feature_dim": model_sd["position_net.null_seg_feature"].shape[0],
         }
     except KeyError as exc:
-        raise PicbenchError(f"instancediffusion: checkpoint has no {exc.args[0]!r}: not an InstanceDiffusion UniFusion checkpoint") from None
+        raise PicbenchError(
+            f"instancediffusion: checkpoint has no {exc.args[0]!r}: not an InstanceDiffusion UniFusion checkpoint"
+        ) from None
 
 
 def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], torch_dtype: torch.dtype = torch.float32) -> InstanceDiffusionModel:
@@ -508,6 +533,7 @@ def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], torch_dtype
     scaleu = ScaleU(ScaleU.join_channels(unet))
     load_released_weights(unet, scaleu, model_sd)
     scaleu.attach(unet)
+
     def cast(module: Any) -> Any:  # after loading: the load-time dtype keyword differs across versions
         return (module if torch_dtype == torch.float32 else module.to(torch_dtype)).eval()
 
@@ -524,7 +550,14 @@ def assemble(base: str | Path, model_sd: Mapping[str, torch.Tensor], torch_dtype
 
 TINY_FUSION_DIMS = {"text_dim": 32, "out_dim": 32, "mid_dim": 64, "seg_feature_dim": 64}
 
-_LDM_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+_LDM_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "time_emb_proj": "emb_layers.1",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def to_released_layout(unet: Any, scaleu: ScaleU) -> dict[str, torch.Tensor]:
@@ -619,7 +652,13 @@ class InstanceDiffusionMethod(Method):
         "resolution": 512,
     }
     checkpoints = {"instancediffusion": f"{INSTANCEDIFFUSION_CHECKPOINT}/{INSTANCEDIFFUSION_FILE}", "base": SD15_CHECKPOINT}
-    param_specs = {"steps": STEPS, "guidance_scale": GUIDANCE, "resolution": RESOLUTION, "alpha": Param("float", 0.0, 1.0), "mis": Param("float", 0.0, 1.0)}
+    param_specs = {
+        "steps": STEPS,
+        "guidance_scale": GUIDANCE,
+        "resolution": RESOLUTION,
+        "alpha": Param("float", 0.0, 1.0),
+        "mis": Param("float", 0.0, 1.0),
+    }
 
     smoke_params = {"steps": 2, "resolution": 64}
     cuda_dtype = "float16"
@@ -665,5 +704,14 @@ def _sd15_folder(source: str) -> Path:
         return Path(source)
     from huggingface_hub import snapshot_download
 
-    wanted = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json", "text_encoder/model.safetensors", "tokenizer/*", "scheduler/*"]
+    wanted = [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/*",
+        "scheduler/*",
+    ]
     return Path(snapshot_download(source, allow_patterns=wanted))

@@ -44,9 +44,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -149,7 +150,9 @@ class GroundingResampler(nn.Module):
         self.proj_out = nn.Linear(cfg.dim, cfg.output_dim)
         self.norm_out = nn.LayerNorm(cfg.output_dim)
 
-    def forward(self, features: torch.Tensor, boxes: torch.Tensor, phrase_embeds: torch.Tensor, drop_grounding: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, boxes: torch.Tensor, phrase_embeds: torch.Tensor, drop_grounding: torch.Tensor
+    ) -> torch.Tensor:
         """features [S, N, E], boxes [S, 4], phrase_embeds [S, P], drop_grounding [S] bool -> [S, Q, out]."""
         grounding = torch.cat((phrase_embeds, self.fourier(boxes)), dim=-1)
         latents = self.latent_norm(self.latent_proj(grounding).view(-1, self.cfg.num_queries, self.cfg.dim))
@@ -242,9 +245,13 @@ class BoxMaskedIPAttnProcessor(nn.Module):
         split = lambda t: t.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # noqa: E731
         merge = lambda t: t.transpose(1, 2).flatten(2)  # noqa: E731
         query = split(attn.to_q(hidden_states))
-        text_out = F.scaled_dot_product_attention(query, split(attn.to_k(text_states)), split(attn.to_v(text_states)), attn_mask=attention_mask)
+        text_out = F.scaled_dot_product_attention(
+            query, split(attn.to_k(text_states)), split(attn.to_v(text_states)), attn_mask=attention_mask
+        )
         bias, foreground = self.image_bias(boxes.to(query.dtype), attention_grid(hidden_states.shape[1], latent_hw))
-        image_out = F.scaled_dot_product_attention(query, split(self.to_k_ip(image_states)), split(self.to_v_ip(image_states)), attn_mask=bias)
+        image_out = F.scaled_dot_product_attention(
+            query, split(self.to_k_ip(image_states)), split(self.to_v_ip(image_states)), attn_mask=bias
+        )
         hidden_states = merge(text_out) + self.scale * merge(image_out) * foreground
 
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
@@ -262,9 +269,16 @@ class PlainAttnProcessor:
 
         self._inner = AttnProcessor2_0()
 
-    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 boxes: torch.Tensor | None = None, latent_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        latent_hw: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
         return self._inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
@@ -303,8 +317,15 @@ def resampler_shape(image_proj: Mapping[str, torch.Tensor], phrase_dim: int, *, 
         raise ValueError(f"{source}: image_proj lacks {exc.args[0]!r}; not MS-Diffusion's resampler") from None
     depth = len({key.split(".")[1] for key in image_proj if key.startswith("layers.")})
     dim_head = min(64, inner)
-    return {"dim": dim, "depth": depth, "dim_head": dim_head, "heads": inner // dim_head, "num_queries": num_queries,
-            "ff_mult": ff // dim, "fourier_freqs": (grounding_dim - phrase_dim) // 8}
+    return {
+        "dim": dim,
+        "depth": depth,
+        "dim_head": dim_head,
+        "heads": inner // dim_head,
+        "num_queries": num_queries,
+        "ff_mult": ff // dim,
+        "fourier_freqs": (grounding_dim - phrase_dim) // 8,
+    }
 
 
 def load_ms_adapter(path: Path, resampler: GroundingResampler, processors: Mapping[int, BoxMaskedIPAttnProcessor]) -> torch.Tensor:
@@ -316,7 +337,9 @@ def load_ms_adapter(path: Path, resampler: GroundingResampler, processors: Mappi
             raise ValueError(f"{path}: not an MS-Diffusion checkpoint (no {part!r} entry; found {sorted(state)})")
     result = resampler.load_state_dict(state["image_proj"], strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{path}: image_proj does not match the resampler: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise ValueError(
+            f"{path}: image_proj does not match the resampler: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
     adapter = dict(state["ms_adapter"])
     for index, proc in processors.items():
         for name in ("to_k_ip", "to_v_ip"):
@@ -381,8 +404,17 @@ def translate_sample(sample: Sample, data_root: Path, params: Mapping[str, Any])
 class MSDiffusionModel:
     """SDXL pipeline + CLIP image encoder + grounding resampler + box-masked processors."""
 
-    def __init__(self, sdxl: str, image_encoder: str, adapter: str, *, device: str, dtype: torch.dtype,
-                 resampler: Mapping[str, int] | None = None, weights_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        sdxl: str,
+        image_encoder: str,
+        adapter: str,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        resampler: Mapping[str, int] | None = None,
+        weights_dir: Path | None = None,
+    ) -> None:
         """``sdxl``, ``image_encoder``: hub ids or local folders; ``adapter``: the hub repo (or local
         folder) holding ``ms_adapter.bin``, or the file itself."""
         from diffusers import StableDiffusionXLPipeline
@@ -390,8 +422,12 @@ class MSDiffusionModel:
 
         name = MSDiffusionMethod.name
         adapter_file = Path(adapter) if Path(adapter).is_file() else download_file(name, adapter, ADAPTER_FILE, weights_dir)
-        self.pipe = load_pretrained(name, sdxl, weights_dir, lambda p: StableDiffusionXLPipeline.from_pretrained(p, dtype=dtype, add_watermarker=False))
-        self.image_encoder = load_pretrained(name, image_encoder, weights_dir, lambda p: CLIPVisionModelWithProjection.from_pretrained(p, dtype=dtype))
+        self.pipe = load_pretrained(
+            name, sdxl, weights_dir, lambda p: StableDiffusionXLPipeline.from_pretrained(p, dtype=dtype, add_watermarker=False)
+        )
+        self.image_encoder = load_pretrained(
+            name, image_encoder, weights_dir, lambda p: CLIPVisionModelWithProjection.from_pretrained(p, dtype=dtype)
+        )
         self.image_processor = CLIPImageProcessor()  # the authors use the default, not the checkpoint's
         self.pipe.set_progress_bar_config(disable=True)
         phrase_dim = self.pipe.text_encoder.config.projection_dim
@@ -421,8 +457,13 @@ class MSDiffusionModel:
         refs = [load_rgb(p).resize((512, 512), Image.Resampling.BICUBIC) for p in inputs.references]
         pixels = self.image_processor(images=refs, return_tensors="pt").pixel_values.to(self.device, self.dtype)
         features = self.image_encoder(pixels, output_hidden_states=True).hidden_states[-2]
-        tok = self.pipe.tokenizer(list(inputs.phrases), max_length=self.pipe.tokenizer.model_max_length,
-                                  padding="max_length", truncation=True, return_tensors="pt")
+        tok = self.pipe.tokenizer(
+            list(inputs.phrases),
+            max_length=self.pipe.tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
         phrase_embeds = self.pipe.text_encoder(tok.input_ids.to(self.device)).pooler_output
         boxes = torch.tensor(inputs.boxes, device=self.device, dtype=self.dtype)
         drop = torch.full((len(inputs.boxes),), drop_grounding, device=self.device)
@@ -436,23 +477,34 @@ class MSDiffusionModel:
         image_tokens = self.image_tokens(inputs)
         cfg = guidance > 1
         prompt_embeds, negative_embeds, pooled, negative_pooled = self.pipe.encode_prompt(
-            inputs.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=cfg,
+            inputs.prompt,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=cfg,
             negative_prompt=inputs.negative_prompt,
         )
         prompt_embeds = torch.cat([prompt_embeds, image_tokens], dim=1)
         boxes = torch.tensor([inputs.boxes], device=self.device, dtype=self.dtype)
         extra: dict[str, Any] = {}
         if cfg:
-            extra = {"negative_prompt_embeds": torch.cat([negative_embeds, torch.zeros_like(image_tokens)], dim=1),
-                     "negative_pooled_prompt_embeds": negative_pooled}
+            extra = {
+                "negative_prompt_embeds": torch.cat([negative_embeds, torch.zeros_like(image_tokens)], dim=1),
+                "negative_pooled_prompt_embeds": negative_pooled,
+            }
             boxes = torch.cat([torch.zeros_like(boxes), boxes])  # unconditional half: no subject anywhere
         scale_factor = self.pipe.vae_scale_factor
         latent_hw = (inputs.height // scale_factor, inputs.width // scale_factor)
         generator = torch.Generator(self.device).manual_seed(seed)
         image = self.pipe(
-            prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled, guidance_scale=guidance,
-            num_inference_steps=steps, generator=generator, height=inputs.height, width=inputs.width,
-            cross_attention_kwargs={"boxes": boxes, "latent_hw": latent_hw}, **extra,
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled,
+            guidance_scale=guidance,
+            num_inference_steps=steps,
+            generator=generator,
+            height=inputs.height,
+            width=inputs.width,
+            cross_attention_kwargs={"boxes": boxes, "latent_hw": latent_hw},
+            **extra,
         ).images[0]
         if image.size != (inputs.out_width, inputs.out_height):
             image = image.resize((inputs.out_width, inputs.out_height), Image.Resampling.LANCZOS)
@@ -482,32 +534,70 @@ def _write_tiny_checkpoints(folder: Path) -> None:
     paths = {"sdxl": folder / "sdxl", "image_encoder": folder / "image_encoder", "adapter": folder / ADAPTER_FILE}
     vocab = byte_clip_vocab()
     text_cfg = CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=32, bos_token_id=vocab[CLIP_SPECIAL_TOKENS[0]],
-        eos_token_id=vocab[CLIP_SPECIAL_TOKENS[1]], pad_token_id=vocab[CLIP_SPECIAL_TOKENS[1]],
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=32,
+        bos_token_id=vocab[CLIP_SPECIAL_TOKENS[0]],
+        eos_token_id=vocab[CLIP_SPECIAL_TOKENS[1]],
+        pad_token_id=vocab[CLIP_SPECIAL_TOKENS[1]],
     )
     with torch.random.fork_rng():
         torch.manual_seed(0)
         unet = UNet2DConditionModel(  # SDXL's block pattern: plain top level, cross-attention below, text_time added conditioning
-            sample_size=32, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 1), norm_num_groups=32,
-            cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            transformer_layers_per_block=(1, 1),
+            norm_num_groups=32,
+            cross_attention_dim=64,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=6 * 8 + 32,
         )
         vae = AutoencoderKL(  # SDXL's 8x downsampling (four levels), narrow: real canvas sizes stay cheap
-            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=4, sample_size=64,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16),
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=4,
+            sample_size=64,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 8, 16, 16),
         )
         pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=CLIPTextModel(text_cfg), text_encoder_2=CLIPTextModelWithProjection(text_cfg),
-            tokenizer=clip_tokenizer(), tokenizer_2=clip_tokenizer(), unet=unet,
-            scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                             timestep_spacing="leading", steps_offset=1),
+            vae=vae,
+            text_encoder=CLIPTextModel(text_cfg),
+            text_encoder_2=CLIPTextModelWithProjection(text_cfg),
+            tokenizer=clip_tokenizer(),
+            tokenizer_2=clip_tokenizer(),
+            unet=unet,
+            scheduler=EulerDiscreteScheduler(
+                beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="leading", steps_offset=1
+            ),
         )
         pipe.save_pretrained(paths["sdxl"])
-        vision = CLIPVisionModelWithProjection(CLIPVisionConfig(  # 224 px input: the authors' default CLIPImageProcessor
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=224, patch_size=32, projection_dim=32))
+        vision = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(  # 224 px input: the authors' default CLIPImageProcessor
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=224,
+                patch_size=32,
+                projection_dim=32,
+            )
+        )
         vision.save_pretrained(paths["image_encoder"])
         cfg = ResamplerConfig(embedding_dim=32, output_dim=64, phrase_dim=32, **TINY_RESAMPLER)
         write_random_adapter(paths["adapter"], GroundingResampler(cfg), unet)
@@ -520,8 +610,14 @@ def write_random_adapter(path: Path, resampler: GroundingResampler, unet: Any) -
     processors = install_ms_processors(unet, resampler.cfg.num_queries)
     adapter = {f"{index}.{key}": value for index, proc in processors.items() for key, value in proc.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"image_proj": resampler.state_dict(), "ms_adapter": adapter,
-                "dummy_image_tokens": torch.randn(1, DUMMY_TOKENS, unet.config.cross_attention_dim)}, path)
+    torch.save(
+        {
+            "image_proj": resampler.state_dict(),
+            "ms_adapter": adapter,
+            "dummy_image_tokens": torch.randn(1, DUMMY_TOKENS, unet.config.cross_attention_dim),
+        },
+        path,
+    )
 
 
 # --------------------------------------------------------------------------- the picbench method
@@ -542,8 +638,17 @@ class MSDiffusionMethod(Method):
         "prompt_prefix": "best quality, high quality, ",
         "negative_prompt": "monochrome, lowres, bad anatomy, worst quality, low quality",
     }
-    checkpoints: ClassVar[Mapping[str, str]] = {"sdxl": SDXL_REPO, "image_encoder": IMAGE_ENCODER_REPO, "adapter": f"{ADAPTER_REPO}/{ADAPTER_FILE}"}
-    param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "resolution": RESOLUTION, "scale": Param("float", 0.0, 10.0)}
+    checkpoints: ClassVar[Mapping[str, str]] = {
+        "sdxl": SDXL_REPO,
+        "image_encoder": IMAGE_ENCODER_REPO,
+        "adapter": f"{ADAPTER_REPO}/{ADAPTER_FILE}",
+    }
+    param_specs: ClassVar[Mapping[str, Param]] = {
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "resolution": RESOLUTION,
+        "scale": Param("float", 0.0, 10.0),
+    }
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64}
     cuda_dtype: ClassVar[str] = "float16"  # the authors' inference.py
@@ -551,9 +656,17 @@ class MSDiffusionMethod(Method):
     def _load(self) -> MSDiffusionModel:
         if self.smoke:
             paths = build_tiny_checkpoints(picbench_home() / "tiny" / TINY_VERSION)
-            return MSDiffusionModel(str(paths["sdxl"]), str(paths["image_encoder"]), str(paths["adapter"]),
-                                    device=self.device, dtype=self.dtype, resampler=TINY_RESAMPLER)
-        return MSDiffusionModel(SDXL_REPO, IMAGE_ENCODER_REPO, ADAPTER_REPO, device=self.device, dtype=self.dtype, weights_dir=self.weights_dir)
+            return MSDiffusionModel(
+                str(paths["sdxl"]),
+                str(paths["image_encoder"]),
+                str(paths["adapter"]),
+                device=self.device,
+                dtype=self.dtype,
+                resampler=TINY_RESAMPLER,
+            )
+        return MSDiffusionModel(
+            SDXL_REPO, IMAGE_ENCODER_REPO, ADAPTER_REPO, device=self.device, dtype=self.dtype, weights_dir=self.weights_dir
+        )
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
         inputs = [translate_sample(s, Path(data_root), self.params) for s in samples]

@@ -33,7 +33,13 @@ class UnoMethod(PositionICMethod):
     version = "2"  # 2: UNO's sampling shift and reference resize (floor)
     capabilities = Capabilities(references=True, boxes=False, multi_subject=True, depth_order=False)
     default_params = {
-        "steps": 25, "guidance": 4.0, "ref_long_side": None, "schedule": "uno", "base": FLUX_DEV, "lora": UNO_LORA, "lora_scale": 1.0,
+        "steps": 25,
+        "guidance": 4.0,
+        "ref_long_side": None,
+        "schedule": "uno",
+        "base": FLUX_DEV,
+        "lora": UNO_LORA,
+        "lora_scale": 1.0,
     }
     checkpoints = {"base": FLUX_DEV, "lora": UNO_LORA_CHECKPOINT}
     uses_vaa = False
@@ -41,6 +47,8 @@ class UnoMethod(PositionICMethod):
     def _call_params(self) -> dict[str, Any]:
         p = self.params
         return {
-            "num_inference_steps": int(p["steps"]), "guidance_scale": float(p["guidance"]),
-            "ref_long_side": p["ref_long_side"], "schedule": str(p["schedule"]),
+            "num_inference_steps": int(p["steps"]),
+            "guidance_scale": float(p["guidance"]),
+            "ref_long_side": p["ref_long_side"],
+            "schedule": str(p["schedule"]),
         }

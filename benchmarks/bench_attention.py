@@ -14,8 +14,8 @@ CPU runs in fp32; CUDA in bf16. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import random
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -126,8 +126,10 @@ def main() -> None:
     weights = volume_weights(BOXES_2, [0, 1], layout.target_hw).to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = (torch.randn(1, heads, layout.length, head_dim, generator=gen, device=device, dtype=dtype) for _ in range(3))
-    print(f"device {device} ({torch.cuda.get_device_name(device) if on_cuda else 'cpu'}), {dtype}, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(device) if on_cuda else 'cpu'}), {dtype}, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print(f"layout: text 512 + target 64x64 + 2 refs 20x20 = {layout.length} tokens; B=1, H={heads}, D={head_dim}")
 
     sdpa, low_rank, flex = SdpaAttention(), LowRankSdpaAttention(), FlexAttention()
@@ -143,7 +145,7 @@ def main() -> None:
     samples = timed(
         {
             "sdpa_unmasked": lambda: sdpa(q, k, v, None),
-            "sdpa_vaa": lambda: sdpa(q, k, v, dense_mask),
+            "sdpa_vaa": lambda: sdpa(q, k, v, dense_mask),  # noqa: F821 (called before the del below)
             "sdpa_lowrank_vaa": lambda: low_rank(q, k, v, low_rank_bias),
             "flex_vaa": lambda: flex(q, k, v, flex_plan),
             "flex_unmasked": lambda: flex(q, k, v, flex_plain),
@@ -161,7 +163,7 @@ def main() -> None:
 
     peaks = {
         "sdpa_unmasked": peak_call_mb(lambda: sdpa(q, k, v, None), device),
-        "sdpa_vaa": peak_call_mb(lambda: sdpa(q, k, v, dense_mask), device),
+        "sdpa_vaa": peak_call_mb(lambda: sdpa(q, k, v, dense_mask), device),  # noqa: F821 (called before the del below)
         "sdpa_lowrank_vaa": peak_call_mb(lambda: low_rank(q, k, v, low_rank_bias), device),
         "flex_vaa": peak_call_mb(lambda: flex(q, k, v, flex_plan), device),
     }
@@ -171,11 +173,12 @@ def main() -> None:
         "lowrank_vs_sdpa": (low_rank(q, k, v, low_rank_bias).float() - dense_out).abs().max().item(),
     }
     for name, seconds in times.items():
-        print(f"  {name:16s} median {seconds * 1e3:9.2f} ms (min {min(samples[name]) * 1e3:9.2f})   "
-              f"{paired_ratio(name, 'sdpa_unmasked'):.3f}x unmasked SDPA")
+        print(
+            f"  {name:16s} median {seconds * 1e3:9.2f} ms (min {min(samples[name]) * 1e3:9.2f})   "
+            f"{paired_ratio(name, 'sdpa_unmasked'):.3f}x unmasked SDPA"
+        )
     print(f"  flex compile (first call): VAA {compile_vaa_s:.1f} s, unmasked {compile_plain_s:.1f} s")
-    print(f"  auto -> {auto.name}; max |flex - sdpa| = {err['flex_vs_sdpa']:.2e}, "
-          f"max |sdpa_lowrank - sdpa| = {err['lowrank_vs_sdpa']:.2e}")
+    print(f"  auto -> {auto.name}; max |flex - sdpa| = {err['flex_vs_sdpa']:.2e}, max |sdpa_lowrank - sdpa| = {err['lowrank_vs_sdpa']:.2e}")
 
     del dense_mask
     structures = {"flux_1024": mask_structures(layout, weights, device, dtype)}
@@ -183,9 +186,11 @@ def main() -> None:
     big_weights = volume_weights(BOXES_3, [0, 1, 2], big.target_hw).to(device)
     structures["flux_2048_3refs"] = mask_structures(big, big_weights, device, dtype)
     for name, s in structures.items():
-        print(f"  {name}: L={s['seq_len']}, dense mask {s['dense_mask_mb']} MB built in {s['dense_mask_build_s']} s; "
-              f"low-rank bias {s['lowrank_bias_mb']} MB in {s['lowrank_bias_build_s']} s; "
-              f"flex plan {s['flex_plan_mb']} MB built in {s['flex_plan_build_s']} s; blocks skipped {s['blocks_skipped']:.1%}")
+        print(
+            f"  {name}: L={s['seq_len']}, dense mask {s['dense_mask_mb']} MB built in {s['dense_mask_build_s']} s; "
+            f"low-rank bias {s['lowrank_bias_mb']} MB in {s['lowrank_bias_build_s']} s; "
+            f"flex plan {s['flex_plan_mb']} MB built in {s['flex_plan_build_s']} s; blocks skipped {s['blocks_skipped']:.1%}"
+        )
 
     ratios = {
         "sdpa_vaa_over_sdpa": paired_ratio("sdpa_vaa", "sdpa_unmasked"),
@@ -194,20 +199,35 @@ def main() -> None:
         "flex_vaa_over_flex_unmasked": paired_ratio("flex_vaa", "flex_unmasked"),
         "flex_vaa_over_sdpa": paired_ratio("flex_vaa", "sdpa_unmasked"),
     }
-    goals = {"auto_le_1.10x_sdpa": ratios["auto_over_sdpa"] <= 1.10,
-             "flex_vaa_le_1.3x_flex_unmasked": ratios["flex_vaa_over_flex_unmasked"] <= 1.3}
+    goals = {
+        "auto_le_1.10x_sdpa": ratios["auto_over_sdpa"] <= 1.10,
+        "flex_vaa_le_1.3x_flex_unmasked": ratios["flex_vaa_over_flex_unmasked"] <= 1.3,
+    }
     if on_cuda:
         goals["flex_vaa_le_unmasked_sdpa"] = ratios["flex_vaa_over_sdpa"] <= 1.0
     print("  goals: " + ", ".join(f"{g} {'met' if ok else 'MISSED'}" for g, ok in goals.items()))
-    print(json.dumps({
-        "bench": "attention", "device": str(device), "reps": args.reps, "dtype": str(dtype).replace("torch.", ""),
-        "heads": heads, "head_dim": head_dim, "seq_len": layout.length, "auto_backend": auto.name,
-        "ms_median": {n: round(s * 1e3, 3) for n, s in times.items()},
-        "ms_min": {n: round(min(t) * 1e3, 3) for n, t in samples.items()},
-        "ratios": {n: round(r, 3) for n, r in ratios.items()},
-        "compile_s": {"flex_vaa": round(compile_vaa_s, 2), "flex_unmasked": round(compile_plain_s, 2)},
-        "call_peak_mb_cuda": peaks, "max_abs_diff": err, "structures": structures, "goals": goals,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "attention",
+                "device": str(device),
+                "reps": args.reps,
+                "dtype": str(dtype).replace("torch.", ""),
+                "heads": heads,
+                "head_dim": head_dim,
+                "seq_len": layout.length,
+                "auto_backend": auto.name,
+                "ms_median": {n: round(s * 1e3, 3) for n, s in times.items()},
+                "ms_min": {n: round(min(t) * 1e3, 3) for n, t in samples.items()},
+                "ratios": {n: round(r, 3) for n, r in ratios.items()},
+                "compile_s": {"flex_vaa": round(compile_vaa_s, 2), "flex_unmasked": round(compile_plain_s, 2)},
+                "call_peak_mb_cuda": peaks,
+                "max_abs_diff": err,
+                "structures": structures,
+                "goals": goals,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,10 @@ def build_models(folder: Path) -> dict[str, Path]:
     clip_dir, dino_dir = folder / "clip", folder / "dino"
     if not (clip_dir / "open_clip_model.safetensors").is_file():
         clip_dir.mkdir(parents=True, exist_ok=True)
-        cfg = {"model_cfg": {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True},
-               "preprocess_cfg": {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic", "resize_mode": "shortest"}}
+        cfg = {
+            "model_cfg": {**open_clip.get_model_config("ViT-B-32"), "quick_gelu": True},
+            "preprocess_cfg": {"mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "interpolation": "bicubic", "resize_mode": "shortest"},
+        }
         (clip_dir / "open_clip_config.json").write_text(json.dumps(cfg))
         torch.manual_seed(0)
         model = open_clip.create_model(f"local-dir:{clip_dir}", load_weights=False)
@@ -48,8 +50,15 @@ def build_models(folder: Path) -> dict[str, Path]:
         torch.manual_seed(0)
         model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0)
         keep = ("tag", "input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes", "first_conv", "classifier")
-        (dino_dir / "config.json").write_text(json.dumps({"architecture": "vit_small_patch16_224", "num_classes": 0,
-                                                          "pretrained_cfg": {k: v for k, v in model.pretrained_cfg.items() if k in keep}}))
+        (dino_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    "architecture": "vit_small_patch16_224",
+                    "num_classes": 0,
+                    "pretrained_cfg": {k: v for k, v in model.pretrained_cfg.items() if k in keep},
+                }
+            )
+        )
         save_file(model.state_dict(), str(dino_dir / "model.safetensors"))
     return {"clip": clip_dir, "dino": dino_dir}
 
@@ -81,13 +90,22 @@ def run_engine(models: dict[str, Path], data_dir: Path, n: int, device: str, wor
     from picbench.metrics.engine import MetricEngine
 
     items = build_items(data_dir, n)
-    engine = MetricEngine(models="default", device=device, metrics=METRICS, detector=None, weights=models,
-                          batch_size=batch_size, num_workers=workers)
+    engine = MetricEngine(
+        models="default", device=device, metrics=METRICS, detector=None, weights=models, batch_size=batch_size, num_workers=workers
+    )
     start = time.perf_counter()
     scores = [[s.metrics[m] for m in METRICS] for s in engine.score(items, data_dir)]
     wall = time.perf_counter() - start
-    out.put({"wall_s": wall, "forward_s": engine.forward_seconds, "data_wait_s": engine.data_wait_seconds, "scores": scores, "peak_rss_mb": _peak_rss_mb(),
-             "reference_encodes": engine.reference_encodes})
+    out.put(
+        {
+            "wall_s": wall,
+            "forward_s": engine.forward_seconds,
+            "data_wait_s": engine.data_wait_seconds,
+            "scores": scores,
+            "peak_rss_mb": _peak_rss_mb(),
+            "reference_encodes": engine.reference_encodes,
+        }
+    )
 
 
 def run_naive(models: dict[str, Path], data_dir: Path, n: int, device: str, out: mp.Queue) -> None:
@@ -104,7 +122,9 @@ def run_naive(models: dict[str, Path], data_dir: Path, n: int, device: str, out:
     clip, _, clip_pre = open_clip.create_model_and_transforms(f"local-dir:{models['clip']}", device=device)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{models['clip']}")
     dino = timm.create_model(f"local-dir:{models['dino']}", pretrained=True, num_classes=0).eval().to(device)
-    dino_pre = create_transform(input_size=224, interpolation="bicubic", crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    dino_pre = create_transform(
+        input_size=224, interpolation="bicubic", crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     clip.eval()
     start = time.perf_counter()
     scores = []
@@ -146,27 +166,45 @@ def main() -> None:
 
     data_dir = find_data_dir(args.data_dir)
     models = build_models(args.models_dir)
-    print(f"scoring {args.n} DreamBench JPEGs x 2 references with {', '.join(METRICS)} on {args.device} "
-          f"(ViT-B-32 + ViT-S/16, random weights); engine: batch {args.batch_size}, {args.workers} workers", file=sys.stderr)
+    print(
+        f"scoring {args.n} DreamBench JPEGs x 2 references with {', '.join(METRICS)} on {args.device} "
+        f"(ViT-B-32 + ViT-S/16, random weights); engine: batch {args.batch_size}, {args.workers} workers",
+        file=sys.stderr,
+    )
     naive = _in_process(run_naive, models, data_dir, args.n, args.device)
     print(f"naive per-image loop: {naive['wall_s']:.1f} s, peak RSS {naive['peak_rss_mb']:.0f} MB", file=sys.stderr)
     engine = _in_process(run_engine, models, data_dir, args.n, args.device, args.workers, args.batch_size)
     outside = 1 - engine["forward_s"] / engine["wall_s"]
     overhead = 1 - (engine["forward_s"] + engine["data_wait_s"]) / engine["wall_s"]  # neither forward nor waiting for decoded images
     diff = max(abs(a - b) for ea, na in zip(engine["scores"], naive["scores"]) for a, b in zip(ea, na))
-    print(f"engine: {engine['wall_s']:.1f} s ({engine['forward_s']:.1f} s in forward passes, {outside:.1%} outside), "
-          f"{engine['data_wait_s']:.1f} s waiting for decoded images, {overhead:.1%} in the engine's own work; "
-          f"{engine['reference_encodes']} reference encodes, peak RSS {engine['peak_rss_mb']:.0f} MB", file=sys.stderr)
+    print(
+        f"engine: {engine['wall_s']:.1f} s ({engine['forward_s']:.1f} s in forward passes, {outside:.1%} outside), "
+        f"{engine['data_wait_s']:.1f} s waiting for decoded images, {overhead:.1%} in the engine's own work; "
+        f"{engine['reference_encodes']} reference encodes, peak RSS {engine['peak_rss_mb']:.0f} MB",
+        file=sys.stderr,
+    )
     print(f"speedup {naive['wall_s'] / engine['wall_s']:.2f}x, max |difference| {diff:.2e}", file=sys.stderr)
-    print(json.dumps({
-        "n_images": args.n, "device": args.device, "workers": args.workers, "batch_size": args.batch_size,
-        "naive_s": round(naive["wall_s"], 3), "engine_s": round(engine["wall_s"], 3),
-        "speedup": round(naive["wall_s"] / engine["wall_s"], 3), "max_abs_diff": diff,
-        "engine_forward_s": round(engine["forward_s"], 3), "outside_forward_share": round(outside, 4),
-        "engine_data_wait_s": round(engine["data_wait_s"], 3), "engine_own_work_share": round(overhead, 4),
-        "reference_encodes": engine["reference_encodes"],
-        "peak_rss_mb_engine": round(engine["peak_rss_mb"], 1), "peak_rss_mb_naive": round(naive["peak_rss_mb"], 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "n_images": args.n,
+                "device": args.device,
+                "workers": args.workers,
+                "batch_size": args.batch_size,
+                "naive_s": round(naive["wall_s"], 3),
+                "engine_s": round(engine["wall_s"], 3),
+                "speedup": round(naive["wall_s"] / engine["wall_s"], 3),
+                "max_abs_diff": diff,
+                "engine_forward_s": round(engine["forward_s"], 3),
+                "outside_forward_share": round(outside, 4),
+                "engine_data_wait_s": round(engine["data_wait_s"], 3),
+                "engine_own_work_share": round(overhead, 4),
+                "reference_encodes": engine["reference_encodes"],
+                "peak_rss_mb_engine": round(engine["peak_rss_mb"], 1),
+                "peak_rss_mb_naive": round(naive["peak_rss_mb"], 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
     import torch
     from diffusers.utils import logging as diffusers_logging
+
     from picbench.reference_impl.training import CONFIG_DIR, load_config
     from picbench.reference_impl.training.loop import Trainer
 
@@ -87,8 +88,20 @@ def main() -> None:
     build_paste_pairs(find_data_dir(args.data_dir), pairs, seed=0, n_multi=4, n_single=2)
     results: dict[str, dict] = {}
     for name in [*VARIANTS, *reversed(VARIANTS)]:  # two rounds in opposite orders; each variant keeps its faster run
-        cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--warmup", str(args.warmup), "--size", str(args.size),
-               "--pairs", str(pairs)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            name,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--size",
+            str(args.size),
+            "--pairs",
+            str(pairs),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         measured = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name:>11}: {measured['steps_per_s']:.2f} steps/s, peak {measured['peak_mb']:.0f} MB", flush=True)

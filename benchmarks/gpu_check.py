@@ -39,21 +39,31 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_WHEELS = Path(__file__).resolve().parent / "gpu_wheels"
 # import name -> distribution the wheels folder provides
-NEEDED = {"diffusers": "diffusers", "open_clip": "open_clip_torch", "ftfy": "ftfy", "wcwidth": "wcwidth", "scipy": "scipy",
-          "sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
+NEEDED = {
+    "diffusers": "diffusers",
+    "open_clip": "open_clip_torch",
+    "ftfy": "ftfy",
+    "wcwidth": "wcwidth",
+    "scipy": "scipy",
+    "sentencepiece": "sentencepiece",
+    "google.protobuf": "protobuf",
+}
 PARTS = ("attention", "pipeline", "metrics", "trainer")
 SCHEMA = 1
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wheels", type=Path, default=DEFAULT_WHEELS, help="folder of wheels for missing packages (default: benchmarks/gpu_wheels)")
+    parser.add_argument(
+        "--wheels", type=Path, default=DEFAULT_WHEELS, help="folder of wheels for missing packages (default: benchmarks/gpu_wheels)"
+    )
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per attention variant")
     parser.add_argument("--metric-images", type=int, default=256, help="images scored by the metric engine")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
@@ -178,7 +188,16 @@ def _peak_mb(fn: Callable[[], Any], device: Any) -> float | None:
     return round((torch.cuda.max_memory_allocated(device) - base) / 2**20, 1)
 
 
-def attention_case(target_hw: tuple[int, int], ref_hws: tuple[tuple[int, int], ...], boxes: list, device: Any, reps: int, heads: int = 24, head_dim: int = 128, ref_heads: int = 2) -> dict[str, Any]:
+def attention_case(
+    target_hw: tuple[int, int],
+    ref_hws: tuple[tuple[int, int], ...],
+    boxes: list,
+    device: Any,
+    reps: int,
+    heads: int = 24,
+    head_dim: int = 128,
+    ref_heads: int = 2,
+) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
@@ -211,9 +230,12 @@ def attention_case(target_hw: tuple[int, int], ref_hws: tuple[tuple[int, int], .
     bwd = {name: _timed(lambda f=f: backward(f), device, reps) for name, f in calls.items()}
     for name, f in calls.items():
         entry: dict[str, Any] = {
-            "fwd_ms": round(fwd[name] * 1e3, 3), "fwd_ratio": round(fwd[name] / fwd["unmasked_sdpa"], 3),
-            "fwd_bwd_ms": round(bwd[name] * 1e3, 3), "fwd_bwd_ratio": round(bwd[name] / bwd["unmasked_sdpa"], 3),
-            "peak_fwd_mb": _peak_mb(lambda f=f: f(q, k, v), device), "peak_fwd_bwd_mb": _peak_mb(lambda f=f: backward(f), device),
+            "fwd_ms": round(fwd[name] * 1e3, 3),
+            "fwd_ratio": round(fwd[name] / fwd["unmasked_sdpa"], 3),
+            "fwd_bwd_ms": round(bwd[name] * 1e3, 3),
+            "fwd_bwd_ratio": round(bwd[name] / bwd["unmasked_sdpa"], 3),
+            "peak_fwd_mb": _peak_mb(lambda f=f: f(q, k, v), device),
+            "peak_fwd_bwd_mb": _peak_mb(lambda f=f: backward(f), device),
         }
         if name != "unmasked_sdpa":
             entry["max_err_vs_fp32_dense"] = float((f(q, k, v)[:, :ref_heads].float() - reference).abs().max())
@@ -248,10 +270,27 @@ def check_pipeline(device: Any) -> dict[str, Any]:
     boxes, depths = [(0.05, 0.05, 0.55, 0.6), (0.4, 0.35, 0.95, 0.95)], [0, 1]
 
     def run(seed: int) -> np.ndarray:
-        latents = pipe("a dog and a cat", refs, boxes, depths, height=64, width=96, num_inference_steps=2,
-                       generator=torch.Generator("cpu").manual_seed(seed), output_type="latent").images
-        image = pipe("a dog and a cat", refs, boxes, depths, height=64, width=96, num_inference_steps=2,
-                     generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+        latents = pipe(
+            "a dog and a cat",
+            refs,
+            boxes,
+            depths,
+            height=64,
+            width=96,
+            num_inference_steps=2,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="latent",
+        ).images
+        image = pipe(
+            "a dog and a cat",
+            refs,
+            boxes,
+            depths,
+            height=64,
+            width=96,
+            num_inference_steps=2,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        ).images[0]
         if not torch.isfinite(latents.float()).all():
             raise AssertionError(f"non-finite latents for seed {seed}")
         if image.size != (96, 64):
@@ -260,8 +299,13 @@ def check_pipeline(device: Any) -> dict[str, Any]:
 
     start = time.perf_counter()
     first, again, other = run(0), run(0), run(1)
-    return {"finite": True, "size": [96, 64], "deterministic": bool(np.array_equal(first, again)),
-            "seed_changes_image": bool(not np.array_equal(first, other)), "seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "finite": True,
+        "size": [96, 64],
+        "deterministic": bool(np.array_equal(first, again)),
+        "seed_changes_image": bool(not np.array_equal(first, other)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 # -- (c) metric engine ---------------------------------------------------------------------------
@@ -269,7 +313,6 @@ def check_pipeline(device: Any) -> dict[str, Any]:
 
 def check_metrics(device: Any, n: int) -> dict[str, Any]:
     import numpy as np
-    import torch
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -290,8 +333,12 @@ def check_metrics(device: Any, n: int) -> dict[str, Any]:
             path = root / f"gen{i}.jpg"
             Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(path)
             refs = (f"ref{i % 4}.jpg", f"ref{(i + 1) % 4}.jpg")
-            items.append(ScoreItem(Sample(f"s{i}", "a dog in the jungle", 512, 512, "single", (Subject("dog", "dog", refs[:1], refs),)), 0, path))
-        engine = MetricEngine(models="default", metrics=["clip_i", "clip_t", "dino"], detector=None, weights=models, device=str(device), batch_size=64)
+            items.append(
+                ScoreItem(Sample(f"s{i}", "a dog in the jungle", 512, 512, "single", (Subject("dog", "dog", refs[:1], refs),)), 0, path)
+            )
+        engine = MetricEngine(
+            models="default", metrics=["clip_i", "clip_t", "dino"], detector=None, weights=models, device=str(device), batch_size=64
+        )
         list(engine.score(items[: min(8, n)], root / "data"))  # warm-up: weights on the device, kernels chosen
         _sync(device)
         start = time.perf_counter()
@@ -300,7 +347,12 @@ def check_metrics(device: Any, n: int) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     if any(s.failures for s in scores):
         raise AssertionError(f"scoring failed: {scores[0].failures}")
-    return {"images": n, "seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1), "models": "ViT-B/32 + ViT-S/16, random weights"}
+    return {
+        "images": n,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(n / seconds, 1),
+        "models": "ViT-B/32 + ViT-S/16, random weights",
+    }
 
 
 # -- (d) trainer ---------------------------------------------------------------------------------
@@ -321,8 +373,16 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
     torch.manual_seed(0)
     # FLUX.1-dev's widths (24 heads x 128, T5 4096, CLIP 768), 1 double- and 2 single-stream blocks
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=2, attention_head_dim=128, num_attention_heads=heads,
-        joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+        patch_size=1,
+        in_channels=64,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=128,
+        num_attention_heads=heads,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
     ).to(device, torch.bfloat16)
     set_positionic_processors(transformer)
     transformer.requires_grad_(False)
@@ -338,8 +398,17 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
 
     def inputs() -> ModelInputs:
         rand = lambda *shape: torch.randn(*shape, device=device, dtype=torch.bfloat16)  # noqa: E731
-        return ModelInputs(rand(1, n_target, 64), rand(1, n_refs, 64), rand(1, n_target, 64), torch.rand(1, device=device), rand(1, 512, 4096),
-                           rand(1, 768), torch.zeros(512, 3, device=device), cond, torch.full([1], 3.5, device=device))
+        return ModelInputs(
+            rand(1, n_target, 64),
+            rand(1, n_refs, 64),
+            rand(1, n_target, 64),
+            torch.rand(1, device=device),
+            rand(1, 512, 4096),
+            rand(1, 768),
+            torch.zeros(512, 3, device=device),
+            cond,
+            torch.full([1], 3.5, device=device),
+        )
 
     def step() -> float:
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
@@ -352,11 +421,18 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
     step()
     seconds = _timed(step, device, 3)
     peak = _peak_mb(step, device)
-    return {"status": "ok", "step_s": round(seconds, 4), "peak_mb": peak, "model": f"FLUX width ({heads} heads x 128), 1 double + 2 single blocks, LoRA r16, 512 px + 2 refs",
-            "trainable_params": sum(p.numel() for p in params)}
+    return {
+        "status": "ok",
+        "step_s": round(seconds, 4),
+        "peak_mb": peak,
+        "model": f"FLUX width ({heads} heads x 128), 1 double + 2 single blocks, LoRA r16, 512 px + 2 refs",
+        "trainable_params": sum(p.numel() for p in params),
+    }
 
 
-def run_parts(calls: dict[str, Callable[[], dict[str, Any]]], names: list[str], budget_s: float, *, after_each: Callable[[], Any] = lambda: None) -> dict[str, Any]:
+def run_parts(
+    calls: dict[str, Callable[[], dict[str, Any]]], names: list[str], budget_s: float, *, after_each: Callable[[], Any] = lambda: None
+) -> dict[str, Any]:
     """Each named part in turn, guarded; once ``budget_s`` is spent the rest are skipped, saying so."""
     start = time.perf_counter()
     parts: dict[str, Any] = {}
@@ -366,7 +442,9 @@ def run_parts(calls: dict[str, Callable[[], dict[str, Any]]], names: list[str], 
             parts[name] = {"error": f"skipped: {part_start - start:.0f} s of the {budget_s:.0f} s budget spent"}
             continue
         parts[name] = guarded(calls[name])
-        print(f"{name}: {'error: ' + parts[name]['error'] if 'error' in parts[name] else 'done'} in {time.perf_counter() - part_start:.1f} s")
+        print(
+            f"{name}: {'error: ' + parts[name]['error'] if 'error' in parts[name] else 'done'} in {time.perf_counter() - part_start:.1f} s"
+        )
         after_each()
     return parts
 
@@ -382,11 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     device = torch.device(args.device)
-    info = {"name": torch.cuda.get_device_name(device), "torch": torch.__version__, "python": sys.version.split()[0], "cuda": torch.version.cuda}
+    info = {
+        "name": torch.cuda.get_device_name(device),
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "cuda": torch.version.cuda,
+    }
     print(f"gpu_check on {info['name']}, torch {info['torch']}, Python {info['python']}")
     start = time.perf_counter()
-    run = {"attention": lambda: check_attention(device, args.reps), "pipeline": lambda: check_pipeline(device),
-           "metrics": lambda: check_metrics(device, args.metric_images), "trainer": lambda: check_trainer(device)}
+    run = {
+        "attention": lambda: check_attention(device, args.reps),
+        "pipeline": lambda: check_pipeline(device),
+        "metrics": lambda: check_metrics(device, args.metric_images),
+        "trainer": lambda: check_trainer(device),
+    }
     parts = run_parts(run, args.parts, args.budget_s, after_each=torch.cuda.empty_cache)
     line = result_line(info, parts, time.perf_counter() - start)
     print(line)

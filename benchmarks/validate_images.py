@@ -35,7 +35,20 @@ def main() -> None:
     assert errors_serial == errors_parallel, "thread count must not change the verdict"
     print(f"validate {bench.name}: {len(bench)} samples, {n_images} images decoded with picbench.imaging.load_rgb")
     print(f"  1 thread (baseline): {serial:.2f} s   {pool} threads: {parallel:.2f} s   warm (cached): {warm:.2f} s")
-    print(json.dumps({"bench": bench.name, "images": n_images, "serial_s": round(serial, 3), "threads": pool, "threaded_s": round(parallel, 3), "speedup": round(serial / parallel, 2), "warm_s": round(warm, 3), "cpus": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "bench": bench.name,
+                "images": n_images,
+                "serial_s": round(serial, 3),
+                "threads": pool,
+                "threaded_s": round(parallel, 3),
+                "speedup": round(serial / parallel, 2),
+                "warm_s": round(warm, 3),
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

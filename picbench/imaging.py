@@ -23,7 +23,9 @@ def load_rgb(path: str | Path) -> Image.Image:
             im = ImageOps.exif_transpose(im)
             return to_rgb(im)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"image {path} is larger than Pillow's pixel limit ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine") from exc
+        raise ImageError(
+            f"image {path} is larger than Pillow's pixel limit ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"image {path} is corrupt or truncated: {exc}") from exc
     except MemoryError:

@@ -8,9 +8,9 @@ leaderboard row are made comparable here, once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from picbench.atomic import atomic_write
 from picbench.errors import PicbenchError, ResultFormatError
@@ -38,8 +38,22 @@ PROVENANCE_COLUMNS = [
     "origin",
 ]
 COUNT_COLUMNS = ["n_items", "n_failures"]
-BASE_METRICS = ["clip_i", "clip_t", "dino", "clip_i_crop", "dino_crop", "vlm_judge", "iou", "ap", "ap50", "ap75",
-                "occlusion_order", "present_once", "missing", "duplicated"]
+BASE_METRICS = [
+    "clip_i",
+    "clip_t",
+    "dino",
+    "clip_i_crop",
+    "dino_crop",
+    "vlm_judge",
+    "iou",
+    "ap",
+    "ap50",
+    "ap75",
+    "occlusion_order",
+    "present_once",
+    "missing",
+    "duplicated",
+]
 SPLITS = ["", ".single", ".multi"]
 KNOWN_METRICS = [m + s for m in BASE_METRICS for s in SPLITS]
 """Metric columns in the order a reader expects them; unknown metric keys follow, sorted."""
@@ -207,7 +221,9 @@ def read_leaderboard(path: str | Path, *, allow_nonfinite: bool = False) -> pd.D
             numeric = numeric.mask(nonfinite)
         elif nonfinite.any():
             line = int(nonfinite.to_numpy().nonzero()[0][0]) + 2
-            raise ResultFormatError(f"{numeric[nonfinite].iloc[0]!r} is not a finite number (refused as in results JSON)", file=path, line=line, field=column)
+            raise ResultFormatError(
+                f"{numeric[nonfinite].iloc[0]!r} is not a finite number (refused as in results JSON)", file=path, line=line, field=column
+            )
         frame[column] = numeric
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):

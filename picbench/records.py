@@ -13,9 +13,10 @@ import hashlib
 import json
 import math
 import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from picbench.errors import ResultFormatError
 from picbench.limits import SEED_LIMIT, Limits, current_limits
@@ -70,16 +71,20 @@ class Subject:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, sample_id: str | None = None, index: int = 0) -> "Subject":
+    def from_dict(cls, d: Mapping[str, Any], *, sample_id: str | None = None, index: int = 0) -> Subject:
         check_subject_record(d, f"subjects[{index}]", RaiseFirst(sample_id=sample_id))
         return cls._from_checked(d)
 
     @classmethod
-    def _from_checked(cls, d: Mapping[str, Any]) -> "Subject":
+    def _from_checked(cls, d: Mapping[str, Any]) -> Subject:
         box = d.get("box")
         return cls(
-            d["name"], d["class_word"], tuple(d["references"]), tuple(d.get("eval_images") or ()),
-            tuple(float(v) for v in box) if box is not None else None, d.get("depth"),  # type: ignore[arg-type]
+            d["name"],
+            d["class_word"],
+            tuple(d["references"]),
+            tuple(d.get("eval_images") or ()),
+            tuple(float(v) for v in box) if box is not None else None,
+            d.get("depth"),  # type: ignore[arg-type]
         )
 
 
@@ -103,7 +108,7 @@ class Sample:
     def has_layout(self) -> bool:
         return all(s.box is not None for s in self.subjects)
 
-    def with_fallback_layout(self) -> "Sample":
+    def with_fallback_layout(self) -> Sample:
         """This sample, or, where some subject has no box (DreamBench), a copy in which every
         subject gets picbench's fallback layout: one equal-width, full-height column per subject,
         left to right, depth by list order (0 in front). It lets box-conditioned methods run on
@@ -112,9 +117,7 @@ class Sample:
         if self.has_layout:
             return self
         n = len(self.subjects)
-        subjects = tuple(
-            replace(sub, box=(i / n, 0.0, (i + 1) / n, 1.0), depth=i) for i, sub in enumerate(self.subjects)
-        )
+        subjects = tuple(replace(sub, box=(i / n, 0.0, (i + 1) / n, 1.0), depth=i) for i, sub in enumerate(self.subjects))
         return replace(self, subjects=subjects, meta={**self.meta, "layout": "fallback-columns"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,13 +136,19 @@ class Sample:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> "Sample":
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> Sample:
         """The sample a record describes; the first broken rule raises, naming file, line, sample and field."""
         sid = d.get("id") if isinstance(d, Mapping) and isinstance(d.get("id"), str) else None
         check_sample_record(d, RaiseFirst(file, line, sid))
         return cls(
-            d["id"], d["prompt"], d["width"], d["height"], d["split"],
-            tuple(Subject._from_checked(s) for s in d["subjects"]), dict(d.get("meta") or {}), d.get("target"),
+            d["id"],
+            d["prompt"],
+            d["width"],
+            d["height"],
+            d["split"],
+            tuple(Subject._from_checked(s) for s in d["subjects"]),
+            dict(d.get("meta") or {}),
+            d.get("target"),
         )
 
 
@@ -179,7 +188,7 @@ class Bench:
         return header
 
     @classmethod
-    def from_header(cls, header: Mapping[str, Any], samples: Sequence[Sample], data_root: str | Path) -> "Bench":
+    def from_header(cls, header: Mapping[str, Any], samples: Sequence[Sample], data_root: str | Path) -> Bench:
         """The Bench a header line describes; a broken header rule raises, naming the field."""
         check_header_record(header, RaiseFirst())
         kind = header.get("kind", BENCH_KIND)
@@ -223,7 +232,7 @@ class Bench:
                 raise FileNotFoundError(path)
         return h.hexdigest()
 
-    def with_samples(self, samples: Sequence[Sample]) -> "Bench":
+    def with_samples(self, samples: Sequence[Sample]) -> Bench:
         return replace(self, samples=tuple(samples))
 
 
@@ -285,7 +294,7 @@ class Score:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> "Score":
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None, line: int | None = None) -> Score:
         """A score record read back (samples.jsonl, the store); anything of the wrong type raises
         :class:`ResultFormatError` naming file, line, sample and field."""
         sid = d.get("sample_id") if isinstance(d, Mapping) and isinstance(d.get("sample_id"), str) else None
@@ -326,7 +335,16 @@ class Score:
             raise bad("failures", "failures must be a list of strings")
         if not isinstance(d.get("smoke", False), bool):
             raise bad("smoke", f"smoke must be true or false, got {d.get('smoke')!r}")
-        return cls(sid, d["seed"], dict(d["metrics"]), tuple(subs), d.get("detector_raw"), tuple(detections), tuple(failures), d.get("smoke", False))
+        return cls(
+            sid,
+            d["seed"],
+            dict(d["metrics"]),
+            tuple(subs),
+            d.get("detector_raw"),
+            tuple(detections),
+            tuple(failures),
+            d.get("smoke", False),
+        )
 
 
 def _check_metric_map(metrics: Any, where: str, bad: Callable[[str, str], Exception]) -> None:

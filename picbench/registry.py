@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from picbench.errors import PicbenchError, UnknownNameError
 
@@ -80,7 +81,6 @@ class Registry(Generic[T]):
                 raise PicbenchError(f"{self.kind} {name!r} ({self._entries[name].target}) is not {what}")
             self._loaded[name] = obj  # type: ignore[assignment]
         return self._loaded[name]
-
 
     def _conforms(self, obj: object) -> bool:
         assert self.base is not None

@@ -12,9 +12,10 @@ significance level, a change beyond the tolerance counts only when a paired boot
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from picbench.errors import PicbenchError
 from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns
@@ -160,10 +161,21 @@ def compare(
             absent = [m for m in sorted(baseline_metrics) if _has(base[m]) and not (m in run and _has(run[m]))]
             if absent:
                 message = f"{run['method']} on {run['bench']}: the run has no value for baseline metric(s) {', '.join(absent)}"
-                (warnings if allow_missing else blocking).append(message + ("" if allow_missing else " (pass --allow-missing to check only the shared ones)"))
+                (warnings if allow_missing else blocking).append(
+                    message + ("" if allow_missing else " (pass --allow-missing to check only the shared ones)")
+                )
             checks.extend(
-                MetricCheck(run["method"], run["bench"], m, float(base[m]), float(run[m]), tolerance_for(m, tolerance, per_metric),
-                            str(base["source"]), str(base.get("origin", "")), higher_is_better(m, run, base))
+                MetricCheck(
+                    run["method"],
+                    run["bench"],
+                    m,
+                    float(base[m]),
+                    float(run[m]),
+                    tolerance_for(m, tolerance, per_metric),
+                    str(base["source"]),
+                    str(base.get("origin", "")),
+                    higher_is_better(m, run, base),
+                )
                 for m in shared
             )
     if not checks:
@@ -194,8 +206,10 @@ def _tested(checks: list[MetricCheck], candidate: pd.DataFrame, alpha: float) ->
     def scores(origin: str, side: str) -> list:
         folder = Path(origin).parent
         if not origin.endswith(".json") or not (folder / "samples.jsonl").is_file():
-            raise PicbenchError(f"--significance needs per-sample scores on both sides: the {side} {origin or '(no origin)'} is not "
-                                "a run folder's results.json with samples.jsonl beside it (a leaderboard CSV holds aggregates only)")
+            raise PicbenchError(
+                f"--significance needs per-sample scores on both sides: the {side} {origin or '(no origin)'} is not "
+                "a run folder's results.json with samples.jsonl beside it (a leaderboard CSV holds aggregates only)"
+            )
         if origin not in loaded:
             loaded[origin] = [score for score, _ in iter_sample_scores(folder)]
         return loaded[origin]
@@ -203,7 +217,9 @@ def _tested(checks: list[MetricCheck], candidate: pd.DataFrame, alpha: float) ->
     out = []
     for check in checks:
         if check.beyond_tolerance:
-            found = paired_bootstrap(scores(runs[(check.method, check.bench)], "run"), scores(check.baseline_origin, "baseline"), [check.metric])
+            found = paired_bootstrap(
+                scores(runs[(check.method, check.bench)], "run"), scores(check.baseline_origin, "baseline"), [check.metric]
+            )
             check = replace(check, p_value=found[0].p_value if found else None)
         out.append(replace(check, alpha=alpha))
     return out

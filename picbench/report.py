@@ -19,11 +19,10 @@ import html
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -96,7 +95,9 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
     view.samples = {s.id: s for s in loaded.samples}
     view.data_root = loaded.data_root
     if result.bench_hash and loaded.content_hash() != result.bench_hash:
-        view.warnings.append(f"bench {loaded.name!r} has changed since this run (its hash differs from the run's): target boxes may not match")
+        view.warnings.append(
+            f"bench {loaded.name!r} has changed since this run (its hash differs from the run's): target boxes may not match"
+        )
     return view
 
 
@@ -126,7 +127,9 @@ def build_report(
     parts += [f'<div class="warning">warning: {_e(w)}</div>' for w in view.warnings]
     parts += [
         "<h2>Aggregate metrics</h2>",
-        aggregate_table(r.metrics, r.intervals).to_html(classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=False),
+        aggregate_table(r.metrics, r.intervals).to_html(
+            classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=False
+        ),
         "<h2>Run</h2>",
         _key_value_table(run_facts(r)),
         "<details><summary>full provenance</summary><pre>",
@@ -156,7 +159,10 @@ def build_report(
         ]
         failed = [(score.sample_id, score.seed, "; ".join(score.failures)) for score, _ in view.scores if score.failures]
         if failed:
-            parts += ["<h2>Failures</h2>", pd.DataFrame(failed, columns=["sample", "seed", "reason"]).to_html(classes="failures", index=False, border=0)]
+            parts += [
+                "<h2>Failures</h2>",
+                pd.DataFrame(failed, columns=["sample", "seed", "reason"]).to_html(classes="failures", index=False, border=0),
+            ]
     return _page(title, "\n".join(parts))
 
 
@@ -289,8 +295,10 @@ def framed_image(run_dir: Path, image: str | None, sample: Sample | None, score:
         found = "" if detected is not None else " (not detected)"
         iou_text = f" IoU {iou:.2f}" if iou is not None else ""
         legend.append(f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(name)}{iou_text}{found}</span>')
-    frame = (f'<div class="frame"><img alt="{_e(score.sample_id)}" src="data:image/jpeg;base64,{_jpeg(picture, THUMBNAIL_PX)}">'
-             f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>')
+    frame = (
+        f'<div class="frame"><img alt="{_e(score.sample_id)}" src="data:image/jpeg;base64,{_jpeg(picture, THUMBNAIL_PX)}">'
+        f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
+    )
     return frame, "".join(legend)
 
 
@@ -309,8 +317,10 @@ def reference_strip(sample: Sample | None, data_root: Path | None, cache: dict[s
             except (ImageError, UnsafePathError):
                 cache[path] = ""
         if cache[path]:
-            cells.append(f'<img class="ref" style="border-color:{colour}" alt="reference of {_e(sub.name)}" title="{_e(sub.name)}: {_e(path)}" '
-                         f'src="data:image/jpeg;base64,{cache[path]}">')
+            cells.append(
+                f'<img class="ref" style="border-color:{colour}" alt="reference of {_e(sub.name)}" title="{_e(sub.name)}: {_e(path)}" '
+                f'src="data:image/jpeg;base64,{cache[path]}">'
+            )
         else:
             cells.append(f'<div class="ref missing" style="border-color:{colour}">{_e(sub.name)}: reference unreadable</div>')
     return f'<div class="refs">{"".join(cells)}</div>'
@@ -410,8 +420,10 @@ def build_comparison(
     if smoke:
         parts.append(f'<div class="smoke" role="alert">{_e(SMOKE_NOTE)}. Do not quote or compare them.</div>')
     if len({v.result.bench for v in views}) > 1:
-        parts.append(f'<div class="warning">warning: the runs are on different benches ({_e(", ".join(sorted({v.result.bench for v in views})))}); '
-                     "rows are matched by sample id</div>")
+        parts.append(
+            f'<div class="warning">warning: the runs are on different benches ({_e(", ".join(sorted({v.result.bench for v in views})))}); '
+            "rows are matched by sample id</div>"
+        )
     parts += [f'<div class="warning">warning: {_e(label)}: {_e(w)}</div>' for label, v in zip(labels, views) for w in v.warnings]
     parts += ["<h2>Aggregate metrics</h2>", _side_by_side_aggregates(views, labels)]
     guide = next((v for v in views if v.samples is not None), views[0])
@@ -459,7 +471,11 @@ def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) ->
         cells = []
         for view in views:
             value, interval = view.result.metrics.get(key), view.result.intervals.get(key)
-            text = "—" if value is None else f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
+            text = (
+                "—"
+                if value is None
+                else f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
+            )
             cells.append(f"<td>{text}</td>")
         arrow = "" if views[0].result.better_high(key) else " (lower is better)"
         body.append(f"<tr><th>{_e(key)}{arrow}</th>{''.join(cells)}</tr>")
@@ -510,8 +526,10 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
     parts = [f"<h1>{_e(title)}</h1>"]
     if bool(table["smoke"].any()):
         parts.append(f'<div class="smoke" role="alert">rows marked SMOKE: {_e(SMOKE_NOTE)}</div>')
-    parts.append("<p>Click a column to sort. &uarr; higher is better, &darr; lower is better; "
-                 "brackets hold the bootstrap 95% interval where the run measured one.</p>")
+    parts.append(
+        "<p>Click a column to sort. &uarr; higher is better, &darr; lower is better; "
+        "brackets hold the bootstrap 95% interval where the run measured one.</p>"
+    )
     for source, heading in (("measured", "Measured"), ("reported", "Reported (copied from papers, see the citation)")):
         rows = table[table["source"] == source]
         if rows.empty:
@@ -524,8 +542,10 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
         head += f"<th>{extra}</th>"
         body = []
         for row in records:
-            cells = [f'<td data-value="{_e(row["method"])}">{_e(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
-                     f'<td data-value="{_e(row["bench"])}">{_e(row["bench"])}</td>']
+            cells = [
+                f'<td data-value="{_e(row["method"])}">{_e(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
+                f'<td data-value="{_e(row["bench"])}">{_e(row["bench"])}</td>',
+            ]
             for m in shown:
                 value = row.get(m)
                 if not _number(value):
@@ -538,7 +558,10 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
             text = _e(note) if isinstance(note, str) else ""
             cells.append(f'<td class="note" data-value="{text}">{text}</td>')
             body.append(("<tr class='smoke-row'>" if row["smoke"] else "<tr>") + "".join(cells) + "</tr>")
-        parts += [f"<h2>{_e(heading)}</h2>", f'<table class="leaderboard {source}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>']
+        parts += [
+            f"<h2>{_e(heading)}</h2>",
+            f'<table class="leaderboard {source}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>',
+        ]
     return _page(title, "\n".join(parts) + _SORT_SCRIPT)
 
 
@@ -587,14 +610,22 @@ def build_training_report(folder: str | Path) -> str:
         for key, value in (r.get("eval") or {}).items():
             if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
                 scores.setdefault(key, []).append((r["step"], float(value)))
-    body = [f"<h1>training: {_e(folder.name)}</h1>", _key_value_table({
-        "steps logged": str(len(records)), "last step": str(records[-1]["step"]),
-        "stages": ", ".join(dict.fromkeys(str(r.get("stage", "")) for r in records)),
-        "skipped pairs": str(records[-1].get("skipped", 0)),
-    })]
+    body = [
+        f"<h1>training: {_e(folder.name)}</h1>",
+        _key_value_table(
+            {
+                "steps logged": str(len(records)),
+                "last step": str(records[-1]["step"]),
+                "stages": ", ".join(dict.fromkeys(str(r.get("stage", "")) for r in records)),
+                "skipped pairs": str(records[-1].get("skipped", 0)),
+            }
+        ),
+    ]
     body.append(f'<h2>optimisation</h2><img alt="training curves" src="data:image/png;base64,{_curves_png(curves)}">')
     if scores:
-        body.append(f'<h2>validation scores (the benchmark, during training)</h2><img alt="validation scores" src="data:image/png;base64,{_curves_png(scores)}">')
+        body.append(
+            f'<h2>validation scores (the benchmark, during training)</h2><img alt="validation scores" src="data:image/png;base64,{_curves_png(scores)}">'
+        )
     else:
         body.append("<p>no evaluation logged (set <code>eval.every</code> in the config)</p>")
     return _page(f"training {folder.name}", "\n".join(body))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from picbench.atomic import atomic_write
 from picbench.errors import PicbenchError, ResultFormatError
@@ -60,7 +61,7 @@ class RunResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None) -> "RunResult":
+    def from_dict(cls, d: Mapping[str, Any], *, file: str | Path | None = None) -> RunResult:
         """A results record read back; a field of the wrong type raises :class:`ResultFormatError`
         naming the file and field (a results file is input too: it may be old, edited or hostile)."""
 
@@ -101,14 +102,27 @@ class RunResult:
         if not isinstance(intervals, Mapping):
             raise bad("intervals", f"must be an object, got {type(intervals).__name__}")
         for key, value in intervals.items():
-            if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+            if not (
+                isinstance(value, list)
+                and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            ):
                 raise bad(f"intervals.{key}", f"must be [low, high] with finite numbers, got {value!r}")
         return cls(
-            method=d["method"], method_version=d["method_version"], method_params=dict(d["method_params"]),
-            bench=d["bench"], bench_version=d["bench_version"], bench_hash=d["bench_hash"],
-            seeds=tuple(seeds), metrics=dict(d["metrics"]), counts=dict(d["counts"]),
-            smoke=d["smoke"], provenance=dict(d.get("provenance", {})), source=d.get("source", "measured"),
-            higher_is_better=dict(directions), intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
+            method=d["method"],
+            method_version=d["method_version"],
+            method_params=dict(d["method_params"]),
+            bench=d["bench"],
+            bench_version=d["bench_version"],
+            bench_hash=d["bench_hash"],
+            seeds=tuple(seeds),
+            metrics=dict(d["metrics"]),
+            counts=dict(d["counts"]),
+            smoke=d["smoke"],
+            provenance=dict(d.get("provenance", {})),
+            source=d.get("source", "measured"),
+            higher_is_better=dict(directions),
+            intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
         )
 
 
@@ -164,5 +178,7 @@ def iter_sample_scores(run_dir: str | Path) -> Iterator[tuple[Score, str | None]
             score = Score.from_dict(d, file=path, line=lineno)
             image = d.get("image")
             if image is not None and not isinstance(image, str):
-                raise ResultFormatError(f"image must be a path or null, got {image!r}", file=path, line=lineno, sample_id=score.sample_id, field="image")
+                raise ResultFormatError(
+                    f"image must be a path or null, got {image!r}", file=path, line=lineno, sample_id=score.sample_id, field="image"
+                )
             yield score, image

@@ -17,13 +17,14 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from PIL import Image
 
@@ -49,7 +50,19 @@ from picbench.store import RunLock, RunStore
 if TYPE_CHECKING:
     from picbench.metrics.engine import MetricEngine
 
-_LIBRARIES = ("torch", "torchvision", "transformers", "diffusers", "open_clip_torch", "timm", "peft", "accelerate", "numpy", "pillow", "pycocotools")
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "transformers",
+    "diffusers",
+    "open_clip_torch",
+    "timm",
+    "peft",
+    "accelerate",
+    "numpy",
+    "pillow",
+    "pycocotools",
+)
 RUN_CONFIG_SCHEMA = 1
 FRESH_PIXELS = 2**27  # fresh generations kept in memory for scoring: 128 images of 1024 x 1024 (about 400 MB of RGB)
 
@@ -66,7 +79,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         try:
             index, count = (int(v) for v in text.split("/"))
         except ValueError:
@@ -347,8 +360,16 @@ def _refuse_invalid(bench: Bench, given: str | None = None) -> None:
         )
 
 
-def _generate(store: RunStore, method: Method, items: list[_Item], data_root: Path, config: RunConfig, outcome: RunOutcome, progress: Progress,
-              fresh: "FreshImages") -> None:
+def _generate(
+    store: RunStore,
+    method: Method,
+    items: list[_Item],
+    data_root: Path,
+    config: RunConfig,
+    outcome: RunOutcome,
+    progress: Progress,
+    fresh: FreshImages,
+) -> None:
     """Generate every item the store lacks (or whose image file is gone; failures again only with
     ``retry_failed``), in batches of one seed."""
     done = {k: g for k, g in store.get_generations(i.key for i in items).items() if _finished(store, g, config.retry_failed)}
@@ -424,13 +445,23 @@ def check_image(output: Any, sample: Sample, *, exact_size: bool = True) -> tupl
     except Exception as exc:  # PIL raises many types for broken pixel data
         return None, f"broken image ({type(exc).__name__}: {exc})"
     if image.size != (sample.width, sample.height) and (exact_size or not same_aspect(image.size, (sample.width, sample.height))):
-        return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}" + ("" if exact_size else " or the same aspect ratio")
+        return None, f"wrong size {image.width}x{image.height}, expected {sample.width}x{sample.height}" + (
+            "" if exact_size else " or the same aspect ratio"
+        )
     return image, None
 
 
-
-def _record(store: RunStore, method: Method, item: _Item, image: Image.Image | None, failure: str | None, *, outcome: RunOutcome, progress: Progress,
-            fresh: "FreshImages") -> None:
+def _record(
+    store: RunStore,
+    method: Method,
+    item: _Item,
+    image: Image.Image | None,
+    failure: str | None,
+    *,
+    outcome: RunOutcome,
+    progress: Progress,
+    fresh: FreshImages,
+) -> None:
     """Save the image (atomically), then its record: a record never points at a missing file.
     The image is also kept in ``fresh`` (within FRESH_PIXELS) so scoring need not decode it again."""
     generation = Generation(method.name, method.version, item.params, item.sample.id, item.seed, None, method.smoke, failure)
@@ -450,8 +481,13 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
     from picbench.metrics.engine import MetricEngine
 
     return MetricEngine(
-        models=config.models, device=device, metrics=config.metrics, detector=config.detector,
-        weights=dict(config.weights) or None, cache=EmbeddingCache(store.path), batch_size=max(1, config.batch_size),
+        models=config.models,
+        device=device,
+        metrics=config.metrics,
+        detector=config.detector,
+        weights=dict(config.weights) or None,
+        cache=EmbeddingCache(store.path),
+        batch_size=max(1, config.batch_size),
     )
 
 
@@ -461,8 +497,17 @@ def _scorer_key(engine: MetricEngine, config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item], data_root: Path, identity: bool, outcome: RunOutcome, progress: Progress,
-           fresh: "FreshImages") -> None:
+def _score(
+    store: RunStore,
+    engine: MetricEngine,
+    scorer: str,
+    items: list[_Item],
+    data_root: Path,
+    identity: bool,
+    outcome: RunOutcome,
+    progress: Progress,
+    fresh: FreshImages,
+) -> None:
     from picbench.metrics.engine import ScoreItem
 
     generations = store.get_generations(i.key for i in items)
@@ -472,8 +517,12 @@ def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item
     progress.phase("score", len(items), outcome.score_reused)
     score_items = [
         ScoreItem(
-            sample=i.sample, seed=i.seed, identity=identity, failure=generations[i.key].failure,
-            image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None, image=fresh.get(i.key),
+            sample=i.sample,
+            seed=i.seed,
+            identity=identity,
+            failure=generations[i.key].failure,
+            image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None,
+            image=fresh.get(i.key),
         )
         for i in pending
     ]
@@ -492,7 +541,17 @@ def _score(store: RunStore, engine: MetricEngine, scorer: str, items: list[_Item
         ) from exc
 
 
-def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sample], items: list[_Item], engine: MetricEngine, scorer: str, method_provenance: Mapping[str, Any], device: str) -> RunResult:
+def _finalize(
+    store: RunStore,
+    config: RunConfig,
+    bench: Bench,
+    samples: list[Sample],
+    items: list[_Item],
+    engine: MetricEngine,
+    scorer: str,
+    method_provenance: Mapping[str, Any],
+    device: str,
+) -> RunResult:
     """Aggregate every item's stored score and write samples.jsonl and results.json (atomically)."""
     generations = store.get_generations(i.key for i in items)
     scores = store.get_scores(scorer, (i.key for i in items))
@@ -508,18 +567,26 @@ def _finalize(store: RunStore, config: RunConfig, bench: Bench, samples: list[Sa
     _write_samples(store.out_dir, items, ordered, generations)
     counts = {k: int(v) for k, v in aggregate.items() if k.startswith("n_") and v is not None}
     counts.update(
-        samples=len(samples), items=len(items),
+        samples=len(samples),
+        items=len(items),
         generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
     )
     engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
     result = RunResult(
-        method=method_provenance["name"], method_version=method_provenance["version"], method_params=method_provenance["params"],
-        bench=bench.name, bench_version=bench.version, bench_hash=bench.content_hash(), seeds=tuple(config.seeds),
+        method=method_provenance["name"],
+        method_version=method_provenance["version"],
+        method_params=method_provenance["params"],
+        bench=bench.name,
+        bench_version=bench.version,
+        bench_hash=bench.content_hash(),
+        seeds=tuple(config.seeds),
         metrics={k: (float(v) if v is not None else None) for k, v in aggregate.items() if not k.startswith("n_")},
-        counts=counts, smoke=smoke,
+        counts=counts,
+        smoke=smoke,
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
-        higher_is_better=engine.directions(), intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+        higher_is_better=engine.directions(),
+        intervals=engine.intervals(ordered, {s.id: s for s in samples}),
     )
     save_result(result, store.out_dir)
     return result
@@ -531,11 +598,18 @@ def _write_samples(out: Path, items: list[_Item], scores: list[Score], generatio
         with atomic_write(path) as fh:
             for item, score in zip(items, scores):
                 generation = generations[item.key]
-                line = {**score.to_dict(), "image": generation.image_path, "image_size": _image_size(out, generation.image_path),
-                        "generation_key": item.key, "generation_failure": generation.failure}
+                line = {
+                    **score.to_dict(),
+                    "image": generation.image_path,
+                    "image_size": _image_size(out, generation.image_path),
+                    "generation_key": item.key,
+                    "generation_failure": generation.failure,
+                }
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
     except OSError as exc:
-        raise PicbenchError(f"cannot write {path}: {exc.strerror or exc}; the store keeps every record, rerun `picbench merge {out}`") from exc
+        raise PicbenchError(
+            f"cannot write {path}: {exc.strerror or exc}; the store keeps every record, rerun `picbench merge {out}`"
+        ) from exc
 
 
 def _image_size(out: Path, image_path: str | None) -> list[int] | None:
@@ -554,16 +628,23 @@ def _image_size(out: Path, image_path: str | None) -> list[int] | None:
 
 def _method_provenance(method: Method) -> dict[str, Any]:
     return {
-        "name": method.name, "version": method.version, "params": method.cache_params(),
-        "capabilities": asdict(method.capabilities), "checkpoints": dict(method.checkpoints),
+        "name": method.name,
+        "version": method.version,
+        "params": method.cache_params(),
+        "capabilities": asdict(method.capabilities),
+        "checkpoints": dict(method.checkpoints),
     }
 
 
 def _config_record(config: RunConfig, bench: Bench, method: Method, cache_params: Mapping[str, Any]) -> dict[str, Any]:
     """What a shard stores so that a merge can rebuild the run without the method's models."""
     return {
-        "schema": RUN_CONFIG_SCHEMA, **config.to_record(), "method_name": method.name, "method_version": method.version,
-        "cache_params": dict(cache_params), "bench_spec_hash": bench.spec_hash(),
+        "schema": RUN_CONFIG_SCHEMA,
+        **config.to_record(),
+        "method_name": method.name,
+        "method_version": method.version,
+        "cache_params": dict(cache_params),
+        "bench_spec_hash": bench.spec_hash(),
     }
 
 
@@ -572,11 +653,19 @@ def _comparable(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("device", "batch_size", "weights_dir", "method_provenance")}
 
 
-def _provenance(config: RunConfig, bench: Bench, method: Mapping[str, Any], engine: Mapping[str, Any], device: str, smoke: bool) -> dict[str, Any]:
+def _provenance(
+    config: RunConfig, bench: Bench, method: Mapping[str, Any], engine: Mapping[str, Any], device: str, smoke: bool
+) -> dict[str, Any]:
     return {
         "picbench_version": picbench.__version__,
         "git": _git_state(),
-        "bench": {"name": bench.name, "version": bench.version, "spec_hash": bench.spec_hash(), "reconstruction": bench.reconstruction, "limit": config.limit},
+        "bench": {
+            "name": bench.name,
+            "version": bench.version,
+            "spec_hash": bench.spec_hash(),
+            "reconstruction": bench.reconstruction,
+            "limit": config.limit,
+        },
         "method": dict(method),
         "seeds": list(config.seeds),
         "models": config.models,
@@ -597,7 +686,9 @@ def _git_state() -> dict[str, Any] | None:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}

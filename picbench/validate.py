@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
@@ -169,7 +170,9 @@ def _check_images(
         sink.at(line=line, sample_id=sid).error(code, f"{rel}: {reason} (used by {n} sample{'s' * (n != 1)})", field_name)
 
 
-def validate_bench(bench: Bench, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None) -> ValidationReport:
+def validate_bench(
+    bench: Bench, *, check_images: bool = True, require_layout: bool | None = None, workers: int | None = None
+) -> ValidationReport:
     """Check an in-memory bench (from a loader) with the same rules as a file; ``workers``
     threads decode images (default: up to 4)."""
     if require_layout is None:

@@ -55,9 +55,7 @@ class MaskedAttention(ABC):
         self.block_size = block_size
 
     @abstractmethod
-    def prepare(
-        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
-    ) -> Any: ...
+    def prepare(self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype) -> Any: ...
 
     @abstractmethod
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prepared: Any) -> torch.Tensor: ...
@@ -287,9 +285,7 @@ class FlexAttention(MaskedAttention):
 
     name = "flex"
 
-    def prepare(
-        self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
-    ) -> FlexPlan:
+    def prepare(self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype) -> FlexPlan:
         if weights is None:
             return FlexPlan(block_mask=None, score_mod=None, skipped_fraction=0.0)
         n_blocks = -(-layout.length // self.block_size)
@@ -322,7 +318,9 @@ ATTENTION_BACKENDS: Registry[type[MaskedAttention]] = Registry(
 """Backends by name; other packages add theirs through the ``picbench.attention_backends``
 entry-point group (a MaskedAttention subclass), then ``--param attention_backend=NAME`` uses it."""
 ATTENTION_BACKENDS.register("sdpa", "picbench.reference_impl.attention:SdpaAttention", "dense additive VAA mask through SDPA")
-ATTENTION_BACKENDS.register("sdpa_lowrank", "picbench.reference_impl.attention:LowRankSdpaAttention", "VAA as a rank-2K bias in extra q/k dims, unmasked SDPA")
+ATTENTION_BACKENDS.register(
+    "sdpa_lowrank", "picbench.reference_impl.attention:LowRankSdpaAttention", "VAA as a rank-2K bias in extra q/k dims, unmasked SDPA"
+)
 ATTENTION_BACKENDS.register("flex", "picbench.reference_impl.attention:FlexAttention", "compiled FlexAttention, block-sparse VAA mask")
 
 

@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
+from PIL import Image
+
 from picbench.reference_impl.attention import get_backend
 from picbench.reference_impl.layout import TokenLayout
 from picbench.reference_impl.processors import VAA_KWARG, JointMask
 from picbench.reference_impl.unope import unope_image_ids
 from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
-from PIL import Image
 
 PATCH = 16
 """Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
@@ -53,7 +54,9 @@ def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
     return image.crop((left, top, left + crop_w, top + crop_h))
 
 
-def encode_image_tokens(pipe: FluxPipeline, image: Image.Image, device: torch.device | str, dtype: torch.dtype) -> tuple[torch.Tensor, tuple[int, int]]:
+def encode_image_tokens(
+    pipe: FluxPipeline, image: Image.Image, device: torch.device | str, dtype: torch.dtype
+) -> tuple[torch.Tensor, tuple[int, int]]:
     """Packed tokens [1, h*w, C*4] of an image whose sides are multiples of 16, and its token grid (h, w).
 
     The VAE mean is used (deterministic; BFL's encoder would sample), shifted and scaled as FLUX expects."""

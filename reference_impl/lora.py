@@ -102,7 +102,9 @@ def read_lora_file(path: str | Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def load_lora(pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "positionic", scale: float = 1.0) -> None:
+def load_lora(
+    pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "positionic", scale: float = 1.0
+) -> None:
     """Load a diffusers/peft-format FLUX LoRA (a local file or a state dict) into `pipe.transformer`."""
     state_dict = read_lora_file(lora) if isinstance(lora, (str, Path)) else dict(lora)
     if any(".processor." in k for k in state_dict):
@@ -111,14 +113,18 @@ def load_lora(pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor],
     _load_into_transformer(pipe.transformer, state_dict, adapter_name, scale)
 
 
-def load_uno_lora(pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "uno", scale: float = 1.0) -> None:
+def load_uno_lora(
+    pipe: FluxPipeline, lora: str | Path | Mapping[str, torch.Tensor], *, adapter_name: str = "uno", scale: float = 1.0
+) -> None:
     """Convert UNO's released LoRA (file or state dict) and load it into `pipe.transformer`."""
     source = str(lora) if isinstance(lora, (str, Path)) else "UNO LoRA"
     state_dict = read_lora_file(lora) if isinstance(lora, (str, Path)) else dict(lora)
     _load_into_transformer(pipe.transformer, convert_uno_lora(state_dict, source=source), adapter_name, scale)
 
 
-def _load_into_transformer(transformer: FluxTransformer2DModel, state_dict: dict[str, torch.Tensor], adapter_name: str, scale: float) -> None:
+def _load_into_transformer(
+    transformer: FluxTransformer2DModel, state_dict: dict[str, torch.Tensor], adapter_name: str, scale: float
+) -> None:
     """peft LoRA on the transformer only (keys `transformer.*`); the text encoders stay as they are."""
     prefix = "transformer" if any(k.startswith("transformer.") for k in state_dict) else None
     transformer.load_lora_adapter(state_dict, prefix=prefix, adapter_name=adapter_name)
@@ -154,7 +160,9 @@ def add_trainable_lora(
     if init is None:
         from peft import LoraConfig
 
-        transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=UNO_TARGET_MODULES), adapter_name)
+        transformer.add_adapter(
+            LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True, target_modules=UNO_TARGET_MODULES), adapter_name
+        )
     else:
         state = read_lora_file(init) if isinstance(init, (str, Path)) else dict(init)
         source = str(init) if isinstance(init, (str, Path)) else "initial LoRA"

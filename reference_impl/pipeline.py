@@ -92,11 +92,13 @@ class PositionICPipeline(FluxPipeline):
         feature_extractor: CLIPImageProcessor | None = None,
     ) -> None:
         # The full signature, because diffusers reads it to know the pipeline's components.
-        super().__init__(scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer, image_encoder, feature_extractor)
+        super().__init__(
+            scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer, image_encoder, feature_extractor
+        )
         set_positionic_processors(self.transformer)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> "PositionICPipeline":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PositionICPipeline:
         """Load from a local diffusers folder or a hub id (from the local cache when offline). Any
         missing part raises :class:`MissingWeightsError` naming it and how to provide it."""
         source = str(pretrained_model_name_or_path)
@@ -166,8 +168,15 @@ class PositionICPipeline(FluxPipeline):
         ref_tokens = torch.cat([tokens for tokens, _ in encoded], dim=1)
         target_hw = (gen_h // PATCH, gen_w // PATCH)
         cond = build_conditioning(
-            prompt_embeds.shape[1], target_hw, [hw for _, hw in encoded], [(boxes, depths)] if vaa else None,
-            sigma=sigma, delta=delta, attention_backend=attention_backend, device=device, dtype=dtype,
+            prompt_embeds.shape[1],
+            target_hw,
+            [hw for _, hw in encoded],
+            [(boxes, depths)] if vaa else None,
+            sigma=sigma,
+            delta=delta,
+            attention_backend=attention_backend,
+            device=device,
+            dtype=dtype,
         )
 
         channels = self.transformer.config.in_channels // 4
@@ -180,7 +189,9 @@ class PositionICPipeline(FluxPipeline):
         mu = sampling_mu(gen_w, gen_h, schedule)
         timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
         self.scheduler.set_begin_index(0)
-        guidance_t = torch.full([1], guidance_scale, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
+        guidance_t = (
+            torch.full([1], guidance_scale, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
+        )
 
         with self.progress_bar(total=len(timesteps)) as progress:
             for t in timesteps:

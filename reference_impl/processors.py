@@ -40,9 +40,7 @@ class JointMask:
             return self.backend(query, key, value, self.prepared)
         if len(self.prepared) != query.shape[0]:
             raise ValueError(f"JointMask has {len(self.prepared)} per-sample plans for a batch of {query.shape[0]}")
-        return torch.cat(
-            [self.backend(query[i : i + 1], key[i : i + 1], value[i : i + 1], plan) for i, plan in enumerate(self.prepared)]
-        )
+        return torch.cat([self.backend(query[i : i + 1], key[i : i + 1], value[i : i + 1], plan) for i, plan in enumerate(self.prepared)])
 
 
 class PositionICAttnProcessor:

@@ -12,8 +12,9 @@ declaring entry points in the ``picbench.metrics`` and ``picbench.detectors`` gr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image

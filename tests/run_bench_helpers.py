@@ -26,6 +26,8 @@ def tiny_samples(n: int, size: int = 64) -> list[Sample]:
     return samples
 
 
-def write_tiny_bench(folder: Path, data_dir: Path, n: int = 4, *, name: str = "tiny-run-bench", samples: list[Sample] | None = None) -> Path:
+def write_tiny_bench(
+    folder: Path, data_dir: Path, n: int = 4, *, name: str = "tiny-run-bench", samples: list[Sample] | None = None
+) -> Path:
     bench = Bench(name, "1", tuple(samples if samples is not None else tiny_samples(n)), data_dir, description="test bench")
     return write_bench_jsonl(bench, folder / f"{name}.jsonl")

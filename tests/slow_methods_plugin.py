@@ -5,8 +5,8 @@ as a third-party plugin (a dist-info folder declaring the `picbench.methods` ent
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image

@@ -74,7 +74,9 @@ def test_translation_keeps_prompt_and_reference_order(data_dir: Path) -> None:
     assert x.width % 16 == 0 and x.height % 16 == 0 and abs(x.width / x.height - 2) < 0.05
     square = translate_sample(dreambench_sample(data_dir, 0), data_dir, DreamOMethod.default_params)
     assert (square.width, square.height) == (1024, 1024)
-    crowded = Sample("c", "many things", 64, 64, "multi", tuple(Subject(f"s{i}", "dog", ("dreambench/dataset/dog/00.jpg",)) for i in range(10)))
+    crowded = Sample(
+        "c", "many things", 64, 64, "multi", tuple(Subject(f"s{i}", "dog", ("dreambench/dataset/dog/00.jpg",)) for i in range(10))
+    )
     with pytest.raises(ValueError, match="at most 9"):
         translate_sample(crowded, data_dir, DreamOMethod.default_params)
     assert DreamOMethod.capabilities.boxes is False and DreamOMethod.capabilities.multi_subject
@@ -102,10 +104,12 @@ def test_lora_layout_conversion_splits_fused_qkv(tiny_pipe) -> None:
     for i, proj in enumerate(("to_q", "to_k", "to_v")):
         assert torch.equal(converted[f"transformer.transformer_blocks.0.attn.{proj}.lora_A.weight"], down)
         assert torch.equal(converted[f"transformer.transformer_blocks.0.attn.{proj}.lora_B.weight"], up.chunk(3)[i])
-    assert torch.equal(converted["transformer.transformer_blocks.0.attn.to_add_out.lora_B.weight"],
-                       lora["double_blocks_0.processor.proj_lora2.up.weight"])
-    assert torch.equal(converted["transformer.single_transformer_blocks.0.proj_out.lora_A.weight"],
-                       lora["single_blocks_0.processor.proj_lora.down.weight"])
+    assert torch.equal(
+        converted["transformer.transformer_blocks.0.attn.to_add_out.lora_B.weight"], lora["double_blocks_0.processor.proj_lora2.up.weight"]
+    )
+    assert torch.equal(
+        converted["transformer.single_transformer_blocks.0.proj_out.lora_A.weight"], lora["single_blocks_0.processor.proj_lora.down.weight"]
+    )
     with pytest.raises(ValueError, match="single_blocks_0"):  # a double-stream site in a single block
         split_dreamo_lora({"single_blocks_0.processor.qkv_lora1.down.weight": torch.zeros(1, 1)}, source="test")
     with pytest.warns(UserWarning, match="not_a_lora"), pytest.raises(ValueError, match="no LoRA weights"):
@@ -118,8 +122,12 @@ def test_lora_keys_upstream_skips_or_passes_through_are_accepted_and_named(tiny_
     the rest); picbench does the same and names every ignored key in one warning."""
     lora = random_dreamo_lora(tiny_pipe.transformer, rank=4, seed=3)
     ready = "transformer.transformer_blocks.0.ff.net.2.lora_A.weight"
-    extra = {"dreamo_extra_embedding.weight": torch.zeros(2, 2), "lora_te_text_model.alpha": torch.zeros(()), ready: torch.ones(4, 8),
-             ready.replace("lora_A", "lora_B"): torch.ones(8, 4)}
+    extra = {
+        "dreamo_extra_embedding.weight": torch.zeros(2, 2),
+        "lora_te_text_model.alpha": torch.zeros(()),
+        ready: torch.ones(4, 8),
+        ready.replace("lora_A", "lora_B"): torch.ones(8, 4),
+    }
     with pytest.warns(UserWarning, match=r"test: ignored 2 key\(s\).*dreamo_extra_embedding\.weight, lora_te_text_model\.alpha"):
         converted = dreamo_lora_to_diffusers({**lora, **extra}, source="test")
     assert torch.equal(converted[ready], extra[ready])
@@ -170,4 +178,3 @@ def test_task_and_index_embeddings_reach_the_transformer(tiny_method: DreamOMeth
     finally:
         model._token_embeddings = None
     assert torch.allclose(hooked, x_embedder(tokens) + emb[None], atol=1e-6)
-

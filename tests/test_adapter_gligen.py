@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
 
 from picbench.adapters.gligen import (
     GligenMethod,
@@ -17,8 +18,6 @@ from picbench.adapters.gligen import (
 )
 from picbench.errors import MissingWeightsError
 from picbench.records import Sample, Subject
-
-from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
 
 
 def test_translation_keeps_boxes_phrases_and_first_references(data_dir: Path) -> None:
@@ -67,8 +66,10 @@ def test_authors_schedule_per_variant_and_negative_prompt() -> None:
     text_image, text_box = GligenMethod(), GligenMethod(params={"variant": "text-box"})
     assert text_image.params["scheduled_sampling_beta"] == 1.0 and text_box.params["scheduled_sampling_beta"] == 0.3
     assert grounding_steps(51, text_image.params["scheduled_sampling_beta"]) == 51  # grounded at every step
-    assert text_image.params["negative_prompt"] == text_box.params["negative_prompt"] == (
-        "longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality"
+    assert (
+        text_image.params["negative_prompt"]
+        == text_box.params["negative_prompt"]
+        == ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality")
     )
     assert GligenMethod(params={"scheduled_sampling_beta": 0.5}).params["scheduled_sampling_beta"] == 0.5
     assert text_image.cache_params()["scheduled_sampling_beta"] == 1.0  # the resolved value keys the cache

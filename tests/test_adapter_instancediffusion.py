@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
 
-from picbench.tiny import sd as tiny
 from picbench.adapters.instancediffusion import (
+    OMEGACONF_CLASSES,
     TINY_FUSION_DIMS,
     InstanceDiffusionMethod,
     InstanceFusion,
@@ -24,7 +25,6 @@ from picbench.adapters.instancediffusion import (
     instance_call,
     load_released_weights,
     low_frequency_scale,
-    OMEGACONF_CLASSES,
     mis_steps,
     plms_step,
     read_released_checkpoint,
@@ -32,8 +32,7 @@ from picbench.adapters.instancediffusion import (
 )
 from picbench.errors import PicbenchError
 from picbench.records import Sample, Subject
-
-from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
+from picbench.tiny import sd as tiny
 
 
 def _tiny_parts(seed: int):
@@ -204,16 +203,36 @@ def test_released_container_with_omegaconf_config_loads(tmp_path: Path) -> None:
     """The authors' save_ckpt form: state dicts, optimizer and scheduler state, and
     ``config_dict = vars(DictConfig)``, read back without omegaconf code running."""
     omegaconf = pytest.importorskip("omegaconf")  # a dev dependency: writes the container for real
-    config = omegaconf.OmegaConf.create({"model": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": {"image_size": 64, "fuser_type": "gatedSA", "channel_mult": [1, 2, 4, 4]}}, "base_learning_rate": 5e-5, "enable_ema": True})
+    config = omegaconf.OmegaConf.create(
+        {
+            "model": {
+                "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
+                "params": {"image_size": 64, "fuser_type": "gatedSA", "channel_mult": [1, 2, 4, 4]},
+            },
+            "base_learning_rate": 5e-5,
+            "enable_ema": True,
+        }
+    )
     ema = {"scaleu_b_0": torch.randn(4)}
     path = tmp_path / "instancediffusion_sd15.pth"
-    torch.save({"model": {"scaleu_b_0": torch.zeros(4)}, "ema": ema, "opt": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0]}]},
-                "scheduler": {"last_epoch": 3, "lr_lambdas": [None]}, "iters": 4, "config_dict": vars(config)}, path)
+    torch.save(
+        {
+            "model": {"scaleu_b_0": torch.zeros(4)},
+            "ema": ema,
+            "opt": {"state": {}, "param_groups": [{"lr": 5e-5, "params": [0]}]},
+            "scheduler": {"last_epoch": 3, "lr_lambdas": [None]},
+            "iters": 4,
+            "config_dict": vars(config),
+        },
+        path,
+    )
     loaded = read_released_checkpoint(path)
     assert loaded.keys() == {"scaleu_b_0"} and torch.equal(loaded["scaleu_b_0"], ema["scaleu_b_0"])
     saved = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     assert {"omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.nodes.AnyNode"} <= set(saved)
-    assert set(saved) - {"typing.Any", "builtins.dict", "builtins.list", "builtins.int", "collections.defaultdict"} <= set(OMEGACONF_CLASSES)
+    assert set(saved) - {"typing.Any", "builtins.dict", "builtins.list", "builtins.int", "collections.defaultdict"} <= set(
+        OMEGACONF_CLASSES
+    )
 
 
 def test_any_other_pickled_class_is_refused_without_running_it(tmp_path: Path) -> None:
@@ -243,7 +262,9 @@ def test_end_to_end_tiny(data_dir: Path) -> None:
     model = method.load()
     fuser = next(m for m in model.unet.modules() if isinstance(m, GatedSelfAttentionDense))
     calls: list[tuple[bool, bool]] = []  # per UNet call: fuser on, SD 1.5's conv_in in place
-    fuser.register_forward_pre_hook(lambda module, args: calls.append((module.enabled, torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"]))))
+    fuser.register_forward_pre_hook(
+        lambda module, args: calls.append((module.enabled, torch.equal(model.unet.conv_in.weight, model.sd_conv_in["weight"])))
+    )
     first = method.generate([sample], seed=5, data_root=data_dir)
     assert first[0].size == (64, 64) and first[0].mode == "RGB"
     # 2 steps = 3 PNDM timesteps; the authors' step 0 (entries 0 and 1) grounded with

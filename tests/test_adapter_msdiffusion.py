@@ -165,8 +165,18 @@ def test_loader_reads_the_released_key_layout(tiny_unet, tmp_path: Path) -> None
     write_random_adapter(path, GroundingResampler(cfg), tiny_unet)
     state = torch.load(path, weights_only=True)
     assert set(state) == {"image_proj", "ms_adapter", "dummy_image_tokens"}
-    for key in ("grounding_latents", "latent_proj.0.weight", "latent_proj.2.bias", "latent_norm.weight", "proj_in.weight",
-                "layers.0.0.to_kv.weight", "layers.0.0.norm2.bias", "layers.0.1.0.weight", "layers.0.1.3.weight", "norm_out.bias"):
+    for key in (
+        "grounding_latents",
+        "latent_proj.0.weight",
+        "latent_proj.2.bias",
+        "latent_norm.weight",
+        "proj_in.weight",
+        "layers.0.0.to_kv.weight",
+        "layers.0.0.norm2.bias",
+        "layers.0.1.0.weight",
+        "layers.0.1.3.weight",
+        "norm_out.bias",
+    ):
         assert key in state["image_proj"], key
     n_procs = len(tiny_unet.attn_processors)
     assert {k.split(".")[0] for k in state["ms_adapter"]} == {str(i) for i in range(1, n_procs, 2)}
@@ -195,10 +205,20 @@ def test_resampler_shape_is_read_off_the_checkpoint() -> None:
         state = GroundingResampler(released).state_dict()
     shape = resampler_shape(state, 1280, source="released")
     assert shape == {"dim": 1280, "depth": 4, "dim_head": 64, "heads": 20, "num_queries": 16, "ff_mult": 4, "fourier_freqs": 8}
-    small = ResamplerConfig(embedding_dim=32, output_dim=64, phrase_dim=32, dim=32, depth=2, dim_head=64, heads=1, num_queries=4, ff_mult=2, fourier_freqs=4)
+    small = ResamplerConfig(
+        embedding_dim=32, output_dim=64, phrase_dim=32, dim=32, depth=2, dim_head=64, heads=1, num_queries=4, ff_mult=2, fourier_freqs=4
+    )
     with torch.device("meta"):
         state = GroundingResampler(small).state_dict()
-    assert resampler_shape(state, 32, source="small") == {"dim": 32, "depth": 2, "dim_head": 64, "heads": 1, "num_queries": 4, "ff_mult": 2, "fourier_freqs": 4}
+    assert resampler_shape(state, 32, source="small") == {
+        "dim": 32,
+        "depth": 2,
+        "dim_head": 64,
+        "heads": 1,
+        "num_queries": 4,
+        "ff_mult": 2,
+        "fourier_freqs": 4,
+    }
     with pytest.raises(ValueError, match="x.bin: image_proj lacks 'grounding_latents'"):
         resampler_shape({}, 32, source="x.bin")
 

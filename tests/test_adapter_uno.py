@@ -20,7 +20,9 @@ FAST = {"steps": 2, "ref_long_side": 32}
 
 def sample(sample_id: str, boxes=(None, None)) -> Sample:
     refs = ("dreambench/dataset/dog/00.jpg", "dreambench/dataset/backpack/00.jpg")
-    subjects = tuple(Subject(n, n, (r,), box=b, depth=None if b is None else i) for i, (n, r, b) in enumerate(zip(("dog", "backpack"), refs, boxes)))
+    subjects = tuple(
+        Subject(n, n, (r,), box=b, depth=None if b is None else i) for i, (n, r, b) in enumerate(zip(("dog", "backpack"), refs, boxes))
+    )
     return Sample(sample_id, "a dog and a backpack on the beach", 64, 64, "multi", subjects)
 
 
@@ -39,7 +41,9 @@ def test_registered_with_unos_published_defaults() -> None:
 
 
 def test_runs_in_uno_mode_and_ignores_boxes(uno: UnoMethod, data_dir: Path) -> None:
-    plain, boxed = uno.generate([sample("plain"), sample("boxed", boxes=((0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0)))], seed=3, data_root=data_dir)
+    plain, boxed = uno.generate(
+        [sample("plain"), sample("boxed", boxes=((0.0, 0.0, 0.5, 0.5), (0.5, 0.5, 1.0, 1.0)))], seed=3, data_root=data_dir
+    )
     assert plain.size == (64, 64)
     assert np.array_equal(np.asarray(plain), np.asarray(boxed))
     pipe = uno.load()

@@ -16,8 +16,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from picbench.benches import BENCHES, built_bench_dir, load_bench
-from picbench.benches import dreambench, msbench, positionic
+from picbench.benches import BENCHES, built_bench_dir, dreambench, load_bench, msbench, positionic
 from picbench.benches.hf import bench_to_dataset, dataset_to_bench, load_bench_hf, save_bench_hf
 from picbench.benches.jsonl import write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError, UnknownNameError

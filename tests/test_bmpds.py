@@ -49,8 +49,16 @@ keep_top = 0.5
 """
 
 
-def _config(tmp_path: Path, name: str = "tiny.toml", *, seed: int = 0, sources: str = '["dreambench", "msbench"]', single: int = 3,
-            forward: int = 1, backward: int = 1) -> Path:
+def _config(
+    tmp_path: Path,
+    name: str = "tiny.toml",
+    *,
+    seed: int = 0,
+    sources: str = '["dreambench", "msbench"]',
+    single: int = 3,
+    forward: int = 1,
+    backward: int = 1,
+) -> Path:
     path = tmp_path / name
     path.write_text(TINY.format(seed=seed, sources=sources, single=single, forward=forward, backward=backward))
     return path
@@ -58,8 +66,11 @@ def _config(tmp_path: Path, name: str = "tiny.toml", *, seed: int = 0, sources: 
 
 def _files(folder: Path) -> dict[str, bytes]:
     skip = {"store.sqlite", "store.sqlite-wal", "store.sqlite-shm"}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in skip
-            and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip and not p.name.endswith(".lock")
+    }
 
 
 # -- the filter -----------------------------------------------------------------------------------
@@ -67,18 +78,32 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def test_filter_keeps_exactly_the_top_fraction_and_says_why() -> None:
     rng = random.Random(7)
-    cands = [Candidate(f"s{i:02d}", "single", clip_i=[rng.uniform(0.6, 1)], dino=[rng.uniform(0.5, 1)], vlm=[1.0], clip_t=rng.uniform(0.1, 0.4))
-             for i in range(40)]
-    cands += [Candidate(f"m{i:02d}", "forward", clip_i=[0.9, rng.uniform(0.6, 1)], dino=[0.9, 0.9], vlm=[0.75, rng.choice([0.25, 1.0, None])],
-                        clip_t=rng.uniform(0.1, 0.4)) for i in range(20)]
+    cands = [
+        Candidate(f"s{i:02d}", "single", clip_i=[rng.uniform(0.6, 1)], dino=[rng.uniform(0.5, 1)], vlm=[1.0], clip_t=rng.uniform(0.1, 0.4))
+        for i in range(40)
+    ]
+    cands += [
+        Candidate(
+            f"m{i:02d}",
+            "forward",
+            clip_i=[0.9, rng.uniform(0.6, 1)],
+            dino=[0.9, 0.9],
+            vlm=[0.75, rng.choice([0.25, 1.0, None])],
+            clip_t=rng.uniform(0.1, 0.4),
+        )
+        for i in range(20)
+    ]
     cands += [Candidate("f0", "backward", failure="detector found no 'dog' in the rendered caption")]
     cfg = FilterCfg(clip_i=0.7, dino=0.6, vlm=0.5, use_vlm=True, keep_top=0.3)
     verdicts = decide(cands, cfg)
     assert set(verdicts) == {c.key for c in cands}
     for stage in ("single", "forward"):
         group = [c for c in cands if c.stage == stage]
-        passed = [c for c in group if min(c.clip_i) >= cfg.clip_i and min(c.dino) >= cfg.dino
-                  and all(v is not None and v >= cfg.vlm for v in c.vlm)]
+        passed = [
+            c
+            for c in group
+            if min(c.clip_i) >= cfg.clip_i and min(c.dino) >= cfg.dino and all(v is not None and v >= cfg.vlm for v in c.vlm)
+        ]
         kept = [c for c in group if verdicts[c.key].status == "kept"]
         assert len(kept) == math.floor(cfg.keep_top * len(passed)) > 0
         assert {c.key for c in kept} == {c.key for c in sorted(passed, key=lambda c: -c.clip_t)[: len(kept)]}
@@ -95,7 +120,11 @@ def test_filter_keeps_exactly_the_top_fraction_and_says_why() -> None:
                 assert v.level == "caption_rank" and "below the top 0.3" in v.reason
             else:
                 assert v.level == "s_vlm" and ("could not be computed" in v.reason or "< 0.5" in v.reason)
-    assert verdicts["f0"].to_dict() == {"status": "failed", "level": "generation", "reason": "detector found no 'dog' in the rendered caption"}
+    assert verdicts["f0"].to_dict() == {
+        "status": "failed",
+        "level": "generation",
+        "reason": "detector found no 'dog' in the rendered caption",
+    }
 
 
 def test_filter_without_vlm_ignores_vlm_and_keeps_at_least_one() -> None:
@@ -107,15 +136,18 @@ def test_filter_without_vlm_ignores_vlm_and_keeps_at_least_one() -> None:
 # -- the config -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "field"), [
-    ("seeds = 1", "seeds"),
-    ("[stages]\nsingle = 'x'", "stages.single"),
-    ("[filter]\nkeep_top = 0.0", "filter.keep_top"),
-    ("[filter]\nkeeptop = 0.5", "filter.keeptop"),
-    ("[stages]\nsingle = 0\nforward = 2", "stages.forward"),
-    ("size = 100", "size"),
-    ("[sources]\nsubjects = ['coco']", "sources.subjects"),
-])
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("seeds = 1", "seeds"),
+        ("[stages]\nsingle = 'x'", "stages.single"),
+        ("[filter]\nkeep_top = 0.0", "filter.keep_top"),
+        ("[filter]\nkeeptop = 0.5", "filter.keeptop"),
+        ("[stages]\nsingle = 0\nforward = 2", "stages.forward"),
+        ("size = 100", "size"),
+        ("[sources]\nsubjects = ['coco']", "sources.subjects"),
+    ],
+)
 def test_config_errors_name_file_and_key(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -169,7 +201,12 @@ def test_bad_model_outputs_are_unit_failures() -> None:
 
     with pytest.raises(UnitFailure, match="found no 'dog'"):
         best_detection(DetectorOutput((Detection((0, 0, 5, 5), "cat", 0.9),)), "dog", "render")
-    assert best_detection(DetectorOutput((Detection((0, 0, 5, 5), "dog", 0.2), Detection((1, 1, 9, 9), "dog", 0.8))), "dog", "render") == (1, 1, 9, 9)
+    assert best_detection(DetectorOutput((Detection((0, 0, 5, 5), "dog", 0.2), Detection((1, 1, 9, 9), "dog", 0.8))), "dog", "render") == (
+        1,
+        1,
+        9,
+        9,
+    )
 
 
 def test_place_pastes_back_to_front_and_masks_the_subjects() -> None:
@@ -193,7 +230,9 @@ def msbench_build(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return config, out, build(load_config(config), out, data_dir)
 
 
-def test_every_stage_end_to_end_on_msbench_subjects(msbench_build: tuple[Path, Path, object], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_stage_end_to_end_on_msbench_subjects(
+    msbench_build: tuple[Path, Path, object], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config_file, out, outcome = msbench_build
     config = load_config(config_file)
     assert outcome.ran == {"single": 3, "forward": 1, "backward": 1} and outcome.failed == {"single": 0, "forward": 0, "backward": 0}
@@ -308,7 +347,9 @@ def test_the_built_pair_set_trains_with_the_trainers_tiny_config(msbench_build: 
 
     _, out, _ = msbench_build
     text = (CONFIG_DIR / "tiny.toml").read_text()
-    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(out))).replace('"../../../runs/train/tiny"', json.dumps(str(tmp_path / "run")))
+    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(out))).replace(
+        '"../../../runs/train/tiny"', json.dumps(str(tmp_path / "run"))
+    )
     text = text.replace("steps = 4\n", "steps = 2\n").replace("steps = 8\n", "steps = 2\n")
     (tmp_path / "train.toml").write_text(text)
     result = Trainer(load_train_config(tmp_path / "train.toml"), progress=False).run()
@@ -350,7 +391,9 @@ def test_missing_weights_fail_before_any_unit_naming_the_model(tmp_path: Path, d
         model_folder("outpainter", "default", {})
 
 
-def test_a_subject_the_segmenter_cannot_find_is_recorded_and_the_build_goes_on(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_subject_the_segmenter_cannot_find_is_recorded_and_the_build_goes_on(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from picbench.pairs.stats import pair_stats
     from picbench.reference_impl.bmpds import models
 

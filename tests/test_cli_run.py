@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+from run_bench_helpers import write_tiny_bench
+from slow_methods_plugin import install_plugin
 from typer.testing import CliRunner
 
 from picbench.cli import app
 from picbench.methods import METHODS
 from picbench.results import iter_sample_scores, load_result
 from picbench.store import STORE_FILE
-from run_bench_helpers import write_tiny_bench
-from slow_methods_plugin import install_plugin
 
 runner = CliRunner()
 
@@ -127,7 +127,17 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_work(tmp_path: Path, data_dir: 
     env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin"))}
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     out = tmp_path / "run"
-    cmd = [sys.executable, "-c", "from picbench.cli import main; main()", "run", "--method", "slowpaste", "--batch-size", "1", *_base(bench, data_dir, out)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from picbench.cli import main; main()",
+        "run",
+        "--method",
+        "slowpaste",
+        "--batch-size",
+        "1",
+        *_base(bench, data_dir, out),
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:

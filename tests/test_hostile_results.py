@@ -102,7 +102,9 @@ def test_invalid_utf8_results_and_samples_lines_name_file_and_line(tmp_path: Pat
 @pytest.mark.parametrize("value", ["inf", "-inf", "1e999"])
 def test_non_finite_csv_values_are_refused_naming_line_and_field(tmp_path: Path, value: str) -> None:
     csv = tmp_path / "board.csv"
-    csv.write_text(f"method,bench,source,smoke,clip_i,dino\npaste,dreambench,measured,false,0.8,0.7\nuno,dreambench,measured,false,{value},0.7\n")
+    csv.write_text(
+        f"method,bench,source,smoke,clip_i,dino\npaste,dreambench,measured,false,0.8,0.7\nuno,dreambench,measured,false,{value},0.7\n"
+    )
     with pytest.raises(Exception, match=r"board\.csv:3, field 'clip_i': .*not a finite number"):
         read_leaderboard(csv)
     run = save_result(_result("uno"), tmp_path / "run")
@@ -146,7 +148,7 @@ def test_report_labels_are_plain_and_truncated(tmp_path: Path) -> None:
 
 
 def test_formula_cells_are_neutralized_and_read_back_as_written(tmp_path: Path) -> None:
-    hostile = ["=HYPERLINK(\"http://x\")", "+1+1", "-2+3", "@SUM(A1)"]
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)"]
     runs = [save_result(_result(method=name), tmp_path / f"r{i}") for i, name in enumerate(hostile)]
     out = tmp_path / "board.csv"
     export_leaderboard(runs, out)

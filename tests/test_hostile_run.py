@@ -13,8 +13,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pytest
 import torch
@@ -53,7 +53,9 @@ class UnreleasedPaste(PasteMethod):
     name = "unreleased"
 
     def _load(self) -> None:
-        raise MissingWeightsError("method unreleased: checkpoint 'acme/unreleased-v2' is not available locally and the hub could not be reached")
+        raise MissingWeightsError(
+            "method unreleased: checkpoint 'acme/unreleased-v2' is not available locally and the hub could not be reached"
+        )
 
 
 class BatchOOMPaste(PasteMethod):
@@ -159,7 +161,9 @@ def test_a_full_disk_stops_the_run_keeps_finished_work_and_records_no_failure(tm
     assert not (out / "results.json").exists()
 
 
-def test_out_of_memory_while_scoring_stops_the_run_and_stores_no_score(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_while_scoring_stops_the_run_and_stores_no_score(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from picbench.metrics.engine import MetricEngine
 
     def oom(self: MetricEngine, items: object, data_root: Path):
@@ -217,7 +221,7 @@ def test_a_refused_bench_is_named_as_given(tmp_path: Path, data_dir: Path) -> No
         ("steps=1e9", "parameter 'steps' must be an integer in [1, 1000], got 1000000000.0"),
         ("steps=0", "parameter 'steps' must be an integer in [1, 1000]"),
         ("guidance=NaN", "parameter 'guidance' must be a finite number, got nan"),
-        ("guidance=\"high\"", "parameter 'guidance' must be a finite number in [0, 100]"),
+        ('guidance="high"', "parameter 'guidance' must be a finite number in [0, 100]"),
         ("attention_backend=3", "parameter 'attention_backend' must be a string"),
     ],
 )
@@ -253,7 +257,15 @@ def test_the_runner_checks_seeds_for_api_callers_too(tmp_path: Path, data_dir: P
     from picbench.errors import PicbenchError
     from picbench.runner import RunConfig, run
 
-    config = RunConfig("paste", str(write_tiny_bench(tmp_path, data_dir, n=2)), tmp_path / "run", seeds=(0, 2**64), data_dir=data_dir, models="tiny", detector=None)
+    config = RunConfig(
+        "paste",
+        str(write_tiny_bench(tmp_path, data_dir, n=2)),
+        tmp_path / "run",
+        seeds=(0, 2**64),
+        data_dir=data_dir,
+        models="tiny",
+        detector=None,
+    )
     with pytest.raises(PicbenchError, match=r"seeds must be integers in \[0, 2\*\*63\)"):
         run(config)
     assert _generations(tmp_path / "run") == {}
@@ -266,7 +278,11 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path: 
     bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
     with RunLock(out, "0/1"):
         refused = _run(bench, data_dir, out, "--method", "paste")
-        assert refused.exit_code == 2 and f"picbench run pid {os.getpid()}" in _text(refused.output) and "being worked on" in _text(refused.output)
+        assert (
+            refused.exit_code == 2
+            and f"picbench run pid {os.getpid()}" in _text(refused.output)
+            and "being worked on" in _text(refused.output)
+        )
         assert _generations(out) == {}
         other_shard = _run(bench, data_dir, out, "--method", "paste", "--shard", "1/2")
         assert other_shard.exit_code == 0, "another part of the run is not locked out"
@@ -277,7 +293,10 @@ def test_temporary_files_of_killed_writers_are_removed_on_the_next_run(tmp_path:
     bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
     (out / "images").mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    stale = [out / "images" / f".s00.png.{_HOST}-{dead.stdout.strip()}.k2j4.tmp", out / f".results.json.{_HOST}-{dead.stdout.strip()}.x9.tmp"]
+    stale = [
+        out / "images" / f".s00.png.{_HOST}-{dead.stdout.strip()}.k2j4.tmp",
+        out / f".results.json.{_HOST}-{dead.stdout.strip()}.x9.tmp",
+    ]
     live = out / "images" / f".m01.png.{_HOST}-{os.getpid()}.a1.tmp"
     foreign = out / "images" / ".notes.tmp"
     for path in (*stale, live, foreign):
@@ -315,7 +334,20 @@ def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(t
     env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin"))}
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     reference, out = tmp_path / "reference", tmp_path / "run"
-    base = ["--method", "slowpaste", "--batch-size", "1", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--detector", "none"]
+    base = [
+        "--method",
+        "slowpaste",
+        "--batch-size",
+        "1",
+        "--bench",
+        str(bench),
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "tiny",
+        "--detector",
+        "none",
+    ]
     cmd = [sys.executable, "-c", "from picbench.cli import main; main()", "run", *base, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240

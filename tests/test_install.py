@@ -26,13 +26,21 @@ PROBE = (
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("install") / "src"
-    ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ci", "tests", "benchmarks", "leaderboards")
+    ignore = shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".ci", "tests", "benchmarks", "leaderboards"
+    )
     shutil.copytree(REPO, src, ignore=ignore, symlinks=True)
     return src
 
 
 def _pip(python: str, *args: str, cwd: Path) -> None:
-    out = subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet", *args], cwd=cwd, capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -61,7 +69,9 @@ def nested_venv(folder: Path) -> str:
     'bdist_wheel'``); a .pth line per site directory of this interpreter links the right ones."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
     python = str(folder / "bin" / "python")
-    nested_site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    nested_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     ours = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(nested_site) / "_outer_site.pth").write_text("".join(f"{p}\n" for p in ours if Path(p).is_dir()))
     return python
@@ -70,7 +80,9 @@ def nested_venv(folder: Path) -> str:
 def test_nested_venv_builds_with_this_interpreters_tools(tmp_path: Path) -> None:
     python = nested_venv(tmp_path / "venv")
     probe = "import setuptools, wheel, sys; print(setuptools.__file__); print(wheel.__file__); print(sys.prefix)"
-    setuptools_file, wheel_file, prefix = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    setuptools_file, wheel_file, prefix = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    ).stdout.split()
     import setuptools
     import wheel
 
@@ -108,10 +120,14 @@ def test_dependencies_have_floors_and_no_upper_caps() -> None:
     """An upper cap would make pip downgrade a user's newer torch; a floor is the oldest release
     with the APIs the code uses (pyproject states why on each line)."""
     import re
+
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra if not r.startswith("picbench"))]
+    requirements = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra if not r.startswith("picbench")),
+    ]
     for requirement in requirements:
         assert ">=" in requirement and not re.search(r"<|==|~=", requirement), requirement
     floors = {re.split(r"[>=<]", r)[0].lower(): r.split(">=")[1] for r in requirements}

@@ -23,8 +23,16 @@ runner = CliRunner()
 
 def make_result(method: str, bench: str, metrics: dict, *, smoke: bool = False, seeds: tuple[int, ...] = (0, 1)) -> RunResult:
     return RunResult(
-        method=method, method_version="1.2", method_params={"steps": 4}, bench=bench, bench_version="1",
-        bench_hash=f"hash-of-{bench}", seeds=seeds, metrics=metrics, counts={"n_items": 8, "n_failures": 1}, smoke=smoke,
+        method=method,
+        method_version="1.2",
+        method_params={"steps": 4},
+        bench=bench,
+        bench_version="1",
+        bench_hash=f"hash-of-{bench}",
+        seeds=seeds,
+        metrics=metrics,
+        counts={"n_items": 8, "n_failures": 1},
+        smoke=smoke,
         provenance={"picbench_version": "0.1.0", "git_hash": "abc1234", "date": "2026-11-26T12:00:00Z"},
     )
 
@@ -34,8 +42,14 @@ def design_reported_numbers(text: str) -> dict[tuple[str, str], dict[str, float]
     section = text.split("## Numbers the paper reports", 1)[1].split("\n## ", 1)[0]
     single, rest = section.split("Multi-subject:", 1)
     multi, positionic = rest.split("PositionIC-Bench (", 1)
-    names = {"UNO": "uno", "DreamO": "dreamo", "PositionIC": "positionic", "MS-Diffusion": "msdiffusion",
-             "InstanceDiffusion": "instancediffusion", "GLIGEN": "gligen"}
+    names = {
+        "UNO": "uno",
+        "DreamO": "dreamo",
+        "PositionIC": "positionic",
+        "MS-Diffusion": "msdiffusion",
+        "InstanceDiffusion": "instancediffusion",
+        "GLIGEN": "gligen",
+    }
     number = r"(\d\.\d+)"
     found: dict[tuple[str, str], dict[str, float]] = {}
     for part, bench, keys in (
@@ -60,7 +74,11 @@ def test_reported_rows_equal_design_md() -> None:
         numbers = expected[(row["method"], row["bench"])]
         for key, value in numbers.items():
             assert row[key] == pytest.approx(value, abs=1e-9), (row["method"], row["bench"], key)
-        held = {c for c in table.columns if c in ("clip_i", "clip_t", "dino", "iou.single", "ap.single", "iou.multi", "ap.multi") and pd.notna(row[c])}
+        held = {
+            c
+            for c in table.columns
+            if c in ("clip_i", "clip_t", "dino", "iou.single", "ap.single", "iou.multi", "ap.multi") and pd.notna(row[c])
+        }
         assert held == set(numbers)
         assert row["source"] == "reported" and not row["smoke"]
         assert "PositionIC" in row["citation"] and "CVPR 2026" in row["citation"]
@@ -69,7 +87,9 @@ def test_reported_rows_equal_design_md() -> None:
 def test_export_merges_run_folders_and_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "run-a"
     save_result(make_result("paste", "positionic-open", {"iou": 0.91, "iou.single": 0.93, "ap.multi": 0.44}), run_dir)
-    smoke_file = save_result(make_result("positionic", "positionic-open", {"iou": 0.12, "clip_i": 0.5}, smoke=True, seeds=(3,)), tmp_path / "run-b")
+    smoke_file = save_result(
+        make_result("positionic", "positionic-open", {"iou": 0.12, "clip_i": 0.5}, smoke=True, seeds=(3,)), tmp_path / "run-b"
+    )
     out = tmp_path / "boards" / "mine.csv"
     result = runner.invoke(app, ["leaderboard", "export", str(run_dir), str(smoke_file), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -79,7 +99,12 @@ def test_export_merges_run_folders_and_files(tmp_path: Path) -> None:
     paste = table[table["method"] == "paste"].iloc[0]
     assert (paste["iou"], paste["iou.single"], paste["ap.multi"]) == (0.91, 0.93, 0.44)
     assert pd.isna(paste["clip_i"]) and not paste["smoke"]
-    assert (paste["bench_hash"], paste["seeds"], paste["git_hash"], paste["picbench_version"]) == ("hash-of-positionic-open", "0 1", "abc1234", "0.1.0")
+    assert (paste["bench_hash"], paste["seeds"], paste["git_hash"], paste["picbench_version"]) == (
+        "hash-of-positionic-open",
+        "0 1",
+        "abc1234",
+        "0.1.0",
+    )
     assert paste["source"] == "measured" and paste["n_items"] == 8 and paste["origin"].endswith("results.json")
     smoke = table[table["method"] == "positionic"].iloc[0]
     assert bool(smoke["smoke"]) and "SMOKE" in smoke["note"] and str(smoke["seeds"]) == "3"
@@ -144,8 +169,17 @@ def test_show_prints_the_rows() -> None:
 def test_runner_provenance_fills_the_columns(tmp_path: Path) -> None:
     """The runner records git as {commit, dirty}, the date as "created" and --limit under "bench"."""
     base = make_result("paste", "positionic-open", {"iou": 0.5})
-    result = RunResult(**{**base.__dict__, "provenance": {"picbench_version": "9.9", "git": {"commit": "f00d", "dirty": True},
-                                                         "created": "2026-11-26T13:00:00+00:00", "bench": {"name": "positionic-open", "limit": 4}}})
+    result = RunResult(
+        **{
+            **base.__dict__,
+            "provenance": {
+                "picbench_version": "9.9",
+                "git": {"commit": "f00d", "dirty": True},
+                "created": "2026-11-26T13:00:00+00:00",
+                "bench": {"name": "positionic-open", "limit": 4},
+            },
+        }
+    )
     row = result_row(result, tmp_path / "results.json")
     assert (row["git_hash"], row["date"], row["limit"], row["picbench_version"]) == ("f00d-dirty", "2026-11-26T13:00:00+00:00", "4", "9.9")
     clean = RunResult(**{**base.__dict__, "provenance": {"git": {"commit": "f00d", "dirty": False}, "bench": {"limit": None}}})
@@ -154,9 +188,18 @@ def test_runner_provenance_fills_the_columns(tmp_path: Path) -> None:
 
 def test_intervals_and_directions_travel_through_the_csv(tmp_path: Path) -> None:
     result = RunResult(
-        method="m", method_version="1", method_params={}, bench="b", bench_version="1", bench_hash="h", seeds=(0,),
-        metrics={"clip_i": 0.8, "missing": 0.2, "missing.multi": 0.3}, counts={"n_items": 4}, smoke=False,
-        higher_is_better={"clip_i": True, "missing": False}, intervals={"clip_i": (0.75, 0.85), "missing": (0.1, 0.3)},
+        method="m",
+        method_version="1",
+        method_params={},
+        bench="b",
+        bench_version="1",
+        bench_hash="h",
+        seeds=(0,),
+        metrics={"clip_i": 0.8, "missing": 0.2, "missing.multi": 0.3},
+        counts={"n_items": 4},
+        smoke=False,
+        higher_is_better={"clip_i": True, "missing": False},
+        intervals={"clip_i": (0.75, 0.85), "missing": (0.1, 0.3)},
     )
     save_result(result, tmp_path / "run")
     out = tmp_path / "board.csv"

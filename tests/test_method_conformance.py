@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from grounded_samples import _one_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 
 from picbench.errors import MissingWeightsError
@@ -24,23 +25,43 @@ from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
 from picbench.records import Sample, Subject
 
-from grounded_samples import _one_thread  # noqa: F401 (autouse fixture)
-
 NAMES = METHODS.names()
 DOG, BACKPACK = "dreambench/dataset/dog/00.jpg", "dreambench/dataset/backpack/00.jpg"
 # a shorter schedule for the methods whose smoke defaults keep the full one (FLUX: 25 steps)
 FAST: dict[str, dict[str, Any]] = {"positionic": {"steps": 2, "ref_long_side": 32}, "uno": {"steps": 2, "ref_long_side": 32}}
 # the CUDA dtype of each built-in method, as its authors release and run it
-CUDA_DTYPES = {"gligen": "float16", "instancediffusion": "float16", "msdiffusion": "float16", "dreamo": "bfloat16",
-               "positionic": "bfloat16", "uno": "bfloat16", "paste": "float32", "images": "float32"}
+CUDA_DTYPES = {
+    "gligen": "float16",
+    "instancediffusion": "float16",
+    "msdiffusion": "float16",
+    "dreamo": "bfloat16",
+    "positionic": "bfloat16",
+    "uno": "bfloat16",
+    "paste": "float32",
+    "images": "float32",
+}
 
 
 def _samples() -> list[Sample]:
-    pair = Sample("pair", "a dog and a backpack in the jungle", 64, 64, "multi", (
-        Subject("dog", "dog", (DOG,), box=(0.05, 0.3, 0.55, 0.95), depth=0),
-        Subject("backpack", "backpack", (BACKPACK,), box=(0.4, 0.1, 0.95, 0.7), depth=1),
-    ))
-    portrait = Sample("portrait", "a backpack on a beach", 48, 64, "single", (Subject("backpack", "backpack", (BACKPACK,), box=(0.1, 0.2, 0.9, 0.8), depth=0),))
+    pair = Sample(
+        "pair",
+        "a dog and a backpack in the jungle",
+        64,
+        64,
+        "multi",
+        (
+            Subject("dog", "dog", (DOG,), box=(0.05, 0.3, 0.55, 0.95), depth=0),
+            Subject("backpack", "backpack", (BACKPACK,), box=(0.4, 0.1, 0.95, 0.7), depth=1),
+        ),
+    )
+    portrait = Sample(
+        "portrait",
+        "a backpack on a beach",
+        48,
+        64,
+        "single",
+        (Subject("backpack", "backpack", (BACKPACK,), box=(0.1, 0.2, 0.9, 0.8), depth=0),),
+    )
     return [pair, portrait]
 
 
@@ -50,7 +71,9 @@ def _images_folder(folder: Path) -> Path:
         rng = np.random.default_rng(seed)
         for sample in _samples():
             (folder / f"seed{seed}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (sample.height, sample.width, 3), dtype=np.uint8)).save(folder / f"seed{seed}" / f"{sample.id}.png")
+            Image.fromarray(rng.integers(0, 255, (sample.height, sample.width, 3), dtype=np.uint8)).save(
+                folder / f"seed{seed}" / f"{sample.id}.png"
+            )
     return folder
 
 

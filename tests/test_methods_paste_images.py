@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from run_bench_helpers import BACKPACK, CAT, DOG, tiny_samples
 
 from picbench.errors import ImageError, UnknownNameError
 from picbench.imaging import load_rgb
 from picbench.methods import METHODS
 from picbench.records import Sample, Subject
-from run_bench_helpers import BACKPACK, CAT, DOG, tiny_samples
 
 
 def _box_px(box, w, h):
@@ -49,8 +49,17 @@ def test_paste_puts_each_reference_in_its_box_front_most_last(data_dir: Path) ->
 def test_paste_depth_order_decides_who_covers_the_overlap(data_dir: Path) -> None:
     sample = tiny_samples(2, size=96)[1]
     backpack, cat = sample.subjects
-    swapped = Sample(sample.id, sample.prompt, 96, 96, "multi", (Subject(backpack.name, backpack.class_word, backpack.references, box=backpack.box, depth=0),
-                                                                  Subject(cat.name, cat.class_word, cat.references, box=cat.box, depth=1)))
+    swapped = Sample(
+        sample.id,
+        sample.prompt,
+        96,
+        96,
+        "multi",
+        (
+            Subject(backpack.name, backpack.class_word, backpack.references, box=backpack.box, depth=0),
+            Subject(cat.name, cat.class_word, cat.references, box=cat.box, depth=1),
+        ),
+    )
     pixels = np.asarray(METHODS.get("paste")().generate([swapped], 0, data_dir)[0])
     bx0, by0, bx1, by1 = _box_px(backpack.box, 96, 96)
     np.testing.assert_array_equal(pixels[by0:by1, bx0:bx1], _expected_patch(data_dir, BACKPACK, backpack.box, 96, 96))
@@ -107,7 +116,9 @@ def test_images_ambiguous_resize_and_cache_key(tmp_path: Path, data_dir: Path) -
     assert resized.generate(samples, 0, data_dir)[0].size == (64, 64)
     Image.new("RGB", (128, 96), "red").save(folder / "seed0" / "s00.jpg")
     for method in (plain, resized):
-        with pytest.raises(ImageError, match=r"sample 's00' seed 0: .*s00\.jpg is 128x96, the bench's sample is 64x64: another aspect ratio"):
+        with pytest.raises(
+            ImageError, match=r"sample 's00' seed 0: .*s00\.jpg is 128x96, the bench's sample is 64x64: another aspect ratio"
+        ):
             method.generate(samples, 0, data_dir)
     key_before = plain.cache_params()
     Image.new("RGB", (64, 64), "blue").save(folder / "seed0" / "s00.png")
@@ -121,11 +132,11 @@ def test_images_ambiguous_resize_and_cache_key(tmp_path: Path, data_dir: Path) -
 def test_images_run_scores_twice_the_bench_size_and_names_an_aspect_mismatch(tmp_path: Path, data_dir: Path) -> None:
     """`picbench run --method images` on paste's images upscaled 2x: scored at their own size
     (recorded per sample), with one image of another aspect ratio failing by name."""
+    from run_bench_helpers import write_tiny_bench
     from typer.testing import CliRunner
 
     from picbench.cli import app
     from picbench.results import iter_sample_scores, load_result
-    from run_bench_helpers import write_tiny_bench
 
     bench = write_tiny_bench(tmp_path, data_dir, n=3)
     common = ["--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--detector", "none"]
@@ -136,7 +147,9 @@ def test_images_run_scores_twice_the_bench_size_and_names_an_aspect_mismatch(tmp
         big = load_rgb(tmp_path / "paste" / image)
         big = big.resize((big.width * 2, big.height * 2 - (score.sample_id == "s02") * 32), Image.Resampling.BICUBIC)  # s02: 128x96
         big.save(folder / f"{score.sample_id}.png")
-    result = CliRunner().invoke(app, ["run", "--method", "images", "--param", f"dir={tmp_path / 'gens'}", *common, "--out", str(tmp_path / "images")])
+    result = CliRunner().invoke(
+        app, ["run", "--method", "images", "--param", f"dir={tmp_path / 'gens'}", *common, "--out", str(tmp_path / "images")]
+    )
     assert result.exit_code == 0, result.output
     scored = load_result(tmp_path / "images")
     assert scored.counts["generation_failures"] == 1 and scored.metrics["clip_i"] is not None
@@ -158,12 +171,14 @@ def test_unknown_method_gets_a_suggestion() -> None:
 def test_a_third_party_method_is_found_through_its_entry_point(tmp_path: Path) -> None:
     """A fake installed distribution (a dist-info folder on sys.path) declares a method in the
     `picbench.methods` group; picbench lists and loads it without being edited."""
-    (tmp_path / "fancy_plugin.py").write_text(textwrap.dedent("""
+    (tmp_path / "fancy_plugin.py").write_text(
+        textwrap.dedent("""
         from picbench.methods.paste import PasteMethod
 
         class FancyMethod(PasteMethod):
             name = "fancy"
-    """))
+    """)
+    )
     dist = tmp_path / "fancy_plugin-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fancy-plugin\nVersion: 0.1\n")

@@ -17,7 +17,9 @@ DOG = "dreambench/dataset/dog/00.jpg"
 BACKPACK = "dreambench/dataset/backpack/00.jpg"
 
 
-def two_subjects(sample_id: str, width: int = 64, height: int = 64, boxes=((0.05, 0.3, 0.55, 0.95), (0.4, 0.1, 0.95, 0.7)), depths=(0, 1)) -> Sample:
+def two_subjects(
+    sample_id: str, width: int = 64, height: int = 64, boxes=((0.05, 0.3, 0.55, 0.95), (0.4, 0.1, 0.95, 0.7)), depths=(0, 1)
+) -> Sample:
     subjects = tuple(
         Subject(name, word, (ref,), box=box, depth=depth)
         for name, word, ref, box, depth in zip(("dog", "backpack"), ("dog", "backpack"), (DOG, BACKPACK), boxes, depths)

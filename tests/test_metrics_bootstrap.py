@@ -75,8 +75,22 @@ def write_run(folder: Path, scored: list[Score], method: str = "m") -> Path:
     folder.mkdir(parents=True)
     (folder / "samples.jsonl").write_text("".join(json.dumps({**s.to_dict(), "image": None}) + "\n" for s in scored))
     means = {k: float(np.mean([s.metrics[k] for s in scored])) for k in ("clip_i", "missing")}
-    save_result(RunResult(method, "1", {}, "b", "1", "h", (0, 1), means, {"n_items": len(scored)}, False,
-                          higher_is_better={"clip_i": True, "missing": False}), folder)
+    save_result(
+        RunResult(
+            method,
+            "1",
+            {},
+            "b",
+            "1",
+            "h",
+            (0, 1),
+            means,
+            {"n_items": len(scored)},
+            False,
+            higher_is_better={"clip_i": True, "missing": False},
+        ),
+        folder,
+    )
     return folder
 
 

@@ -66,7 +66,9 @@ def test_bad_detector_boxes_are_named(box, word):
 
 def test_clean_detections_clips_and_drops_with_reasons():
     kept, problems = clean_detections(
-        [Detection((-5, -5, 50, 50), "dog", 0.9), Detection((10, 10, 10, 20), "cat", 0.8), Detection((120, 0, 150, 10), "cat", 0.7)], 100, 100
+        [Detection((-5, -5, 50, 50), "dog", 0.9), Detection((10, 10, 10, 20), "cat", 0.8), Detection((120, 0, 150, 10), "cat", 0.7)],
+        100,
+        100,
     )
     assert [d.box for d in kept] == [(0.0, 0.0, 50.0, 50.0)]
     assert len(problems) == 2 and "zero area" in problems[0] and "after clipping" in problems[1]

@@ -36,8 +36,11 @@ def _as_eval_images(gt: dict, dets: list[dict]) -> tuple[list[EvalImage], list[s
     names = {c["id"]: c["name"] for c in gt["categories"]}
     images = []
     for im in sorted(gt["images"], key=lambda i: i["id"]):
-        truths = [GroundTruth(_xyxy(a["bbox"]), names[a["category_id"]], bool(a.get("iscrowd", 0)), a.get("area"))
-                  for a in gt["annotations"] if a["image_id"] == im["id"]]
+        truths = [
+            GroundTruth(_xyxy(a["bbox"]), names[a["category_id"]], bool(a.get("iscrowd", 0)), a.get("area"))
+            for a in gt["annotations"]
+            if a["image_id"] == im["id"]
+        ]
         found = [Detected(_xyxy(d["bbox"]), names[d["category_id"]], d["score"]) for d in dets if d["image_id"] == im["id"]]
         images.append(EvalImage(im["id"], im["width"], im["height"], truths, found))
     return images, [names[k] for k in sorted(names)]
@@ -80,15 +83,31 @@ def _random_case(rng: random.Random) -> tuple[dict, list[dict]]:
         for _ in range(rng.randint(0, 4)):
             bw, bh = round(rng.uniform(2, w / 2), 2), round(rng.uniform(2, h / 2), 2)
             x, y = round(rng.uniform(0, w - bw), 2), round(rng.uniform(0, h - bh), 2)
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": img_id, "category_id": rng.randint(1, len(names)),
-                                      "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": img_id,
+                    "category_id": rng.randint(1, len(names)),
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
             for _ in range(rng.randint(0, 3)):  # jittered detections of it, some with the wrong class
                 jitter = [round(v + rng.uniform(-0.3, 0.3) * s, 2) for v, s in zip([x, y, bw, bh], [bw, bh, bw, bh])]
                 jitter[2], jitter[3] = max(jitter[2], 1.0), max(jitter[3], 1.0)
-                dets.append({"image_id": img_id, "category_id": rng.randint(1, len(names)), "bbox": jitter, "score": round(rng.random(), 3)})
+                dets.append(
+                    {"image_id": img_id, "category_id": rng.randint(1, len(names)), "bbox": jitter, "score": round(rng.random(), 3)}
+                )
         for _ in range(rng.randint(0, 2)):  # false positives
-            dets.append({"image_id": img_id, "category_id": rng.randint(1, len(names)),
-                         "bbox": [round(rng.uniform(0, w / 2), 2), round(rng.uniform(0, h / 2), 2), 10.0, 12.5], "score": round(rng.random(), 3)})
+            dets.append(
+                {
+                    "image_id": img_id,
+                    "category_id": rng.randint(1, len(names)),
+                    "bbox": [round(rng.uniform(0, w / 2), 2), round(rng.uniform(0, h / 2), 2), 10.0, 12.5],
+                    "score": round(rng.random(), 3),
+                }
+            )
     return gt, dets
 
 

@@ -34,14 +34,23 @@ def test_tiny_models_are_saved_in_the_real_loaders_formats():
 
 def test_dino_preprocessing_is_dreambooths_protocol(photo):
     enc = load_dino(tiny_weights("dino"))
-    reference = T.Compose([T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    reference = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     assert torch.allclose(enc.preprocess(photo), reference(photo), atol=1e-6)
     assert enc.preprocessing["crop_pct"] == 224 / 256 and enc.preprocessing["interpolation"] == "bicubic"
 
 
 def test_clip_preprocessing_is_openais(photo):
     enc = load_clip(tiny_weights("clip"))
-    reference = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    reference = T.Compose(
+        [T.Resize(224, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)]
+    )
     assert torch.allclose(enc.preprocess(photo), reference(photo), atol=1e-6)
 
 

@@ -15,8 +15,8 @@ from picbench.imaging import load_rgb
 from picbench.metrics.cache import EmbeddingCache
 from picbench.metrics.engine import MetricEngine, ScoreItem
 from picbench.metrics.layout import AP_KEYS
-from picbench.tiny.metric_models import tiny_weights
 from picbench.records import Sample, Subject
+from picbench.tiny.metric_models import tiny_weights
 
 DOG = "dreambench/dataset/dog/00.jpg"
 DOG_EVAL = ("dreambench/dataset/dog/00.jpg", "dreambench/dataset/dog/01.jpg")
@@ -29,7 +29,11 @@ def generated(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     2048 px), plus the broken outputs a method can leave behind."""
     out = tmp_path_factory.mktemp("generated")
     paths = {}
-    for name, rel in {"cat": "dreambench/dataset/cat/00.jpg", "dog2": "dreambench/dataset/dog2/00.jpg", "bear": "dreambench/dataset/bear_plushie/00.jpg"}.items():
+    for name, rel in {
+        "cat": "dreambench/dataset/cat/00.jpg",
+        "dog2": "dreambench/dataset/dog2/00.jpg",
+        "bear": "dreambench/dataset/bear_plushie/00.jpg",
+    }.items():
         load_rgb(data_dir / rel).resize((256, 256), Image.BICUBIC).save(out / f"{name}.png")
         paths[name] = out / f"{name}.png"
     (out / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
@@ -41,9 +45,17 @@ def generated(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 SINGLE = Sample("single-dog", "a dog in the jungle", 512, 512, "single", (Subject("dog", "dog", (DOG,), DOG_EVAL),))
-MULTI = Sample("multi", "a dog beside a backpack", 512, 512, "multi",
-               (Subject("dog", "dog", (DOG,), DOG_EVAL, box=(0.05, 0.2, 0.5, 0.95), depth=0),
-                Subject("backpack", "backpack", (BACKPACK,), box=(0.5, 0.1, 0.95, 0.7), depth=1)))
+MULTI = Sample(
+    "multi",
+    "a dog beside a backpack",
+    512,
+    512,
+    "multi",
+    (
+        Subject("dog", "dog", (DOG,), DOG_EVAL, box=(0.05, 0.2, 0.5, 0.95), depth=0),
+        Subject("backpack", "backpack", (BACKPACK,), box=(0.5, 0.1, 0.95, 0.7), depth=1),
+    ),
+)
 POSITIONED = Sample("single-pos", "a dog on the left", 512, 512, "single", (Subject("dog", "dog", (DOG,), box=(0.0, 0.1, 0.6, 0.9)),))
 SAMPLES = {s.id: s for s in (SINGLE, MULTI, POSITIONED)}
 
@@ -167,7 +179,9 @@ def test_clip_i_and_dino_equal_a_plain_per_image_computation(generated, data_dir
     refs = [data_dir / p for p in DOG_EVAL]
     clip, _, clip_pre = open_clip.create_model_and_transforms(f"local-dir:{tiny_weights('clip')}")
     dino = timm.create_model(f"local-dir:{tiny_weights('dino')}", pretrained=True, num_classes=0).eval()
-    dino_pre = create_transform(input_size=224, interpolation="bicubic", crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    dino_pre = create_transform(
+        input_size=224, interpolation="bicubic", crop_pct=0.875, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     assert score.metrics["clip_i"] == pytest.approx(_plain_cosines(clip.eval().encode_image, clip_pre, generated["cat"], refs), abs=1e-5)
     assert score.metrics["dino"] == pytest.approx(_plain_cosines(dino, dino_pre, generated["cat"], refs), abs=1e-5)
 
@@ -195,7 +209,14 @@ def test_clip_t_equals_torchmetrics_clipscore(generated, data_dir):
     folder = tiny_weights("hf_clip")
     engine = MetricEngine(models="tiny", metrics=["clip_t"], detector=None, weights={"clip": folder})
     assert engine.clip.arch.startswith("transformers/")
-    prompts = ["a dog in the jungle", "a cat on a red sofa", "a teddy bear at the beach", "a photo of a backpack", "a dog wearing sunglasses", "a vase of flowers"]
+    prompts = [
+        "a dog in the jungle",
+        "a cat on a red sofa",
+        "a teddy bear at the beach",
+        "a photo of a backpack",
+        "a dog wearing sunglasses",
+        "a vase of flowers",
+    ]
     samples = [Sample(f"p{i}", p, 256, 256, "single", (Subject("x", "dog", (DOG,)),)) for i, p in enumerate(prompts)]
     images = [generated["cat"], generated["dog2"], generated["bear"]]
     items = [ScoreItem(s, k, img) for s in samples for k, img in enumerate(images)]
@@ -213,10 +234,14 @@ def test_clip_t_equals_torchmetrics_clipscore(generated, data_dir):
 
 def test_second_run_encodes_no_reference(tmp_path, generated, data_dir):
     items = [ScoreItem(SINGLE, 0, generated["cat"]), ScoreItem(MULTI, 0, generated["dog2"])]
-    first = MetricEngine(models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite"))
+    first = MetricEngine(
+        models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite")
+    )
     a = list(first.score(items, data_dir))
     assert first.reference_encodes == 3 * 2  # dog/00, dog/01, backpack/00, once per model (CLIP, DINO), though dog appears twice
-    second = MetricEngine(models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite"))
+    second = MetricEngine(
+        models="tiny", metrics=["clip_i", "clip_t", "dino"], detector=None, cache=EmbeddingCache(tmp_path / "store.sqlite")
+    )
     b = list(second.score(items, data_dir))
     assert second.reference_encodes == 0
     assert [s.metrics for s in a] == [s.metrics for s in b]
@@ -279,7 +304,14 @@ def test_unreadable_reference_is_a_subject_failure(tmp_path, generated, data_dir
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "good.jpg").write_bytes((data_dir / DOG).read_bytes())
     (tmp_path / "refs" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    sample = Sample("refs", "a dog", 256, 256, "single", (Subject("dog", "dog", ("refs/good.jpg",), ("refs/good.jpg", "refs/bad.jpg", "refs/gone.jpg")),))
+    sample = Sample(
+        "refs",
+        "a dog",
+        256,
+        256,
+        "single",
+        (Subject("dog", "dog", ("refs/good.jpg",), ("refs/good.jpg", "refs/bad.jpg", "refs/gone.jpg")),),
+    )
     engine = MetricEngine(models="tiny", metrics=["clip_i"], detector=None)
     score = next(engine.score([ScoreItem(sample, 0, generated["cat"])], tmp_path))
     assert score.metrics["clip_i"] is not None  # scored against the readable reference

@@ -50,9 +50,20 @@ def test_pasted_back_to_front_has_high_occlusion_accuracy_and_reversed_ranks_fal
 
 
 def test_no_overlap_is_not_applicable_and_a_sliver_is_a_recorded_failure(data_dir, tmp_path):
-    apart = Sample("apart", "a dog and a cat", 256, 256, "multi", (Subject("dog", "dog", (DOG,), box=(0.0, 0.0, 0.4, 0.4), depth=0),
-                                                                    Subject("cat", "cat", (CAT,), box=(0.5, 0.5, 1.0, 1.0), depth=1)))
-    sliver = replace(apart, id="sliver", subjects=(apart.subjects[0], replace(apart.subjects[1], box=(0.4 - (MIN_SIDE_PX - 2) / 256, 0.0, 1.0, 1.0))))
+    apart = Sample(
+        "apart",
+        "a dog and a cat",
+        256,
+        256,
+        "multi",
+        (
+            Subject("dog", "dog", (DOG,), box=(0.0, 0.0, 0.4, 0.4), depth=0),
+            Subject("cat", "cat", (CAT,), box=(0.5, 0.5, 1.0, 1.0), depth=1),
+        ),
+    )
+    sliver = replace(
+        apart, id="sliver", subjects=(apart.subjects[0], replace(apart.subjects[1], box=(0.4 - (MIN_SIDE_PX - 2) / 256, 0.0, 1.0, 1.0)))
+    )
     single = Sample("one", "a dog", 256, 256, "single", (Subject("dog", "dog", (DOG,), box=(0.1, 0.1, 0.9, 0.9), depth=0),))
     image = load_rgb(data_dir / DOG).resize((256, 256))
     engine = MetricEngine(models="tiny", metrics=["occlusion_order"], detector=None)
@@ -73,8 +84,11 @@ def _canvas(data_dir: Path, boxes: list[tuple[int, int, int, int]]) -> Image.Ima
 
 def test_a_subject_pasted_twice_is_duplicated_and_removed_is_missing(data_dir):
     sample = Sample("dog", "a dog", 256, 256, "single", (Subject("dog", "dog", (DOG,), box=(0.05, 0.1, 0.45, 0.6), depth=0),))
-    images = {"once": _canvas(data_dir, [(13, 26, 115, 154)]), "twice": _canvas(data_dir, [(13, 26, 115, 154), (150, 60, 250, 200)]),
-              "removed": _canvas(data_dir, [])}
+    images = {
+        "once": _canvas(data_dir, [(13, 26, 115, 154)]),
+        "twice": _canvas(data_dir, [(13, 26, 115, 154), (150, 60, 250, 200)]),
+        "removed": _canvas(data_dir, []),
+    }
     images["removed"].putpixel((0, 0), (0, 0, 0))  # not blank: a blank image is refused before any metric
     engine = MetricEngine(models="tiny", metrics=["presence"], detector="blobs")
     scores = dict(zip(images, engine.score([ScoreItem(sample, k, None, image=im) for k, im in enumerate(images.values())], data_dir)))
@@ -100,6 +114,8 @@ def test_presence_is_none_without_detector_output_or_countable_subjects(data_dir
     two_dogs = Sample("two", "two dogs", 64, 64, "multi", (Subject("a", "dog", (DOG,)), Subject("b", "dog", (DOG,))))
     failed = DetectorOutput((), "not json", ("unparseable detector answer: ...",), failed=True)
     found = DetectorOutput((Detection((1, 1, 30, 30), "dog", 0.9),))
-    assert metric.item(Features(one, 0, True, (64, 64), data_dir, detections=failed), []) == dict.fromkeys(("present_once", "missing", "duplicated"))
+    assert metric.item(Features(one, 0, True, (64, 64), data_dir, detections=failed), []) == dict.fromkeys(
+        ("present_once", "missing", "duplicated")
+    )
     assert metric.item(Features(two_dogs, 0, True, (64, 64), data_dir, detections=found), [])["present_once"] is None
     assert metric.item(Features(one, 0, True, (64, 64), data_dir, detections=found), [])["present_once"] == 1.0

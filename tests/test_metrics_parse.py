@@ -7,19 +7,28 @@ import pytest
 from picbench.metrics.detectors.parse import AnswerFormatError, parse_answer
 
 GOOD = {
-    "fenced": ('```json\n[\n\t{"bbox_2d": [12, 40, 200, 310], "label": "dog"},\n\t{"bbox_2d": [220, 50, 400, 300], "label": "backpack"}\n]\n```',
-               [((12, 40, 200, 310), "dog"), ((220, 50, 400, 300), "backpack")]),
+    "fenced": (
+        '```json\n[\n\t{"bbox_2d": [12, 40, 200, 310], "label": "dog"},\n\t{"bbox_2d": [220, 50, 400, 300], "label": "backpack"}\n]\n```',
+        [((12, 40, 200, 310), "dog"), ((220, 50, 400, 300), "backpack")],
+    ),
     "bare": ('[{"bbox_2d": [1, 2, 30, 40], "label": "cat"}]', [((1, 2, 30, 40), "cat")]),
     "trailing text": ('[{"bbox_2d": [1, 2, 30, 40], "label": "cat"}] There is one cat in the image.', [((1, 2, 30, 40), "cat")]),
-    "leading text, fenced": ('Here are the objects:\n```json\n[{"bbox_2d": [5.5, 6, 70.25, 80], "label": "vase"}]\n```\nDone.',
-                             [((5.5, 6, 70.25, 80), "vase")]),
+    "leading text, fenced": (
+        'Here are the objects:\n```json\n[{"bbox_2d": [5.5, 6, 70.25, 80], "label": "vase"}]\n```\nDone.',
+        [((5.5, 6, 70.25, 80), "vase")],
+    ),
     "uppercase fence": ('```JSON\n[{"bbox_2d": [1, 2, 3, 4], "label": "toy"}]\n```', [((1, 2, 3, 4), "toy")]),
-    "think and answer tags": ('<think>The [red] dog is on the left.</think>\n<answer>[{"bbox_2d": [3, 4, 50, 60], "label": "dog"}]</answer>',
-                              [((3, 4, 50, 60), "dog")]),
+    "think and answer tags": (
+        '<think>The [red] dog is on the left.</think>\n<answer>[{"bbox_2d": [3, 4, 50, 60], "label": "dog"}]</answer>',
+        [((3, 4, 50, 60), "dog")],
+    ),
     "single object": ('{"bbox_2d": [1, 2, 3, 4], "label": "dog"}', [((1, 2, 3, 4), "dog")]),
     "wrapped list": ('{"objects": [{"bbox_2d": [1, 2, 3, 4], "label": "dog"}]}', [((1, 2, 3, 4), "dog")]),
     "empty list": ("```json\n[]\n```", []),
-    "two fences, first wins": ('```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "dog"}]\n```\n```json\n[]\n```', [((10, 20, 30, 40), "dog")]),
+    "two fences, first wins": (
+        '```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "dog"}]\n```\n```json\n[]\n```',
+        [((10, 20, 30, 40), "dog")],
+    ),
     "unclosed fence": ('```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "dog"}]', [((10, 20, 30, 40), "dog")]),
     "numeric strings": ('[{"bbox_2d": ["10", "20", "30", "40"], "label": "dog"}]', [((10, 20, 30, 40), "dog")]),
 }
@@ -48,8 +57,10 @@ def test_truncated_lists_keep_complete_entries(text, kept):
 
 
 def test_bad_entries_are_skipped_with_reasons():
-    parsed = parse_answer('[{"bbox_2d": [1, 2, 3], "label": "dog"}, {"bbox_2d": [1, 2, 3, 4]}, "dog", {"label": "cat"},'
-                          ' {"bbox_2d": [1, "x", 3, 4], "label": "cat"}, {"bbox_2d": [0, 0, 9, 9], "label": "cat"}]')
+    parsed = parse_answer(
+        '[{"bbox_2d": [1, 2, 3], "label": "dog"}, {"bbox_2d": [1, 2, 3, 4]}, "dog", {"label": "cat"},'
+        ' {"bbox_2d": [1, "x", 3, 4], "label": "cat"}, {"bbox_2d": [0, 0, 9, 9], "label": "cat"}]'
+    )
     assert [(b.box, b.label) for b in parsed.boxes] == [((1.0, 2.0, 3.0, 4.0), ""), ((0.0, 0.0, 9.0, 9.0), "cat")]
     joined = " | ".join(parsed.problems)
     for reason in ("must be 4 numbers", "has no label", "not an object", "no bbox_2d", "non-numeric"):

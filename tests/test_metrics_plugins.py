@@ -11,17 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from metrics_plugin import install_plugin
+from run_bench_helpers import tiny_samples, write_tiny_bench
 from typer.testing import CliRunner
 
-from metrics_plugin import install_plugin
 from picbench.cli import app
 from picbench.errors import PicbenchError
 from picbench.metrics import METRICS
-from picbench.metrics.engine import MetricEngine, ScoreItem
-from picbench.results import iter_sample_scores, load_result
-from picbench.registry import Registry
 from picbench.metrics.base import Metric
-from run_bench_helpers import tiny_samples, write_tiny_bench
+from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.registry import Registry
+from picbench.results import iter_sample_scores, load_result
 
 runner = CliRunner()
 
@@ -57,8 +57,30 @@ def test_plugin_metric_and_detector_from_a_distribution_run_and_regress(tmp_path
     cli = [sys.executable, "-c", "from picbench.cli import main; main()"]
     listed = subprocess.run([*cli, "ls", "metrics"], env=env, capture_output=True, text=True, timeout=120)
     assert "gray_fraction" in listed.stdout and "metrics-plugin" in listed.stdout
-    done = subprocess.run([*cli, "run", "--method", "paste", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny",
-                           "--detector", "blobs", "--metrics", "default,flaky", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            *cli,
+            "run",
+            "--method",
+            "paste",
+            "--bench",
+            str(bench),
+            "--data-dir",
+            str(data_dir),
+            "--models",
+            "tiny",
+            "--detector",
+            "blobs",
+            "--metrics",
+            "default,flaky",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = load_result(out)
     assert 0.0 < result.metrics["gray_fraction"] < 1.0 and result.higher_is_better["gray_fraction"] is False
@@ -90,8 +112,10 @@ def test_hub_ids_of_the_metric_models_and_detectors_are_pinned():
     assert hub_id("dino") == "timm/vit_small_patch16_224.dino"
     assert hub_id("vlm_judge") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert {n: DETECTORS.get(n).hub_id for n in ("grounding-dino", "owlv2", "vision-r1")} == {
-        "grounding-dino": "IDEA-Research/grounding-dino-base", "owlv2": "google/owlv2-base-patch16-ensemble",
-        "vision-r1": "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1"}
+        "grounding-dino": "IDEA-Research/grounding-dino-base",
+        "owlv2": "google/owlv2-base-patch16-ensemble",
+        "vision-r1": "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1",
+    }
     assert MODELS.group == "picbench.metric_models" and DETECTORS.group == "picbench.detectors"
     DETECTORS.register("not-a-detector", "metrics_plugin:GrayFraction")
     with pytest.raises(PicbenchError, match="is not a Detector subclass"):

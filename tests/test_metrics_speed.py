@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from run_bench_helpers import write_tiny_bench
+
 import picbench.metrics.engine as engine_module
 from picbench.runner import RunConfig, run
-from run_bench_helpers import write_tiny_bench
 
 
 def _config(bench: Path, data_dir: Path, out: Path) -> RunConfig:

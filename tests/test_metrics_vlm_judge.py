@@ -22,19 +22,37 @@ def test_prompt_and_scale_are_pinned():
     assert "0 very poor, 1 poor, 2 fair, 3 good, 4 excellent" in PROMPT and PROMPT.endswith("Answer with one line: Score: N")
 
 
-@pytest.mark.parametrize("answer, grade", [
-    ("Score: 3", 3), ("score:4", 4), ("Score: 0\n", 0), ("**Score:** 2", 2), ("The identity is kept well.\nScore: 3", 3),
-    ("Score = 1", 1), ("Score: 2.0", 2), ("Score: 3. The colours match.", 3), ("Score: 3\nScore: 3", 3),
-])
+@pytest.mark.parametrize(
+    "answer, grade",
+    [
+        ("Score: 3", 3),
+        ("score:4", 4),
+        ("Score: 0\n", 0),
+        ("**Score:** 2", 2),
+        ("The identity is kept well.\nScore: 3", 3),
+        ("Score = 1", 1),
+        ("Score: 2.0", 2),
+        ("Score: 3. The colours match.", 3),
+        ("Score: 3\nScore: 3", 3),
+    ],
+)
 def test_good_answers_parse(answer, grade):
     assert parse_grade(answer) == grade
 
 
-@pytest.mark.parametrize("answer, why", [
-    ("", "no 'Score: N'"), ("I would say three.", "no 'Score: N'"), ("Score: 7", "outside 0..4"), ("Score: -1", "outside 0..4"),
-    ("Score: 2.5", "not a whole number"), ("Score: 2\nScore: 4", "several different grades"), ("{'score': __import__('os')}", "no 'Score: N'"),
-    ("3/4", "no 'Score: N'"),
-])
+@pytest.mark.parametrize(
+    "answer, why",
+    [
+        ("", "no 'Score: N'"),
+        ("I would say three.", "no 'Score: N'"),
+        ("Score: 7", "outside 0..4"),
+        ("Score: -1", "outside 0..4"),
+        ("Score: 2.5", "not a whole number"),
+        ("Score: 2\nScore: 4", "several different grades"),
+        ("{'score': __import__('os')}", "no 'Score: N'"),
+        ("3/4", "no 'Score: N'"),
+    ],
+)
 def test_malformed_answers_are_refused_with_the_reason(answer, why):
     with pytest.raises(JudgeAnswerError, match=why):
         parse_grade(answer)

@@ -147,10 +147,27 @@ def test_unreadable_target_and_escaping_path_are_reported(built: Path, tmp_path:
 
 def test_cli_build(data_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["data", "build", "paste-pairs", "--seed", "3", "--n", "2", "--singles", "1", "--out", str(tmp_path / "p"), "--data-dir", str(data_dir)]
+        app,
+        [
+            "data",
+            "build",
+            "paste-pairs",
+            "--seed",
+            "3",
+            "--n",
+            "2",
+            "--singles",
+            "1",
+            "--out",
+            str(tmp_path / "p"),
+            "--data-dir",
+            str(data_dir),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "built paste-pairs v1 (seed 3): 1 single + 2 multi pairs" in result.output
     assert len(read_pairs(tmp_path / "p")) == 3
-    bad = CliRunner().invoke(app, ["data", "build", "paste-pairs", "--n", "0", "--singles", "0", "--out", str(tmp_path / "q"), "--data-dir", str(data_dir)])
+    bad = CliRunner().invoke(
+        app, ["data", "build", "paste-pairs", "--n", "0", "--singles", "0", "--out", str(tmp_path / "q"), "--data-dir", str(data_dir)]
+    )
     assert bad.exit_code == 2 and "positive number of pairs" in bad.output

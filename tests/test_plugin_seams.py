@@ -12,9 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from run_bench_helpers import write_tiny_bench
 
 from picbench.reference_impl.attention import ATTENTION_BACKENDS, FlexAttention, LowRankSdpaAttention, SdpaAttention
-from run_bench_helpers import write_tiny_bench
 
 PLUGIN = '''
 import os
@@ -66,8 +66,13 @@ def plugin_env(tmp_path: Path) -> dict[str, str]:
     (folder / "seam_plugin.py").write_text(textwrap.dedent(PLUGIN))
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: seam-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(ENTRY_POINTS)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]),
-            "PICBENCH_HOME": str(tmp_path / "home"), "COUNTING_ATTENTION_LOG": str(tmp_path / "attention.log"), "COLUMNS": "200"}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]),
+        "PICBENCH_HOME": str(tmp_path / "home"),
+        "COUNTING_ATTENTION_LOG": str(tmp_path / "attention.log"),
+        "COLUMNS": "200",
+    }
 
 
 def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -80,7 +85,10 @@ def _picbench(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
 
 def test_built_in_backends_are_registered_by_name() -> None:
     assert {name: ATTENTION_BACKENDS.get(name) for name in ("sdpa", "sdpa_lowrank", "flex")} == {
-        "sdpa": SdpaAttention, "sdpa_lowrank": LowRankSdpaAttention, "flex": FlexAttention}
+        "sdpa": SdpaAttention,
+        "sdpa_lowrank": LowRankSdpaAttention,
+        "flex": FlexAttention,
+    }
 
 
 def test_plugin_backends_resolve_and_a_wrong_type_is_refused(plugin_env: dict[str, str]) -> None:
@@ -113,9 +121,30 @@ def test_an_unknown_backend_is_refused_when_the_method_is_built() -> None:
 def test_run_uses_a_plugin_attention_backend(plugin_env: dict[str, str], tmp_path: Path, data_dir: Path) -> None:
     bench = write_tiny_bench(tmp_path, data_dir, n=1)
     out = tmp_path / "run"
-    done = _picbench(["run", "--method", "positionic", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny",
-                      "--detector", "none", "--out", str(out), "--param", "attention_backend=counting", "--param", "steps=1",
-                      "--param", "ref_long_side=32"], plugin_env)
+    done = _picbench(
+        [
+            "run",
+            "--method",
+            "positionic",
+            "--bench",
+            str(bench),
+            "--data-dir",
+            str(data_dir),
+            "--models",
+            "tiny",
+            "--detector",
+            "none",
+            "--out",
+            str(out),
+            "--param",
+            "attention_backend=counting",
+            "--param",
+            "steps=1",
+            "--param",
+            "ref_long_side=32",
+        ],
+        plugin_env,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     calls = (tmp_path / "attention.log").read_text().splitlines()
     assert calls and all(line.endswith("True") for line in calls)  # every joint attention went through it, with the VAA plan
@@ -132,4 +161,6 @@ def test_bench_build_uses_a_plugin_builder(plugin_env: dict[str, str], tmp_path:
     checked = _picbench(["validate", "one-dog", "--data-dir", str(data_dir)], plugin_env)
     assert checked.returncode == 0 and "OK one-dog: 1 samples" in checked.stdout, checked.stdout + checked.stderr
     broken = _picbench(["bench", "build", "broken", "--data-dir", str(data_dir)], plugin_env)
-    assert broken.returncode == 2 and "buildable bench 'broken' (seam_plugin:NOT_A_BUILDER) is not a BenchBuilder" in " ".join(broken.stderr.split())
+    assert broken.returncode == 2 and "buildable bench 'broken' (seam_plugin:NOT_A_BUILDER) is not a BenchBuilder" in " ".join(
+        broken.stderr.split()
+    )

@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from picbench.errors import MissingWeightsError
 from picbench.imaging import load_rgb
+from picbench.reference_impl.attention import SdpaAttention
 from picbench.reference_impl.lora import convert_uno_lora, load_uno_lora, random_uno_lora, uno_lora_layout
 from picbench.reference_impl.pipeline import PositionICPipeline
-from picbench.reference_impl.attention import SdpaAttention
 from picbench.reference_impl.processors import VAA_KWARG, JointMask, PositionICAttnProcessor, set_positionic_processors
 from picbench.tiny.flux import tiny_components
 
@@ -100,7 +100,9 @@ def test_tiny_pipeline_on_dreambench_pair_is_seeded(pipe: PositionICPipeline, re
 
 
 def test_output_has_the_exact_requested_size(pipe: PositionICPipeline, refs: list) -> None:
-    image = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(0), num_inference_steps=1, width=72, height=40, ref_long_side=32).images[0]
+    image = pipe(
+        "a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(0), num_inference_steps=1, width=72, height=40, ref_long_side=32
+    ).images[0]
     assert image.size == (72, 40)
 
 
@@ -190,8 +192,12 @@ def test_saved_pipeline_loads_and_reproduces(pipe: PositionICPipeline, refs: lis
     pipe.save_pretrained(tmp_path / "tiny-flux")
     loaded = PositionICPipeline.from_pretrained(tmp_path / "tiny-flux")
     loaded.set_progress_bar_config(disable=True)
-    a = pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32).images[0]
-    b = loaded("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32).images[0]
+    a = pipe(
+        "a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32
+    ).images[0]
+    b = loaded(
+        "a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(3), num_inference_steps=1, width=32, height=32, ref_long_side=32
+    ).images[0]
     assert np.array_equal(_pixels(a), _pixels(b))
 
 
@@ -258,12 +264,16 @@ def test_per_sample_masks_equal_one_call_per_sample() -> None:
 
     layouts = [([(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)], [0, 1]), ([(0.2, 0.2, 0.9, 0.9), (0.0, 0.0, 0.4, 0.4)], [1, 0])]
     batch = build_conditioning(3, (4, 4), [(2, 2), (2, 2)], layouts, attention_backend="sdpa_lowrank", device="cpu", dtype=torch.float32)
-    alone = [build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [x], attention_backend="sdpa", device="cpu", dtype=torch.float32) for x in layouts]
+    alone = [
+        build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [x], attention_backend="sdpa", device="cpu", dtype=torch.float32) for x in layouts
+    ]
     q, k, v = torch.randn(3, 2, 2, 27, 8).unbind(0)
     mask = batch.joint_attention_kwargs["vaa"]
     assert mask.per_sample and len(mask.prepared) == 2
     out = mask(q, k, v)
     for i, cond in enumerate(alone):
-        torch.testing.assert_close(out[i : i + 1], cond.joint_attention_kwargs["vaa"](q[i : i + 1], k[i : i + 1], v[i : i + 1]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            out[i : i + 1], cond.joint_attention_kwargs["vaa"](q[i : i + 1], k[i : i + 1], v[i : i + 1]), rtol=1e-5, atol=1e-5
+        )
     shared = build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [layouts[0]] * 2, device="cpu", dtype=torch.float32)
     assert not shared.joint_attention_kwargs["vaa"].per_sample

@@ -26,8 +26,16 @@ runner = CliRunner()
 
 def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: bool = False) -> Path:
     result = RunResult(
-        method=method, method_version="1", method_params={}, bench=bench, bench_version="1", bench_hash="h",
-        seeds=(0,), metrics=metrics, counts={"n_items": 4, "n_failures": 0}, smoke=smoke,
+        method=method,
+        method_version="1",
+        method_params={},
+        bench=bench,
+        bench_version="1",
+        bench_hash="h",
+        seeds=(0,),
+        metrics=metrics,
+        counts={"n_items": 4, "n_failures": 0},
+        smoke=smoke,
         provenance={"picbench_version": "0.1.0"},
     )
     save_result(result, folder)
@@ -59,7 +67,9 @@ def test_a_drop_beyond_tolerance_fails_with_a_table(tmp_path: Path) -> None:
     assert "iou.multi" in result.output and "-0.0500" in result.output
     assert "ap.single" not in result.output  # within the default tolerance of 0.01
     assert "1 of 4 metric(s)" in result.output
-    tight = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--tolerance", "0.1", "--tolerance-for", "ap=0.001"], env=WIDE)
+    tight = runner.invoke(
+        app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--tolerance", "0.1", "--tolerance-for", "ap=0.001"], env=WIDE
+    )
     assert tight.exit_code == 1 and "ap.single" in tight.output and "iou.multi" not in tight.output
     loose = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--tolerance", "0.06"], env=WIDE)
     assert loose.exit_code == 0, loose.output
@@ -154,7 +164,9 @@ def test_a_partial_run_is_warned(tmp_path: Path) -> None:
     paper = reported("positionic", "dreambench")
     run = save_run(tmp_path / "run", "positionic", "dreambench", paper)
     data = run / "results.json"
-    data.write_text(data.read_text(encoding="utf-8").replace('"provenance": {', '"provenance": {"bench": {"limit": 4}, ', 1), encoding="utf-8")
+    data.write_text(
+        data.read_text(encoding="utf-8").replace('"provenance": {', '"provenance": {"bench": {"limit": 4}, ', 1), encoding="utf-8"
+    )
     report = compare(load_table([run]), load_table([REPORTED_CSV]))
     assert report.passed
     assert any("--limit 4" in w and "whole bench" in w for w in report.warnings)

@@ -107,14 +107,34 @@ def template_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, open_
         for k, sub in enumerate(sample.subjects):
             undetected = sample.split == "multi" and k == len(sample.subjects) - 1
             detected = None if undetected else pixel_box(sub.box, sample.width, 6 + k)
-            subjects.append(SubjectScore(sub.name, {"clip_i": 0.6 + 0.05 * k, "dino": 0.4 + 0.02 * index, "iou": 0.0 if undetected else 0.9},
-                                         detected, 0.0 if undetected else 0.9))
+            subjects.append(
+                SubjectScore(
+                    sub.name,
+                    {"clip_i": 0.6 + 0.05 * k, "dino": 0.4 + 0.02 * index, "iou": 0.0 if undetected else 0.9},
+                    detected,
+                    0.0 if undetected else 0.9,
+                )
+            )
         score = Score(sample.id, 0, {"clip_i": 0.65, "iou": 0.7}, tuple(subjects), smoke=True)
         lines.append({**score.to_dict(), "image": image})
     (out / "samples.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     metrics = {"clip_i": 0.6512, "clip_i.single": 0.6, "clip_i.multi": 0.7025, "iou.single": 0.9, "iou.multi": 0.55, "ap.multi": 0.3333}
-    save_result(RunResult("paste", "1", {"background": "grey"}, open_bench.name, open_bench.version, open_bench.content_hash(), (0,),
-                          metrics, {"n_items": 5, "n_failures": 1}, True, {"picbench_version": "0.1.0", "git": {"commit": "c0ffee", "dirty": False}}), out)
+    save_result(
+        RunResult(
+            "paste",
+            "1",
+            {"background": "grey"},
+            open_bench.name,
+            open_bench.version,
+            open_bench.content_hash(),
+            (0,),
+            metrics,
+            {"n_items": 5, "n_failures": 1},
+            True,
+            {"picbench_version": "0.1.0", "git": {"commit": "c0ffee", "dirty": False}},
+        ),
+        out,
+    )
     return out
 
 
@@ -229,12 +249,24 @@ def test_page_renders_in_headless_chromium(run_dir: Path, data_dir: Path, tmp_pa
     page = write_report(run_dir, tmp_path / "report.html", data_dir=data_dir)
     probed = tmp_path / "probed.html"
     probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1800"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,1800",
+    ]
     dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     probe = json.loads(dom.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
-    assert len(probe["images"]) == len(parse(page.read_text(encoding="utf-8")).imgs) > 5 and all(width > 0 for width in probe["images"]), probe
+    assert len(probe["images"]) == len(parse(page.read_text(encoding="utf-8")).imgs) > 5 and all(width > 0 for width in probe["images"]), (
+        probe
+    )
     assert len(probe["tables"]) >= 3 and all(height > 20 for height in probe["tables"]), probe
     assert len(probe["boxes"]) > 5 and all(width > 0 for width in probe["boxes"]), probe
     assert probe["banner"] > 20
@@ -256,8 +288,18 @@ def test_results_without_samples_give_the_aggregate_only(run_dir: Path, data_dir
 
 
 def _dump_dom(chromium: str, page: Path, tmp_path: Path) -> str:
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1800"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1800",
+    ]
     dom = subprocess.run([*flags, "--virtual-time-budget=5000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     return json.loads(dom.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
@@ -274,7 +316,9 @@ def second_run(run_dir: Path, tmp_path: Path) -> Path:
     return other
 
 
-def test_comparison_page_puts_references_first_then_a_column_per_run(run_dir: Path, data_dir: Path, tmp_path: Path, open_bench: Bench) -> None:
+def test_comparison_page_puts_references_first_then_a_column_per_run(
+    run_dir: Path, data_dir: Path, tmp_path: Path, open_bench: Bench
+) -> None:
     other = second_run(run_dir, tmp_path)
     out = tmp_path / "compare.html"
     result = runner.invoke(app, ["report", str(run_dir), str(other), "--out", str(out), "--data-dir", str(data_dir)])
@@ -290,7 +334,7 @@ def test_comparison_page_puts_references_first_then_a_column_per_run(run_dir: Pa
     assert rows[0].count('class="ref"') == len(first.subjects) and rows[0].index('class="ref"') < rows[0].index('class="frame"')
     assert rows[0].count('class="frame"') == 2 and "clip_i 0.650" in rows[0] and "clip_i 0.550" in rows[0]
     assert FAILED_ID_REASON in rows[-1]
-    assert "0.5000 <span class=\"ci\">[0.4500, 0.5500]</span>" in page  # the aggregates side by side, with intervals
+    assert '0.5000 <span class="ci">[0.4500, 0.5500]</span>' in page  # the aggregates side by side, with intervals
 
 
 COMPARE_PROBE = """<script>
@@ -342,8 +386,20 @@ def test_leaderboard_page_is_sortable_in_headless_chromium(tmp_path: Path) -> No
     chromium = _chromium()
     runs = []
     for method, clip_i in (("alpha", 0.70), ("beta", 0.85), ("gamma", 0.60)):
-        result = RunResult(method, "1", {}, "dreambench", "1", "h", (0,), {"clip_i": clip_i, "missing": 0.1}, {"n_items": 4}, False,
-                           higher_is_better={"clip_i": True, "missing": False}, intervals={"clip_i": (clip_i - 0.02, clip_i + 0.02)})
+        result = RunResult(
+            method,
+            "1",
+            {},
+            "dreambench",
+            "1",
+            "h",
+            (0,),
+            {"clip_i": clip_i, "missing": 0.1},
+            {"n_items": 4},
+            False,
+            higher_is_better={"clip_i": True, "missing": False},
+            intervals={"clip_i": (clip_i - 0.02, clip_i + 0.02)},
+        )
         save_result(result, tmp_path / method)
         runs.append(str(tmp_path / method))
     out = tmp_path / "board.html"
@@ -352,7 +408,7 @@ def test_leaderboard_page_is_sortable_in_headless_chromium(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     page = out.read_text(encoding="utf-8")
     assert "<h2>Measured</h2>" in page and "<h2>Reported" in page and "missing &darr;" in page and "clip_i &uarr;" in page
-    assert '[0.830, 0.870]' in page
+    assert "[0.830, 0.870]" in page
     probed = tmp_path / "probed.html"
     probed.write_text(page.replace("</body>", SORT_PROBE + "</body>"), encoding="utf-8")
     probe = _dump_dom(chromium, probed, tmp_path)

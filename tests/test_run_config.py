@@ -13,10 +13,22 @@ PER_INVOCATION = {"out", "shard", "retry_failed"}
 
 def _everything_set(out: Path) -> RunConfig:
     return RunConfig(
-        method="paste", bench="dreambench-multi", out=out, seeds=(3, 1), limit=7, device="cuda:1", models="tiny",
-        shard=Shard(1, 4), data_dir=Path("/data/root"), detector="owlv2", metrics=("clip_i", "iou"),
-        params={"fit": "contain", "background": "white"}, weights={"clip": "/w/clip"}, weights_dir=Path("/w/methods"),
-        batch_size=2, retry_failed=True,
+        method="paste",
+        bench="dreambench-multi",
+        out=out,
+        seeds=(3, 1),
+        limit=7,
+        device="cuda:1",
+        models="tiny",
+        shard=Shard(1, 4),
+        data_dir=Path("/data/root"),
+        detector="owlv2",
+        metrics=("clip_i", "iou"),
+        params={"fit": "contain", "background": "white"},
+        weights={"clip": "/w/clip"},
+        weights_dir=Path("/w/methods"),
+        batch_size=2,
+        retry_failed=True,
     )
 
 

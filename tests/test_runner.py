@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from run_bench_helpers import tiny_samples, write_tiny_bench
+from slow_methods_plugin import install_plugin
 
 from picbench.errors import UnknownNameError
 from picbench.methods import METHODS
@@ -22,8 +24,6 @@ from picbench.results import iter_sample_scores, load_result
 from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
 from picbench.store import STORE_FILE
 from picbench.store.sqlite import SMOKE_PNG_KEY
-from run_bench_helpers import tiny_samples, write_tiny_bench
-from slow_methods_plugin import install_plugin
 
 CLI = [sys.executable, "-c", "from picbench.cli import main; main()"]
 
@@ -97,7 +97,14 @@ def test_an_edited_sample_is_generated_again(tmp_path: Path, data_dir: Path) -> 
     bench = write_tiny_bench(tmp_path, data_dir, samples=samples)
     run(_config(bench, data_dir, tmp_path / "run", seeds=(0,), detector=None))
     dog = samples[0].subjects[0]
-    moved = Sample(samples[0].id, samples[0].prompt, 64, 64, "single", (Subject(dog.name, dog.class_word, dog.references, box=(0.0, 0.0, 0.5, 0.5), depth=0),))
+    moved = Sample(
+        samples[0].id,
+        samples[0].prompt,
+        64,
+        64,
+        "single",
+        (Subject(dog.name, dog.class_word, dog.references, box=(0.0, 0.0, 0.5, 0.5), depth=0),),
+    )
     write_tiny_bench(tmp_path, data_dir, samples=[moved, samples[1]])
     again = run(_config(bench, data_dir, tmp_path / "run", seeds=(0,), detector=None))
     assert (again.generated, again.generation_reused) == (1, 1)
@@ -110,9 +117,14 @@ def test_methods_outputs_are_checked_per_sample(tmp_path: Path, data_dir: Path) 
     broken.write_bytes((tmp_path / "whole.png").read_bytes()[:60])
     bench = write_tiny_bench(tmp_path, data_dir, n=6)
     out = tmp_path / "run"
-    outcome = run(_config(bench, data_dir, out, method="faulty", seeds=(0,), batch_size=3, params={"broken_png": str(broken)}, detector=None))
+    outcome = run(
+        _config(bench, data_dir, out, method="faulty", seeds=(0,), batch_size=3, params={"broken_png": str(broken)}, detector=None)
+    )
     assert outcome.generation_failures == 4
-    by_sample = {s.sample_id: (s, json.loads(line)) for (s, _), line in zip(iter_sample_scores(out), (out / "samples.jsonl").read_text().splitlines())}
+    by_sample = {
+        s.sample_id: (s, json.loads(line))
+        for (s, _), line in zip(iter_sample_scores(out), (out / "samples.jsonl").read_text().splitlines())
+    }
     failures = {sid: line["generation_failure"] for sid, (_, line) in by_sample.items()}
     assert failures["s00"] is None and failures["m05"] is None
     assert "wrong size 72x64, expected 64x64" in failures["m01"]
@@ -129,12 +141,22 @@ def test_unknown_bench_gets_a_suggestion_and_nothing_is_written(tmp_path: Path, 
     with pytest.raises(UnknownNameError, match="did you mean"):
         run(RunConfig(method="paste", bench="dreambench-mullti", out=tmp_path / "run", data_dir=data_dir, models="tiny"))
     with pytest.raises(UnknownNameError, match="did you mean 'paste'"):
-        run(RunConfig(method="pastee", bench=str(write_tiny_bench(tmp_path, data_dir, n=2)), out=tmp_path / "run", data_dir=data_dir, models="tiny"))
+        run(
+            RunConfig(
+                method="pastee",
+                bench=str(write_tiny_bench(tmp_path, data_dir, n=2)),
+                out=tmp_path / "run",
+                data_dir=data_dir,
+                models="tiny",
+            )
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_a_bench_failing_validation_is_refused_before_generating(tmp_path: Path, data_dir: Path) -> None:
-    samples = tiny_samples(2) + [Sample("gone", "a dog", 64, 64, "single", (Subject("dog", "dog", ("dreambench/dataset/dog/99.jpg",), box=(0.1, 0.1, 0.5, 0.5)),))]
+    samples = tiny_samples(2) + [
+        Sample("gone", "a dog", 64, 64, "single", (Subject("dog", "dog", ("dreambench/dataset/dog/99.jpg",), box=(0.1, 0.1, 0.5, 0.5)),))
+    ]
     bench = write_tiny_bench(tmp_path, data_dir, samples=samples, name="damaged")
     with pytest.raises(BenchRefusedError, match=r"nothing was generated(.|\n)*dog/99\.jpg"):
         run(_config(bench, data_dir, tmp_path / "run"))
@@ -154,8 +176,24 @@ def test_sharded_run_merges_to_the_single_process_results(tmp_path: Path, data_d
 
 
 def _cli_run(out: Path, bench: Path, data_dir: Path, method: str = "slowpaste") -> list[str]:
-    return [*CLI, "run", "--method", method, "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny",
-            "--seeds", "0,1", "--batch-size", "1", "--out", str(out)]
+    return [
+        *CLI,
+        "run",
+        "--method",
+        method,
+        "--bench",
+        str(bench),
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "tiny",
+        "--seeds",
+        "0,1",
+        "--batch-size",
+        "1",
+        "--out",
+        str(out),
+    ]
 
 
 def _kill_when(proc: subprocess.Popen, out: Path, ready, what: str) -> None:
@@ -181,12 +219,20 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
     run(_config(bench, data_dir, tmp_path / "full", method="slowpaste", batch_size=1, detector=None))
     killed = tmp_path / "killed"
     cli = [*_cli_run(killed, bench, data_dir), "--detector", "none"]
-    _kill_when(subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), killed,
-               lambda gens, scores: 2 <= len(gens) < n_items, "while generating")
+    _kill_when(
+        subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        killed,
+        lambda gens, scores: 2 <= len(gens) < n_items,
+        "while generating",
+    )
     gens_before = _rows(killed)
     assert 2 <= len(gens_before) < n_items and not _rows(killed, "scores")
-    _kill_when(subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), killed,
-               lambda gens, scores: len(gens) == n_items and len(scores) < n_items, "while scoring")
+    _kill_when(
+        subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        killed,
+        lambda gens, scores: len(gens) == n_items and len(scores) < n_items,
+        "while scoring",
+    )
     gens_mid, scores_mid = _rows(killed), _rows(killed, "scores")
     assert all(gens_mid[k] == v for k, v in gens_before.items()), "a finished generation was recomputed"
     subprocess.run(cli, env=env, check=True, capture_output=True, timeout=300)
@@ -203,8 +249,23 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
 @pytest.mark.slow
 def test_two_ranks_under_torchrun_equal_one_process(tmp_path: Path, data_dir: Path, reference_run: tuple[Path, Path]) -> None:
     bench, reference = reference_run
-    args = ["run", "--method", "paste", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--seeds", "0,1",
-            "--batch-size", "2", "--detector", "none"]
+    args = [
+        "run",
+        "--method",
+        "paste",
+        "--bench",
+        str(bench),
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "tiny",
+        "--seeds",
+        "0,1",
+        "--batch-size",
+        "2",
+        "--detector",
+        "none",
+    ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python", *CLI]
     done = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

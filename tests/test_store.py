@@ -22,7 +22,14 @@ def _generation(i: int, **kw) -> Generation:
 
 
 def test_records_round_trip_and_rewrites_are_counted(tmp_path: Path) -> None:
-    score = Score("s1", 0, {"clip_i": 0.25, "iou": None}, (SubjectScore("dog", {"clip_i": 0.25}, (1.0, 2.0, 3.0, 4.0), 0.5),), failures=("x",), smoke=True)
+    score = Score(
+        "s1",
+        0,
+        {"clip_i": 0.25, "iou": None},
+        (SubjectScore("dog", {"clip_i": 0.25}, (1.0, 2.0, 3.0, 4.0), 0.5),),
+        failures=("x",),
+        smoke=True,
+    )
     with RunStore(tmp_path) as store:
         g1, g2 = _generation(1, image_path="images/a.png"), _generation(2, failure="wrong size 3x3, expected 64x64")
         store.put_generation(g1)
@@ -100,7 +107,9 @@ def test_two_processes_writing_one_store_do_not_corrupt_it(tmp_path: Path) -> No
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
     RunStore(tmp_path).close()
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(w), str(n)], stderr=subprocess.PIPE, text=True) for w in (0, 1)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path), str(w), str(n)], stderr=subprocess.PIPE, text=True) for w in (0, 1)
+    ]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
@@ -184,8 +193,13 @@ def test_run_lock_is_per_part_and_dies_with_its_holder(tmp_path: Path) -> None:
         with RunLock(tmp_path, "1/2"):
             pass
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from picbench.store import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from picbench.store import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):

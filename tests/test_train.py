@@ -23,12 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from picbench.reference_impl.training import CONFIG_DIR, ConfigError, load_config
-from picbench.reference_impl.training.loop import (
-    Trainer,
-    TrainingInterrupted,
-    learning_rate,
-)
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
@@ -36,6 +30,12 @@ from typer.testing import CliRunner
 
 from picbench.cli import app
 from picbench.errors import BenchFormatError, PicbenchError
+from picbench.reference_impl.training import CONFIG_DIR, ConfigError, load_config
+from picbench.reference_impl.training.loop import (
+    Trainer,
+    TrainingInterrupted,
+    learning_rate,
+)
 
 runner = CliRunner()
 
@@ -52,7 +52,9 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 def tiny_config(folder: Path, pairs: Path, **tables: dict) -> Path:
     """The shipped tiny config with its paths pointed at `pairs` and `folder`, tables overridden."""
     text = (CONFIG_DIR / "tiny.toml").read_text()
-    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(pairs))).replace('"../../../runs/train/tiny"', json.dumps(str(folder / "run")))
+    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(pairs))).replace(
+        '"../../../runs/train/tiny"', json.dumps(str(folder / "run"))
+    )
     for table, values in tables.items():
         header = f"[{table}]\n"
         assert header in text, table
@@ -144,7 +146,6 @@ def test_lora_is_unos_parametrization_and_round_trips_to_its_layout() -> None:
         to_uno_layout,
         uno_lora_layout,
     )
-
     from picbench.tiny.flux import tiny_components
 
     transformer = tiny_components(seed=1)["transformer"]
@@ -195,11 +196,11 @@ def test_unwritable_output_is_refused_before_training(tmp_path: Path, pairs: Pat
 def test_released_layout_in_weights_dir_is_found_offline(tmp_path: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """model.weights_dir = DIR with DIR/FLUX.1-dev (a diffusers folder) and DIR/UNO/dit_lora.safetensors."""
     from huggingface_hub import constants
-    from picbench.reference_impl.lora import random_uno_lora
-    from picbench.reference_impl.pipeline import PositionICPipeline
     from safetensors.torch import save_file
 
     from picbench.errors import MissingWeightsError
+    from picbench.reference_impl.lora import random_uno_lora
+    from picbench.reference_impl.pipeline import PositionICPipeline
     from picbench.tiny.flux import tiny_components
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -237,21 +238,44 @@ def test_tiny_training_overfits_a_few_pairs(tmp_path: Path, pairs: Path) -> None
         prepare_inputs,
     )
 
-    config = load_config(tiny_config(tmp_path, pairs, model={"rank": 16, "init_lora": "none", "gradient_checkpointing": False},
-                                     data={"caption_dropout": 0.0}, train={"global_batch": 2, "micro_batch": 2},
-                                     optim={"warmup_steps": 0, "weight_decay": 0.0}))
-    config = dataclasses.replace(config, stages=(dataclasses.replace(config.stages[1], steps=100, lr=3e-2, min_subjects=2, max_subjects=2),))
+    config = load_config(
+        tiny_config(
+            tmp_path,
+            pairs,
+            model={"rank": 16, "init_lora": "none", "gradient_checkpointing": False},
+            data={"caption_dropout": 0.0},
+            train={"global_batch": 2, "micro_batch": 2},
+            optim={"warmup_steps": 0, "weight_decay": 0.0},
+        )
+    )
+    config = dataclasses.replace(
+        config, stages=(dataclasses.replace(config.stages[1], steps=100, lr=3e-2, min_subjects=2, max_subjects=2),)
+    )
     trainer = Trainer(config, progress=False)
     pipe = trainer.pipe
     batch = [encode_pair(pipe, trainer.source.load(e)) for e in trainer.source.by_stage["multi"][:2]]
 
     def fixed_loss() -> float:
         with torch.no_grad():
-            return float(np.mean([
-                flow_matching_loss(pipe.transformer, prepare_inputs(pipe, batch, torch.Generator().manual_seed(100 + s), caption_dropout=0.0,
-                                                                    guidance=1.0, vaa=True, attention_backend="sdpa_lowrank")).item()
-                for s in range(4)
-            ]))
+            return float(
+                np.mean(
+                    [
+                        flow_matching_loss(
+                            pipe.transformer,
+                            prepare_inputs(
+                                pipe,
+                                batch,
+                                torch.Generator().manual_seed(100 + s),
+                                caption_dropout=0.0,
+                                guidance=1.0,
+                                vaa=True,
+                                attention_backend="sdpa_lowrank",
+                            ),
+                        ).item()
+                        for s in range(4)
+                    ]
+                )
+            )
 
     before = fixed_loss()
     trainer.run()
@@ -317,6 +341,7 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
     reference k's latents, those inside do. (Through stacked blocks the text and target tokens relay
     reference information, by VAA's design: text <-> reference stays open.)"""
     from diffusers import FluxTransformer2DModel
+
     from picbench.reference_impl.pipeline import PositionICPipeline
     from picbench.reference_impl.training.objective import (
         EncodedPair,
@@ -324,7 +349,6 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
         prepare_inputs,
     )
     from picbench.reference_impl.vwr import volume_weights
-
     from picbench.tiny.flux import tiny_components
 
     components = tiny_components(seed=2)
@@ -332,12 +356,16 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
     pipe = PositionICPipeline(**components)
     g = torch.Generator().manual_seed(0)
     boxes, depths = ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)), (0, 1)
-    pair = EncodedPair("a dog and a cat", torch.randn(1, 16, 16, generator=g), (4, 4), torch.randn(1, 8, 16, generator=g), ((2, 2), (2, 2)), boxes, depths)
+    pair = EncodedPair(
+        "a dog and a cat", torch.randn(1, 16, 16, generator=g), (4, 4), torch.randn(1, 8, 16, generator=g), ((2, 2), (2, 2)), boxes, depths
+    )
     inside = volume_weights(list(boxes), list(depths), (4, 4))[0].flatten() > 0
     assert inside.sum() == 8
 
     def grads(vaa: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = prepare_inputs(pipe, [pair], torch.Generator().manual_seed(1), caption_dropout=0.0, guidance=1.0, vaa=vaa, attention_backend="sdpa_lowrank")
+        inputs = prepare_inputs(
+            pipe, [pair], torch.Generator().manual_seed(1), caption_dropout=0.0, guidance=1.0, vaa=vaa, attention_backend="sdpa_lowrank"
+        )
         out = []
         for region in (~inside, inside):
             refs = inputs.references.clone().requires_grad_(True)
@@ -364,8 +392,23 @@ def test_saved_lora_runs_in_picbench_run_and_changes_the_images(tmp_path: Path, 
     images = {}
     for name, lora in (("trained", result.lora), ("uno-layout", result.uno_lora), ("default", None)):
         out = tmp_path / name
-        args = ["run", "--method", "positionic", "--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny",
-                "--detector", "none", "--out", str(out), "--param", "steps=2"]
+        args = [
+            "run",
+            "--method",
+            "positionic",
+            "--bench",
+            str(bench),
+            "--data-dir",
+            str(data_dir),
+            "--models",
+            "tiny",
+            "--detector",
+            "none",
+            "--out",
+            str(out),
+            "--param",
+            "steps=2",
+        ]
         invoked = runner.invoke(app, args + (["--param", f"lora={lora}"] if lora else []))
         assert invoked.exit_code == 0, invoked.output
         images[name] = np.asarray(Image.open(next((out / "images").rglob("*.png"))))
@@ -401,7 +444,9 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(tmp_path: Path, p
     single = subprocess.run(_train_cmd(one / "train.toml"), capture_output=True, text=True, timeout=600, check=False)
     assert single.returncode == 0, single.stderr[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29613", shutil.which("picbench")]
-    double = subprocess.run(torchrun + ["train", str(two / "train.toml"), "--no-progress"], capture_output=True, text=True, timeout=600, check=False)
+    double = subprocess.run(
+        torchrun + ["train", str(two / "train.toml"), "--no-progress"], capture_output=True, text=True, timeout=600, check=False
+    )
     assert double.returncode == 0, double.stderr[-3000:]
     a = load_file(str(one / "run" / "lora" / "pytorch_lora_weights.safetensors"))
     b = load_file(str(two / "run" / "lora" / "pytorch_lora_weights.safetensors"))

@@ -18,7 +18,17 @@ REAL = ["dreambench/dataset/backpack/00.jpg", "dreambench/dataset/dog/00.jpg"]
 
 def _record(sid: str, path: str, box=(0.1, 0.1, 0.6, 0.7), **extra) -> dict:
     subject = {"name": "thing", "class_word": "backpack", "references": [path], "eval_images": [path], "box": list(box), "depth": 0}
-    return {"schema": SAMPLE_SCHEMA, "id": sid, "prompt": "a backpack on a table", "width": 512, "height": 512, "split": "single", "subjects": [subject], "meta": {}, **extra}
+    return {
+        "schema": SAMPLE_SCHEMA,
+        "id": sid,
+        "prompt": "a backpack on a table",
+        "width": 512,
+        "height": 512,
+        "split": "single",
+        "subjects": [subject],
+        "meta": {},
+        **extra,
+    }
 
 
 @pytest.fixture()
@@ -96,7 +106,9 @@ def test_cli_validate_damaged_exits_1(damaged) -> None:
 
 def test_header_problems_and_no_images(tmp_path: Path) -> None:
     path = tmp_path / "b.jsonl"
-    path.write_text(canonical_json(_record("a", "x.jpg")) + "\n" + json.dumps({"schema": BENCH_SCHEMA, "name": "late", "version": "1"}) + "\n")
+    path.write_text(
+        canonical_json(_record("a", "x.jpg")) + "\n" + json.dumps({"schema": BENCH_SCHEMA, "name": "late", "version": "1"}) + "\n"
+    )
     report = validate_bench_file(path, tmp_path, check_images=False)
     assert [p.code for p in report.problems] == ["bad-header", "bad-header"]
     assert [p.line for p in report.problems] == [1, 2]

@@ -9,22 +9,30 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from run_bench_helpers import tiny_samples, write_tiny_bench
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from picbench.cli import app
 from picbench.results import load_result
-from run_bench_helpers import tiny_samples, write_tiny_bench
 
 pytestmark = pytest.mark.slow  # six real method loads and runs: a minute or two on a CPU
 
 # method -> (parameters of a small run, the checkpoints it must read from DIR)
 RUNS = {
     "gligen": (["steps=2", "resolution=32"], ["anhnct/Gligen_Text_Image"]),
-    "instancediffusion": (["steps=2", "resolution=32", "mis=0.0"], ["xudongw/InstanceDiffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5"]),
-    "msdiffusion": (["steps=2", "resolution=64"], ["stabilityai/stable-diffusion-xl-base-1.0", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "doge1516/MS-Diffusion"]),
-    "dreamo": (["steps=2", "resolution=64", "ref_res=64"], ["black-forest-labs/FLUX.1-dev", "ByteDance/DreamO", "alimama-creative/FLUX.1-Turbo-Alpha"]),
+    "instancediffusion": (
+        ["steps=2", "resolution=32", "mis=0.0"],
+        ["xudongw/InstanceDiffusion", "stable-diffusion-v1-5/stable-diffusion-v1-5"],
+    ),
+    "msdiffusion": (
+        ["steps=2", "resolution=64"],
+        ["stabilityai/stable-diffusion-xl-base-1.0", "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k", "doge1516/MS-Diffusion"],
+    ),
+    "dreamo": (
+        ["steps=2", "resolution=64", "ref_res=64"],
+        ["black-forest-labs/FLUX.1-dev", "ByteDance/DreamO", "alimama-creative/FLUX.1-Turbo-Alpha"],
+    ),
     "uno": (["steps=2"], ["black-forest-labs/FLUX.1-dev", "bytedance-research/UNO"]),
     "positionic": (["steps=2"], ["black-forest-labs/FLUX.1-dev", "bytedance-research/UNO"]),
 }
@@ -53,7 +61,13 @@ def _fill(root: Path, built: Path) -> None:
     from picbench.adapters.dreamo import TURBO_FILE, write_tiny_checkpoints
     from picbench.adapters.gligen import build_tiny_gligen
     from picbench.adapters.instancediffusion import INSTANCEDIFFUSION_FILE, build_tiny_instancediffusion
-    from picbench.adapters.msdiffusion import ADAPTER_FILE, GroundingResampler, ResamplerConfig, build_tiny_checkpoints, write_random_adapter
+    from picbench.adapters.msdiffusion import (
+        ADAPTER_FILE,
+        GroundingResampler,
+        ResamplerConfig,
+        build_tiny_checkpoints,
+        write_random_adapter,
+    )
     from picbench.reference_impl.lora import random_uno_lora
     from picbench.tiny.flux import tiny_components
     from picbench.tiny.metric_models import tiny_weights
@@ -69,8 +83,13 @@ def _fill(root: Path, built: Path) -> None:
     unet = UNet2DConditionModel.from_pretrained(sdxl["sdxl"] / "unet")
     cfg = ResamplerConfig(
         embedding_dim=CLIPVisionModelWithProjection.from_pretrained(sdxl["image_encoder"]).config.hidden_size,
-        output_dim=unet.config.cross_attention_dim, phrase_dim=CLIPTextModel.from_pretrained(sdxl["sdxl"] / "text_encoder").config.projection_dim,
-        dim=32, depth=1, dim_head=64, heads=1, num_queries=4,  # a shape read off the file, heads of the authors' 64
+        output_dim=unet.config.cross_attention_dim,
+        phrase_dim=CLIPTextModel.from_pretrained(sdxl["sdxl"] / "text_encoder").config.projection_dim,
+        dim=32,
+        depth=1,
+        dim_head=64,
+        heads=1,
+        num_queries=4,  # a shape read off the file, heads of the authors' 64
     )
     (root / "doge1516" / "MS-Diffusion").mkdir(parents=True)
     write_random_adapter(root / "doge1516" / "MS-Diffusion" / ADAPTER_FILE, GroundingResampler(cfg), unet)
@@ -104,8 +123,22 @@ def test_every_checkpoint_comes_from_the_weights_dir(method: str, weights: Path,
     assert all((weights / repo).exists() for repo in needed)
     bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[:1])
     out = tmp_path / "run"
-    args = ["run", "--method", method, "--bench", str(bench), "--data-dir", str(data_dir), "--weights-dir", str(weights),
-            "--detector", "none", "--out", str(out), *[a for p in params for a in ("--param", p)]]
+    args = [
+        "run",
+        "--method",
+        method,
+        "--bench",
+        str(bench),
+        "--data-dir",
+        str(data_dir),
+        "--weights-dir",
+        str(weights),
+        "--detector",
+        "none",
+        "--out",
+        str(out),
+        *[a for p in params for a in ("--param", p)],
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     run = load_result(out)
@@ -116,8 +149,24 @@ def test_every_checkpoint_comes_from_the_weights_dir(method: str, weights: Path,
 def test_without_the_folder_the_error_names_the_layout(offline: None, tmp_path: Path, data_dir: Path) -> None:
     # $PICBENCH_WEIGHTS_DIR still serves the metric models; --weights-dir, given, is where methods look
     bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[:1])
-    result = CliRunner().invoke(app, ["run", "--method", "gligen", "--bench", str(bench), "--data-dir", str(data_dir), "--weights-dir",
-                                      str(tmp_path / "nothing"), "--detector", "none", "--out", str(tmp_path / "run")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--method",
+            "gligen",
+            "--bench",
+            str(bench),
+            "--data-dir",
+            str(data_dir),
+            "--weights-dir",
+            str(tmp_path / "nothing"),
+            "--detector",
+            "none",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code != 0
     text = " ".join(result.output.split())
     assert "anhnct/Gligen_Text_Image" in text and "--weights-dir DIR as DIR/anhnct/Gligen_Text_Image" in text
@@ -126,7 +175,9 @@ def test_without_the_folder_the_error_names_the_layout(offline: None, tmp_path: 
 
     with pytest.raises(MissingWeightsError) as info:
         METHODS.get("gligen")(weights_dir=tmp_path / "nothing").load()
-    assert f"not in {tmp_path / 'nothing' / 'anhnct' / 'Gligen_Text_Image'} nor {tmp_path / 'nothing' / 'Gligen_Text_Image'}" in str(info.value)
+    assert f"not in {tmp_path / 'nothing' / 'anhnct' / 'Gligen_Text_Image'} nor {tmp_path / 'nothing' / 'Gligen_Text_Image'}" in str(
+        info.value
+    )
 
 
 def test_picbench_weights_dir_serves_method_checkpoints_too(offline: None, weights: Path, tmp_path: Path, data_dir: Path) -> None:
@@ -136,7 +187,25 @@ def test_picbench_weights_dir_serves_method_checkpoints_too(offline: None, weigh
     assert METHODS.get("gligen")().weights_dir == weights
     assert METHODS.get("gligen")(weights_dir=tmp_path).weights_dir == tmp_path  # the argument wins
     bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[:1])
-    result = CliRunner().invoke(app, ["run", "--method", "gligen", "--bench", str(bench), "--data-dir", str(data_dir), "--detector", "none",
-                                      "--out", str(tmp_path / "run"), "--param", "steps=2", "--param", "resolution=32"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--method",
+            "gligen",
+            "--bench",
+            str(bench),
+            "--data-dir",
+            str(data_dir),
+            "--detector",
+            "none",
+            "--out",
+            str(tmp_path / "run"),
+            "--param",
+            "steps=2",
+            "--param",
+            "resolution=32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert load_result(tmp_path / "run").counts["generation_failures"] == 0

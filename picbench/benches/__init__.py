@@ -5,8 +5,9 @@ a bench JSONL file."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from picbench.errors import UnknownNameError
 from picbench.paths import find_data_dir, picbench_home
@@ -20,8 +21,9 @@ BENCHES: Registry[BenchLoader] = Registry("bench", entry_point_group="picbench.b
 BENCHES.register("dreambench", "picbench.benches.dreambench:load", "DreamBench: 30 subjects x 25 prompts, 750 single-subject samples")
 BENCHES.register("dreambench-multi", "picbench.benches.dreambench:load_multi", "DreamBench pairs (UNO's list): 750 two-subject samples")
 BENCHES.register("msbench", "picbench.benches.msbench:load", "MS-Bench: 13 combination types, fixed layouts, 4488 samples")
-BENCHES.register("positionic", "picbench.benches.positionic:load", "PositionIC-Bench format (official file not public; see positionic-open)")
-
+BENCHES.register(
+    "positionic", "picbench.benches.positionic:load", "PositionIC-Bench format (official file not public; see positionic-open)"
+)
 
 
 @runtime_checkable
@@ -33,8 +35,14 @@ class BenchBuilder(Protocol):
 
 # Benches that `picbench bench build NAME` reconstructs into built_bench_dir(); not loaders. Other
 # packages add builders through the `picbench.buildable_benches` entry-point group.
-BUILDABLE: Registry[BenchBuilder] = Registry("buildable bench", entry_point_group="picbench.buildable_benches", base=BenchBuilder, instances=True)
-BUILDABLE.register("positionic-open", "picbench.benches.positionic:write_open", "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi")
+BUILDABLE: Registry[BenchBuilder] = Registry(
+    "buildable bench", entry_point_group="picbench.buildable_benches", base=BenchBuilder, instances=True
+)
+BUILDABLE.register(
+    "positionic-open",
+    "picbench.benches.positionic:write_open",
+    "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi",
+)
 
 
 def built_bench_dir() -> Path:

@@ -78,7 +78,9 @@ def parse_prompts_and_classes(path: str | Path) -> DreamBenchSpec:
             continue
         if line.replace(" ", "") == "prompt_list=[":
             if section is None or section in lists:
-                raise BenchFormatError("prompt_list without a preceding 'Object Prompts' / 'Live Subject Prompts' heading", file=path, line=lineno)
+                raise BenchFormatError(
+                    "prompt_list without a preceding 'Object Prompts' / 'Live Subject Prompts' heading", file=path, line=lineno
+                )
             lists[section] = []
             continue
         match = _TEMPLATE_LINE.match(raw)
@@ -118,7 +120,7 @@ def uno_path(path: str, *, file: Path, index: int) -> str:
     """Map UNO's ``./dreambooth/dataset/<subject>/NN.jpg`` to our ``dreambench/dataset/...``."""
     if not path.startswith(_UNO_PREFIX):
         raise BenchFormatError(f"image path {path!r} does not start with {_UNO_PREFIX!r}", file=file, field=f"[{index}].image_paths")
-    return f"{DATASET_DIR}/{path[len(_UNO_PREFIX):]}"
+    return f"{DATASET_DIR}/{path[len(_UNO_PREFIX) :]}"
 
 
 def subject_images(data_root: Path, subject: str) -> tuple[str, ...]:

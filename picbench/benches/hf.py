@@ -28,8 +28,9 @@ import json
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import datasets
 from datasets import Features, Image, List, Value
@@ -90,7 +91,9 @@ def bench_rows(bench: Bench) -> Iterator[dict[str, Any]]:
         row["images"] = new_images
         yield row
     if missing:
-        warnings.warn(f"bench {bench.name}: {len(missing)} image(s) could not be read and are not in the dataset: {'; '.join(missing)}", stacklevel=2)
+        warnings.warn(
+            f"bench {bench.name}: {len(missing)} image(s) could not be read and are not in the dataset: {'; '.join(missing)}", stacklevel=2
+        )
 
 
 def bench_to_dataset(bench: Bench) -> datasets.Dataset:
@@ -102,15 +105,12 @@ def bench_to_dataset(bench: Bench) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 
-def dataset_to_bench(ds: datasets.Dataset, data_root: str | Path) -> Bench:
+def dataset_to_bench(ds: datasets.Dataset | datasets.IterableDataset, data_root: str | Path) -> Bench:
     """Rebuild the Bench, writing its images under ``data_root`` where they are not there yet."""
-    header: dict[str, Any] | None = None
-    samples = []
-    for header, sample in iter_dataset_samples(ds, data_root):
-        samples.append(sample)
-    if header is None:
+    rows = list(iter_dataset_samples(ds, data_root))
+    if not rows:
         raise BenchFormatError("the dataset has no rows: a picbench bench dataset carries its header on every row")
-    return Bench.from_header(header, samples, data_root)
+    return Bench.from_header(rows[-1][0], [sample for _, sample in rows], data_root)
 
 
 def iter_dataset_samples(ds: datasets.Dataset | datasets.IterableDataset, data_root: str | Path) -> Iterator[tuple[dict[str, Any], Sample]]:
@@ -158,7 +158,9 @@ def _materialize(data_root: Path, rel: str, data: bytes, *, sample_id: str) -> N
     target = resolve_in_root(data_root, rel)
     if target.is_file():
         if hashlib.sha256(target.read_bytes()).digest() != hashlib.sha256(data).digest():
-            raise PicbenchError(f"sample {sample_id!r}: {target} exists with other content than the dataset's {rel}; use an empty data root")
+            raise PicbenchError(
+                f"sample {sample_id!r}: {target} exists with other content than the dataset's {rel}; use an empty data root"
+            )
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

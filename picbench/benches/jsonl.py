@@ -5,8 +5,9 @@ same format with header ``kind: "pairs"`` and a ``target`` per sample (``picbenc
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from picbench.atomic import atomic_write
 from picbench.errors import BenchFormatError

@@ -59,7 +59,13 @@ def _role(subject_type: str) -> str:
 def read_spec(data_root: Path) -> dict:
     path = data_root / SPEC_FILE
     spec = read_json(path)
-    for key in ("subject_classes", "two_subject_combinations", "three_subject_combinations", "combination_boxes_xyxy_normalized", "combination_prompt_templates"):
+    for key in (
+        "subject_classes",
+        "two_subject_combinations",
+        "three_subject_combinations",
+        "combination_boxes_xyxy_normalized",
+        "combination_prompt_templates",
+    ):
         if key not in spec:
             raise BenchFormatError(f"missing key {key!r}", file=path, field=key)
     return spec
@@ -82,7 +88,11 @@ def subject_files(data_root: Path, spec: dict) -> tuple[dict[str, str], dict[str
             continue
         subject_type = _CLASS_TYPE_FALLBACK.get(class_word)
         if subject_type is None:
-            raise BenchFormatError(f"subject {subject!r} has no image and its type cannot be inferred", file=data_root / SPEC_FILE, field=f"subject_classes.{subject}")
+            raise BenchFormatError(
+                f"subject {subject!r} has no image and its type cannot be inferred",
+                file=data_root / SPEC_FILE,
+                field=f"subject_classes.{subject}",
+            )
         types[subject], paths[subject] = subject_type, f"{IMAGES_DIR}/{subject_type}/{subject}.jpg"
         missing.append(subject)
     return types, paths, missing
@@ -129,7 +139,9 @@ def load(data_root: Path) -> Bench:
         boxes = spec["combination_boxes_xyxy_normalized"].get(combination_type)
         templates = spec["combination_prompt_templates"].get(combination_type)
         if not boxes or len(boxes) != len(parts) or not templates:
-            raise BenchFormatError(f"type {combination_type!r} needs {len(parts)} boxes and at least one template", file=file, field=combination_type)
+            raise BenchFormatError(
+                f"type {combination_type!r} needs {len(parts)} boxes and at least one template", file=file, field=combination_type
+            )
         boxes = [check_box(b, field_name=f"combination_boxes_xyxy_normalized.{combination_type}") for b in boxes]
         depths = depth_ranks(parts)
         for combo in combinations_for(combination_type, by_type):

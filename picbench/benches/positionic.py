@@ -181,8 +181,15 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
         context = rng.choice(template_contexts(spec.templates_for(name)))
         box = random_box(rng, (0.04, 0.5))
         samples.append(
-            Sample(f"single-{i:03d}-{name}", f"{noun_phrase(spec.classes[name])} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "single",
-                   (subject(name, box, 0),), {"context": context, "overlap": False, "seed": seed})
+            Sample(
+                f"single-{i:03d}-{name}",
+                f"{noun_phrase(spec.classes[name])} {context}",
+                OUTPUT_SIZE,
+                OUTPUT_SIZE,
+                "single",
+                (subject(name, box, 0),),
+                {"context": context, "overlap": False, "seed": seed},
+            )
         )
     n_three = round(N_MULTI * THREE_SUBJECT_SHARE)
     n_overlap = round(N_MULTI * OVERLAP_SHARE)
@@ -197,8 +204,15 @@ def build_open(data_root: Path, seed: int = 0) -> Bench:
         nouns = [noun_phrase(spec.classes[n]) for n in chosen]
         listed = f"{nouns[0]} and {nouns[1]}" if k == 2 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
         samples.append(
-            Sample(f"multi-{i:03d}-{'+'.join(chosen)}", f"{listed} {context}", OUTPUT_SIZE, OUTPUT_SIZE, "multi",
-                   tuple(subject(n, b, d) for n, b, d in zip(chosen, boxes, depths)), {"context": context, "overlap": overlap, "seed": seed})
+            Sample(
+                f"multi-{i:03d}-{'+'.join(chosen)}",
+                f"{listed} {context}",
+                OUTPUT_SIZE,
+                OUTPUT_SIZE,
+                "multi",
+                tuple(subject(n, b, d) for n, b, d in zip(chosen, boxes, depths)),
+                {"context": context, "overlap": overlap, "seed": seed},
+            )
         )
     return Bench(
         OPEN_NAME,

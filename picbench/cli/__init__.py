@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from picbench.cli.app import app
 import picbench.cli.bench  # noqa: F401
 import picbench.cli.compare  # noqa: F401
 import picbench.cli.data  # noqa: F401
@@ -13,6 +12,7 @@ import picbench.cli.report  # noqa: F401
 import picbench.cli.run  # noqa: F401
 import picbench.cli.train  # noqa: F401
 import picbench.cli.validate  # noqa: F401
+from picbench.cli.app import app
 
 
 def main() -> None:

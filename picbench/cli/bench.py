@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -27,8 +26,8 @@ class ExportFormat(str, Enum):
 def build(
     name: str = typer.Argument(..., help="a buildable bench, e.g. positionic-open"),
     seed: int = typer.Option(0, "--seed", help="the seed every random choice is drawn from"),
-    out: Optional[Path] = typer.Option(None, "--out", help="output .jsonl (default: the built-bench folder)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    out: Path | None = typer.Option(None, "--out", help="output .jsonl (default: the built-bench folder)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
 ) -> None:
     """Reconstruct a bench deterministically (same seed, same bytes)."""
     from picbench.benches import BUILDABLE, built_bench_dir
@@ -40,7 +39,9 @@ def build(
     except PicbenchError as exc:
         fail(exc)
     splits = {s: sum(x.split == s for x in bench.samples) for s in ("single", "multi")}
-    console.print(f"built {bench.name} v{bench.version} (seed {seed}): {splits['single']} single + {splits['multi']} multi samples -> {escape(str(target))}")
+    console.print(
+        f"built {bench.name} v{bench.version} (seed {seed}): {splits['single']} single + {splits['multi']} multi samples -> {escape(str(target))}"
+    )
     if bench.reconstruction:
         console.print("[yellow]note:[/yellow] this is a reconstruction, not the official benchmark")
 
@@ -50,7 +51,7 @@ def export(
     bench: str = typer.Argument(..., help="a bench name (registered or built) or a .jsonl path"),
     fmt: ExportFormat = typer.Option(..., "--format", help="jsonl (picbench bench file) or hf (datasets folder with images)"),
     out: Path = typer.Option(..., "--out", help="output file (jsonl) or folder (hf)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
 ) -> None:
     """Write a bench as a JSONL bench file or as a Hugging Face dataset folder."""
     from picbench.benches import load_bench

@@ -4,7 +4,7 @@ bootstrap over the (sample, seed) items both runs scored (:mod:`picbench.metrics
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -19,7 +19,9 @@ from picbench.errors import PicbenchError
 def compare(
     run_a: Annotated[Path, typer.Argument(help="run folder A")],
     run_b: Annotated[Path, typer.Argument(help="run folder B")],
-    metrics: Annotated[Optional[str], typer.Option(help="comma-separated metric keys (default: every per-item metric both runs hold, with its splits)")] = None,  # noqa: UP007
+    metrics: Annotated[
+        str | None, typer.Option(help="comma-separated metric keys (default: every per-item metric both runs hold, with its splits)")
+    ] = None,  # noqa: UP007
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="seed of the resampling (the same seed gives the same intervals)")] = 0,
 ) -> None:
@@ -37,21 +39,35 @@ def compare(
     if not found:
         fail(f"nothing to compare: {run_a} and {run_b} share no (sample, seed) item with a value of {', '.join(keys) or 'any metric'}")
     label_a, label_b = (f"{r.method}" for r in results)
-    table = Table(title=f"{escape(label_a)} (A) vs {escape(label_b)} (B) on {escape(results[0].bench)}" + (" [SMOKE]" if any(r.smoke for r in results) else ""))
+    table = Table(
+        title=f"{escape(label_a)} (A) vs {escape(label_b)} (B) on {escape(results[0].bench)}"
+        + (" [SMOKE]" if any(r.smoke for r in results) else "")
+    )
     for column in ("metric", "better", "A", "B", "A - B", "95% CI", "p", "items"):
         table.add_column(column, justify="left" if column in ("metric", "better") else "right")
     for d in found:
         high = results[0].better_high(d.metric)
         style = "green" if d.p_value < 0.05 and (d.difference > 0) == high else "red" if d.p_value < 0.05 else ""
-        table.add_row(escape(d.metric), "higher" if high else "lower", f"{d.a:.4f}", f"{d.b:.4f}", f"[{style}]{d.difference:+.4f}[/]" if style else f"{d.difference:+.4f}",
-                      f"{d.ci_low:+.4f} .. {d.ci_high:+.4f}", f"{d.p_value:.3f}", str(d.n_items))
+        table.add_row(
+            escape(d.metric),
+            "higher" if high else "lower",
+            f"{d.a:.4f}",
+            f"{d.b:.4f}",
+            f"[{style}]{d.difference:+.4f}[/]" if style else f"{d.difference:+.4f}",
+            f"{d.ci_low:+.4f} .. {d.ci_high:+.4f}",
+            f"{d.p_value:.3f}",
+            str(d.n_items),
+        )
     console.print(table)
-    console.print(f"paired bootstrap: {resamples} resamples of the samples (seeds nested), seed {seed}; "
-                  "p: two-sided, for 'A and B do not differ'; green/red: A significantly better/worse at 0.05")
+    console.print(
+        f"paired bootstrap: {resamples} resamples of the samples (seeds nested), seed {seed}; "
+        "p: two-sided, for 'A and B do not differ'; green/red: A significantly better/worse at 0.05"
+    )
 
 
 def _shared_keys(a: list, b: list) -> list[str]:
     """Per-item metric keys (not counts) both runs hold a value of, each followed by its splits."""
+
     def keys(scores: list) -> set[str]:
         return {k for sc in scores for k, v in sc.metrics.items() if v is not None and not k.startswith("n_")}
 

@@ -4,7 +4,6 @@ look at them (``stats PAIRS``, ``report PAIRS``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.markup import escape
@@ -29,7 +28,7 @@ def paste_pairs(
     n: int = typer.Option(24, "--n", help="multi-subject pairs (2 or 3 subjects)"),
     singles: int = typer.Option(8, "--singles", help="single-subject pairs"),
     out: Path = typer.Option(DEFAULT_PASTE_OUT, "--out", help="the pair set folder (pairs.jsonl, targets/, references)"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
 ) -> None:
     """DreamBench subjects pasted at seeded boxes onto MS-Bench scenes (no generative model)."""
     from picbench.pairs import split_counts
@@ -41,14 +40,16 @@ def paste_pairs(
     except PicbenchError as exc:
         fail(exc)
     counts = split_counts(pairs.samples)
-    console.print(f"built {pairs.name} v{pairs.version} (seed {seed}): {counts['single']} single + {counts['multi']} multi pairs -> {escape(str(out / 'pairs.jsonl'))}")
+    console.print(
+        f"built {pairs.name} v{pairs.version} (seed {seed}): {counts['single']} single + {counts['multi']} multi pairs -> {escape(str(out / 'pairs.jsonl'))}"
+    )
 
 
 @build_app.command("bmpds")
 def bmpds(
     config_file: Path = typer.Argument(..., help="the build config (TOML; see reference_impl/bmpds/config.py)"),
     out: Path = typer.Option(Path("pairs/bmpds"), "--out", help="the build folder: the pair set, its store and candidates.jsonl"),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
 ) -> None:
     """Run (or resume) BMPDS: single, forward and backward stages, then the three-level filter.
     Under torchrun / accelerate launch every rank takes its share of each stage into one store."""
@@ -65,7 +66,9 @@ def bmpds(
     if config.models == "tiny":
         console.print('[bold red]SMOKE BUILD:[/] models = "tiny" uses random-weight models; its pairs mean nothing')
     totals = {stage: len(units) for stage, units in plan(config).items()}
-    bars = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    bars = Progress(
+        TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console
+    )
     tasks = {stage: bars.add_task(stage, total=n) for stage, n in totals.items()}
     from picbench.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED
     from picbench.interrupts import Terminated, sigterm_as_interrupt
@@ -75,8 +78,10 @@ def bmpds(
             outcome = build(config, out, root, on_unit=lambda stage, done, total: bars.update(tasks[stage], completed=done, total=total))
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        console.print(f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished unit and score is saved in "
-                      f"{escape(str(out))}/store.sqlite; run the same command again to resume")
+        console.print(
+            f"[bold yellow]{'terminated (SIGTERM)' if terminated else 'interrupted'}:[/] every finished unit and score is saved in "
+            f"{escape(str(out))}/store.sqlite; run the same command again to resume"
+        )
         raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     except (PicbenchError, ValueError) as exc:  # ValueError: the subject method's parameter check
         fail(exc)
@@ -84,8 +89,10 @@ def bmpds(
     console.print(f"part {outcome.part}: ran {ran}")
     if outcome.pairs is not None and outcome.verdicts is not None:
         status = {k: sum(v.status == k for v in outcome.verdicts.values()) for k in ("kept", "dropped", "failed")}
-        console.print(f"kept {status['kept']} of {len(outcome.verdicts)} candidates ({status['dropped']} dropped by the filter, "
-                      f"{status['failed']} failed) -> {escape(str(out / 'pairs.jsonl'))}")
+        console.print(
+            f"kept {status['kept']} of {len(outcome.verdicts)} candidates ({status['dropped']} dropped by the filter, "
+            f"{status['failed']} failed) -> {escape(str(out / 'pairs.jsonl'))}"
+        )
 
 
 @data_app.command("stats")

@@ -31,7 +31,9 @@ class Format(str, Enum):
 def export(
     results: Annotated[list[Path], typer.Argument(help="results.json files, run folders, or leaderboard CSVs to merge")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the file to write, e.g. leaderboards/NAME.csv or site/leaderboard.html")],
-    format: Annotated[Format, typer.Option("--format", help="csv, or html: a sortable page, measured and reported rows apart")] = Format.csv,
+    format: Annotated[
+        Format, typer.Option("--format", help="csv, or html: a sortable page, measured and reported rows apart")
+    ] = Format.csv,
 ) -> None:
     """Merge run results into one leaderboard CSV or HTML page (smoke rows marked)."""
     from picbench.leaderboard import build_leaderboard, load_rows, metric_columns, write_leaderboard
@@ -47,8 +49,10 @@ def export(
     except PicbenchError as exc:
         fail(exc)
     smoke = int(table["smoke"].sum())
-    console.print(f"wrote {out}: {len(table)} row(s), {len(metric_columns(table))} metric column(s)"
-                  + (f", [bold red]{smoke} smoke row(s)[/]" if smoke else ""))
+    console.print(
+        f"wrote {out}: {len(table)} row(s), {len(metric_columns(table))} metric column(s)"
+        + (f", [bold red]{smoke} smoke row(s)[/]" if smoke else "")
+    )
     console.print(*leaderboard_tables(table))
 
 
@@ -79,14 +83,22 @@ def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
         view = Table(title=f"bench {escape(str(bench))}", title_justify="left")
         view.add_column("metric")
         for _, row in rows.iterrows():
-            label = escape(str(row["method"])) + (" (reported)" if row["source"] == "reported" else "") + (" [bold red]SMOKE[/]" if row["smoke"] else "")
+            label = (
+                escape(str(row["method"]))
+                + (" (reported)" if row["source"] == "reported" else "")
+                + (" [bold red]SMOKE[/]" if row["smoke"] else "")
+            )
             view.add_column(label, justify="right")
         records = rows.to_dict("records")
         for metric in metrics:
             cells = []
             for row in records:
                 value, low, high = row.get(metric), row.get(metric + "_ci_low"), row.get(metric + "_ci_high")
-                cells.append("" if _missing(value) else f"{value:.3f}" + ("" if _missing(low) or _missing(high) else f" [dim][{low:.3f}, {high:.3f}][/]"))
+                cells.append(
+                    ""
+                    if _missing(value)
+                    else f"{value:.3f}" + ("" if _missing(low) or _missing(high) else f" [dim][{low:.3f}, {high:.3f}][/]")
+                )
             view.add_row(escape(metric) + ("" if higher_is_better(metric, *records) else " (lower better)"), *cells)
         views.append(view)
     return views

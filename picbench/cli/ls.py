@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -63,7 +63,7 @@ def metric_keys(registry: Any, name: str) -> str:
 
 
 @app.command("ls")
-def ls(what: Optional[Listing] = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)")) -> None:
+def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)")) -> None:
     """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins included)."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
     for kind in kinds:

@@ -10,7 +10,7 @@ tolerances, nothing comparable).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -27,21 +27,42 @@ def regress(
     results: Annotated[list[Path], typer.Argument(help="the run to check: results.json files, run folders or a leaderboard CSV")],
     baseline: Annotated[list[Path], typer.Option("--baseline", "-b", help="leaderboard CSV or results to compare against (repeatable)")],
     tolerance: Annotated[float, typer.Option(min=0.0, help="largest allowed absolute drop of any metric")] = DEFAULT_TOLERANCE,
-    tolerance_for: Annotated[Optional[list[str]], typer.Option("--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)")] = None,  # noqa: UP007
+    tolerance_for: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tolerance-for", help="per-metric tolerance METRIC=NUMBER, e.g. clip_i=0.005 (clip_i also covers clip_i.single/.multi)"
+        ),
+    ] = None,  # noqa: UP007
     show_all: Annotated[bool, typer.Option("--show-all", help="list every compared metric, not only those that fell")] = False,
-    allow_smoke: Annotated[bool, typer.Option("--allow-smoke", help="compare a smoke run with real numbers (or the reverse) instead of failing")] = False,
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="pass when the run lacks metrics the baseline has, checking only the shared ones")] = False,
-    allow_nonfinite: Annotated[bool, typer.Option("--allow-nonfinite", help="read inf cells of a CSV as absent values instead of refusing the file")] = False,
-    significance: Annotated[Optional[float], typer.Option("--significance", help="a change beyond its tolerance counts only if a paired bootstrap gives p < ALPHA (both sides run folders)")] = None,  # noqa: UP007
+    allow_smoke: Annotated[
+        bool, typer.Option("--allow-smoke", help="compare a smoke run with real numbers (or the reverse) instead of failing")
+    ] = False,
+    allow_missing: Annotated[
+        bool, typer.Option("--allow-missing", help="pass when the run lacks metrics the baseline has, checking only the shared ones")
+    ] = False,
+    allow_nonfinite: Annotated[
+        bool, typer.Option("--allow-nonfinite", help="read inf cells of a CSV as absent values instead of refusing the file")
+    ] = False,
+    significance: Annotated[
+        float | None,
+        typer.Option(
+            "--significance",
+            help="a change beyond its tolerance counts only if a paired bootstrap gives p < ALPHA (both sides run folders)",
+        ),
+    ] = None,  # noqa: UP007
 ) -> None:
     """Compare every metric the run and the baseline share; exit 1 if any fell by more than its
     tolerance, or if the comparison cannot vouch for a release (smoke against real numbers,
     baseline metrics the run lacks) unless allowed."""
     try:
         report = compare(
-            load_table(results, allow_nonfinite=allow_nonfinite), load_table(baseline, allow_nonfinite=allow_nonfinite),
-            tolerance=tolerance, per_metric=parse_tolerances(tolerance_for or []),
-            allow_smoke=allow_smoke, allow_missing=allow_missing, significance=significance,
+            load_table(results, allow_nonfinite=allow_nonfinite),
+            load_table(baseline, allow_nonfinite=allow_nonfinite),
+            tolerance=tolerance,
+            per_metric=parse_tolerances(tolerance_for or []),
+            allow_smoke=allow_smoke,
+            allow_missing=allow_missing,
+            significance=significance,
         )
     except PicbenchError as exc:
         fail(exc)
@@ -55,12 +76,16 @@ def regress(
         console.print(checks_table(chance, title=f"beyond their tolerance but not significant at {significance:g} (not regressions)"))
     n_rows = len({(c.method, c.bench) for c in report.checks})
     if report.passed:
-        console.print(f"[bold green]pass:[/] {len(report.checks)} metric(s) over {n_rows} method/bench row(s); none fell by more than its tolerance")
+        console.print(
+            f"[bold green]pass:[/] {len(report.checks)} metric(s) over {n_rows} method/bench row(s); none fell by more than its tolerance"
+        )
         return
     for reason in report.blocking:
         console.print(f"[bold red]not comparable:[/] {escape(reason)}")
     if report.regressions:
-        console.print(f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance")
+        console.print(
+            f"[bold red]regression:[/] {len(report.regressions)} of {len(report.checks)} metric(s) fell by more than their tolerance"
+        )
     raise typer.Exit(EXIT_CHECK_FAILED)
 
 
@@ -73,8 +98,18 @@ def checks_table(checks: list[MetricCheck], title: str) -> Table:
     for c in checks:
         style = "bold red" if c.fell else "yellow" if c.beyond_tolerance else "green"
         p = (("n/a" if c.p_value is None else f"{c.p_value:.3f}"),) if tested else ()
-        view.add_row(c.method, c.bench, c.metric, "higher" if c.higher_is_better else "lower", f"{c.baseline:.4f}", f"{c.candidate:.4f}",
-                     f"[{style}]{c.candidate - c.baseline:+.4f}[/]", f"{c.tolerance:g}", *p, c.baseline_source)
+        view.add_row(
+            c.method,
+            c.bench,
+            c.metric,
+            "higher" if c.higher_is_better else "lower",
+            f"{c.baseline:.4f}",
+            f"{c.candidate:.4f}",
+            f"[{style}]{c.candidate - c.baseline:+.4f}[/]",
+            f"{c.tolerance:g}",
+            *p,
+            c.baseline_source,
+        )
     origins = sorted({c.baseline_origin.rpartition(":")[0] or c.baseline_origin for c in checks if c.baseline_origin})
     if origins:
         view.caption = "baseline from " + ", ".join(origins)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,11 +16,17 @@ DEFAULT_MAX_IMAGES = 48  # picbench.report.DEFAULT_MAX_IMAGES (a test keeps them
 
 @app.command("report")
 def report(
-    results: Annotated[list[Path], typer.Argument(help="a run folder (or its results.json); two or more: one page comparing them side by side")],
+    results: Annotated[
+        list[Path], typer.Argument(help="a run folder (or its results.json); two or more: one page comparing them side by side")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")] = Path("report.html"),
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="data root for the bench (target boxes, references)")] = None,  # noqa: UP007
-    bench: Annotated[Optional[str], typer.Option("--bench", help="bench name or JSONL to read target boxes from (default: the run's bench)")] = None,  # noqa: UP007
-    max_images: Annotated[int, typer.Option("--max-images", min=0, help="how many generations (rows when comparing) the page shows")] = DEFAULT_MAX_IMAGES,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="data root for the bench (target boxes, references)")] = None,  # noqa: UP007
+    bench: Annotated[
+        str | None, typer.Option("--bench", help="bench name or JSONL to read target boxes from (default: the run's bench)")
+    ] = None,  # noqa: UP007
+    max_images: Annotated[
+        int, typer.Option("--max-images", min=0, help="how many generations (rows when comparing) the page shows")
+    ] = DEFAULT_MAX_IMAGES,
 ) -> None:
     """Write one HTML page: aggregate table, per-subject plots, images beside their references with
     target and detected boxes; with several runs, a row per sample and a column per method; for a

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -101,18 +101,32 @@ class RichProgress:
 def run_command(
     method: Annotated[str, typer.Option("--method", "-m", help="method name (picbench ls methods)")],
     bench: Annotated[str, typer.Option("--bench", "-b", help="bench name or bench .jsonl path")],
-    out: Annotated[Optional[Path], typer.Option(help="run folder (default runs/METHOD__BENCH); rerunning resumes")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="only the first N samples")] = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default runs/METHOD__BENCH); rerunning resumes")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = "cpu",
     models: Annotated[str, typer.Option(help="default, or tiny: random-weight models, a smoke run")] = "default",
-    shard: Annotated[Optional[str], typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
-    detector: Annotated[str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")] = "grounding-dino",
-    metrics: Annotated[Optional[str], typer.Option(help="comma-separated metrics (picbench ls metrics); 'default' stands for every default metric, e.g. default,vlm_judge")] = None,  # noqa: UP007
+    shard: Annotated[
+        str | None, typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    detector: Annotated[
+        str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
+    ] = "grounding-dino",
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated metrics (picbench ls metrics); 'default' stands for every default metric, e.g. default,vlm_judge"
+        ),
+    ] = None,  # noqa: UP007
     param: Annotated[list[str], typer.Option("--param", "-p", help="method parameter KEY=VALUE (repeatable)")] = [],  # noqa: B006
-    weights: Annotated[list[str], typer.Option("--weights", help="local weights folder of a metric model ROLE=DIR (clip, dino, detector)")] = [],  # noqa: B006
-    weights_dir: Annotated[Optional[Path], typer.Option(help="local folder of method checkpoints, as DIR/<hub id> or DIR/<repo name> (default $PICBENCH_WEIGHTS_DIR)")] = None,
+    weights: Annotated[
+        list[str], typer.Option("--weights", help="local weights folder of a metric model ROLE=DIR (clip, dino, detector)")
+    ] = [],  # noqa: B006
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(help="local folder of method checkpoints, as DIR/<hub id> or DIR/<repo name> (default $PICBENCH_WEIGHTS_DIR)"),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="samples per generate call and metric batch")] = 4,
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
 ) -> None:
@@ -123,17 +137,30 @@ def run_command(
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
     try:
         config = RunConfig(
-            method=method, bench=bench, out=out or Path("runs") / f"{method}__{Path(bench).stem}", seeds=parse_seeds(seeds),
-            limit=limit, device=device, models=models, shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
-            data_dir=data_dir, detector=None if detector.lower() == "none" else detector,
-            params=parse_assignments(param, "--param"), weights=parse_assignments(weights, "--weights"), weights_dir=weights_dir,
-            batch_size=batch_size, retry_failed=retry_failed, metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
+            method=method,
+            bench=bench,
+            out=out or Path("runs") / f"{method}__{Path(bench).stem}",
+            seeds=parse_seeds(seeds),
+            limit=limit,
+            device=device,
+            models=models,
+            shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
+            data_dir=data_dir,
+            detector=None if detector.lower() == "none" else detector,
+            params=parse_assignments(param, "--param"),
+            weights=parse_assignments(weights, "--weights"),
+            weights_dir=weights_dir,
+            batch_size=batch_size,
+            retry_failed=retry_failed,
+            metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
         )
     except PicbenchError as exc:
         fail(exc)
     if config.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))
-    bars = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    bars = Progress(
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console
+    )
     try:
         with sigterm_as_interrupt(), bars:
             outcome = run(config, RichProgress(bars))
@@ -154,7 +181,7 @@ def run_command(
 @app.command("merge")
 def merge_command(
     out: Annotated[Path, typer.Argument(help="the run folder the shards wrote")],
-    device: Annotated[Optional[str], typer.Option(help="device for the metric engine (default: the run's)")] = None,
+    device: Annotated[str | None, typer.Option(help="device for the metric engine (default: the run's)")] = None,
 ) -> None:
     """Write results.json and samples.jsonl of a sharded run from its store."""
     from picbench.runner import merge
@@ -187,8 +214,12 @@ def print_summary(result: RunResult, out: Path) -> None:
     table.add_column("better")
     for key in sorted(result.metrics):
         value, interval = result.metrics[key], result.intervals.get(key)
-        table.add_row(key, "n/a" if value is None else f"{value:.4f}", f"{interval[0]:.4f} .. {interval[1]:.4f}" if interval else "",
-                      "higher" if result.better_high(key) else "[bold]lower[/]")
+        table.add_row(
+            key,
+            "n/a" if value is None else f"{value:.4f}",
+            f"{interval[0]:.4f} .. {interval[1]:.4f}" if interval else "",
+            "higher" if result.better_high(key) else "[bold]lower[/]",
+        )
     for key in sorted(result.counts):
         table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)

@@ -11,8 +11,9 @@ takes anything).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from picbench.errors import PicbenchError
 
@@ -40,7 +41,7 @@ class Param:
     optional: bool = False
 
     @classmethod
-    def like(cls, default: Any) -> "Param":
+    def like(cls, default: Any) -> Param:
         """The spec a parameter without a declared one gets from its default value."""
         if default is None:
             return cls("any")
@@ -69,9 +70,7 @@ class Param:
                 return f"must be a finite number, got {value!r}"
         if self.kind == "str" and not isinstance(value, str):
             return f"must be a string, got {value!r}"
-        if self.kind in ("int", "float") and (
-            (self.low is not None and value < self.low) or (self.high is not None and value > self.high)
-        ):
+        if self.kind in ("int", "float") and ((self.low is not None and value < self.low) or (self.high is not None and value > self.high)):
             return f"must be {self._describe()}, got {value!r}"
         if self.choices is not None and value not in self.choices:
             return f"must be one of {list(self.choices)}, got {value!r}"

@@ -17,9 +17,9 @@ prompt alignment. Rules:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 from PIL import Image, ImageColor
 
@@ -62,7 +62,12 @@ def paste_subjects(
     """Paste each subject's first reference into its box on ``canvas`` (the sample's size), back
     to front; shared by this method and the paste-pairs builder (``picbench.pairs.paste``)."""
     for subject, box in back_to_front(sample):
-        x0, y0, x1, y1 = (round(box[0] * sample.width), round(box[1] * sample.height), round(box[2] * sample.width), round(box[3] * sample.height))
+        x0, y0, x1, y1 = (
+            round(box[0] * sample.width),
+            round(box[1] * sample.height),
+            round(box[2] * sample.width),
+            round(box[3] * sample.height),
+        )
         w, h = max(1, x1 - x0), max(1, y1 - y0)
         ref = load(resolve_in_root(data_root, subject.references[0]))
         if fit == "stretch":

@@ -30,8 +30,9 @@ provenance), and from there in leaderboard rows and the report. ``--models tiny`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -66,8 +67,12 @@ class PositionICMethod(Method):
     }
     checkpoints = {"base": FLUX_DEV, "lora": f"{UNO_LORA_CHECKPOINT} (lora=uno: VAA on UNO, untrained PositionIC)"}
     param_specs = {
-        "steps": STEPS, "guidance": GUIDANCE, "sigma": Param("float", 0.0, 1e3), "delta": Param("float", 0.0, 1e3),
-        "ref_long_side": Param("int", 8, MAX_RESOLUTION, optional=True), "lora_scale": Param("float", -10.0, 10.0),
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "sigma": Param("float", 0.0, 1e3),
+        "delta": Param("float", 0.0, 1e3),
+        "ref_long_side": Param("int", 8, MAX_RESOLUTION, optional=True),
+        "lora_scale": Param("float", -10.0, 10.0),
     }
     uses_vaa = True
     cuda_dtype = "bfloat16"  # FLUX.1-dev's release dtype
@@ -101,8 +106,15 @@ class PositionICMethod(Method):
         pipe = self.load()
         return [
             pipe(
-                sample.prompt, refs, boxes, depths, width=sample.width, height=sample.height, vaa=boxes is not None,
-                generator=torch.Generator().manual_seed(seed), **self._call_params(),
+                sample.prompt,
+                refs,
+                boxes,
+                depths,
+                width=sample.width,
+                height=sample.height,
+                vaa=boxes is not None,
+                generator=torch.Generator().manual_seed(seed),
+                **self._call_params(),
             ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
@@ -155,7 +167,9 @@ class PositionICMethod(Method):
         elif lora.lower() != NO_LORA:
             file = Path(self._local(lora))
             if not file.is_file():
-                raise MissingWeightsError(f"method {self.name}: LoRA file {file} does not exist (parameter 'lora'; 'uno' or 'none' name the built-in choices)")
+                raise MissingWeightsError(
+                    f"method {self.name}: LoRA file {file} does not exist (parameter 'lora'; 'uno' or 'none' name the built-in choices)"
+                )
             if _is_uno_layout(file):
                 load_uno_lora(pipe, file, scale=scale)
             else:

@@ -11,9 +11,10 @@ packages add metrics through the ``picbench.metrics`` entry-point group: the ent
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -62,9 +63,9 @@ class Features:
     regions: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)
     references: Mapping[tuple[int, str], tuple[np.ndarray, ...]] = field(default_factory=dict)
     prompt: np.ndarray | None = None
-    detections: "DetectorOutput | None" = None
+    detections: DetectorOutput | None = None
     matches: Mapping[int, tuple[int | None, float | None]] = field(default_factory=dict)
-    image: "Image.Image | None" = None
+    image: Image.Image | None = None
 
     def identity_to(self, embedding: np.ndarray | None, subject: int, role: str) -> float | None:
         """Mean cosine of ``embedding`` with subject ``subject``'s eval images (None where either is missing)."""
@@ -130,11 +131,11 @@ class Metric:
         """What a reader needs to know about how this metric was computed (models, prompts)."""
         return {}
 
-    def model_folders(self, engine: "MetricEngine") -> Mapping[str, Path]:
+    def model_folders(self, engine: MetricEngine) -> Mapping[str, Path]:
         """role -> local folder of each model this metric loads itself (their hashes key the scores)."""
         return {}
 
-    def load(self, engine: "MetricEngine") -> None:
+    def load(self, engine: MetricEngine) -> None:
         """Build this metric's own models (called once, when the engine builds its models)."""
 
 

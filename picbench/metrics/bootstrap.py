@@ -13,8 +13,8 @@ recomputed on ``RUN_LEVEL_RESAMPLES`` resamples (each is a full COCO evaluation)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -76,8 +76,9 @@ def percentile_interval(draws: np.ndarray, level: float = LEVEL) -> tuple[float,
     return (float(lo), float(hi))
 
 
-def mean_intervals(scores: Sequence[Score], samples: Mapping[str, Sample], keys: Sequence[str], *,
-                   resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, tuple[float, float]]:
+def mean_intervals(
+    scores: Sequence[Score], samples: Mapping[str, Sample], keys: Sequence[str], *, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict[str, tuple[float, float]]:
     """Interval of the mean of each key over items, and of its ``.single`` / ``.multi`` splits."""
     if not scores:
         return {}
@@ -92,8 +93,13 @@ def mean_intervals(scores: Sequence[Score], samples: Mapping[str, Sample], keys:
     return out
 
 
-def run_level_intervals(scores: Sequence[Score], statistic: Callable[[Sequence[Score]], Mapping[str, float | None]], *,
-                        resamples: int = RUN_LEVEL_RESAMPLES, seed: int = SEED) -> dict[str, tuple[float, float]]:
+def run_level_intervals(
+    scores: Sequence[Score],
+    statistic: Callable[[Sequence[Score]], Mapping[str, float | None]],
+    *,
+    resamples: int = RUN_LEVEL_RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, tuple[float, float]]:
     """Interval of each value ``statistic`` computes from a list of scores, recomputed on resamples."""
     if not scores:
         return {}
@@ -128,8 +134,9 @@ class PairedDifference:
         return self.a - self.b
 
 
-def paired_bootstrap(a: Sequence[Score], b: Sequence[Score], keys: Sequence[str], *,
-                     resamples: int = RESAMPLES, seed: int = SEED) -> list[PairedDifference]:
+def paired_bootstrap(
+    a: Sequence[Score], b: Sequence[Score], keys: Sequence[str], *, resamples: int = RESAMPLES, seed: int = SEED
+) -> list[PairedDifference]:
     """Per key: the difference of means over the items both runs hold a value for, its interval,
     and a two-sided p-value for "no difference" (the share of resampled differences at least as
     far from the observed one as the observed one is from 0, with the usual +1 correction). A key
@@ -154,5 +161,7 @@ def paired_bootstrap(a: Sequence[Score], b: Sequence[Score], keys: Sequence[str]
         draws = draws[~np.isnan(draws)]
         lo, hi = percentile_interval(draws) or (math.nan, math.nan)
         extreme = int(np.sum(np.abs(draws - observed) >= abs(observed) - 1e-12))
-        out.append(PairedDifference(key, float(np.nanmean(va)), float(np.nanmean(vb)), int(both.sum()), lo, hi, (1 + extreme) / (1 + draws.size)))
+        out.append(
+            PairedDifference(key, float(np.nanmean(va)), float(np.nanmean(vb)), int(both.sum()), lo, hi, (1 + extreme) / (1 + draws.size))
+        )
     return out

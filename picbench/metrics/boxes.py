@@ -7,7 +7,7 @@ repeats, the assignment maximizes total IoU (Hungarian); an unmatched subject sc
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -32,7 +32,9 @@ class EmbeddingCache:
             f"CREATE TABLE IF NOT EXISTS {TABLE} (model_id TEXT NOT NULL, key TEXT NOT NULL, "
             "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_id, key))"
         )
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {JSON_TABLE} (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {JSON_TABLE} (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))"
+        )
         self._conn.commit()
 
     def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -42,9 +44,7 @@ class EmbeddingCache:
         for start in range(0, len(unique), _CHUNK):
             chunk = unique[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = self._conn.execute(
-                f"SELECT key, dim, vec FROM {TABLE} WHERE model_id = ? AND key IN ({marks})", (model_id, *chunk)
-            )
+            rows = self._conn.execute(f"SELECT key, dim, vec FROM {TABLE} WHERE model_id = ? AND key IN ({marks})", (model_id, *chunk))
             for key, dim, blob in rows:
                 vec = np.frombuffer(blob, dtype=np.float32)
                 if vec.shape[0] == dim:  # a torn write never passes as a vector
@@ -66,7 +66,10 @@ class EmbeddingCache:
 
     def put_json(self, kind: str, key: str, value: dict) -> None:
         with self._conn:
-            self._conn.execute(f"INSERT OR REPLACE INTO {JSON_TABLE} (kind, key, value) VALUES (?, ?, ?)", (kind, key, json.dumps(value, sort_keys=True, default=str)))
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO {JSON_TABLE} (kind, key, value) VALUES (?, ?, ?)",
+                (kind, key, json.dumps(value, sort_keys=True, default=str)),
+            )
 
     def count(self, model_id: str | None = None) -> int:
         if model_id is None:

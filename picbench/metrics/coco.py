@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 Backend = Literal["pycocotools", "faster-coco-eval"]
 STAT_NAMES = ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large", "ar1", "ar10", "ar100", "ar_small", "ar_medium", "ar_large")
@@ -63,10 +64,16 @@ def to_coco(images: Sequence[EvalImage], categories: Sequence[str] | None = None
         for g in im.truths:
             bbox = _xywh(g.box)
             w, h = bbox[2], bbox[3]
-            gt["annotations"].append({
-                "id": len(gt["annotations"]) + 1, "image_id": img_id, "category_id": cat_id[g.category],
-                "bbox": bbox, "area": float(g.area if g.area is not None else w * h), "iscrowd": int(g.iscrowd),
-            })
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": img_id,
+                    "category_id": cat_id[g.category],
+                    "bbox": bbox,
+                    "area": float(g.area if g.area is not None else w * h),
+                    "iscrowd": int(g.iscrowd),
+                }
+            )
         for d in im.detections:
             dets.append({"image_id": img_id, "category_id": cat_id[d.category], "bbox": _xywh(d.box), "score": float(d.score)})
     return gt, dets

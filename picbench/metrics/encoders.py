@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,9 @@ class Encoder:
     role: str = ""
     preprocess: Callable[[Image.Image], torch.Tensor]
 
-    def __init__(self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any],
-                 checkpoint: Path | None = None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any], checkpoint: Path | None = None
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.arch = arch
@@ -59,7 +61,13 @@ class Encoder:
         return f"{self.role}:{self.arch}@{self.weights_sha256[:16]}:{hashlib.sha256(prep.encode()).hexdigest()[:8]}"
 
     def provenance(self) -> dict[str, Any]:
-        return {"arch": self.arch, "weights_sha256": self.weights_sha256, "folder": str(self.folder), "preprocessing": self.preprocessing, "model_id": self.model_id}
+        return {
+            "arch": self.arch,
+            "weights_sha256": self.weights_sha256,
+            "folder": str(self.folder),
+            "preprocessing": self.preprocessing,
+            "model_id": self.model_id,
+        }
 
     def _autocast(self):
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
@@ -121,8 +129,14 @@ class OpenClipEncoder(ClipEncoder):
         self.tokenizer = open_clip.get_tokenizer(name)
         self.preprocess = preprocess
         cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
-        super().__init__(model, arch=f"open_clip/{arch}", folder=folder, device=device, checkpoint=ckpt,
-                         preprocessing={"transform": repr(preprocess), **dict(cfg), **extra})
+        super().__init__(
+            model,
+            arch=f"open_clip/{arch}",
+            folder=folder,
+            device=device,
+            checkpoint=ckpt,
+            preprocessing={"transform": repr(preprocess), **dict(cfg), **extra},
+        )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(pixels)
@@ -152,8 +166,13 @@ class HFClipEncoder(ClipEncoder):
         model = CLIPModel.from_pretrained(folder)
         self.processor = CLIPProcessor.from_pretrained(folder)
         self.preprocess = _HFPixels(self.processor.image_processor)
-        super().__init__(model, arch=f"transformers/{model.config.model_type}", folder=folder, device=device,
-                         preprocessing=self.processor.image_processor.to_dict())
+        super().__init__(
+            model,
+            arch=f"transformers/{model.config.model_type}",
+            folder=folder,
+            device=device,
+            preprocessing=self.processor.image_processor.to_dict(),
+        )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return _pooled(self.model.get_image_features(pixel_values=pixels))
@@ -163,7 +182,9 @@ class HFClipEncoder(ClipEncoder):
         for text, ids in zip(texts, full):
             if len(ids) > CONTEXT_LENGTH:
                 log.warning("prompt truncated to %d CLIP tokens (%d given): %r", CONTEXT_LENGTH, len(ids), text[:80])
-        tokens = self.processor.tokenizer(texts, padding=True, truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt").to(self.device)
+        tokens = self.processor.tokenizer(texts, padding=True, truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt").to(
+            self.device
+        )
         return _pooled(self.model.get_text_features(**tokens))
 
 
@@ -198,12 +219,24 @@ class TimmDinoEncoder(Encoder):
         model = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0)
         size = int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
         is_v1 = "dinov2" not in arch
-        prep = {"input_size": (3, size, size), "interpolation": "bicubic", "crop_pct": size / 256 if is_v1 else model.pretrained_cfg.get("crop_pct", 0.875),
-                "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        prep = {
+            "input_size": (3, size, size),
+            "interpolation": "bicubic",
+            "crop_pct": size / 256 if is_v1 else model.pretrained_cfg.get("crop_pct", 0.875),
+            "crop_mode": "center",
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        }
         self.preprocess = create_transform(**prep)
         checkpoint = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
-        super().__init__(model, arch=f"timm/{arch}.{cfg.get('pretrained_cfg', {}).get('tag', 'dino')}", folder=folder, device=device,
-                         preprocessing={**prep, "transform": repr(self.preprocess)}, checkpoint=checkpoint)
+        super().__init__(
+            model,
+            arch=f"timm/{arch}.{cfg.get('pretrained_cfg', {}).get('tag', 'dino')}",
+            folder=folder,
+            device=device,
+            preprocessing={**prep, "transform": repr(self.preprocess)},
+            checkpoint=checkpoint,
+        )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels)
@@ -214,7 +247,12 @@ def load_clip(folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> Clip
     transformers CLIPModel."""
     folder = Path(folder)
     config = folder / "config.json"
-    if folder.is_dir() and not (folder / "open_clip_config.json").is_file() and config.is_file() and "model_type" in json.loads(config.read_text()):
+    if (
+        folder.is_dir()
+        and not (folder / "open_clip_config.json").is_file()
+        and config.is_file()
+        and "model_type" in json.loads(config.read_text())
+    ):
         return HFClipEncoder(folder, device)
     return OpenClipEncoder(folder, device, arch)
 

@@ -22,9 +22,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,9 +47,11 @@ from picbench.records import BoxXYXY, Sample, Score, SubjectScore, file_sha256
 
 log = logging.getLogger(__name__)
 ENCODER_ROLES = ("clip", "dino")
-CONVENTIONS = ("cosine of L2-normalized embeddings on a 0..1 scale, no x100, no clamping; identity metrics average over the "
-               "subject's eval images, then subjects; IoU: one-to-one matching per class word (Hungarian), unmatched = 0; "
-               "failed items are excluded from means and counted in n_failures")
+CONVENTIONS = (
+    "cosine of L2-normalized embeddings on a 0..1 scale, no x100, no clamping; identity metrics average over the "
+    "subject's eval images, then subjects; IoU: one-to-one matching per class word (Hungarian), unmatched = 0; "
+    "failed items are excluded from means and counted in n_failures"
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,14 @@ class _Items(Dataset):
     """Decodes each generated image once and preprocesses it for every model: whole, target-box
     crops and region crops (in workers when there are any)."""
 
-    def __init__(self, items: Sequence[ScoreItem], preprocess: Mapping[str, Callable], crops: bool, keep_image: bool,
-                 regions: Sequence[Mapping[str, BoxXYXY]]) -> None:
+    def __init__(
+        self,
+        items: Sequence[ScoreItem],
+        preprocess: Mapping[str, Callable],
+        crops: bool,
+        keep_image: bool,
+        regions: Sequence[Mapping[str, BoxXYXY]],
+    ) -> None:
         self.items, self.preprocess, self.crops, self.keep_image, self.regions = items, preprocess, crops, keep_image, regions
 
     def __len__(self) -> int:
@@ -322,7 +331,9 @@ class MetricEngine:
 
     def _compute_identity(self) -> dict[str, Any]:
         return {
-            "smoke": self.smoke, "models": self.models, "detector": self.detector_name if self.uses_detector else None,
+            "smoke": self.smoke,
+            "models": self.models,
+            "detector": self.detector_name if self.uses_detector else None,
             "metrics": {m.name: f"{type(m).__module__}:{type(m).__qualname__}" for m in self.metrics},
             "weights": {role: weights_sha256(folder) if folder is not None else None for role, folder in sorted(self.folders.items())},
             "metric_models": {role: weights_sha256(folder) for m in self.metrics for role, folder in m.model_folders(self).items()},
@@ -396,8 +407,12 @@ class MetricEngine:
         found = {role: self._cached(enc.model_id, list(keys.values())) for role, enc in encoders.items()}
         todo = [p for p, k in keys.items() if any(k not in found[role] for role in encoders)]
         if todo:
-            loader = DataLoader(_References(todo, {role: enc.preprocess for role, enc in encoders.items()}), batch_size=self.batch_size,
-                                num_workers=min(self.num_workers, len(todo)), collate_fn=_collate)
+            loader = DataLoader(
+                _References(todo, {role: enc.preprocess for role, enc in encoders.items()}),
+                batch_size=self.batch_size,
+                num_workers=min(self.num_workers, len(todo)),
+                collate_fn=_collate,
+            )
             start = time.perf_counter()
             for batch in loader:
                 self.data_wait_seconds += time.perf_counter() - start
@@ -430,7 +445,9 @@ class MetricEngine:
 
     def _encode(self, role: str, tensors: Sequence[torch.Tensor]) -> np.ndarray:
         enc = self.encoders()[role]
-        parts = [enc.encode_images(torch.stack(list(tensors[i : i + self.batch_size]))).numpy() for i in range(0, len(tensors), self.batch_size)]
+        parts = [
+            enc.encode_images(torch.stack(list(tensors[i : i + self.batch_size]))).numpy() for i in range(0, len(tensors), self.batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -444,8 +461,14 @@ class MetricEngine:
         regions = [self._regions(item.sample) for item in items]
         keep_image = self.uses_detector or "image" in self.needs
         dataset = _Items(items, {role: enc.preprocess for role, enc in encoders.items()}, "crops" in self.needs, keep_image, regions)
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=_collate,
-                            persistent_workers=False, prefetch_factor=2 if self.num_workers else None)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=_collate,
+            persistent_workers=False,
+            prefetch_factor=2 if self.num_workers else None,
+        )
         batches = iter(loader)
         while True:
             start = time.perf_counter()
@@ -498,15 +521,28 @@ class MetricEngine:
         crop_emb = {role: self._encode(role, crop_tensors[role]) for role in roles}
 
         wants_refs = "references" in self.needs and bool(roles)
-        identity_refs = [resolve_in_root(data_root, p) for i in ok if items[i].identity and wants_refs
-                         for sub in items[i].sample.subjects for p in sub.eval_images]
+        identity_refs = [
+            resolve_in_root(data_root, p)
+            for i in ok
+            if items[i].identity and wants_refs
+            for sub in items[i].sample.subjects
+            for p in sub.eval_images
+        ]
         refs, ref_errors = self._references(identity_refs) if identity_refs else ({}, {})
         texts = self._prompts([items[i].sample.prompt for i in ok]) if "text" in self.needs and "clip" in encoders and ok else {}
 
         scores = []
         for i, item in enumerate(items):
             if i not in row:
-                scores.append(Score(item.sample.id, item.seed, dict.fromkeys(self.item_keys()), failures=(decoded[i].error or "no image",), smoke=self.smoke))
+                scores.append(
+                    Score(
+                        item.sample.id,
+                        item.seed,
+                        dict.fromkeys(self.item_keys()),
+                        failures=(decoded[i].error or "no image",),
+                        smoke=self.smoke,
+                    )
+                )
                 continue
             sample = item.sample
             subject_refs: dict[tuple[int, str], tuple[np.ndarray, ...]] = {}
@@ -518,11 +554,20 @@ class MetricEngine:
                     for role in roles:
                         subject_refs[(s, role)] = tuple(refs[role][p] for p in paths if p in refs.get(role, {}))
             features = Features(
-                sample=sample, seed=item.seed, identity=item.identity, size=decoded[i].size, data_root=data_root,
+                sample=sample,
+                seed=item.seed,
+                identity=item.identity,
+                size=decoded[i].size,
+                data_root=data_root,
                 embeddings={role: whole[role][row[i]] for role in roles},
-                subject_crops={(s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i and isinstance(s, int) for role in roles},
+                subject_crops={
+                    (s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i and isinstance(s, int) for role in roles
+                },
                 regions={(k, role): crop_emb[role][r] for (j, k), r in crop_row.items() if j == i and isinstance(k, str) for role in roles},
-                references=subject_refs, prompt=texts.get(sample.prompt), detections=detections.get(i), matches=matches.get(i, {}),
+                references=subject_refs,
+                prompt=texts.get(sample.prompt),
+                detections=detections.get(i),
+                matches=matches.get(i, {}),
                 image=decoded[i].image if "image" in self.needs else None,
             )
             scores.append(self._assemble(features, ref_problems))
@@ -545,15 +590,22 @@ class MetricEngine:
         dets = output.detections
         boxed = [s for s, sub in enumerate(sample.subjects) if sub.box is not None]
         result: dict[int, tuple[int | None, float | None]] = {}
-        matches = match_subjects([to_pixels(sample.subjects[s].box, *size) for s in boxed], [sample.subjects[s].class_word for s in boxed],  # type: ignore[arg-type]
-                                 [d.box for d in dets], [d.label for d in dets])
+        matches = match_subjects(
+            [to_pixels(sample.subjects[s].box, *size) for s in boxed],
+            [sample.subjects[s].class_word for s in boxed],  # type: ignore[arg-type]
+            [d.box for d in dets],
+            [d.label for d in dets],
+        )
         for s, m in zip(boxed, matches):
             result[s] = m
         used = {m[0] for m in matches if m[0] is not None}
         for s, sub in enumerate(sample.subjects):
             if sub.box is None:
-                pick = max((j for j, d in enumerate(dets) if j not in used and normalize_label(d.label) == normalize_label(sub.class_word)),
-                           key=lambda j: dets[j].score, default=None)
+                pick = max(
+                    (j for j, d in enumerate(dets) if j not in used and normalize_label(d.label) == normalize_label(sub.class_word)),
+                    key=lambda j: dets[j].score,
+                    default=None,
+                )
                 if pick is not None:
                     used.add(pick)
                 result[s] = (pick, None)
@@ -580,7 +632,9 @@ class MetricEngine:
                     values[metric.name] = check_value(metric.name, metric.name, metric.subject_value(features, s))
                 except Unscorable as exc:
                     values[metric.name] = None
-                    (why if not exc.failure else failures).append(exc.reason if not exc.failure else f"metric {metric.name}, subject {sub.name}: {exc.reason}")
+                    (why if not exc.failure else failures).append(
+                        exc.reason if not exc.failure else f"metric {metric.name}, subject {sub.name}: {exc.reason}"
+                    )
                 except Exception as exc:  # a metric's bug fails that metric on this subject only
                     if environment_cause(exc) is not None:
                         raise
@@ -613,8 +667,16 @@ class MetricEngine:
             {"label": d.label, "score": d.score, "box": list(d.box), "box_norm": [d.box[0] / w, d.box[1] / h, d.box[2] / w, d.box[3] / h]}
             for d in (output.detections if output is not None else ())
         )
-        return Score(sample.id, features.seed, metrics, tuple(subjects), output.raw if output is not None else None, detections,
-                     tuple(dict.fromkeys(failures)), self.smoke)
+        return Score(
+            sample.id,
+            features.seed,
+            metrics,
+            tuple(subjects),
+            output.raw if output is not None else None,
+            detections,
+            tuple(dict.fromkeys(failures)),
+            self.smoke,
+        )
 
     # -- aggregation ------------------------------------------------------------------------------
 
@@ -654,4 +716,3 @@ class MetricEngine:
         if self.cache is not None:
             self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out
-

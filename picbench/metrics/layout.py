@@ -3,7 +3,8 @@ of the detections over a run (pycocotools, or faster-coco-eval)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar, Literal
 
 from picbench.metrics.base import Features, Metric, splits_present
 from picbench.metrics.boxes import normalize_label, to_pixels
@@ -49,8 +50,10 @@ class AveragePrecision(Metric):
 
     def aggregate(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str | None = None) -> dict[str, float | None]:
         out: dict[str, float | None] = {}
-        subsets = [("", list(scores))] + [(f".{sp}", [sc for sc in scores if sc.sample_id in samples and samples[sc.sample_id].split == sp])
-                                          for sp in splits_present(scores, samples)]
+        subsets = [("", list(scores))] + [
+            (f".{sp}", [sc for sc in scores if sc.sample_id in samples and samples[sc.sample_id].split == sp])
+            for sp in splits_present(scores, samples)
+        ]
         for suffix, subset in subsets:
             stats = self._ap([sc for sc in subset if sc.sample_id in samples], samples, backend or self.backend)
             for key in AP_KEYS:

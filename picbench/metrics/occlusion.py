@@ -16,7 +16,7 @@ overlap smaller than ``MIN_SIDE_PX`` on either side is too small to crop: record
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from picbench.metrics.base import Features, Metric, Unscorable, mean
 from picbench.records import BoxXYXY, Sample
@@ -63,14 +63,22 @@ class OcclusionOrder(Metric):
         if not features.identity or not pairs:
             return {self.name: None, "n_occlusion_pairs": None}
         correct = []
-        for front, back, box in pairs:
+        for front, back, _box in pairs:
             crop = features.regions.get((region_key(front, back), ROLE))
             s_front, s_back = features.identity_to(crop, front, ROLE), features.identity_to(crop, back, ROLE)
             if s_front is not None and s_back is not None:
                 correct.append(1.0 if s_front > s_back else 0.0)
         if not correct:
-            small = [f"{features.sample.subjects[f].name}/{features.sample.subjects[b].name}" for f, b, box in pairs if not _big_enough(box, features.sample)]
-            why = f"overlap too small to crop (< {MIN_SIDE_PX} px): {', '.join(small)}" if small else "no eval image of an overlapping subject could be read"
+            small = [
+                f"{features.sample.subjects[f].name}/{features.sample.subjects[b].name}"
+                for f, b, box in pairs
+                if not _big_enough(box, features.sample)
+            ]
+            why = (
+                f"overlap too small to crop (< {MIN_SIDE_PX} px): {', '.join(small)}"
+                if small
+                else "no eval image of an overlapping subject could be read"
+            )
             raise Unscorable(why)
         return {self.name: mean(correct), "n_occlusion_pairs": float(len(correct))}
 

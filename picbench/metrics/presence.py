@@ -12,7 +12,7 @@ unparseably scores None, never 0.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from picbench.metrics.base import Features, Metric
 from picbench.metrics.boxes import iou, normalize_label
@@ -49,7 +49,11 @@ class SubjectPresence(Metric):
             return dict.fromkeys(KEYS)
         counts = [count_instances([(d.box, d.score) for d in output.detections if normalize_label(d.label) == c]) for c in counted]
         n = len(counts)
-        return {"present_once": sum(k == 1 for k in counts) / n, "missing": sum(k == 0 for k in counts) / n, "duplicated": sum(k > 1 for k in counts) / n}
+        return {
+            "present_once": sum(k == 1 for k in counts) / n,
+            "missing": sum(k == 0 for k in counts) / n,
+            "duplicated": sum(k > 1 for k in counts) / n,
+        }
 
     def provenance(self) -> dict[str, object]:
         return {"nms_iou": NMS_IOU, "counted": "subjects whose class word is unique in the sample"}

@@ -6,7 +6,8 @@ scale, no x100, no clamping; identity averages over the subject's eval images, t
 
 from __future__ import annotations
 
-from typing import ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 from picbench.metrics.base import Features, Metric, Unscorable
 

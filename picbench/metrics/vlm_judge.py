@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from PIL import Image
 
@@ -87,14 +88,19 @@ class VlmJudge:
         """The model's raw answer for one pair."""
         import torch
 
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PROMPT.format(class_word=class_word)}]}]
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": PROMPT.format(class_word=class_word)}],
+            }
+        ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=[text], images=[reference.convert("RGB"), image.convert("RGB")], return_tensors="pt").to(self.device)
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         self.forward_seconds += time.perf_counter() - start
-        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
 
     def judge(self, reference: Image.Image, image: Image.Image, class_word: str) -> Judgement:
         answer = self.ask(reference, image, class_word)
@@ -104,8 +110,15 @@ class VlmJudge:
             return Judgement(None, answer, str(exc))
 
     def provenance(self) -> dict[str, Any]:
-        return {"model": "qwen2_5_vl", "folder": str(self.folder), "weights_sha256": self.weights_sha256, "prompt": PROMPT,
-                "scale": SCALE, "max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+        return {
+            "model": "qwen2_5_vl",
+            "folder": str(self.folder),
+            "weights_sha256": self.weights_sha256,
+            "prompt": PROMPT,
+            "scale": SCALE,
+            "max_new_tokens": self.max_new_tokens,
+            "decoding": "greedy",
+        }
 
 
 class VlmJudgeMetric(Metric):

@@ -5,9 +5,9 @@ which model is missing and how to supply it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.records import file_sha256

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from picbench.benches.jsonl import read_bench_jsonl, write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError
@@ -69,7 +70,9 @@ def read_pairs(path: str | Path) -> Bench:
         raise PicbenchError(f"no pair set at {path}: {file} does not exist (build one with `picbench data build paste-pairs`)")
     pairs = read_bench_jsonl(file, file.parent)
     if pairs.kind != PAIRS_KIND:
-        raise BenchFormatError(f"this is a bench file (header kind {pairs.kind!r}), not a pair set (kind {PAIRS_KIND!r})", file=file, line=1, field="kind")
+        raise BenchFormatError(
+            f"this is a bench file (header kind {pairs.kind!r}), not a pair set (kind {PAIRS_KIND!r})", file=file, line=1, field="kind"
+        )
     for sample in pairs.samples:
         problems = pair_problems(sample)
         if problems:
@@ -135,7 +138,9 @@ def validate_pairs(path: str | Path, *, check_images: bool = True) -> Validation
         if not sample.target:
             report.problems.append(Problem("error", "not-a-pair", "no target image", str(file), None, sample.id, "target"))
     if pairs.kind != PAIRS_KIND:
-        report.problems.append(Problem("error", "not-a-pair", f"header kind is {pairs.kind!r}, not {PAIRS_KIND!r}", str(file), 1, None, "kind"))
+        report.problems.append(
+            Problem("error", "not-a-pair", f"header kind is {pairs.kind!r}, not {PAIRS_KIND!r}", str(file), 1, None, "kind")
+        )
     return report
 
 
@@ -149,15 +154,10 @@ def save_pairs_hf(pairs: Bench, folder: str | Path) -> Path:
 def load_pairs_hf(source: str | Path, folder: str | Path, *, streaming: bool = False) -> Bench:
     """Rebuild a pair set folder from a ``datasets`` folder or Hub repo, row by row (a Hub
     source with ``streaming=True`` is never downloaded whole)."""
-    from picbench.benches.hf import fetch_dataset, iter_dataset_samples
+    from picbench.benches.hf import dataset_to_bench, fetch_dataset
 
     folder = Path(folder)
-    header, samples = None, []
-    for header, sample in iter_dataset_samples(fetch_dataset(source, streaming=streaming), folder):
-        samples.append(sample)
-    if header is None:
-        raise BenchFormatError(f"dataset {source} has no rows")
-    pairs = Bench.from_header(header, samples, folder)
+    pairs = dataset_to_bench(fetch_dataset(source, streaming=streaming), folder)
     if pairs.kind != PAIRS_KIND:
         raise BenchFormatError(f"dataset {source} holds a bench (kind {pairs.kind!r}), not a pair set", field="bench")
     return write_pairs(pairs, folder)

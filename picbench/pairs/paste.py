@@ -80,14 +80,22 @@ def build_paste_pairs(data_root: Path, out: Path, seed: int = 0, n_multi: int = 
         sample_id = f"paste-{i:04d}-{'+'.join(chosen)}"
         subjects = tuple(Subject(n, spec.classes[n], (refs[n],), (), b, d) for n, b, d in zip(chosen, boxes, depths))
         sample = Sample(
-            sample_id, f"{listed} with a {scene_word} in the background", SIZE, SIZE, split, subjects,
+            sample_id,
+            f"{listed} with a {scene_word} in the background",
+            SIZE,
+            SIZE,
+            split,
+            subjects,
             {"builder": NAME, "seed": seed, "scene": scene, "pasted": pasted, "overlap": overlap},
             target=f"{TARGETS_DIR}/{sample_id}.png",
         )
         _write_target(sample, data_root, out, pasted)
         samples.append(sample)
     pairs = Bench(
-        NAME, VERSION, tuple(samples), data_root,
+        NAME,
+        VERSION,
+        tuple(samples),
+        data_root,
         description=(
             f"paste-pairs (seed {seed}): {n_single} single + {n_multi} multi training pairs, DreamBench subjects pasted at "
             "seeded boxes, back to front, onto MS-Bench scenes; no generative model (a fixture and a layout sanity set)."
@@ -98,10 +106,11 @@ def build_paste_pairs(data_root: Path, out: Path, seed: int = 0, n_multi: int = 
 
 
 def _write_target(sample: Sample, data_root: Path, out: Path, pasted: list[str]) -> None:
-    scene = ImageOps.fit(load_rgb(resolve_in_root(data_root, str(sample.meta["scene"]))), (sample.width, sample.height), Image.Resampling.BICUBIC)
+    scene = ImageOps.fit(
+        load_rgb(resolve_in_root(data_root, str(sample.meta["scene"]))), (sample.width, sample.height), Image.Resampling.BICUBIC
+    )
     to_paste = replace(sample, subjects=tuple(replace(s, references=(p,)) for s, p in zip(sample.subjects, pasted)))
     image = paste_subjects(scene, to_paste, data_root)
     assert sample.target is not None
     with atomic_write(out / sample.target, "wb") as fh:
         image.save(fh, format="PNG")
-

@@ -42,11 +42,23 @@ def pair_card(pairs: Bench, sample: Sample) -> str:
     for i, sub in enumerate(sample.subjects):
         colour = SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)]
         if sub.box is not None:
-            boxes.append(_rect(sub.box[0] * width, sub.box[1] * height, sub.box[2] * width, sub.box[3] * height, colour, stroke, None,
-                               f"{sub.name} (depth {sub.depth})"))
-        legend.append(f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(sub.name)} d{sub.depth}'
-                      f'<img alt="reference of {_e(sub.name)}" style="height:3rem;vertical-align:middle;margin-left:.2rem" '
-                      f'src="data:image/jpeg;base64,{refs[i]}"></span>')
+            boxes.append(
+                _rect(
+                    sub.box[0] * width,
+                    sub.box[1] * height,
+                    sub.box[2] * width,
+                    sub.box[3] * height,
+                    colour,
+                    stroke,
+                    None,
+                    f"{sub.name} (depth {sub.depth})",
+                )
+            )
+        legend.append(
+            f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(sub.name)} d{sub.depth}'
+            f'<img alt="reference of {_e(sub.name)}" style="height:3rem;vertical-align:middle;margin-left:.2rem" '
+            f'src="data:image/jpeg;base64,{refs[i]}"></span>'
+        )
     bmpds = sample.meta.get("bmpds") or {}
     scores = bmpds.get("scores") or {}
     verdict = (bmpds.get("filter") or {}).get("reason")
@@ -56,7 +68,8 @@ def pair_card(pairs: Bench, sample: Sample) -> str:
         f'<figure class="card"><div class="frame"><img alt="{_e(sample.id)}" src="data:image/jpeg;base64,{data}">'
         f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
         f"<figcaption>{head}<div>{''.join(legend)}</div><div>stage: {_e(stage)}</div>{facts}"
-        + (f"<div>{_e(verdict)}</div>" if verdict else "") + "</figcaption></figure>"
+        + (f"<div>{_e(verdict)}</div>" if verdict else "")
+        + "</figcaption></figure>"
     )
 
 
@@ -73,14 +86,23 @@ def write_pairs_report(path: str | Path, out: str | Path, *, max_pairs: int = DE
     pairs = read_pairs(path)
     stats = pair_stats(path)
     smoke = any((s.meta.get("bmpds") or {}).get("models", {}).get("models") == "tiny" for s in pairs.samples)
-    facts = {"pairs": str(stats.n_pairs), "splits": ", ".join(f"{k} {v}" for k, v in sorted(stats.splits.items())),
-             **{f"stage {k}": ", ".join(f"{s} {n}" for s, n in sorted(v.items())) for k, v in sorted(stats.stages.items())},
-             **({"dropped/failed at": ", ".join(f"{k} {v}" for k, v in sorted(stats.levels.items()))} if stats.levels else {})}
+    facts = {
+        "pairs": str(stats.n_pairs),
+        "splits": ", ".join(f"{k} {v}" for k, v in sorted(stats.splits.items())),
+        **{f"stage {k}": ", ".join(f"{s} {n}" for s, n in sorted(v.items())) for k, v in sorted(stats.stages.items())},
+        **({"dropped/failed at": ", ".join(f"{k} {v}" for k, v in sorted(stats.levels.items()))} if stats.levels else {}),
+    }
     body = [f"<h1>pair set {_e(pairs.name)} v{_e(pairs.version)}</h1>", f"<p>{_e(pairs.description)}</p>"]
     if smoke:
         body.append('<div class="smoke">SMOKE BUILD: random-weight models (models = "tiny"); these images and scores mean nothing</div>')
-    body += ["<h2>Counts</h2>", _key_value_table(facts), f"<h2>Pairs (first {min(max_pairs, len(pairs))} of {len(pairs)})</h2>",
-             '<div class="grid">', *(pair_card(pairs, s) for s in pairs.samples[:max_pairs]), "</div>"]
+    body += [
+        "<h2>Counts</h2>",
+        _key_value_table(facts),
+        f"<h2>Pairs (first {min(max_pairs, len(pairs))} of {len(pairs)})</h2>",
+        '<div class="grid">',
+        *(pair_card(pairs, s) for s in pairs.samples[:max_pairs]),
+        "</div>",
+    ]
     out = Path(out)
     with atomic_write(out) as fh:
         fh.write(_page(f"pairs {pairs.name}", "\n".join(body)))

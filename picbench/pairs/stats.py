@@ -34,8 +34,15 @@ class PairStats:
     histograms: dict[str, dict[str, Any]] = field(default_factory=dict)  # score -> {"edges", "counts", "n"}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "n_pairs": self.n_pairs, "splits": self.splits, "stages": self.stages, "levels": self.levels,
-                "reasons": self.reasons, "histograms": self.histograms}
+        return {
+            "name": self.name,
+            "n_pairs": self.n_pairs,
+            "splits": self.splits,
+            "stages": self.stages,
+            "levels": self.levels,
+            "reasons": self.reasons,
+            "histograms": self.histograms,
+        }
 
 
 def _stage(meta: dict[str, Any]) -> str:
@@ -87,7 +94,12 @@ def _header_only(file: Path) -> dict[str, Any] | None:
         header = json.loads(lines[0]) if len(lines) == 1 else None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    ok = isinstance(header, dict) and header.get("schema") == BENCH_SCHEMA and header.get("kind") == PAIRS_KIND and isinstance(header.get("name"), str)
+    ok = (
+        isinstance(header, dict)
+        and header.get("schema") == BENCH_SCHEMA
+        and header.get("kind") == PAIRS_KIND
+        and isinstance(header.get("name"), str)
+    )
     return header if ok and isinstance(header.get("version"), str) else None
 
 

@@ -10,4 +10,13 @@ from picbench.store.sqlite import (
     StoreError,
 )
 
-__all__ = ["IMAGES_DIR", "STORE_FILE", "STORE_SCHEMA_VERSION", "IncompatibleStoreError", "RunLock", "RunLockedError", "RunStore", "StoreError"]
+__all__ = [
+    "IMAGES_DIR",
+    "STORE_FILE",
+    "STORE_SCHEMA_VERSION",
+    "IncompatibleStoreError",
+    "RunLock",
+    "RunLockedError",
+    "RunStore",
+    "StoreError",
+]

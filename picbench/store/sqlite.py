@@ -15,9 +15,10 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -143,12 +144,14 @@ class RunStore:
             self._db.execute("ROLLBACK")
 
     def _write_error(self, exc: BaseException) -> StoreError:
-        return StoreError(f"cannot write {self.path}: {exc}. Finished records are kept; fix the cause (disk space, permissions) and rerun to resume")
+        return StoreError(
+            f"cannot write {self.path}: {exc}. Finished records are kept; fix the cause (disk space, permissions) and rerun to resume"
+        )
 
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -196,8 +199,19 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET image = excluded.image, failure = excluded.failure,"
                 " smoke = excluded.smoke, created = excluded.created, pid = excluded.pid, writes = writes + 1",
-                (g.key, g.method, g.method_version, canonical_json(dict(g.params)), g.sample_id, g.seed,
-                 g.image_path, g.failure, int(g.smoke), time.time(), os.getpid()),
+                (
+                    g.key,
+                    g.method,
+                    g.method_version,
+                    canonical_json(dict(g.params)),
+                    g.sample_id,
+                    g.seed,
+                    g.image_path,
+                    g.failure,
+                    int(g.smoke),
+                    time.time(),
+                    os.getpid(),
+                ),
             )
 
     def get_generations(self, keys: Iterable[str]) -> dict[str, Generation]:
@@ -218,8 +232,15 @@ class RunStore:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(generation_key, scorer_key) DO UPDATE SET score = excluded.score,"
                 " created = excluded.created, pid = excluded.pid, writes = writes + 1",
-                (generation_key, scorer_key, score.sample_id, score.seed, json.dumps(score.to_dict(), sort_keys=True, allow_nan=False),
-                 time.time(), os.getpid()),
+                (
+                    generation_key,
+                    scorer_key,
+                    score.sample_id,
+                    score.seed,
+                    json.dumps(score.to_dict(), sort_keys=True, allow_nan=False),
+                    time.time(),
+                    os.getpid(),
+                ),
             )
 
     def get_scores(self, scorer_key: str, generation_keys: Iterable[str]) -> dict[str, Score]:

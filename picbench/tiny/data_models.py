@@ -27,16 +27,29 @@ def write_sam(folder: Path) -> None:
     from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
 
     config = SamConfig(
-        vision_config={"hidden_size": 32, "output_channels": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": SAM_IMAGE_SIZE, "patch_size": 16, "mlp_dim": 64, "global_attn_indexes": [0], "window_size": 4,
-                       "num_pos_feats": 16},
+        vision_config={
+            "hidden_size": 32,
+            "output_channels": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": SAM_IMAGE_SIZE,
+            "patch_size": 16,
+            "mlp_dim": 64,
+            "global_attn_indexes": [0],
+            "window_size": 4,
+            "num_pos_feats": 16,
+        },
         prompt_encoder_config={"hidden_size": 32, "image_size": SAM_IMAGE_SIZE, "patch_size": 16, "mask_input_channels": 4},
         mask_decoder_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "mlp_dim": 64, "iou_head_hidden_dim": 32},
     )
     torch.manual_seed(SEED)
     SamModel(config).save_pretrained(folder)
-    processor = SamImageProcessor(size={"longest_edge": SAM_IMAGE_SIZE}, pad_size={"height": SAM_IMAGE_SIZE, "width": SAM_IMAGE_SIZE},
-                                  mask_size={"longest_edge": SAM_IMAGE_SIZE // 4}, mask_pad_size={"height": SAM_IMAGE_SIZE // 4, "width": SAM_IMAGE_SIZE // 4})
+    processor = SamImageProcessor(
+        size={"longest_edge": SAM_IMAGE_SIZE},
+        pad_size={"height": SAM_IMAGE_SIZE, "width": SAM_IMAGE_SIZE},
+        mask_size={"longest_edge": SAM_IMAGE_SIZE // 4},
+        mask_pad_size={"height": SAM_IMAGE_SIZE // 4, "width": SAM_IMAGE_SIZE // 4},
+    )
     SamProcessor(image_processor=processor).save_pretrained(folder)
 
 
@@ -58,10 +71,17 @@ def write_flux_fill(folder: Path) -> None:
     torch.manual_seed(SEED)
     packed = TINY_LATENT_CHANNELS * 4
     parts["transformer"] = FluxTransformer2DModel(
-        patch_size=1, in_channels=packed * 2 + 8 * 8 * 4, out_channels=packed, num_layers=base.num_layers,
-        num_single_layers=base.num_single_layers, attention_head_dim=base.attention_head_dim,
-        num_attention_heads=base.num_attention_heads, joint_attention_dim=base.joint_attention_dim,
-        pooled_projection_dim=base.pooled_projection_dim, guidance_embeds=True, axes_dims_rope=tuple(base.axes_dims_rope),
+        patch_size=1,
+        in_channels=packed * 2 + 8 * 8 * 4,
+        out_channels=packed,
+        num_layers=base.num_layers,
+        num_single_layers=base.num_single_layers,
+        attention_head_dim=base.attention_head_dim,
+        num_attention_heads=base.num_attention_heads,
+        joint_attention_dim=base.joint_attention_dim,
+        pooled_projection_dim=base.pooled_projection_dim,
+        guidance_embeds=True,
+        axes_dims_rope=tuple(base.axes_dims_rope),
     ).eval()
     FluxFillPipeline(**parts).save_pretrained(folder)
 
@@ -75,8 +95,18 @@ def write_causal_lm(folder: Path) -> None:
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, max_position_embeddings=512, bos_token_id=pad, eos_token_id=end, pad_token_id=pad)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=pad,
+        eos_token_id=end,
+        pad_token_id=pad,
+    )
     torch.manual_seed(SEED)
     model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = end, pad

@@ -73,7 +73,9 @@ def write_clip_tokenizer(folder: str | Path, vocabulary: ClipVocabulary = "bytes
     return folder
 
 
-def clip_tokenizer(folder: str | Path | None = None, vocabulary: ClipVocabulary = "bytes", model_max_length: int = CLIP_MAX_LENGTH) -> CLIPTokenizer:
+def clip_tokenizer(
+    folder: str | Path | None = None, vocabulary: ClipVocabulary = "bytes", model_max_length: int = CLIP_MAX_LENGTH
+) -> CLIPTokenizer:
     """Write the tokenizer into ``folder`` (a temporary one if None) and load it back."""
     from transformers import CLIPTokenizer
 
@@ -112,10 +114,14 @@ def qwen_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [PROMPT.format(categories="dog and backpack"), '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
-              "system user assistant You are a helpful assistant. 0123456789 {}[],:\""]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
-                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    corpus = [
+        PROMPT.format(categories="dog and backpack"),
+        '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
+        'system user assistant You are a helpful assistant. 0123456789 {}[],:"',
+    ]
+    tok.train_from_iterator(
+        corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = QWEN_CHAT_TEMPLATE
     return fast

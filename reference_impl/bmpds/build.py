@@ -22,10 +22,11 @@ import gc
 import hashlib
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from PIL import Image
@@ -66,8 +67,11 @@ from picbench.reference_impl.bmpds.stages import (
 from picbench.reference_impl.bmpds.store import BmpdsStore, UnitRecord
 
 VERSION = "1"
-_STAGE_MODELS = {"single": ("subject", "detector", "segmenter", "outpainter"), "forward": ("outpainter",),
-                 "backward": ("caption_lm", "renderer", "detector", "subject")}
+_STAGE_MODELS = {
+    "single": ("subject", "detector", "segmenter", "outpainter"),
+    "forward": ("outpainter",),
+    "backward": ("caption_lm", "renderer", "detector", "subject"),
+}
 
 
 def subject_pool(data_root: Path, sources: tuple[str, ...]) -> list[SubjectSource]:
@@ -78,13 +82,19 @@ def subject_pool(data_root: Path, sources: tuple[str, ...]) -> list[SubjectSourc
     pool: list[SubjectSource] = []
     if "dreambench" in sources:
         refs = single_references(data_root)
-        pool += [SubjectSource(n, spec.classes[n], refs[n], "dreambench", tuple(template_contexts(spec.templates_for(n)))) for n in sorted(spec.classes)]
+        pool += [
+            SubjectSource(n, spec.classes[n], refs[n], "dreambench", tuple(template_contexts(spec.templates_for(n))))
+            for n in sorted(spec.classes)
+        ]
     if "msbench" in sources:
         ms = read_spec(data_root)
         types, paths, missing = subject_files(data_root, ms)
         contexts = tuple(template_contexts(spec.object_templates))
-        pool += [SubjectSource(f"msbench-{n}", ms["subject_classes"][n], paths[n], "msbench", contexts)
-                 for n in sorted(types) if types[n] in ("living", "object") and n not in missing]
+        pool += [
+            SubjectSource(f"msbench-{n}", ms["subject_classes"][n], paths[n], "msbench", contexts)
+            for n in sorted(types)
+            if types[n] in ("living", "object") and n not in missing
+        ]
     return pool
 
 
@@ -133,14 +143,22 @@ class Models:
     @property
     def outpainter(self) -> Outpainter:
         m = self.config.models_cfg
-        return self._get("outpainter", lambda: Outpainter(self._folder("outpainter"), self.device, steps=m.fill_steps, guidance=m.fill_guidance,
-                                                          max_sequence_length=self._max_len()))
+        return self._get(
+            "outpainter",
+            lambda: Outpainter(
+                self._folder("outpainter"), self.device, steps=m.fill_steps, guidance=m.fill_guidance, max_sequence_length=self._max_len()
+            ),
+        )
 
     @property
     def renderer(self) -> Renderer:
         m = self.config.models_cfg
-        return self._get("renderer", lambda: Renderer(self._folder("renderer"), self.device, steps=m.steps, guidance=m.render_guidance,
-                                                      max_sequence_length=self._max_len()))
+        return self._get(
+            "renderer",
+            lambda: Renderer(
+                self._folder("renderer"), self.device, steps=m.steps, guidance=m.render_guidance, max_sequence_length=self._max_len()
+            ),
+        )
 
     @property
     def captioner(self) -> CaptionWriter:
@@ -163,15 +181,23 @@ class Models:
         from picbench.methods import METHODS
 
         m = self.config.models_cfg
-        return self._get("subject", lambda: METHODS.get(m.subject_method)(models=self.config.models, device=self.device, params=dict(m.subject_params)))
+        return self._get(
+            "subject", lambda: METHODS.get(m.subject_method)(models=self.config.models, device=self.device, params=dict(m.subject_params))
+        )
 
     def render_subject(self, reference: str, subject: SubjectSource, seed: int) -> Image.Image:
         """The subject model's picture of a subject from one reference (a path in the build folder)."""
         from picbench.benches.positionic import noun_phrase
 
         size = self.config.size
-        sample = Sample(f"render-{subject.name}", f"a photo of {noun_phrase(subject.class_word)}", size, size, "single",
-                        (Subject(subject.name, subject.class_word, (reference,)),))
+        sample = Sample(
+            f"render-{subject.name}",
+            f"a photo of {noun_phrase(subject.class_word)}",
+            size,
+            size,
+            "single",
+            (Subject(subject.name, subject.class_word, (reference,)),),
+        )
         return self.subject_method.generate([sample], seed, self.out)[0].convert("RGB")
 
     def _max_len(self) -> int:
@@ -219,7 +245,9 @@ def _ranks(device: str) -> tuple[int, int, Any]:
     return state.process_index, state.num_processes, state
 
 
-def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_unit: Callable[[str, int, int], None] | None = None) -> BuildOutcome:
+def build(
+    config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_unit: Callable[[str, int, int], None] | None = None
+) -> BuildOutcome:
     """Run (or resume) the build into ``out``; see the module docstring. ``on_unit(stage, done,
     total)`` reports progress of this rank's units."""
     out, data_root = Path(out), Path(data_root)
@@ -237,8 +265,14 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
             copy_into(out, data_root, rel)
             return rel
 
-        ctx = StageContext(out, data_root, models, config.size,
-                           save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke), copy_source=copy_source)
+        ctx = StageContext(
+            out,
+            data_root,
+            models,
+            config.size,
+            save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke),
+            copy_source=copy_source,
+        )
         finished = store.get_units(u.key for stage in STAGES for u in units[stage][rank::world])
         models.check_available([stage for stage in STAGES if any(u.key not in finished for u in units[stage][rank::world])])
         for stage in STAGES:
@@ -254,7 +288,7 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
                 outcome.ran[stage] += 1
                 if on_unit is not None:
                     on_unit(stage, len(done) + outcome.ran[stage], len(mine))
-            later = STAGES[STAGES.index(stage) + 1:]
+            later = STAGES[STAGES.index(stage) + 1 :]
             models.release({role for s in later if units[s] for role in _STAGE_MODELS[s]})
             if state is not None:
                 state.wait_for_everyone()
@@ -270,7 +304,9 @@ def build(config: BmpdsConfig, out: str | Path, data_root: str | Path, *, on_uni
     return outcome
 
 
-def _run_unit(unit: Unit, stage: str, units: dict[str, list[Unit]], pool: list[SubjectSource], store: BmpdsStore, ctx: StageContext, seed: int) -> UnitRecord:
+def _run_unit(
+    unit: Unit, stage: str, units: dict[str, list[Unit]], pool: list[SubjectSource], store: BmpdsStore, ctx: StageContext, seed: int
+) -> UnitRecord:
     try:
         if stage == "single":
             sample, extra = run_single(unit, _single_subject(unit, pool, seed), ctx)
@@ -282,7 +318,9 @@ def _run_unit(unit: Unit, stage: str, units: dict[str, list[Unit]], pool: list[S
             failed = [units["single"][i].name for i, r in zip(indices, chosen) if r is None or r.sample is None]
             if failed:
                 raise UnitFailure(f"single-stage source(s) {', '.join(failed)} gave no pair")
-            sample, extra = run_forward(unit, rng, [(r.sample, r.extra) for r in chosen if r is not None and r.sample is not None], overlap, ctx)
+            sample, extra = run_forward(
+                unit, rng, [(r.sample, r.extra) for r in chosen if r is not None and r.sample is not None], overlap, ctx
+            )
         else:
             rng = unit.rng()
             sample, extra = run_backward(unit, rng, plan_backward(rng, pool), ctx)
@@ -308,8 +346,13 @@ def _score(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig,
     """Score this rank's pairs the store has no score for; the scorer key is the engine's identity."""
     from picbench.metrics.engine import MetricEngine, ScoreItem
 
-    engine = MetricEngine(models=config.models, device=device, metrics=_engine_metrics(config), detector=None,
-                          weights={k: v for k, v in config.weights.items() if k in ("clip", "dino", VLM_METRIC)})
+    engine = MetricEngine(
+        models=config.models,
+        device=device,
+        metrics=_engine_metrics(config),
+        detector=None,
+        weights={k: v for k, v in config.weights.items() if k in ("clip", "dino", VLM_METRIC)},
+    )
     scorer = hashlib.sha256(canonical_json({"engine": engine.identity(), "metrics": _engine_metrics(config)}).encode()).hexdigest()
     mine = [u for stage in STAGES for u in units[stage]][rank::world]
     records = store.get_units(u.key for u in mine)
@@ -321,13 +364,17 @@ def _score(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig,
     return scorer
 
 
-def _finish(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig, scorer: str, out: Path) -> tuple[dict[str, Verdict], Bench]:
+def _finish(
+    store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig, scorer: str, out: Path
+) -> tuple[dict[str, Verdict], Bench]:
     """Filter every unit and write candidates.jsonl and pairs.jsonl (rank 0, after every rank scored)."""
     every = [u for stage in STAGES for u in units[stage]]
     records = store.get_units(u.key for u in every)
     missing = [u.name for u in every if u.key not in records]
     if missing:
-        raise PicbenchError(f"the store lacks units {missing[:5]}{'...' if len(missing) > 5 else ''}: a rank did not finish; rerun the build")
+        raise PicbenchError(
+            f"the store lacks units {missing[:5]}{'...' if len(missing) > 5 else ''}: a rank did not finish; rerun the build"
+        )
     scores = store.get_scores(scorer, records)
     candidates: list[Candidate] = []
     for u in every:
@@ -342,14 +389,33 @@ def _finish(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig
         for u, c in zip(every, candidates):
             r, v = records[u.key], verdicts[u.key]
             scored = _scores_of(c)
-            fh.write(canonical_json({"unit": u.name, "stage": u.stage, "key": u.key, **v.to_dict(), "scores": scored,
-                                     "target": r.sample.target if r.sample else None}) + "\n")
+            fh.write(
+                canonical_json(
+                    {
+                        "unit": u.name,
+                        "stage": u.stage,
+                        "key": u.key,
+                        **v.to_dict(),
+                        "scores": scored,
+                        "target": r.sample.target if r.sample else None,
+                    }
+                )
+                + "\n"
+            )
             if v.status == "kept" and r.sample is not None:
                 bmpds = {**r.sample.meta.get("bmpds", {}), "scores": scored, "filter": v.to_dict()}
                 kept.append(replace(r.sample, meta={**r.sample.meta, "bmpds": bmpds}))
-    pairs = Bench(config.name, VERSION, tuple(kept), out, kind=PAIRS_KIND,
-                  description=(f"BMPDS build (seed {config.seed}, models {config.models}): {len(kept)} of {len(every)} candidates kept by the "
-                               f"three-level filter (keep_top {config.filter.keep_top:g}); see candidates.jsonl for the rest."))
+    pairs = Bench(
+        config.name,
+        VERSION,
+        tuple(kept),
+        out,
+        kind=PAIRS_KIND,
+        description=(
+            f"BMPDS build (seed {config.seed}, models {config.models}): {len(kept)} of {len(every)} candidates kept by the "
+            f"three-level filter (keep_top {config.filter.keep_top:g}); see candidates.jsonl for the rest."
+        ),
+    )
     return verdicts, write_pairs(pairs, out)
 
 

@@ -25,10 +25,12 @@ ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+import tomllib
 
 from picbench.errors import BenchFormatError
 
@@ -85,8 +87,14 @@ class BmpdsConfig:
 
     def identity(self) -> dict[str, Any]:
         """What decides a candidate's content (device excluded): part of every unit's store key."""
-        return {"seed": self.seed, "size": self.size, "models": self.models, "sources": list(self.sources.subjects),
-                "models_cfg": {f.name: getattr(self.models_cfg, f.name) for f in fields(ModelsCfg)}, "weights": dict(self.weights)}
+        return {
+            "seed": self.seed,
+            "size": self.size,
+            "models": self.models,
+            "sources": list(self.sources.subjects),
+            "models_cfg": {f.name: getattr(self.models_cfg, f.name) for f in fields(ModelsCfg)},
+            "weights": dict(self.weights),
+        }
 
 
 _SECTIONS = {"sources": Sources, "stages": Stages, "models_cfg": ModelsCfg, "filter": FilterCfg}
@@ -137,7 +145,7 @@ def load_config(path: str | Path) -> BmpdsConfig:
             values[key] = _section(_SECTIONS[key], value, file, key)
         elif key == "weights":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise BenchFormatError("must be a table of ROLE = \"DIR\"", file=file, field="weights")
+                raise BenchFormatError('must be a table of ROLE = "DIR"', file=file, field="weights")
             values[key] = dict(value)
         else:
             values[key] = _typed(value, getattr(defaults, key), file, key)
@@ -148,6 +156,7 @@ def load_config(path: str | Path) -> BmpdsConfig:
 
 def _check(c: BmpdsConfig, file: Path) -> None:
     """Values no stage can use, refused before any model loads."""
+
     def bad(key: str, why: str) -> BenchFormatError:
         return BenchFormatError(why, file=file, field=key)
 

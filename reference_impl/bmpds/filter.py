@@ -22,11 +22,11 @@ in generation with the stage's reason.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from picbench.reference_impl.bmpds.config import FilterCfg
 from picbench.records import Score
+from picbench.reference_impl.bmpds.config import FilterCfg
 
 LEVELS = ("generation", "s_v", "s_vlm", "caption_rank")
 ENGINE_METRICS = ("clip_i_crop", "dino_crop", "clip_t")
@@ -62,10 +62,13 @@ def candidate_from_score(key: str, stage: str, score: Score, use_vlm: bool) -> C
     """The filter's view of the engine's Score of a pair (subject order kept)."""
     per = [s.metrics for s in score.subjects]
     return Candidate(
-        key, stage,
-        clip_i=[m.get("clip_i_crop") for m in per], dino=[m.get("dino_crop") for m in per],
+        key,
+        stage,
+        clip_i=[m.get("clip_i_crop") for m in per],
+        dino=[m.get("dino_crop") for m in per],
         vlm=[m.get(VLM_METRIC) for m in per] if use_vlm else (),
-        clip_t=score.metrics.get("clip_t"), score_failures=tuple(score.failures) + tuple(s.failure for s in score.subjects if s.failure),
+        clip_t=score.metrics.get("clip_t"),
+        score_failures=tuple(score.failures) + tuple(s.failure for s in score.subjects if s.failure),
     )
 
 
@@ -109,6 +112,9 @@ def decide(candidates: Sequence[Candidate], cfg: FilterCfg) -> dict[str, Verdict
             if rank <= n_keep:
                 verdicts[c.key] = Verdict("kept", None, f"clip_t {c.clip_t:.4f} ranks {rank} of {len(ranked)} in stage {stage}")
             else:
-                verdicts[c.key] = Verdict("dropped", "caption_rank",
-                                          f"clip_t {c.clip_t:.4f} ranks {rank} of {len(ranked)} in stage {stage}, below the top {cfg.keep_top:g} ({n_keep} kept)")
+                verdicts[c.key] = Verdict(
+                    "dropped",
+                    "caption_rank",
+                    f"clip_t {c.clip_t:.4f} ranks {rank} of {len(ranked)} in stage {stage}, below the top {cfg.keep_top:g} ({n_keep} kept)",
+                )
     return verdicts

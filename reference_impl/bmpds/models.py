@@ -17,9 +17,10 @@ naming the model when offline). ``models = "tiny"`` takes the random-weight mode
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,14 +79,18 @@ class Segmenter:
     def segment(self, image: Image.Image, box: Sequence[float]) -> np.ndarray:
         inputs = self.processor(image, input_boxes=[[list(map(float, box))]], return_tensors="pt").to(self.device)
         out = self.model(**inputs, multimask_output=False)
-        masks = self.processor.image_processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu())
+        masks = self.processor.image_processor.post_process_masks(
+            out.pred_masks.cpu(), inputs["original_sizes"].cpu(), inputs["reshaped_input_sizes"].cpu()
+        )
         return masks[0][0, 0].numpy().astype(bool)
 
 
 class Outpainter:
     """FLUX Fill: repaint where the mask is white, keep where it is black."""
 
-    def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 50, guidance: float = 30.0, max_sequence_length: int = 512) -> None:
+    def __init__(
+        self, folder: Path, device: str = "cpu", *, steps: int = 50, guidance: float = 30.0, max_sequence_length: int = 512
+    ) -> None:
         from diffusers import FluxFillPipeline
 
         self.pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype_for(device)).to(device)
@@ -94,15 +99,26 @@ class Outpainter:
 
     def outpaint(self, prompt: str, image: Image.Image, mask: Image.Image, seed: int) -> np.ndarray:
         """HxWx3 floats in [0, 1] (``output_type="np"``, so non-finite pixels can be seen)."""
-        return self.pipe(prompt=prompt, image=image, mask_image=mask, height=image.height, width=image.width, num_inference_steps=self.steps,
-                         guidance_scale=self.guidance, max_sequence_length=self.max_sequence_length,
-                         generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+        return self.pipe(
+            prompt=prompt,
+            image=image,
+            mask_image=mask,
+            height=image.height,
+            width=image.width,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            max_sequence_length=self.max_sequence_length,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images[0]
 
 
 class Renderer:
     """FLUX text to image (the backward stage's first step)."""
 
-    def __init__(self, folder: Path, device: str = "cpu", *, steps: int = 28, guidance: float = 3.5, max_sequence_length: int = 512) -> None:
+    def __init__(
+        self, folder: Path, device: str = "cpu", *, steps: int = 28, guidance: float = 3.5, max_sequence_length: int = 512
+    ) -> None:
         from diffusers import FluxPipeline
 
         self.pipe = FluxPipeline.from_pretrained(folder, dtype=dtype_for(device)).to(device)
@@ -111,12 +127,22 @@ class Renderer:
 
     def render(self, prompt: str, width: int, height: int, seed: int) -> np.ndarray:
         """HxWx3 floats in [0, 1] (``output_type="np"``, so non-finite pixels can be seen)."""
-        return self.pipe(prompt=prompt, width=width, height=height, num_inference_steps=self.steps, guidance_scale=self.guidance,
-                         max_sequence_length=self.max_sequence_length, generator=torch.Generator().manual_seed(seed), output_type="np").images[0]
+        return self.pipe(
+            prompt=prompt,
+            width=width,
+            height=height,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            max_sequence_length=self.max_sequence_length,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images[0]
 
 
-CAPTION_INSTRUCTION = ("Write one short, concrete photo caption (one sentence, under 30 words) of a scene that shows all of: {subjects}. "
-                       "Name each of them with exactly these words. Answer with the caption only.")
+CAPTION_INSTRUCTION = (
+    "Write one short, concrete photo caption (one sentence, under 30 words) of a scene that shows all of: {subjects}. "
+    "Name each of them with exactly these words. Answer with the caption only."
+)
 CAPTION_TEMPLATES = (
     "{subjects} {context}",
     "a photo of {subjects} {context}",
@@ -158,10 +184,11 @@ class CaptionWriter:
     @torch.no_grad()
     def _generate(self, instruction: str) -> str:
         assert self.tokenizer is not None and self.model is not None
-        ids = self.tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True).to(self.device)
+        ids = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": instruction}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self.device)
         out = self.model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-        text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         return text.splitlines()[0].strip() if text else ""
 
 

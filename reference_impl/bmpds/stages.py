@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -124,7 +125,9 @@ def cut_out(image: Image.Image, mask: np.ndarray) -> Image.Image:
     return rgba.crop((x0, y0, x1, y1))
 
 
-def place(cutouts: Sequence[Image.Image], boxes: Sequence[BoxXYXY], depths: Sequence[int], size: int) -> tuple[Image.Image, Image.Image, list[BoxXYXY]]:
+def place(
+    cutouts: Sequence[Image.Image], boxes: Sequence[BoxXYXY], depths: Sequence[int], size: int
+) -> tuple[Image.Image, Image.Image, list[BoxXYXY]]:
     """Paste cut-outs into their boxes back to front (each keeps its aspect, centred in its box) on a
     grey canvas. Returns the canvas, FLUX Fill's mask (white = repaint: everywhere no subject
     covers) and the boxes where the cut-outs landed (normalized, the pair's boxes)."""
@@ -132,8 +135,14 @@ def place(cutouts: Sequence[Image.Image], boxes: Sequence[BoxXYXY], depths: Sequ
     keep = Image.new("L", (size, size), 0)
     placed: list[BoxXYXY] = [(0.0, 0.0, 1.0, 1.0)] * len(cutouts)
     # the paste method's drawing order, on a stand-in sample whose subject i is cut-out i
-    stand_in = Sample("place", "place", size, size, "multi" if len(cutouts) > 1 else "single",
-                      tuple(Subject(str(i), "x", ("-",), (), b, d) for i, (b, d) in enumerate(zip(boxes, depths))))
+    stand_in = Sample(
+        "place",
+        "place",
+        size,
+        size,
+        "multi" if len(cutouts) > 1 else "single",
+        tuple(Subject(str(i), "x", ("-",), (), b, d) for i, (b, d) in enumerate(zip(boxes, depths))),
+    )
     for subject, box in back_to_front(stand_in):
         i = int(subject.name)
         cut = cutouts[i]
@@ -169,10 +178,26 @@ def run_single(unit: Unit, subject: SubjectSource, ctx: StageContext) -> tuple[S
     fill_seed = unit.torch_seed(1)
     target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
-    meta = provenance(ctx, unit, {"source": {"subject": subject.name, "from": subject.source, "reference": subject.reference}, "context": context,
-                                  "seeds": {"render": render_seed, "outpaint": fill_seed}, "detected_box_px": [round(v, 2) for v in box_px]})
-    sample = Sample(unit.name, caption, ctx.size, ctx.size, "single",
-                    (Subject(subject.name, subject.class_word, (reference,), (), box, 0),), meta, target=target_rel)
+    meta = provenance(
+        ctx,
+        unit,
+        {
+            "source": {"subject": subject.name, "from": subject.source, "reference": subject.reference},
+            "context": context,
+            "seeds": {"render": render_seed, "outpaint": fill_seed},
+            "detected_box_px": [round(v, 2) for v in box_px],
+        },
+    )
+    sample = Sample(
+        unit.name,
+        caption,
+        ctx.size,
+        ctx.size,
+        "single",
+        (Subject(subject.name, subject.class_word, (reference,), (), box, 0),),
+        meta,
+        target=target_rel,
+    )
     return sample, {"cutout": cutout_rel}
 
 
@@ -183,7 +208,9 @@ def plan_forward(rng: random.Random, n_single: int) -> tuple[list[int], bool]:
     return rng.sample(range(n_single), min(k, n_single)), rng.random() < OVERLAP_SHARE
 
 
-def run_forward(unit: Unit, rng: random.Random, sources: Sequence[tuple[Sample, dict[str, Any]]], overlap: bool, ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
+def run_forward(
+    unit: Unit, rng: random.Random, sources: Sequence[tuple[Sample, dict[str, Any]]], overlap: bool, ctx: StageContext
+) -> tuple[Sample, dict[str, Any]]:
     folder = f"images/{unit.name}"
     k = len(sources)
     if k < 2:
@@ -197,9 +224,19 @@ def run_forward(unit: Unit, rng: random.Random, sources: Sequence[tuple[Sample, 
     fill_seed = unit.torch_seed(1)
     target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
-    meta = provenance(ctx, unit, {"source": {"single_units": [s.id for s, _ in sources]}, "seeds": {"outpaint": fill_seed}, "overlap": overlap})
-    sample = Sample(unit.name, caption, ctx.size, ctx.size, "multi",
-                    tuple(replace(sub, box=b, depth=d) for sub, b, d in zip(subjects, placed, depths)), meta, target=target_rel)
+    meta = provenance(
+        ctx, unit, {"source": {"single_units": [s.id for s, _ in sources]}, "seeds": {"outpaint": fill_seed}, "overlap": overlap}
+    )
+    sample = Sample(
+        unit.name,
+        caption,
+        ctx.size,
+        ctx.size,
+        "multi",
+        tuple(replace(sub, box=b, depth=d) for sub, b, d in zip(subjects, placed, depths)),
+        meta,
+        target=target_rel,
+    )
     return sample, {}
 
 
@@ -236,8 +273,23 @@ def run_backward(unit: Unit, rng: random.Random, chosen: Sequence[SubjectSource]
         boxes.append(tuple(round(v, 4) for v in box))  # type: ignore[arg-type]
         subjects.append(Subject(name, word, (ref_rel,), (), None, None))
     depths = depth_order(boxes)
-    meta = provenance(ctx, unit, {"source": {"classes": words, "drawn_from": [s.name for s in chosen]},
-                                  "caption": {"source": caption.source, "note": caption.note}, "seeds": {"render": render_seed}})
-    sample = Sample(unit.name, caption.text, ctx.size, ctx.size, "multi",
-                    tuple(replace(s, box=b, depth=d) for s, b, d in zip(subjects, boxes, depths)), meta, target=target_rel)
+    meta = provenance(
+        ctx,
+        unit,
+        {
+            "source": {"classes": words, "drawn_from": [s.name for s in chosen]},
+            "caption": {"source": caption.source, "note": caption.note},
+            "seeds": {"render": render_seed},
+        },
+    )
+    sample = Sample(
+        unit.name,
+        caption.text,
+        ctx.size,
+        ctx.size,
+        "multi",
+        tuple(replace(s, box=b, depth=d) for s, b, d in zip(subjects, boxes, depths)),
+        meta,
+        target=target_rel,
+    )
     return sample, {}

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from picbench.records import Sample, canonical_json
 from picbench.store import RunStore
@@ -48,15 +49,25 @@ class BmpdsStore(RunStore):
                 "INSERT INTO bmpds_units (key, stage, unit, sample, extra, failure, created, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO UPDATE SET sample = excluded.sample, extra = excluded.extra, failure = excluded.failure,"
                 " created = excluded.created, pid = excluded.pid, writes = writes + 1",
-                (record.key, record.stage, record.unit, canonical_json(record.sample.to_dict()) if record.sample else None,
-                 canonical_json(record.extra), record.failure, time.time(), os.getpid()),
+                (
+                    record.key,
+                    record.stage,
+                    record.unit,
+                    canonical_json(record.sample.to_dict()) if record.sample else None,
+                    canonical_json(record.extra),
+                    record.failure,
+                    time.time(),
+                    os.getpid(),
+                ),
             )
 
     def get_units(self, keys: Iterable[str]) -> dict[str, UnitRecord]:
         found: dict[str, UnitRecord] = {}
         for rows in self._select_in("SELECT key, stage, unit, sample, extra, failure FROM bmpds_units WHERE key IN ({})", list(keys)):
             for key, stage, unit, sample, extra, failure in rows:
-                found[key] = UnitRecord(key, stage, unit, Sample.from_dict(json.loads(sample)) if sample else None, json.loads(extra), failure)
+                found[key] = UnitRecord(
+                    key, stage, unit, Sample.from_dict(json.loads(sample)) if sample else None, json.loads(extra), failure
+                )
         return found
 
     def unit_writes(self) -> dict[str, int]:

@@ -78,8 +78,15 @@ def load_rng(folder: Path, rank: int) -> None:
     torch.set_rng_state(states["torch"])
 
 
-def write_checkpoint(tmp: Path, *, lora: dict[str, torch.Tensor], uno: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
-                     optimizer: dict[str, Any] | None, state: TrainState) -> None:
+def write_checkpoint(
+    tmp: Path,
+    *,
+    lora: dict[str, torch.Tensor],
+    uno: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor] | None,
+    optimizer: dict[str, Any] | None,
+    state: TrainState,
+) -> None:
     """The main process's files, into the temporary folder (RNG and engine state are per rank)."""
     save_file(lora, str(tmp / LORA_FILE))
     save_file(uno, str(tmp / UNO_LAYOUT_FILE))

@@ -152,7 +152,14 @@ class Config:
             )
 
 
-_TABLES = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "optim": OptimConfig, "checkpoint": CheckpointConfig, "eval": EvalConfig}
+_TABLES = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "optim": OptimConfig,
+    "checkpoint": CheckpointConfig,
+    "eval": EvalConfig,
+}
 
 
 def load_config(path: str | Path) -> Config:
@@ -185,7 +192,9 @@ def _build(cls: type, table: Any, path: Path, where: str) -> Any:
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(fields)}")
-    missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in table]
+    missing = [
+        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in table
+    ]
     if missing:
         raise ConfigError(f"{path}: {where} lacks required key(s) {missing}")
     return cls(**{k: _coerce(v, hints[k], path, f"{where}.{k}") for k, v in table.items()})
@@ -218,7 +227,11 @@ def _check_values(c: Config, path: Path) -> None:
             raise ConfigError(f"{path}: {key} {what}")
 
     need(c.model.rank >= 1, "model.rank", "must be >= 1")
-    need(c.model.attention_backend in ("auto", "sdpa", "sdpa_lowrank", "flex"), "model.attention_backend", "must be auto, sdpa, sdpa_lowrank or flex")
+    need(
+        c.model.attention_backend in ("auto", "sdpa", "sdpa_lowrank", "flex"),
+        "model.attention_backend",
+        "must be auto, sdpa, sdpa_lowrank or flex",
+    )
     need(bool(c.data.buckets), "data.buckets", "must name at least one (width, height)")
     for i, (w, h) in enumerate(c.data.buckets):
         need(w >= 16 and h >= 16 and w % 16 == 0 and h % 16 == 0, f"data.buckets[{i}]", f"({w}, {h}) must be multiples of 16")
@@ -226,14 +239,26 @@ def _check_values(c: Config, path: Path) -> None:
     need(c.data.ref_long_side == 0 or c.data.ref_long_side >= 16, "data.ref_long_side", "must be 0 (UNO's rule) or >= 16")
     need(c.train.micro_batch >= 1, "train.micro_batch", "must be >= 1")
     need(c.train.global_batch >= c.train.micro_batch, "train.global_batch", "must be >= train.micro_batch")
-    need(c.train.global_batch % c.train.micro_batch == 0, "train.global_batch", f"{c.train.global_batch} is not divisible by train.micro_batch {c.train.micro_batch}")
+    need(
+        c.train.global_batch % c.train.micro_batch == 0,
+        "train.global_batch",
+        f"{c.train.global_batch} is not divisible by train.micro_batch {c.train.micro_batch}",
+    )
     need(c.train.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
     need(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
     need(all(0.0 <= b < 1.0 for b in c.optim.betas), "optim.betas", "must lie in [0, 1)")
-    need(c.optim.warmup_steps >= 0 and c.optim.weight_decay >= 0 and c.optim.eps > 0, "optim", "warmup_steps, weight_decay must be >= 0 and eps > 0")
+    need(
+        c.optim.warmup_steps >= 0 and c.optim.weight_decay >= 0 and c.optim.eps > 0,
+        "optim",
+        "warmup_steps, weight_decay must be >= 0 and eps > 0",
+    )
     need(c.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
     need(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
-    need(c.eval.every >= 0 and c.eval.n_single >= 0 and c.eval.n_multi >= 0 and c.eval.steps >= 1, "eval", "every, n_single, n_multi must be >= 0 and steps >= 1")
+    need(
+        c.eval.every >= 0 and c.eval.n_single >= 0 and c.eval.n_multi >= 0 and c.eval.steps >= 1,
+        "eval",
+        "every, n_single, n_multi must be >= 0 and steps >= 1",
+    )
     names = [s.name for s in c.stages]
     need(len(set(names)) == len(names), "stages", f"names must be distinct, got {names}")
     for i, s in enumerate(c.stages):

@@ -22,14 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from picbench.reference_impl.conditioning import PATCH, fit_reference, uno_ref_long_side
-from picbench.reference_impl.training.config import Config, StageConfig
 from PIL import Image, UnidentifiedImageError
 
 from picbench.errors import BenchFormatError
 from picbench.imaging import load_rgb
 from picbench.pairs import read_pairs, reference_paths, target_path
 from picbench.records import Bench, Sample
+from picbench.reference_impl.conditioning import PATCH, fit_reference, uno_ref_long_side
+from picbench.reference_impl.training.config import Config, StageConfig
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from picbench.reference_impl.training.config import Config
 
 from picbench.benches import load_bench
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
+from picbench.reference_impl.training.config import Config
 
 
 class Validator:
@@ -32,7 +32,9 @@ class Validator:
         singles = [s for s in self.bench.samples if s.split == "single" and s.has_layout][: ev.n_single]
         multis = [s for s in self.bench.samples if s.split == "multi" and s.has_layout][: ev.n_multi]
         self.samples: list[Sample] = singles + multis
-        self.engine = MetricEngine(models=ev.models, device=str(device), detector=None if ev.detector in ("", "none") else ev.detector, batch_size=8)
+        self.engine = MetricEngine(
+            models=ev.models, device=str(device), detector=None if ev.detector in ("", "none") else ev.detector, batch_size=8
+        )
 
     @torch.no_grad()
     def __call__(self, pipe: Any, step: int, out: Path) -> dict[str, Any]:
@@ -48,9 +50,18 @@ class Validator:
             for sample in self.samples:
                 refs = [load_rgb(resolve_in_root(self.bench.data_root, s.references[0])) for s in sample.subjects]
                 image = pipe(
-                    sample.prompt, refs, [s.box for s in sample.subjects], [i if s.depth is None else s.depth for i, s in enumerate(sample.subjects)],
-                    width=sample.width, height=sample.height, num_inference_steps=ev.steps, guidance_scale=ev.guidance,
-                    generator=torch.Generator().manual_seed(ev.seed), vaa=m.vaa, sigma=m.sigma, delta=m.delta,
+                    sample.prompt,
+                    refs,
+                    [s.box for s in sample.subjects],
+                    [i if s.depth is None else s.depth for i, s in enumerate(sample.subjects)],
+                    width=sample.width,
+                    height=sample.height,
+                    num_inference_steps=ev.steps,
+                    guidance_scale=ev.guidance,
+                    generator=torch.Generator().manual_seed(ev.seed),
+                    vaa=m.vaa,
+                    sigma=m.sigma,
+                    delta=m.delta,
                     attention_backend=m.attention_backend,
                 ).images[0]
                 path = folder / f"{sample.id}.png"

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.reference_impl.lora import (
     UNO_LORA_FILE,
     UNO_LORA_REPO,
@@ -46,8 +48,6 @@ from picbench.reference_impl.training.objective import (
     flow_matching_loss,
     prepare_inputs,
 )
-
-from picbench.errors import MissingWeightsError, PicbenchError
 
 LOG_FILE = "train_log.jsonl"
 ADAPTER = "positionic"
@@ -87,7 +87,9 @@ def micro_batch_seed(seed: int, stage: str, m: int) -> int:
 class Trainer:
     """Builds everything from the config (pairs checked first), then :meth:`run`."""
 
-    def __init__(self, config: Config, *, resume: bool = False, progress: bool = True, on_step: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self, config: Config, *, resume: bool = False, progress: bool = True, on_step: Callable[[dict], None] | None = None
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -140,7 +142,9 @@ class Trainer:
 
     def _local(self, ref: str) -> Path | None:
         wd = self.config.model.weights_dir
-        for candidate in ([Path(ref).expanduser()] + ([self.config.resolve(wd) / ref, self.config.resolve(wd) / ref.rsplit("/", 1)[-1]] if wd else [])):
+        for candidate in [Path(ref).expanduser()] + (
+            [self.config.resolve(wd) / ref, self.config.resolve(wd) / ref.rsplit("/", 1)[-1]] if wd else []
+        ):
             if candidate.exists():
                 return candidate
         return None
@@ -194,7 +198,9 @@ class Trainer:
             raise PicbenchError(f"--resume: no checkpoint under {self.out / 'checkpoints'} (start without --resume)")
         state = ckpt.read_state(folder)
         if state.config_hash != self.state.config_hash:
-            raise PicbenchError(f"--resume: {folder} was written with another model/data/train/optim/stages config ({state.config_hash} != {self.state.config_hash})")
+            raise PicbenchError(
+                f"--resume: {folder} was written with another model/data/train/optim/stages config ({state.config_hash} != {self.state.config_hash})"
+            )
         self._load_params(ckpt.read_lora(folder), self.params)
         if self.ema is not None:
             self._load_params(ckpt.read_lora(folder, ema=True), self.ema)
@@ -272,9 +278,15 @@ class Trainer:
             with sync, acc.autocast():
                 if batch:
                     inputs = prepare_inputs(
-                        self.pipe, batch, torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
-                        caption_dropout=cfg.data.caption_dropout, guidance=cfg.train.guidance, vaa=cfg.model.vaa,
-                        logit_normal=cfg.train.timesteps == "logit_normal", sigma=cfg.model.sigma, delta=cfg.model.delta,
+                        self.pipe,
+                        batch,
+                        torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
+                        caption_dropout=cfg.data.caption_dropout,
+                        guidance=cfg.train.guidance,
+                        vaa=cfg.model.vaa,
+                        logit_normal=cfg.train.timesteps == "logit_normal",
+                        sigma=cfg.model.sigma,
+                        delta=cfg.model.delta,
                         attention_backend=cfg.model.attention_backend,
                     )
                     loss = flow_matching_loss(self.model, inputs)
@@ -293,8 +305,13 @@ class Trainer:
         self.state.global_step += 1
         mean_loss = acc.reduce(total_loss, reduction="mean").item()
         return {
-            "step": self.state.global_step, "stage": stage.name, "loss": mean_loss, "lr": lr,
-            "grad_norm": float(grad_norm), "seconds": time.perf_counter() - started, "skipped": len(self.state.skipped),
+            "step": self.state.global_step,
+            "stage": stage.name,
+            "loss": mean_loss,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "seconds": time.perf_counter() - started,
+            "skipped": len(self.state.skipped),
             "world": acc.num_processes,
         }
 
@@ -376,8 +393,14 @@ class Trainer:
         ckpt.save_rng(tmp, acc.process_index)
         if acc.is_main_process:
             transformer = acc.unwrap_model(self.model)
-            ckpt.write_checkpoint(tmp, lora=lora, uno=to_uno_layout(lora, transformer), ema=ema,
-                                  optimizer=None if engine else self.optimizer.state_dict(), state=self.state)
+            ckpt.write_checkpoint(
+                tmp,
+                lora=lora,
+                uno=to_uno_layout(lora, transformer),
+                ema=ema,
+                optimizer=None if engine else self.optimizer.state_dict(),
+                state=self.state,
+            )
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.publish(tmp, final, self.config.checkpoint.keep)
@@ -393,7 +416,9 @@ class Trainer:
                 if (final / name).is_file():
                     (folder / name).write_bytes((final / name).read_bytes())
         self.accelerator.wait_for_everyone()
-        return TrainResult(self.out, self.state.global_step, folder / ckpt.LORA_FILE, folder / ckpt.UNO_LAYOUT_FILE, dict(self.state.skipped))
+        return TrainResult(
+            self.out, self.state.global_step, folder / ckpt.LORA_FILE, folder / ckpt.UNO_LAYOUT_FILE, dict(self.state.skipped)
+        )
 
     # -- feel ---------------------------------------------------------------------------------
 
@@ -413,9 +438,13 @@ class Trainer:
         )
 
         return Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.2f} steps/s"), TimeRemainingColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[mem]}"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.2f} steps/s"),
+            TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[mem]}"),
         )
 
 

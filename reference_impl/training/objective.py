@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
+
 from picbench.reference_impl.conditioning import (
     Conditioning,
     build_conditioning,
@@ -101,7 +102,15 @@ def prepare_inputs(
     noisy = (1 - t) * x0 + t * noise
     layouts = [(pair.boxes, pair.depths) for pair in batch] if vaa else None
     cond = build_conditioning(
-        prompt_embeds.shape[1], target_hw, ref_hws, layouts, sigma=sigma, delta=delta, attention_backend=attention_backend, device=device, dtype=dtype
+        prompt_embeds.shape[1],
+        target_hw,
+        ref_hws,
+        layouts,
+        sigma=sigma,
+        delta=delta,
+        attention_backend=attention_backend,
+        device=device,
+        dtype=dtype,
     )
     guidance_t = torch.full([len(batch)], guidance, device=device, dtype=torch.float32) if pipe.transformer.config.guidance_embeds else None
     return ModelInputs(noisy.to(dtype), ref_tokens, (noise - x0), times.to(device), prompt_embeds, pooled, text_ids, cond, guidance_t)

@@ -9,7 +9,9 @@ from picbench.metrics.detectors.base import Detection, Detector, DetectorOutput
 from picbench.registry import Registry
 
 DETECTORS: Registry[type[Detector]] = Registry("detector", entry_point_group="picbench.detectors", base=Detector)
-DETECTORS.register("grounding-dino", "picbench.metrics.detectors.grounding_dino:GroundingDinoDetector", "Grounding DINO (transformers), the default")
+DETECTORS.register(
+    "grounding-dino", "picbench.metrics.detectors.grounding_dino:GroundingDinoDetector", "Grounding DINO (transformers), the default"
+)
 DETECTORS.register("owlv2", "picbench.metrics.detectors.owlv2:Owlv2Detector", "OWLv2 (transformers)")
 DETECTORS.register("vision-r1", "picbench.metrics.detectors.vision_r1:VisionR1Detector", "Vision-R1 (Qwen2.5-VL), the paper's detector")
 

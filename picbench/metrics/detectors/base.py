@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from PIL import Image
 
@@ -66,7 +67,12 @@ def clean_detections(candidates: Sequence[Detection], width: int, height: int) -
         why = box_problem(det.box)
         if why is None:
             x0, y0, x1, y1 = det.box
-            clipped = (min(max(x0, 0.0), float(width)), min(max(y0, 0.0), float(height)), min(max(x1, 0.0), float(width)), min(max(y1, 0.0), float(height)))
+            clipped = (
+                min(max(x0, 0.0), float(width)),
+                min(max(y0, 0.0), float(height)),
+                min(max(x1, 0.0), float(width)),
+                min(max(y1, 0.0), float(height)),
+            )
             why = box_problem(clipped)
             if why is not None:
                 why = f"{why} after clipping {list(det.box)} to the {width}x{height} image"

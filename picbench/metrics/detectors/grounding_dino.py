@@ -8,8 +8,9 @@ are always one of the asked class words, never a merged phrase.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -35,8 +36,14 @@ class GroundingDinoDetector(Detector):
         self.forward_seconds = 0.0
 
     def provenance(self) -> dict[str, Any]:
-        return {"detector": self.name, "model_id": self.model_id, "weights_sha256": self.weights_sha256, "box_threshold": self.box_threshold,
-                "query": "class words joined with ' . '", "image_processor": self.processor.image_processor.to_dict()}
+        return {
+            "detector": self.name,
+            "model_id": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "box_threshold": self.box_threshold,
+            "query": "class words joined with ' . '",
+            "image_processor": self.processor.image_processor.to_dict(),
+        }
 
     @staticmethod
     def query(classes: Sequence[str]) -> tuple[str, list[str], list[tuple[int, int]]]:
@@ -66,7 +73,9 @@ class GroundingDinoDetector(Detector):
         cx, cy, bw, bh = outputs.pred_boxes[0].float().unbind(-1)
         boxes = torch.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], dim=-1)
         keep = scores >= self.box_threshold
-        found = [Detection(tuple(float(v) for v in box), words[int(label)], float(score))
-                 for box, label, score in zip(boxes[keep].tolist(), labels[keep].tolist(), scores[keep].tolist())]
+        found = [
+            Detection(tuple(float(v) for v in box), words[int(label)], float(score))
+            for box, label, score in zip(boxes[keep].tolist(), labels[keep].tolist(), scores[keep].tolist())
+        ]
         kept, problems = clean_detections(found, w, h)
         return DetectorOutput(tuple(kept), None, tuple(problems))

@@ -7,8 +7,9 @@ against the padded square (side = max(width, height)) and then clipped to the im
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -34,8 +35,14 @@ class Owlv2Detector(Detector):
         self.forward_seconds = 0.0
 
     def provenance(self) -> dict[str, Any]:
-        return {"detector": self.name, "model_id": self.model_id, "weights_sha256": self.weights_sha256, "threshold": self.threshold,
-                "queries": "a photo of a {class word}", "image_processor": self.processor.image_processor.to_dict()}
+        return {
+            "detector": self.name,
+            "model_id": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "threshold": self.threshold,
+            "queries": "a photo of a {class word}",
+            "image_processor": self.processor.image_processor.to_dict(),
+        }
 
     @torch.inference_mode()
     def detect(self, image: Image.Image, classes: Sequence[str]) -> DetectorOutput:
@@ -48,7 +55,9 @@ class Owlv2Detector(Detector):
         self.forward_seconds += time.perf_counter() - start
         side = max(image.size)
         result = self.processor.post_process_grounded_object_detection(outputs, threshold=self.threshold, target_sizes=[(side, side)])[0]
-        found = [Detection(tuple(float(v) for v in box), words[int(label)], float(score))
-                 for box, label, score in zip(result["boxes"], result["labels"], result["scores"])]
+        found = [
+            Detection(tuple(float(v) for v in box), words[int(label)], float(score))
+            for box, label, score in zip(result["boxes"], result["labels"], result["scores"])
+        ]
         kept, problems = clean_detections(found, *image.size)
         return DetectorOutput(tuple(kept), None, tuple(problems))

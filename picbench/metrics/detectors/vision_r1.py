@@ -8,8 +8,9 @@ gets the constant ``score``.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -47,20 +48,29 @@ class VisionR1Detector(Detector):
         self.forward_seconds = 0.0
 
     def provenance(self) -> dict[str, Any]:
-        return {"detector": self.name, "model_id": self.model_id, "weights_sha256": self.weights_sha256, "prompt": PROMPT,
-                "max_new_tokens": self.max_new_tokens, "constant_score": self.score, "patch_size": self.patch_size,
-                "image_processor": self.processor.image_processor.to_dict()}
+        return {
+            "detector": self.name,
+            "model_id": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "prompt": PROMPT,
+            "max_new_tokens": self.max_new_tokens,
+            "constant_score": self.score,
+            "patch_size": self.patch_size,
+            "image_processor": self.processor.image_processor.to_dict(),
+        }
 
     @torch.inference_mode()
     def answer(self, image: Image.Image, classes: Sequence[str]) -> tuple[str, tuple[int, int]]:
         """The model's raw answer and the (width, height) of the grid it saw, in pixels."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT.format(categories=categories_phrase(classes))}]}]
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT.format(categories=categories_phrase(classes))}]}
+        ]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=[text], images=[image], return_tensors="pt").to(self.device)
         start = time.perf_counter()
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         self.forward_seconds += time.perf_counter() - start
-        answer = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        answer = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
         _, grid_h, grid_w = (int(v) for v in inputs["image_grid_thw"][0])
         return answer, (grid_w * self.patch_size, grid_h * self.patch_size)
 
