@@ -15,7 +15,6 @@ pandas and matplotlib are imported by the functions that use them, not by ``picb
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -29,6 +28,7 @@ from PIL import Image
 from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
+from picbench.html import escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
 from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, provenance_summary
 from picbench.paths import resolve_contained
@@ -121,19 +121,19 @@ def build_report(
     view = load_run_view(results, data_dir=data_dir, bench=bench)
     r = view.result
     title = f"picbench report: {r.method} on {r.bench}" + (" (SMOKE RUN)" if view.smoke else "")
-    parts = [f"<h1>{_e(title)}</h1>"]
+    parts = [f"<h1>{escape(title)}</h1>"]
     if view.smoke:
-        parts.append(f'<div class="smoke" role="alert">{_e(SMOKE_NOTE)}. Do not quote or compare them.</div>')
-    parts += [f'<div class="warning">warning: {_e(w)}</div>' for w in view.warnings]
+        parts.append(f'<div class="smoke" role="alert">{escape(SMOKE_NOTE)}. Do not quote or compare them.</div>')
+    parts += [f'<div class="warning">warning: {escape(w)}</div>' for w in view.warnings]
     parts += [
         "<h2>Aggregate metrics</h2>",
         aggregate_table(r.metrics, r.intervals).to_html(
             classes="metrics", na_rep="—", float_format=lambda v: f"{v:.4f}", border=0, escape=False
         ),
         "<h2>Run</h2>",
-        _key_value_table(run_facts(r)),
+        key_value_table(run_facts(r)),
         "<details><summary>full provenance</summary><pre>",
-        _e(json.dumps(dict(r.provenance), indent=2, sort_keys=True, default=str)),
+        escape(json.dumps(dict(r.provenance), indent=2, sort_keys=True, default=str)),
         "</pre></details>",
     ]
     per_subject = per_subject_table([score for score, _ in view.scores])
@@ -163,7 +163,7 @@ def build_report(
                 "<h2>Failures</h2>",
                 pd.DataFrame(failed, columns=["sample", "seed", "reason"]).to_html(classes="failures", index=False, border=0),
             ]
-    return _page(title, "\n".join(parts))
+    return html_page(title, "\n".join(parts))
 
 
 def write_report(results: str | Path, out: str | Path, **options: Any) -> Path:
@@ -184,7 +184,7 @@ def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str,
         interval = (intervals or {}).get(key)
         if intervals is not None and value is not None:
             value = f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
-        table.setdefault(_e(base) if intervals is not None else base, {})[split or "all"] = value
+        table.setdefault(escape(base) if intervals is not None else base, {})[split or "all"] = value
     order = [m for m in BASE_METRICS if m in table] + sorted(m for m in table if m not in BASE_METRICS)
     frame = pd.DataFrame.from_dict(table, orient="index").reindex(index=order, columns=["all", "single", "multi"])
     return frame.dropna(axis=1, how="all")
@@ -266,12 +266,12 @@ def image_card(view: RunView, score: Score, image: str | None) -> str:
     """One generated image with its boxes as an SVG overlay, its subjects' references beside it,
     and a caption that is the legend."""
     sample = view.samples.get(score.sample_id) if view.samples is not None else None
-    head = f"<b>{_e(score.sample_id)}</b> seed {score.seed}" + (f"<br><i>{_e(sample.prompt)}</i>" if sample else "")
+    head = f"<b>{escape(score.sample_id)}</b> seed {score.seed}" + (f"<br><i>{escape(sample.prompt)}</i>" if sample else "")
     try:
         frame, legend = framed_image(view.run_dir, image, sample, score)
     except (ImageError, UnsafePathError) as exc:
         reason = "; ".join(score.failures) or str(exc)
-        return f'<figure class="card failed"><div class="missing">{_e(reason)}</div><figcaption>{head}</figcaption></figure>'
+        return f'<figure class="card failed"><div class="missing">{escape(reason)}</div><figcaption>{head}</figcaption></figure>'
     refs = reference_strip(sample, view.data_root, view.thumbnails)
     return f'<figure class="card"><div class="pair">{refs}{frame}</div><figcaption>{head}<div>{legend}</div></figcaption></figure>'
 
@@ -289,14 +289,16 @@ def framed_image(run_dir: Path, image: str | None, sample: Sample | None, score:
         colour = SUBJECT_COLOURS[index % len(SUBJECT_COLOURS)]
         if target is not None:
             x0, y0, x1, y1 = target[0] * width, target[1] * height, target[2] * width, target[3] * height
-            boxes.append(_rect(x0, y0, x1, y1, colour, stroke, None, f"{name}: target"))
+            boxes.append(svg_rect(x0, y0, x1, y1, colour, stroke, None, f"{name}: target"))
         if detected is not None:
-            boxes.append(_rect(*detected, colour, stroke, dash, f"{name}: detected"))
+            boxes.append(svg_rect(*detected, colour, stroke, dash, f"{name}: detected"))
         found = "" if detected is not None else " (not detected)"
         iou_text = f" IoU {iou:.2f}" if iou is not None else ""
-        legend.append(f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(name)}{iou_text}{found}</span>')
+        legend.append(
+            f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{escape(name)}{iou_text}{found}</span>'
+        )
     frame = (
-        f'<div class="frame"><img alt="{_e(score.sample_id)}" src="data:image/jpeg;base64,{_jpeg(picture, THUMBNAIL_PX)}">'
+        f'<div class="frame"><img alt="{escape(score.sample_id)}" src="data:image/jpeg;base64,{_jpeg(picture, THUMBNAIL_PX)}">'
         f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
     )
     return frame, "".join(legend)
@@ -318,11 +320,11 @@ def reference_strip(sample: Sample | None, data_root: Path | None, cache: dict[s
                 cache[path] = ""
         if cache[path]:
             cells.append(
-                f'<img class="ref" style="border-color:{colour}" alt="reference of {_e(sub.name)}" title="{_e(sub.name)}: {_e(path)}" '
+                f'<img class="ref" style="border-color:{colour}" alt="reference of {escape(sub.name)}" title="{escape(sub.name)}: {escape(path)}" '
                 f'src="data:image/jpeg;base64,{cache[path]}">'
             )
         else:
-            cells.append(f'<div class="ref missing" style="border-color:{colour}">{_e(sub.name)}: reference unreadable</div>')
+            cells.append(f'<div class="ref missing" style="border-color:{colour}">{escape(sub.name)}: reference unreadable</div>')
     return f'<div class="refs">{"".join(cells)}</div>'
 
 
@@ -347,58 +349,6 @@ def _subject_boxes(sample: Sample | None, score: Score) -> list[tuple[str, Seque
     return rows
 
 
-def _rect(x0: float, y0: float, x1: float, y1: float, colour: str, stroke: float, dash: float | None, label: str) -> str:
-    dashed = f' stroke-dasharray="{dash:.1f} {dash * 0.6:.1f}"' if dash else ""
-    return (
-        f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{max(x1 - x0, 0):.1f}" height="{max(y1 - y0, 0):.1f}" fill="none" '
-        f'stroke="{colour}" stroke-width="{stroke:.1f}"{dashed}><title>{_e(label)}</title></rect>'
-    )
-
-
-def _key_value_table(facts: Mapping[str, str]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts.items())
-    return f'<table class="facts">{rows}</table>'
-
-
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:1400px}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.9rem}th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:right}
-table.facts th,table.facts td{text-align:left}table.facts td{font-family:monospace;word-break:break-all}
-.smoke{background:#c62828;color:#fff;font-weight:bold;padding:.8rem 1rem;font-size:1.1rem;margin:1rem 0}
-.warning{background:#fff3cd;border:1px solid #e0c36a;padding:.5rem .8rem;margin:.4rem 0}
-.plot{max-width:100%}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}
-.card{margin:0;border:1px solid #ddd;padding:.4rem;background:#fafafa}
-.frame{position:relative;line-height:0}.frame img{width:100%;height:auto;display:block}
-.frame svg{position:absolute;left:0;top:0;width:100%;height:100%}
-figcaption{font-size:.8rem;margin-top:.3rem}.subject{margin-right:.7rem;white-space:nowrap}
-.swatch{display:inline-block;width:.8rem;height:.8rem;margin-right:.25rem;vertical-align:middle}
-pre{white-space:pre-wrap;font-size:.75rem}
-.missing{background:#eee;color:#a00;padding:2rem .5rem;text-align:center}
-.pair{display:flex;gap:.3rem;align-items:flex-start}.pair .frame{flex:1}
-.refs{display:flex;flex-direction:column;gap:.2rem}.ref{width:64px;height:auto;border:3px solid;display:block}
-div.ref{font-size:.65rem;padding:.2rem}
-.ci{color:#777;font-size:.75rem;white-space:nowrap}
-table.compare td,table.compare th{vertical-align:top;text-align:left;min-width:180px}table.compare .frame{width:240px}
-table.compare .refs{flex-direction:row;flex-wrap:wrap}.scores{font-size:.75rem;font-family:monospace}
-.fail{color:#a00;font-size:.75rem}
-table.leaderboard th{cursor:pointer;user-select:none}table.leaderboard td:first-child,table.leaderboard th:first-child{text-align:left}
-tr.smoke-row{background:#fde8e8}table.leaderboard td.note{text-align:left;font-size:.72rem;min-width:16rem;max-width:28rem}
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
-    )
-
-
 # -- several runs side by side --------------------------------------------------------------------
 
 
@@ -416,25 +366,25 @@ def build_comparison(
     labels = _run_labels(views)
     smoke = any(v.smoke for v in views)
     title = "picbench comparison: " + " vs ".join(labels) + f" on {views[0].result.bench}" + (" (SMOKE RUN)" if smoke else "")
-    parts = [f"<h1>{_e(title)}</h1>"]
+    parts = [f"<h1>{escape(title)}</h1>"]
     if smoke:
-        parts.append(f'<div class="smoke" role="alert">{_e(SMOKE_NOTE)}. Do not quote or compare them.</div>')
+        parts.append(f'<div class="smoke" role="alert">{escape(SMOKE_NOTE)}. Do not quote or compare them.</div>')
     if len({v.result.bench for v in views}) > 1:
         parts.append(
-            f'<div class="warning">warning: the runs are on different benches ({_e(", ".join(sorted({v.result.bench for v in views})))}); '
+            f'<div class="warning">warning: the runs are on different benches ({escape(", ".join(sorted({v.result.bench for v in views})))}); '
             "rows are matched by sample id</div>"
         )
-    parts += [f'<div class="warning">warning: {_e(label)}: {_e(w)}</div>' for label, v in zip(labels, views) for w in v.warnings]
+    parts += [f'<div class="warning">warning: {escape(label)}: {escape(w)}</div>' for label, v in zip(labels, views) for w in v.warnings]
     parts += ["<h2>Aggregate metrics</h2>", _side_by_side_aggregates(views, labels)]
     guide = next((v for v in views if v.samples is not None), views[0])
     by_run = [{(sc.sample_id, sc.seed): (sc, image) for sc, image in v.scores} for v in views]
     keys = list(dict.fromkeys(k for run in by_run for k in run))
     shown = keys[:max_samples]
-    header = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    header = "".join(f"<th>{escape(label)}</th>" for label in labels)
     rows = []
     for sample_id, seed in shown:
         sample = guide.samples.get(sample_id) if guide.samples is not None else None
-        head = f"<b>{_e(sample_id)}</b><br>seed {seed}" + (f"<br><i>{_e(sample.prompt)}</i>" if sample else "")
+        head = f"<b>{escape(sample_id)}</b><br>seed {seed}" + (f"<br><i>{escape(sample.prompt)}</i>" if sample else "")
         cells = [f"<td>{head}</td>", f"<td>{reference_strip(sample, guide.data_root, guide.thumbnails)}</td>"]
         for view, run in zip(views, by_run):
             cells.append(f"<td>{_comparison_cell(view, sample, run.get((sample_id, seed)))}</td>")
@@ -445,7 +395,7 @@ def build_comparison(
         "one colour per subject (the references' frames).</p>",
         f'<table class="compare"><thead><tr><th>sample</th><th>references</th>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>',
     ]
-    return _page(title, "\n".join(parts))
+    return html_page(title, "\n".join(parts))
 
 
 def write_page(page: str, out: str | Path) -> Path:
@@ -465,7 +415,7 @@ def _run_labels(views: Sequence[RunView]) -> list[str]:
 def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) -> str:
     keys = list(dict.fromkeys(k for v in views for k in v.result.metrics))
     order = sorted(keys, key=lambda k: (BASE_METRICS.index(k.split(".")[0]) if k.split(".")[0] in BASE_METRICS else len(BASE_METRICS), k))
-    head = "".join(f"<th>{_e(label)}</th>" for label in labels)
+    head = "".join(f"<th>{escape(label)}</th>" for label in labels)
     body = []
     for key in order:
         cells = []
@@ -478,7 +428,7 @@ def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) ->
             )
             cells.append(f"<td>{text}</td>")
         arrow = "" if views[0].result.better_high(key) else " (lower is better)"
-        body.append(f"<tr><th>{_e(key)}{arrow}</th>{''.join(cells)}</tr>")
+        body.append(f"<tr><th>{escape(key)}{arrow}</th>{''.join(cells)}</tr>")
     return f'<table class="metrics"><thead><tr><th>metric</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
@@ -489,10 +439,10 @@ def _comparison_cell(view: RunView, sample: Sample | None, found: tuple[Score, s
     try:
         frame, legend = framed_image(view.run_dir, image, sample, score)
     except (ImageError, UnsafePathError) as exc:
-        return f'<div class="missing">{_e("; ".join(score.failures) or str(exc))}</div>'
+        return f'<div class="missing">{escape("; ".join(score.failures) or str(exc))}</div>'
     values = " · ".join(f"{k} {score.metrics[k]:.3f}" for k in SCORE_KEYS if isinstance(score.metrics.get(k), (int, float)))
-    failures = f'<div class="fail">{_e("; ".join(score.failures))}</div>' if score.failures else ""
-    return f'{frame}<div class="scores">{_e(values) or "no scores"}</div><div>{legend}</div>{failures}'
+    failures = f'<div class="fail">{escape("; ".join(score.failures))}</div>' if score.failures else ""
+    return f'{frame}<div class="scores">{escape(values) or "no scores"}</div><div>{legend}</div>{failures}'
 
 
 # -- a leaderboard as a sortable page ------------------------------------------------------------
@@ -523,9 +473,9 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
     from picbench.leaderboard import higher_is_better, metric_columns
 
     metrics = [m for m in metric_columns(table) if table[m].notna().any()]
-    parts = [f"<h1>{_e(title)}</h1>"]
+    parts = [f"<h1>{escape(title)}</h1>"]
     if bool(table["smoke"].any()):
-        parts.append(f'<div class="smoke" role="alert">rows marked SMOKE: {_e(SMOKE_NOTE)}</div>')
+        parts.append(f'<div class="smoke" role="alert">rows marked SMOKE: {escape(SMOKE_NOTE)}</div>')
     parts.append(
         "<p>Click a column to sort. &uarr; higher is better, &darr; lower is better; "
         "brackets hold the bootstrap 95% interval where the run measured one.</p>"
@@ -536,15 +486,15 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
             continue
         records = rows.to_dict("records")
         shown = [m for m in metrics if rows[m].notna().any()]
-        head = "".join(f"<th>{_e(c)}</th>" for c in ("method", "bench"))
-        head += "".join(f"<th>{_e(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
+        head = "".join(f"<th>{escape(c)}</th>" for c in ("method", "bench"))
+        head += "".join(f"<th>{escape(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
         extra = "citation" if source == "reported" else "date"
         head += f"<th>{extra}</th>"
         body = []
         for row in records:
             cells = [
-                f'<td data-value="{_e(row["method"])}">{_e(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
-                f'<td data-value="{_e(row["bench"])}">{_e(row["bench"])}</td>',
+                f'<td data-value="{escape(row["method"])}">{escape(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
+                f'<td data-value="{escape(row["bench"])}">{escape(row["bench"])}</td>',
             ]
             for m in shown:
                 value = row.get(m)
@@ -555,14 +505,14 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
                 ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
                 cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
             note = row.get(extra)
-            text = _e(note) if isinstance(note, str) else ""
+            text = escape(note) if isinstance(note, str) else ""
             cells.append(f'<td class="note" data-value="{text}">{text}</td>')
             body.append(("<tr class='smoke-row'>" if row["smoke"] else "<tr>") + "".join(cells) + "</tr>")
         parts += [
-            f"<h2>{_e(heading)}</h2>",
+            f"<h2>{escape(heading)}</h2>",
             f'<table class="leaderboard {source}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>',
         ]
-    return _page(title, "\n".join(parts) + _SORT_SCRIPT)
+    return html_page(title, "\n".join(parts) + _SORT_SCRIPT)
 
 
 def _number(value: object) -> bool:
@@ -611,8 +561,8 @@ def build_training_report(folder: str | Path) -> str:
             if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
                 scores.setdefault(key, []).append((r["step"], float(value)))
     body = [
-        f"<h1>training: {_e(folder.name)}</h1>",
-        _key_value_table(
+        f"<h1>training: {escape(folder.name)}</h1>",
+        key_value_table(
             {
                 "steps logged": str(len(records)),
                 "last step": str(records[-1]["step"]),
@@ -628,7 +578,7 @@ def build_training_report(folder: str | Path) -> str:
         )
     else:
         body.append("<p>no evaluation logged (set <code>eval.every</code> in the config)</p>")
-    return _page(f"training {folder.name}", "\n".join(body))
+    return html_page(f"training {folder.name}", "\n".join(body))
 
 
 def _curves_png(series: Mapping[str, Sequence[tuple[int, float]]]) -> str:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from picbench.atomic import atomic_write
 from picbench.errors import ImageError
+from picbench.html import escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
 from picbench.pairs import read_pairs, reference_paths, target_path
 from picbench.pairs.stats import pair_stats
 from picbench.records import Bench, Sample
-from picbench.report import SUBJECT_COLOURS, THUMBNAIL_PX, _e, _key_value_table, _page, _rect
+from picbench.report import SUBJECT_COLOURS, THUMBNAIL_PX
 
 DEFAULT_MAX_PAIRS = 96
 REFERENCE_PX = 96
@@ -31,19 +32,19 @@ def _jpeg(path: Path, size: int) -> tuple[str, tuple[int, int]]:
 
 
 def pair_card(pairs: Bench, sample: Sample) -> str:
-    head = f"<b>{_e(sample.id)}</b> ({sample.split})<br><i>{_e(sample.prompt)}</i>"
+    head = f"<b>{escape(sample.id)}</b> ({sample.split})<br><i>{escape(sample.prompt)}</i>"
     try:
         data, (width, height) = _jpeg(target_path(pairs, sample), THUMBNAIL_PX)
         refs = [_jpeg(p, REFERENCE_PX)[0] for p in reference_paths(pairs, sample)]
     except ImageError as exc:
-        return f'<figure class="card failed"><div class="missing">{_e(exc)}</div><figcaption>{head}</figcaption></figure>'
+        return f'<figure class="card failed"><div class="missing">{escape(exc)}</div><figcaption>{head}</figcaption></figure>'
     stroke = max(width, height) / 110
     boxes, legend = [], []
     for i, sub in enumerate(sample.subjects):
         colour = SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)]
         if sub.box is not None:
             boxes.append(
-                _rect(
+                svg_rect(
                     sub.box[0] * width,
                     sub.box[1] * height,
                     sub.box[2] * width,
@@ -55,20 +56,20 @@ def pair_card(pairs: Bench, sample: Sample) -> str:
                 )
             )
         legend.append(
-            f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{_e(sub.name)} d{sub.depth}'
-            f'<img alt="reference of {_e(sub.name)}" style="height:3rem;vertical-align:middle;margin-left:.2rem" '
+            f'<span class="subject"><span class="swatch" style="background:{colour}"></span>{escape(sub.name)} d{sub.depth}'
+            f'<img alt="reference of {escape(sub.name)}" style="height:3rem;vertical-align:middle;margin-left:.2rem" '
             f'src="data:image/jpeg;base64,{refs[i]}"></span>'
         )
     bmpds = sample.meta.get("bmpds") or {}
     scores = bmpds.get("scores") or {}
     verdict = (bmpds.get("filter") or {}).get("reason")
-    facts = "".join(f"<div>{_e(k)}: {_e(_fmt(v))}</div>" for k, v in scores.items())
+    facts = "".join(f"<div>{escape(k)}: {escape(_fmt(v))}</div>" for k, v in scores.items())
     stage = bmpds.get("stage") or sample.meta.get("builder", "")
     return (
-        f'<figure class="card"><div class="frame"><img alt="{_e(sample.id)}" src="data:image/jpeg;base64,{data}">'
+        f'<figure class="card"><div class="frame"><img alt="{escape(sample.id)}" src="data:image/jpeg;base64,{data}">'
         f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
-        f"<figcaption>{head}<div>{''.join(legend)}</div><div>stage: {_e(stage)}</div>{facts}"
-        + (f"<div>{_e(verdict)}</div>" if verdict else "")
+        f"<figcaption>{head}<div>{''.join(legend)}</div><div>stage: {escape(stage)}</div>{facts}"
+        + (f"<div>{escape(verdict)}</div>" if verdict else "")
         + "</figcaption></figure>"
     )
 
@@ -92,12 +93,12 @@ def write_pairs_report(path: str | Path, out: str | Path, *, max_pairs: int = DE
         **{f"stage {k}": ", ".join(f"{s} {n}" for s, n in sorted(v.items())) for k, v in sorted(stats.stages.items())},
         **({"dropped/failed at": ", ".join(f"{k} {v}" for k, v in sorted(stats.levels.items()))} if stats.levels else {}),
     }
-    body = [f"<h1>pair set {_e(pairs.name)} v{_e(pairs.version)}</h1>", f"<p>{_e(pairs.description)}</p>"]
+    body = [f"<h1>pair set {escape(pairs.name)} v{escape(pairs.version)}</h1>", f"<p>{escape(pairs.description)}</p>"]
     if smoke:
         body.append('<div class="smoke">SMOKE BUILD: random-weight models (models = "tiny"); these images and scores mean nothing</div>')
     body += [
         "<h2>Counts</h2>",
-        _key_value_table(facts),
+        key_value_table(facts),
         f"<h2>Pairs (first {min(max_pairs, len(pairs))} of {len(pairs)})</h2>",
         '<div class="grid">',
         *(pair_card(pairs, s) for s in pairs.samples[:max_pairs]),
@@ -105,5 +106,5 @@ def write_pairs_report(path: str | Path, out: str | Path, *, max_pairs: int = DE
     ]
     out = Path(out)
     with atomic_write(out) as fh:
-        fh.write(_page(f"pairs {pairs.name}", "\n".join(body)))
+        fh.write(html_page(f"pairs {pairs.name}", "\n".join(body)))
     return out
