@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from picbench.adapters.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param

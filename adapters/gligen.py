@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from picbench.adapters.checkpoints import load_pretrained
+from picbench.checkpoints import load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param

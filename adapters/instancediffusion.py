@@ -60,8 +60,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from picbench.adapters.checkpoints import download_file, load_pretrained
 from picbench.adapters.gligen import generation_size, grounded_boxes
+from picbench.checkpoints import download_file, load_pretrained
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from picbench.adapters.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param

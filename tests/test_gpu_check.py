@@ -71,13 +71,13 @@ def test_picbench_runs_from_the_checkout_uninstalled(tmp_path: Path) -> None:
         f"import sys; sys.path.extend({site_dirs!r}); sys.path.insert(0, {str(SCRIPT.parent)!r})\n"
         "import importlib.util; assert importlib.util.find_spec('picbench') is None\n"
         "import gpu_check; gpu_check.import_checkout()\n"
-        "import picbench.reference_impl.attention as a, picbench.adapters.checkpoints as c; print(a.__file__); print(c.__file__)\n"
+        "import picbench.reference_impl.attention as a, picbench.adapters as c; print(a.__file__); print(c.__file__)\n"
     )
     done = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=180)
     assert done.returncode == 0, done.stderr
     attention, checkpoints = done.stdout.split()
     assert Path(attention) == REPO / "reference_impl" / "attention.py"
-    assert Path(checkpoints) == REPO / "adapters" / "checkpoints.py"
+    assert Path(checkpoints) == REPO / "adapters" / "__init__.py"
 
 
 def test_parts_run_in_turn_until_the_budget_is_spent() -> None:

@@ -208,12 +208,10 @@ class PositionICMethod(Method):
         return cls.from_pretrained(self._local(str(self.params["base"])), dtype=self.dtype).to(self.device)
 
     def _local(self, ref: str) -> str:
-        """`ref` as given, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>)."""
-        if self.weights_dir is not None and not Path(ref).expanduser().exists():
-            for candidate in (self.weights_dir / ref, self.weights_dir / ref.rsplit("/", 1)[-1]):
-                if candidate.exists():
-                    return str(candidate)
-        return ref
+        """`ref` as an existing path, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>), else the hub id."""
+        from picbench.checkpoints import local_checkpoint
+
+        return str(local_checkpoint(ref, self.weights_dir) or ref)
 
 
 def _is_uno_layout(file: Path) -> bool:

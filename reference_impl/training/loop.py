@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from picbench.checkpoints import local_checkpoint
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.reference_impl.lora import (
     UNO_LORA_FILE,
@@ -142,12 +143,7 @@ class Trainer:
 
     def _local(self, ref: str) -> Path | None:
         wd = self.config.model.weights_dir
-        for candidate in [Path(ref).expanduser()] + (
-            [self.config.resolve(wd) / ref, self.config.resolve(wd) / ref.rsplit("/", 1)[-1]] if wd else []
-        ):
-            if candidate.exists():
-                return candidate
-        return None
+        return local_checkpoint(ref, self.config.resolve(wd) if wd else None)
 
     def _pipeline(self, dtype: torch.dtype) -> Any:
         from picbench.reference_impl.pipeline import PositionICPipeline

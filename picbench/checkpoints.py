@@ -1,5 +1,7 @@
-"""Where an adapter's released weights come from: a local folder or file, else the Hugging Face
-hub (or its cache). Offline and absent, the error names the checkpoint and how to provide it."""
+"""Where a method's released weights come from: a local folder or file, else the Hugging Face
+hub (or its cache). Offline and absent, the error names the checkpoint and how to provide it.
+Shared by the adapters, the positionic method and the trainer (a base module, so that
+``reference_impl`` can use it without importing an adapter)."""
 
 from __future__ import annotations
 
