@@ -8,7 +8,7 @@ Each side runs in its own process (so peak memory is its own). Goals: >= 3.5x fa
 numbers to 1e-5, under 15% of the engine's wall time in its own work (neither forward passes nor
 waiting for decoded images).
 
-    python benchmarks/bench_metrics.py [--n 200] [--device cpu] [--workers 2] [--batch-size 32]
+    python benchmarks/bench_metrics.py [--n 200] [--device cpu] [--threads 2] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -86,12 +86,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_engine(models: dict[str, Path], data_dir: Path, n: int, device: str, workers: int, batch_size: int, out: mp.Queue) -> None:
+def run_engine(models: dict[str, Path], data_dir: Path, n: int, device: str, threads: int, batch_size: int, out: mp.Queue) -> None:
     from picbench.metrics.engine import MetricEngine
 
     items = build_items(data_dir, n)
     engine = MetricEngine(
-        models="default", device=device, metrics=METRICS, detector=None, weights=models, batch_size=batch_size, num_workers=workers
+        models="default", device=device, metrics=METRICS, detector=None, weights=models, batch_size=batch_size, num_workers=threads
     )
     _ = engine.clip  # build the models before the clock starts, as the naive loop does (the engine builds them on first use)
     start = time.perf_counter()
@@ -158,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="the engine's decoding threads (num_workers)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "picbench-bench-models")
@@ -169,12 +169,12 @@ def main() -> None:
     models = build_models(args.models_dir)
     print(
         f"scoring {args.n} DreamBench JPEGs x 2 references with {', '.join(METRICS)} on {args.device} "
-        f"(ViT-B-32 + ViT-S/16, random weights); engine: batch {args.batch_size}, {args.workers} workers",
+        f"(ViT-B-32 + ViT-S/16, random weights); engine: batch {args.batch_size}, {args.threads} decoding threads",
         file=sys.stderr,
     )
     naive = _in_process(run_naive, models, data_dir, args.n, args.device)
     print(f"naive per-image loop: {naive['wall_s']:.1f} s, peak RSS {naive['peak_rss_mb']:.0f} MB", file=sys.stderr)
-    engine = _in_process(run_engine, models, data_dir, args.n, args.device, args.workers, args.batch_size)
+    engine = _in_process(run_engine, models, data_dir, args.n, args.device, args.threads, args.batch_size)
     outside = 1 - engine["forward_s"] / engine["wall_s"]
     overhead = 1 - (engine["forward_s"] + engine["data_wait_s"]) / engine["wall_s"]  # neither forward nor waiting for decoded images
     diff = max(abs(a - b) for ea, na in zip(engine["scores"], naive["scores"]) for a, b in zip(ea, na))
@@ -190,7 +190,7 @@ def main() -> None:
             {
                 "n_images": args.n,
                 "device": args.device,
-                "workers": args.workers,
+                "decode_threads": args.threads,
                 "batch_size": args.batch_size,
                 "naive_s": round(naive["wall_s"], 3),
                 "engine_s": round(engine["wall_s"], 3),

@@ -20,8 +20,8 @@ def load_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return to_rgb(im)
+            ImageOps.exif_transpose(im, in_place=True)  # in place: a 2048 px RGB image is not copied twice
+            return im if im.mode == "RGB" else to_rgb(im)
     except Image.DecompressionBombError as exc:
         raise ImageError(
             f"image {path} is larger than Pillow's pixel limit ({exc}); raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"

@@ -122,3 +122,19 @@ def test_an_embedding_does_not_depend_on_its_batch():
     texts = ["a cat in front of a backpack", "a dog on the grass", "a bowl of berries"]
     together = clip.encode_texts(texts)
     assert all(torch.equal(clip.encode_texts([t])[0], together[i]) for i, t in enumerate(texts))
+
+
+def test_cpu_chunks_give_the_rows_of_one_batch():
+    """CPU forwards go CPU_FORWARD_CHUNK images at a time; 9 images (a chunk and a chunk of one)
+    come out as each image alone, padded, would."""
+    import torch
+
+    from picbench.metrics.encoders import CPU_FORWARD_CHUNK
+
+    torch.manual_seed(1)
+    pixels = torch.randn(CPU_FORWARD_CHUNK + 1, 3, 224, 224)
+    for encoder in (load_clip(tiny_weights("clip")), load_dino(tiny_weights("dino"))):
+        together = encoder.encode_images(pixels)
+        assert together.shape[0] == CPU_FORWARD_CHUNK + 1
+        alone = torch.cat([encoder.encode_images(pixels[i : i + 1]) for i in range(len(pixels))])
+        assert torch.equal(together, alone)
