@@ -4,11 +4,13 @@
 of a subject with CLIP-I + CLIP-T + DINO, on full-size architectures (open_clip ViT-B-32, timm
 ViT-S/16) with random weights saved in their real on-disk formats. The naive loop decodes,
 preprocesses and encodes one image at a time and re-encodes the references for every image.
-Each side runs in its own process (so peak memory is its own). Goals: >= 3.5x faster, the same
-numbers to 1e-5, under 15% of the engine's wall time in its own work (neither forward passes nor
-waiting for decoded images).
+Each side runs in its own process (so peak memory is its own). On a shared machine a run's speed
+drifts by 20%, so each side runs ``--repeats`` times in the order naive, engine, engine, naive, ...
+and the fastest of each is kept (the figures of every run are printed too). Goals: >= 3.5x faster,
+the same numbers to 1e-5, under 15% of the engine's wall time in its own work (neither forward
+passes nor waiting for decoded images).
 
-    python benchmarks/bench_metrics.py [--n 200] [--device cpu] [--threads 2] [--batch-size 32]
+    python benchmarks/bench_metrics.py [--n 200] [--repeats 2] [--device cpu] [--threads 2] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2, help="the engine's decoding threads (num_workers)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side (ABBA order); the fastest of each is kept")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "picbench-bench-models")
     args = parser.parse_args()
@@ -172,14 +175,25 @@ def main() -> None:
         f"(ViT-B-32 + ViT-S/16, random weights); engine: batch {args.batch_size}, {args.threads} decoding threads",
         file=sys.stderr,
     )
-    naive = _in_process(run_naive, models, data_dir, args.n, args.device)
-    print(f"naive per-image loop: {naive['wall_s']:.1f} s, peak RSS {naive['peak_rss_mb']:.0f} MB", file=sys.stderr)
-    engine = _in_process(run_engine, models, data_dir, args.n, args.device, args.threads, args.batch_size)
+    naive_runs: list[dict] = []
+    engine_runs: list[dict] = []
+    for r in range(max(1, args.repeats)):
+        order = ("naive", "engine") if r % 2 == 0 else ("engine", "naive")
+        for side in order:
+            if side == "naive":
+                naive_runs.append(_in_process(run_naive, models, data_dir, args.n, args.device))
+                print(f"naive per-image loop: {naive_runs[-1]['wall_s']:.1f} s", file=sys.stderr)
+            else:
+                engine_runs.append(_in_process(run_engine, models, data_dir, args.n, args.device, args.threads, args.batch_size))
+                print(f"engine: {engine_runs[-1]['wall_s']:.1f} s", file=sys.stderr)
+    naive = min(naive_runs, key=lambda run: run["wall_s"])
+    engine = min(engine_runs, key=lambda run: run["wall_s"])
+    print(f"fastest naive per-image loop: {naive['wall_s']:.1f} s, peak RSS {naive['peak_rss_mb']:.0f} MB", file=sys.stderr)
     outside = 1 - engine["forward_s"] / engine["wall_s"]
     overhead = 1 - (engine["forward_s"] + engine["data_wait_s"]) / engine["wall_s"]  # neither forward nor waiting for decoded images
-    diff = max(abs(a - b) for ea, na in zip(engine["scores"], naive["scores"]) for a, b in zip(ea, na))
+    diff = max(abs(a - b) for run in engine_runs for ea, na in zip(run["scores"], naive["scores"]) for a, b in zip(ea, na))
     print(
-        f"engine: {engine['wall_s']:.1f} s ({engine['forward_s']:.1f} s in forward passes, {outside:.1%} outside), "
+        f"fastest engine: {engine['wall_s']:.1f} s ({engine['forward_s']:.1f} s in forward passes, {outside:.1%} outside), "
         f"{engine['data_wait_s']:.1f} s waiting for decoded images, {overhead:.1%} in the engine's own work; "
         f"{engine['reference_encodes']} reference encodes, peak RSS {engine['peak_rss_mb']:.0f} MB",
         file=sys.stderr,
@@ -195,6 +209,9 @@ def main() -> None:
                 "naive_s": round(naive["wall_s"], 3),
                 "engine_s": round(engine["wall_s"], 3),
                 "speedup": round(naive["wall_s"] / engine["wall_s"], 3),
+                "repeats": max(1, args.repeats),
+                "naive_runs_s": [round(run["wall_s"], 3) for run in naive_runs],
+                "engine_runs_s": [round(run["wall_s"], 3) for run in engine_runs],
                 "max_abs_diff": diff,
                 "engine_forward_s": round(engine["forward_s"], 3),
                 "outside_forward_share": round(outside, 4),

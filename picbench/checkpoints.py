@@ -28,15 +28,25 @@ def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
 
 
 def missing_weights(
-    method: str, checkpoint: str, cause: BaseException | None = None, *, filename: str | None = None, weights_dir: Path | None = None
+    method: str,
+    checkpoint: str,
+    cause: BaseException | None = None,
+    *,
+    filename: str | None = None,
+    weights_dir: Path | None = None,
+    remedy: str | None = None,
 ) -> MissingWeightsError:
+    """The offline error: what is missing, where it was looked for, and how to provide it
+    (``remedy``: the ways other than downloading, where they are not --weights-dir and the
+    'checkpoint' parameter)."""
     what = f"{checkpoint}/{filename}" if filename else checkpoint
     looked = f" (not in {weights_dir / checkpoint} nor {weights_dir / checkpoint.rsplit('/', 1)[-1]})" if weights_dir is not None else ""
+    download = f"huggingface-cli download {checkpoint}" + (f" {filename}" if filename else "")
+    remedy = remedy or f"put it under --weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter"
     return MissingWeightsError(
         f"method {method}: checkpoint {what!r} is not available locally{looked} and the hub could not be reached"
         + (f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else "")
-        + f". Download it with `huggingface-cli download {checkpoint}` (with network), or put it under "
-        f"--weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter."
+        + f". Download it with `{download}` (with network), or {remedy}."
     )
 
 
@@ -52,17 +62,17 @@ def load_pretrained(method: str, checkpoint: str, weights_dir: Path | None, load
         raise missing_weights(method, checkpoint, exc, weights_dir=weights_dir) from exc
 
 
-def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path | None) -> Path:
+def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path | None, *, remedy: str | None = None) -> Path:
     """One file of a hub repository (e.g. a released ``.pth``): local copy first, then the hub."""
     local = local_checkpoint(checkpoint, weights_dir)
     if local is not None:
         path = local / filename if local.is_dir() else local
         if path.is_file():
             return path
-        raise missing_weights(method, checkpoint, filename=filename, weights_dir=weights_dir)
+        raise missing_weights(method, checkpoint, filename=filename, weights_dir=weights_dir, remedy=remedy)
     from huggingface_hub import hf_hub_download
 
     try:
         return Path(hf_hub_download(checkpoint, filename))
     except OSError as exc:
-        raise missing_weights(method, checkpoint, exc, filename=filename, weights_dir=weights_dir) from exc
+        raise missing_weights(method, checkpoint, exc, filename=filename, weights_dir=weights_dir, remedy=remedy) from exc

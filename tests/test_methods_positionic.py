@@ -89,6 +89,23 @@ def _uno_file(folder: Path, seed: int) -> dict:
     return weights
 
 
+def test_uno_lora_missing_offline_names_the_file_and_the_lora_parameter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline with no local copy, the error names UNO's file, where it looked and the 'lora' parameter;
+    a folder without the file is named too. A tiny run without a copy takes a random LoRA instead."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    method = PositionICMethod(models="default", params=FAST, weights_dir=tmp_path)
+    with pytest.raises(MissingWeightsError) as err:
+        method._uno_lora_file()
+    message = str(err.value)
+    assert "bytedance-research/UNO/dit_lora.safetensors" in message and str(tmp_path / "UNO") in message
+    assert "'lora' parameter" in message and "huggingface-cli download bytedance-research/UNO dit_lora.safetensors" in message
+    (tmp_path / "UNO").mkdir()
+    with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
+        method._uno_lora_file()
+    assert PositionICMethod(models="tiny", params=FAST, weights_dir=tmp_path / "elsewhere")._uno_lora_file() is None
+
+
 def test_default_weights_are_unos_lora_with_vaa(tmp_path: Path) -> None:
     """PositionIC starts from UNO: without a trained LoRA the method is "VAA on UNO"."""
     weights = _uno_file(tmp_path, seed=5)

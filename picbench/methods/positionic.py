@@ -179,26 +179,19 @@ class PositionICMethod(Method):
 
     def _uno_lora_file(self) -> Path | None:
         """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache
-        (None in a tiny run without a local file: the caller uses a random LoRA in UNO's layout)."""
+        (None in a tiny run without a local copy: the caller uses a random LoRA in UNO's layout)."""
+        from picbench.checkpoints import download_file, local_checkpoint
         from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO
 
-        local = Path(self._local(UNO_LORA_REPO))
-        if local.is_dir():
-            if not (local / UNO_LORA_FILE).is_file():
-                raise MissingWeightsError(f"method {self.name}: {local} has no {UNO_LORA_FILE} (UNO's released LoRA)")
-            return local / UNO_LORA_FILE
-        if self.smoke:
+        if self.smoke and local_checkpoint(UNO_LORA_REPO, self.weights_dir) is None:
             return None
-        from huggingface_hub import constants, hf_hub_download
-
-        try:
-            return Path(hf_hub_download(UNO_LORA_REPO, UNO_LORA_FILE, local_files_only=constants.HF_HUB_OFFLINE))
-        except OSError as exc:
-            raise MissingWeightsError(
-                f"method {self.name}: {UNO_LORA_REPO}/{UNO_LORA_FILE} is not available locally and the hub could not be reached "
-                f"({type(exc).__name__}); download it with `huggingface-cli download {UNO_LORA_REPO} {UNO_LORA_FILE} "
-                f"--local-dir DIR/UNO` and pass --weights-dir DIR, or set the 'lora' parameter to a file (or 'none')"
-            ) from exc
+        return download_file(
+            self.name,
+            UNO_LORA_REPO,
+            UNO_LORA_FILE,
+            self.weights_dir,
+            remedy=f"put it under --weights-dir DIR as DIR/UNO/{UNO_LORA_FILE}, or set the 'lora' parameter to a LoRA file (or 'none')",
+        )
 
     def _base_pipeline(self, cls: Any) -> Any:
         if self.smoke:

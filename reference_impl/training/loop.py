@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from picbench.checkpoints import local_checkpoint
+from picbench.checkpoints import download_file, local_checkpoint
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.reference_impl.lora import (
     UNO_LORA_FILE,
@@ -171,20 +171,17 @@ class Trainer:
             if not file.is_file():
                 raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
             return file
-        local = self._local(UNO_LORA_REPO)
-        if local is not None and (local / UNO_LORA_FILE).is_file():
-            return local / UNO_LORA_FILE
-        if self.config.model.base == "tiny":
+        wd = self.config.model.weights_dir
+        weights_dir = self.config.resolve(wd) if wd else None
+        if self.config.model.base == "tiny" and local_checkpoint(UNO_LORA_REPO, weights_dir) is None:
             return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
-        from huggingface_hub import constants, hf_hub_download
-
-        try:
-            return Path(hf_hub_download(UNO_LORA_REPO, UNO_LORA_FILE, local_files_only=constants.HF_HUB_OFFLINE))
-        except OSError as exc:
-            raise MissingWeightsError(
-                f"model.init_lora = 'uno': {UNO_LORA_REPO}/{UNO_LORA_FILE} is not available locally ({type(exc).__name__}); "
-                f"download it to DIR/UNO/ and set model.weights_dir = DIR, or set model.init_lora to a file or 'none'"
-            ) from exc
+        return download_file(
+            "positionic (model.init_lora = 'uno')",
+            UNO_LORA_REPO,
+            UNO_LORA_FILE,
+            weights_dir,
+            remedy="put it in DIR/UNO/ and set model.weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
+        )
 
     # -- resume -------------------------------------------------------------------------------
 
