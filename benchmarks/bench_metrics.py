@@ -5,7 +5,7 @@ of a subject with CLIP-I + CLIP-T + DINO, on full-size architectures (open_clip 
 ViT-S/16) with random weights saved in their real on-disk formats. The naive loop decodes,
 preprocesses and encodes one image at a time and re-encodes the references for every image.
 Each side runs in its own process (so peak memory is its own). On a shared machine a run's speed
-drifts by 20%, so each side runs ``--repeats`` times in the order naive, engine, engine, naive, ...
+drifts by about 15%, so each side runs ``--repeats`` times in the order naive, engine, engine, naive, ...
 and the fastest of each is kept (the figures of every run are printed too). Goals: >= 3.5x faster,
 the same numbers to 1e-5, under 15% of the engine's wall time in its own work (neither forward
 passes nor waiting for decoded images).

@@ -141,9 +141,13 @@ class Trainer:
         if not self.resume and ckpt.latest_checkpoint(self.out) is not None:
             raise PicbenchError(f"{self.out} already holds checkpoints: pass --resume to continue, or choose another checkpoint.out")
 
-    def _local(self, ref: str) -> Path | None:
+    @property
+    def _weights_dir(self) -> Path | None:
         wd = self.config.model.weights_dir
-        return local_checkpoint(ref, self.config.resolve(wd) if wd else None)
+        return self.config.resolve(wd) if wd else None
+
+    def _local(self, ref: str) -> Path | None:
+        return local_checkpoint(ref, self._weights_dir)
 
     def _pipeline(self, dtype: torch.dtype) -> Any:
         from picbench.reference_impl.pipeline import PositionICPipeline
@@ -171,15 +175,13 @@ class Trainer:
             if not file.is_file():
                 raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
             return file
-        wd = self.config.model.weights_dir
-        weights_dir = self.config.resolve(wd) if wd else None
-        if self.config.model.base == "tiny" and local_checkpoint(UNO_LORA_REPO, weights_dir) is None:
+        if self.config.model.base == "tiny" and self._local(UNO_LORA_REPO) is None:
             return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
         return download_file(
             "positionic (model.init_lora = 'uno')",
             UNO_LORA_REPO,
             UNO_LORA_FILE,
-            weights_dir,
+            self._weights_dir,
             remedy="put it in DIR/UNO/ and set model.weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
         )
 
