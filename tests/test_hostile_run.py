@@ -198,8 +198,12 @@ def test_a_detector_losing_the_device_is_not_an_items_failure() -> None:
 
     image = Image.new("RGB", (8, 8))
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        MetricEngine._detect(SimpleNamespace(_detector=Detector(RuntimeError("CUDA error: an illegal memory access"))), image, ["dog"])
-    output = MetricEngine._detect(SimpleNamespace(_detector=Detector(ValueError("no JSON in the answer"))), image, ["dog"])
+        MetricEngine._detect(
+            SimpleNamespace(forward_seconds=0.0, _detector=Detector(RuntimeError("CUDA error: an illegal memory access"))), image, ["dog"]
+        )
+    output = MetricEngine._detect(
+        SimpleNamespace(forward_seconds=0.0, _detector=Detector(ValueError("no JSON in the answer"))), image, ["dog"]
+    )
     assert output.failed and "no JSON in the answer" in output.problems[0]
 
 

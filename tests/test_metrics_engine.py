@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -255,41 +254,6 @@ def test_workers_give_the_same_numbers(generated, data_dir):
     a, b = list(serial.score(items, data_dir)), list(parallel.score(items, data_dir))
     assert [s.metrics for s in a] == [s.metrics for s in b]
     assert [s.failures for s in a] == [s.failures for s in b]
-
-
-def test_decoding_takes_turns_with_the_forward_passes_on_cpu():
-    """CPU: the next batch is not decoded while the caller works on this one. Overlap: one batch
-    ahead. Order is kept either way."""
-    import threading
-
-    from picbench.metrics.engine import decode_batches
-
-    class Jobs:
-        def __init__(self) -> None:
-            self.started: list[int] = []
-            self.lock = threading.Lock()
-
-        def __len__(self) -> int:
-            return 7
-
-        def __getitem__(self, index: int) -> int:
-            with self.lock:
-                self.started.append(index)
-            return index
-
-    jobs = Jobs()
-    batches = decode_batches(jobs, 3, 2, overlap=False)  # type: ignore[arg-type]
-    assert next(batches) == [0, 1, 2]
-    time.sleep(0.2)
-    assert sorted(jobs.started) == [0, 1, 2]  # nothing decoded while the caller works
-    assert list(batches) == [[3, 4, 5], [6]]
-    jobs = Jobs()
-    batches = decode_batches(jobs, 3, 2, overlap=True)  # type: ignore[arg-type]
-    assert next(batches) == [0, 1, 2]
-    time.sleep(0.2)
-    assert sorted(jobs.started) == [0, 1, 2, 3, 4, 5]  # the next batch is decoded meanwhile
-    assert list(batches) == [[3, 4, 5], [6]]
-    assert list(decode_batches(Jobs(), 3, 0, overlap=False)) == [[0, 1, 2], [3, 4, 5], [6]]  # type: ignore[arg-type]
 
 
 def test_scoring_streams_batch_by_batch(tmp_path, generated, data_dir):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,8 @@ class Encoder:
         self.folder = Path(folder)
         self.weights_sha256 = weights_sha256(checkpoint or folder)
         self.preprocessing = preprocessing
-        self.forward_seconds = 0.0
+        self.forward_seconds = 0.0  # summed over the threads that encode at once (engine's forward workers)
+        self._timing = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -99,7 +101,8 @@ class Encoder:
                 out = self._forward_images(chunk.to(self.device, non_blocking=True))
             parts.append(F.normalize(out.float(), dim=-1).cpu()[:size])
         out = torch.cat(parts) if parts else pixels.new_zeros((0, 0))
-        self.forward_seconds += time.perf_counter() - start
+        with self._timing:
+            self.forward_seconds += time.perf_counter() - start
         return out
 
 
@@ -116,7 +119,8 @@ class ClipEncoder(Encoder):
         with self._autocast():
             out = self._forward_texts(list(texts) + list(texts[:1]) * (MIN_BATCH - n) if 0 < n < MIN_BATCH else list(texts))
         out = F.normalize(out.float(), dim=-1).cpu()[:n]
-        self.forward_seconds += time.perf_counter() - start
+        with self._timing:
+            self.forward_seconds += time.perf_counter() - start
         return out
 
 

@@ -5,7 +5,8 @@ metric: what it computes follows from the metrics' ``needs``.
 
 Speed: generated images are decoded once (on ``num_workers`` threads, or taken from memory when
 the runner passes a fresh generation) and preprocessed for every model and every crop; every forward
-pass is batched (bf16 autocast on CUDA); each reference image and prompt is encoded once per model
+pass is batched (bf16 autocast on CUDA; on CPU every model's chunks at once on single-threaded
+workers, while the next batch is decoded: :mod:`picbench.metrics.parallel`); each reference image and prompt is encoded once per model
 and kept in memory and in the on-disk :class:`EmbeddingCache` (keyed by content hash). Models are
 built on first use, so a rerun with nothing left to score builds none. Memory is bounded by the
 batch: images are never all held.
@@ -22,9 +23,9 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,8 @@ from picbench.metrics.base import Features, Metric, Unscorable, check_value
 from picbench.metrics.boxes import match_subjects, normalize_label, to_pixels
 from picbench.metrics.cache import EmbeddingCache
 from picbench.metrics.detectors import DETECTORS, Detector, DetectorOutput
-from picbench.metrics.encoders import ClipEncoder, Encoder, load_clip, load_dino
+from picbench.metrics.encoders import CPU_FORWARD_CHUNK, ClipEncoder, Encoder, load_clip, load_dino
+from picbench.metrics.parallel import decode_batches, encode_all, torch_workers
 from picbench.metrics.weights import hub_id, resolve, weights_sha256
 from picbench.paths import resolve_in_root
 from picbench.records import BoxXYXY, Sample, Score, SubjectScore, file_sha256
@@ -167,35 +169,6 @@ class _References:
         return path, {role: fn(image) for role, fn in self.preprocess.items()}
 
 
-def decode_batches(jobs: _Items | _References, batch_size: int, threads: int, overlap: bool) -> Iterator[list[Any]]:
-    """``jobs`` decoded batch by batch, each batch's images on ``threads`` threads (Pillow releases
-    the GIL while it decodes and resizes, so threads scale like processes and start in no time).
-
-    ``overlap`` (CUDA): the next batch is decoded while the caller runs the models on this one.
-    Without it (CPU) decoding and the forward passes take turns: the forward passes use every core
-    through OpenMP, and a thread pre-empted by a decoder holds up the whole parallel region. On 2
-    cores (bench_metrics, n=200) overlapping took 68.3 s, 44.6 s of it in forward passes; taking
-    turns 39.7 s, 28.8 s in forward passes."""
-    n = len(jobs)
-    starts = list(range(0, n, batch_size))
-    if threads <= 0:
-        for start in starts:
-            yield [jobs[i] for i in range(start, min(start + batch_size, n))]
-        return
-    with ThreadPoolExecutor(threads, thread_name_prefix="picbench-decode") as pool:
-
-        def submit(start: int) -> list[Future]:
-            return [pool.submit(jobs.__getitem__, i) for i in range(start, min(start + batch_size, n))]
-
-        pending: deque[list[Future]] = deque()
-        for k, start in enumerate(starts):
-            if not pending:
-                pending.append(submit(start))
-            if overlap and k + 1 < len(starts):
-                pending.append(submit(starts[k + 1]))
-            yield [f.result() for f in pending.popleft()]
-
-
 def select_metrics(names: Sequence[str] | None, detector: str | None) -> tuple[Metric, ...]:
     """The metrics to compute, as objects: every default metric whose needs can be met when
     ``names`` is None, else the named ones (aliases such as ``ap50`` select their metric) and the
@@ -263,6 +236,9 @@ class MetricEngine:
         self._reference_errors: dict[Path, str] = {}
         self.reference_encodes = 0  # reference images actually run through a model (0 on a warm cache)
         self.data_wait_seconds = 0.0  # time spent waiting for decoded images (decoding threads, or in-process decoding)
+        self.forward_seconds = 0.0  # wall time spent waiting for forward passes (encoders and detector)
+        self._pool: ThreadPoolExecutor | None = None  # the forward workers of the score call under way (CPU)
+        self._pool_torch_threads = 1
         self.roles = tuple(r for r in ENCODER_ROLES if r in self.needs or (r == "clip" and "text" in self.needs))
         self.uses_detector = detector is not None and bool({"detector", "crops"} & self.needs)
         self.folders = {role: self._folder(role, role) for role in self.roles}
@@ -392,10 +368,46 @@ class MetricEngine:
             self.cache.put_json("engine-provenance", key, prov)
         return prov
 
+    @contextmanager
+    def _forward_workers(self) -> Iterator[None]:
+        """On CPU, the threads one ``score`` call runs its forward passes on (see
+        :mod:`picbench.metrics.parallel`): one single-threaded worker per core, fewer (with more
+        torch threads each) where a batch has fewer chunks than there are cores."""
+        if torch.device(self.device).type != "cpu":
+            yield
+            return
+        cores = torch.get_num_threads()
+        chunks = max(1, len(self.roles)) * -(-self.batch_size // CPU_FORWARD_CHUNK)
+        workers = max(1, min(cores, chunks))
+        self._pool_torch_threads = max(1, cores // workers)
+        with torch_workers(workers, self._pool_torch_threads, "picbench-forward") as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
+
     @property
-    def forward_seconds(self) -> float:
-        total = sum(enc.forward_seconds for enc in (self._encoders or {}).values())
-        return total + (self._detector.forward_seconds if self._detector is not None else 0.0)
+    def _overlap(self) -> bool:
+        """Decode the next batch during this one's forward passes, unless OpenMP threads would
+        share the cores with the decoders (see decode_batches): forward workers of several torch
+        threads each, or a detector or a metric's own model, which run on the calling thread."""
+        if torch.device(self.device).type != "cpu":
+            return True
+        own_models = self.uses_detector or any(type(m).load is not Metric.load for m in self.metrics)
+        return self._pool is not None and self._pool_torch_threads == 1 and not own_models
+
+    def _encode(self, work: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, np.ndarray]:
+        """role -> the embeddings of its preprocessed images, every model's forward passes at once on CPU."""
+        encoders = self.encoders()
+        start = time.perf_counter()
+        out = encode_all(
+            [(encoders[role].encode_images, torch.stack(list(tensors)) if tensors else torch.zeros(0)) for role, tensors in work.items()],
+            self._pool,
+            self.batch_size,
+        )
+        self.forward_seconds += time.perf_counter() - start
+        return dict(zip(work, out))
 
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
@@ -444,14 +456,13 @@ class MetricEngine:
                 errors.update(refused)
                 self._reference_errors.update(refused)
                 ok = [(p, tensors) for p, tensors in batch if isinstance(tensors, dict)]
-                for role, enc in encoders.items():
-                    need = [(p, t[role]) for p, t in ok if keys[p] not in found[role]]
-                    if need:
-                        vecs = enc.encode_images(torch.stack([t for _, t in need])).numpy()
-                        self.reference_encodes += len(need)
-                        fresh = {keys[p]: v for (p, _), v in zip(need, vecs)}
-                        self._store(enc.model_id, fresh)
-                        found[role].update(fresh)
+                need = {role: [(p, t[role]) for p, t in ok if keys[p] not in found[role]] for role in encoders}
+                vectors = self._encode({role: [t for _, t in pairs] for role, pairs in need.items() if pairs})
+                for role, vecs in vectors.items():
+                    self.reference_encodes += len(vecs)
+                    fresh = {keys[p]: v for (p, _), v in zip(need[role], vecs)}
+                    self._store(encoders[role].model_id, fresh)
+                    found[role].update(fresh)
         result = {role: {p: found[role][k] for p, k in keys.items() if k in found[role]} for role in encoders}
         return result, errors
 
@@ -463,17 +474,13 @@ class MetricEngine:
         found = self._cached(model_id, list(keys.values()))
         todo = [p for p, k in keys.items() if k not in found]
         if todo:
-            fresh = {keys[p]: v for p, v in zip(todo, clip.encode_texts(todo).numpy())}
+            start = time.perf_counter()
+            vectors = encode_all([(clip.encode_texts, todo)], self._pool, self.batch_size)[0]
+            self.forward_seconds += time.perf_counter() - start
+            fresh = {keys[p]: v for p, v in zip(todo, vectors)}
             self._store(model_id, fresh)
             found.update(fresh)
         return {p: found[k] for p, k in keys.items()}
-
-    def _encode(self, role: str, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        enc = self.encoders()[role]
-        parts = [
-            enc.encode_images(torch.stack(list(tensors[i : i + self.batch_size]))).numpy() for i in range(0, len(tensors), self.batch_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     # -- scoring ----------------------------------------------------------------------------------
 
@@ -486,22 +493,18 @@ class MetricEngine:
         regions = [self._regions(item.sample) for item in items]
         keep_image = self.uses_detector or "image" in self.needs
         dataset = _Items(items, {role: enc.preprocess for role, enc in encoders.items()}, "crops" in self.needs, keep_image, regions)
-        if "references" in self.needs and encoders:  # every reference of the run, decoded and encoded once, up front
-            self._references(
-                resolve_in_root(Path(data_root), p)
-                for item in items
-                if item.identity
-                for sub in item.sample.subjects
-                for p in sub.eval_images
-            )
-        batches = decode_batches(dataset, self.batch_size, self.num_workers, self._overlap)
-        while (batch := self._next_batch(batches)) is not None:
-            yield from self._score_batch([items[d.index] for d in batch], batch, Path(data_root))
-
-    @property
-    def _overlap(self) -> bool:
-        """Decode the next batch during this one's forward passes: on an accelerator only (see decode_batches)."""
-        return torch.device(self.device).type != "cpu"
+        with self._forward_workers():
+            if "references" in self.needs and encoders:  # every reference of the run, decoded and encoded once, up front
+                self._references(
+                    resolve_in_root(Path(data_root), p)
+                    for item in items
+                    if item.identity
+                    for sub in item.sample.subjects
+                    for p in sub.eval_images
+                )
+            batches = decode_batches(dataset, self.batch_size, self.num_workers, self._overlap)
+            while (batch := self._next_batch(batches)) is not None:
+                yield from self._score_batch([items[d.index] for d in batch], batch, Path(data_root))
 
     def _next_batch(self, batches: Iterator[list[Any]]) -> list[Any] | None:
         start = time.perf_counter()
@@ -519,7 +522,7 @@ class MetricEngine:
         ok = [i for i, d in enumerate(decoded) if d.error is None]
         encoders = self.encoders()
         roles = list(encoders)
-        whole = {role: self._encode(role, [decoded[i].whole[role] for i in ok]) for role in roles}
+        whole = self._encode({role: [decoded[i].whole[role] for i in ok] for role in roles})
         row = {i: r for r, i in enumerate(ok)}
 
         detections: dict[int, DetectorOutput] = {}
@@ -549,7 +552,7 @@ class MetricEngine:
                         add((i, s), tensors)
             for key, tensors in decoded[i].regions.items():
                 add((i, key), tensors)
-        crop_emb = {role: self._encode(role, crop_tensors[role]) for role in roles}
+        crop_emb = self._encode(crop_tensors)
 
         wants_refs = "references" in self.needs and bool(roles)
         identity_refs = [
@@ -607,12 +610,15 @@ class MetricEngine:
     def _detect(self, image: Image.Image, classes: list[str]) -> DetectorOutput:
         """A detector that fails on one image fails that item, not the run."""
         assert self._detector is not None
+        start = time.perf_counter()
         try:
             return self._detector.detect(image, classes)
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             if environment_cause(exc) is not None:  # out of memory, a lost device: the run's problem, never stored
                 raise
             return DetectorOutput((), None, (f"detector {self._detector.name} failed: {type(exc).__name__}: {exc}",), failed=True)
+        finally:
+            self.forward_seconds += time.perf_counter() - start
 
     @staticmethod
     def _assign(sample: Sample, output: DetectorOutput, size: tuple[int, int]) -> dict[int, tuple[int | None, float | None]]:

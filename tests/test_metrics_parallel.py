@@ -1,0 +1,137 @@
+"""How the engine spreads work over threads: decoding batches, and on CPU forward passes on
+single-threaded workers, with real tiny models and real DreamBench images."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import picbench.metrics.engine as engine_module
+from picbench.imaging import load_rgb
+from picbench.metrics.encoders import CPU_FORWARD_CHUNK, Encoder
+from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.parallel import decode_batches, torch_workers
+from picbench.records import Sample, Subject
+
+DOG_EVAL = ("dreambench/dataset/dog/00.jpg", "dreambench/dataset/dog/01.jpg")
+
+
+@pytest.fixture
+def two_torch_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def photos(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Eleven DreamBench photos as generated images: more than one forward chunk."""
+    out = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, src in enumerate(sorted((data_dir / "dreambench" / "dataset").glob("*/00.jpg"))[: CPU_FORWARD_CHUNK + 3]):
+        load_rgb(src).resize((96, 96), Image.BICUBIC).save(out / f"{i}.png")
+        paths.append(out / f"{i}.png")
+    return paths
+
+
+def _items(photos: list[Path]) -> list[ScoreItem]:
+    sample = Sample("dog", "a dog in the jungle", 512, 512, "single", (Subject("dog", "dog", DOG_EVAL[:1], DOG_EVAL),))
+    return [ScoreItem(sample, seed, path) for seed, path in enumerate(photos)]
+
+
+def test_torch_workers_run_torch_on_one_thread_and_leave_the_caller_alone(two_torch_threads):
+    seen: list[int] = []
+    with torch_workers(2) as pool:
+        assert sorted(pool.submit(torch.get_num_threads).result() for _ in range(4)) == [1, 1, 1, 1]
+        assert torch.get_num_threads() == 2
+        fresh = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        fresh.start()
+        fresh.join()
+    assert seen == [2]  # the default a new thread starts from is the caller's, not the workers'
+    assert torch.get_num_threads() == 2
+
+
+def test_decoding_takes_turns_without_overlap_and_runs_one_batch_ahead_with_it():
+    """Without overlap the next batch is not decoded while the caller works on this one; with it,
+    one batch ahead. Order is kept either way."""
+
+    class Jobs:
+        def __init__(self) -> None:
+            self.started: list[int] = []
+            self.lock = threading.Lock()
+
+        def __len__(self) -> int:
+            return 7
+
+        def __getitem__(self, index: int) -> int:
+            with self.lock:
+                self.started.append(index)
+            return index
+
+    jobs = Jobs()
+    batches = decode_batches(jobs, 3, 2, overlap=False)
+    assert next(batches) == [0, 1, 2]
+    time.sleep(0.2)
+    assert sorted(jobs.started) == [0, 1, 2]  # nothing decoded while the caller works
+    assert list(batches) == [[3, 4, 5], [6]]
+    jobs = Jobs()
+    batches = decode_batches(jobs, 3, 2, overlap=True)
+    assert next(batches) == [0, 1, 2]
+    time.sleep(0.2)
+    assert sorted(jobs.started) == [0, 1, 2, 3, 4, 5]  # the next batch is decoded meanwhile
+    assert list(batches) == [[3, 4, 5], [6]]
+    assert list(decode_batches(Jobs(), 3, 0, overlap=False)) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_cpu_forward_passes_run_on_single_threaded_workers_at_once_and_change_no_number(photos, data_dir, monkeypatch, two_torch_threads):
+    """Every model's chunks go to the workers together (CLIP's and DINO's overlap in time), each
+    worker runs torch on one thread, and the scores equal those of each image scored alone."""
+    calls: list[tuple[str, str, int, float, float]] = []
+    original = Encoder.encode_images
+
+    def recorded(self, pixels):
+        start = time.perf_counter()
+        out = original(self, pixels)
+        calls.append((self.role, threading.current_thread().name, torch.get_num_threads(), start, time.perf_counter()))
+        return out
+
+    monkeypatch.setattr(Encoder, "encode_images", recorded)
+    items = _items(photos)
+    together = list(MetricEngine(models="tiny", metrics=["clip_i", "dino"], detector=None, batch_size=len(items)).score(items, data_dir))
+    images = [c for c in calls if c[3] > 0]
+    assert {c[1].split("_")[0] for c in images} == {"picbench-forward"}
+    assert {c[2] for c in images} == {1}
+    clip = [c for c in images if c[0] == "clip"]
+    dino = [c for c in images if c[0] == "dino"]
+    assert any(a[3] < b[4] and b[3] < a[4] for a in clip for b in dino)  # run at the same time
+    alone = [s for item in items for s in MetricEngine(models="tiny", metrics=["clip_i", "dino"], detector=None).score([item], data_dir)]
+    assert [s.metrics for s in together] == [s.metrics for s in alone]
+    assert all(s.metrics["clip_i"] is not None for s in together)
+
+
+def test_cpu_decoding_runs_ahead_only_where_no_model_runs_on_the_calling_thread(photos, data_dir, monkeypatch, two_torch_threads):
+    """With every forward pass on single-threaded workers the next batch is decoded meanwhile; a
+    detector runs on OpenMP threads in the calling thread, so then decoding waits its turn."""
+    decoded: list[Path] = []
+    original = engine_module.decode_generated
+
+    def recorded(path: Path) -> Image.Image:
+        decoded.append(path)
+        return original(path)
+
+    monkeypatch.setattr(engine_module, "decode_generated", recorded)
+    items = _items(photos[:3])
+    for detector, ahead in ((None, True), ("grounding-dino", False)):
+        decoded.clear()
+        metrics = ["clip_i", "dino"] if detector is None else ["clip_i", "dino", "iou"]  # two models: a chunk for each worker
+        stream = MetricEngine(models="tiny", metrics=metrics, detector=detector, batch_size=1, num_workers=2).score(items, data_dir)
+        next(stream)
+        time.sleep(0.3)
+        assert (photos[1] in decoded) is ahead, detector
+        assert len(list(stream)) == 2
