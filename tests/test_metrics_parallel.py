@@ -115,9 +115,10 @@ def test_cpu_forward_passes_run_on_single_threaded_workers_at_once_and_change_no
     assert all(s.metrics["clip_i"] is not None for s in together)
 
 
-def test_cpu_decoding_runs_ahead_only_where_no_model_runs_on_the_calling_thread(photos, data_dir, monkeypatch, two_torch_threads):
-    """With every forward pass on single-threaded workers the next batch is decoded meanwhile; a
-    detector runs on OpenMP threads in the calling thread, so then decoding waits its turn."""
+def test_cpu_decoding_runs_ahead_only_where_no_openmp_region_shares_the_cores(photos, data_dir, monkeypatch, two_torch_threads):
+    """With every forward pass on single-threaded workers the next batch is decoded meanwhile. A
+    detector runs on OpenMP threads in the calling thread, and with more cores than a batch has
+    chunks each worker runs several torch threads: then decoding waits its turn."""
     decoded: list[Path] = []
     original = engine_module.decode_generated
 
@@ -127,11 +128,15 @@ def test_cpu_decoding_runs_ahead_only_where_no_model_runs_on_the_calling_thread(
 
     monkeypatch.setattr(engine_module, "decode_generated", recorded)
     items = _items(photos[:3])
-    for detector, ahead in ((None, True), ("grounding-dino", False)):
+    for detector, cores, ahead, worker_threads in ((None, 2, True, 1), ("grounding-dino", 2, False, 1), (None, 4, False, 2)):
+        torch.set_num_threads(cores)
         decoded.clear()
         metrics = ["clip_i", "dino"] if detector is None else ["clip_i", "dino", "iou"]  # two models: a chunk for each worker
-        stream = MetricEngine(models="tiny", metrics=metrics, detector=detector, batch_size=1, num_workers=2).score(items, data_dir)
+        engine = MetricEngine(models="tiny", metrics=metrics, detector=detector, batch_size=1, num_workers=2)
+        stream = engine.score(items, data_dir)
         next(stream)
         time.sleep(0.3)
-        assert (photos[1] in decoded) is ahead, detector
+        assert (photos[1] in decoded) is ahead, (detector, cores)
+        assert engine._pool is not None and engine._pool.submit(torch.get_num_threads).result() == worker_threads
         assert len(list(stream)) == 2
+        assert torch.get_num_threads() == cores
