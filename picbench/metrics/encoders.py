@@ -3,8 +3,8 @@ preprocessing, returning L2-normalized float32 embeddings.
 
 CLIP comes through open_clip (default ViT-B-32, OpenAI weights) or a transformers CLIPModel;
 DINO through timm (``vit_small_patch16_224.dino``; DINOv2 by name). Every encoder records its
-model id, weight hash and preprocessing, and counts the seconds spent in forward passes so the
-engine's overhead can be measured.
+model id, weight hash and preprocessing, and counts its own seconds in forward passes (summed
+over the threads that call it; the engine measures its wall time itself).
 """
 
 from __future__ import annotations

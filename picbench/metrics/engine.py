@@ -400,14 +400,19 @@ class MetricEngine:
     def _encode(self, work: Mapping[str, Sequence[torch.Tensor]]) -> dict[str, np.ndarray]:
         """role -> the embeddings of its preprocessed images, every model's forward passes at once on CPU."""
         encoders = self.encoders()
+        stacked = [
+            (encoders[role].encode_images, torch.stack(list(tensors)) if tensors else torch.zeros(0)) for role, tensors in work.items()
+        ]
+        return dict(zip(work, self._forward(stacked)))
+
+    def _forward(self, work: Sequence[tuple[Callable[[Any], torch.Tensor], Any]]) -> list[np.ndarray]:
+        """:func:`~picbench.metrics.parallel.encode_all` on this score call's forward workers (CPU)
+        or the calling thread, its wall time counted in ``forward_seconds``."""
         start = time.perf_counter()
-        out = encode_all(
-            [(encoders[role].encode_images, torch.stack(list(tensors)) if tensors else torch.zeros(0)) for role, tensors in work.items()],
-            self._pool,
-            self.batch_size,
-        )
-        self.forward_seconds += time.perf_counter() - start
-        return dict(zip(work, out))
+        try:
+            return encode_all(work, self._pool, self.batch_size)
+        finally:
+            self.forward_seconds += time.perf_counter() - start
 
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
@@ -474,10 +479,7 @@ class MetricEngine:
         found = self._cached(model_id, list(keys.values()))
         todo = [p for p, k in keys.items() if k not in found]
         if todo:
-            start = time.perf_counter()
-            vectors = encode_all([(clip.encode_texts, todo)], self._pool, self.batch_size)[0]
-            self.forward_seconds += time.perf_counter() - start
-            fresh = {keys[p]: v for p, v in zip(todo, vectors)}
+            fresh = {keys[p]: v for p, v in zip(todo, self._forward([(clip.encode_texts, todo)])[0])}
             self._store(model_id, fresh)
             found.update(fresh)
         return {p: found[k] for p, k in keys.items()}
