@@ -131,7 +131,7 @@ def run_command(
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
-    from picbench.runner import RunConfig, Shard, run
+    from picbench.runner import RunConfig, Shard, default_out, run
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
@@ -139,7 +139,7 @@ def run_command(
         config = RunConfig(
             method=method,
             bench=bench,
-            out=out or Path("runs") / f"{method}__{Path(bench).stem}",
+            out=out or default_out(method, bench),
             seeds=parse_seeds(seeds),
             limit=limit,
             device=device,

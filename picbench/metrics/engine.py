@@ -414,6 +414,20 @@ class MetricEngine:
         finally:
             self.forward_seconds += time.perf_counter() - start
 
+    def embed_images(self, role: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """[N, D] L2-normalized embeddings of RGB ``images`` by the ``role`` model ("clip", "dino"),
+        on the path scoring takes (the model's preprocessing, the CPU forward workers): the
+        functional metrics' numbers are the engine's."""
+        encoder = self.encoders()[role]
+        with self._forward_workers():
+            return self._encode({role: [encoder.preprocess(image) for image in images]})[role]
+
+    def embed_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """[N, D] L2-normalized CLIP text embeddings of ``prompts``, as scoring computes CLIP-T's."""
+        with self._forward_workers():
+            found = self._prompts(prompts)
+        return np.stack([found[p] for p in prompts])
+
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
     def _content_key(self, path: Path) -> str:
