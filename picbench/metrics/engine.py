@@ -744,6 +744,7 @@ class MetricEngine:
         if stored is not None:  # the same scores: a rerun recomputes nothing
             return {k: (v[0], v[1]) for k, v in stored.items()}
         out: dict[str, tuple[float, float]] = {}
+        complete = True
         for metric in self.metrics:
             try:
                 if type(metric).aggregate is Metric.aggregate:
@@ -751,7 +752,8 @@ class MetricEngine:
                 else:
                     out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.bootstrap_statistic(resample, samples)))
             except Exception as exc:
+                complete = False
                 log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
-        if self.cache is not None:
+        if self.cache is not None and complete:  # a partial set (a package missing, say) is computed again next time, never served
             self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out
