@@ -109,7 +109,7 @@ def run_command(
     shard: Annotated[
         str | None, typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)")] = None,
     detector: Annotated[
         str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
     ] = "grounding-dino",
