@@ -36,6 +36,7 @@ from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
+from picbench.protocols import DEFAULT_DETECTOR, bench_protocol, label, run_protocols
 from picbench.records import (
     Bench,
     Generation,
@@ -105,13 +106,15 @@ class RunConfig:
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
     data_dir: Path | None = None
-    detector: str | None = "grounding-dino"
+    detector: str | None = DEFAULT_DETECTOR  # "default": the detector of the bench's protocol; None: no box metrics
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
     weights_dir: Path | None = None  # method checkpoints; None: $PICBENCH_WEIGHTS_DIR, then the hub
     batch_size: int = 4
     retry_failed: bool = False
+    precision: str = "fp32"  # the encoders' arithmetic: fp32, or bf16 autocast (recorded in the protocol)
+    identity_sets: tuple[str, ...] = ("default",)  # --protocols: the first gives the plain metric keys
 
     @property
     def smoke(self) -> bool:
@@ -152,7 +155,7 @@ class RunConfig:
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
-_TUPLE_FIELDS = ("seeds", "metrics")
+_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")
 
 
 class Progress(Protocol):
@@ -240,7 +243,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
     with RunStore(config.out) as store, RunLock(config.out, str(shard)):
         store.remove_stale_tmp()
-        engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
+        engine = _engine(config, device, store, bench)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
         items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
@@ -297,7 +300,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
     with RunStore(out) as store:
-        engine = _engine(config, config.device, store)
+        engine = _engine(config, config.device, store, bench)
         scorer = _scorer_key(engine, config)
         if scorer != cfg["scorer_key"]:
             raise PicbenchError(f"{out}: the metric engine here differs from the one that scored the shards (models or weights changed)")
@@ -476,7 +479,12 @@ def _record(
     progress.advance("generate")
 
 
-def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
+def run_detector(config: RunConfig, bench: Bench) -> str | None:
+    """The detector a run uses: ``--detector``, or the one its bench's protocol declares."""
+    return bench_protocol(bench.name).detector if config.detector == DEFAULT_DETECTOR else config.detector
+
+
+def _engine(config: RunConfig, device: str, store: RunStore, bench: Bench) -> MetricEngine:
     from picbench.metrics.cache import EmbeddingCache
     from picbench.metrics.engine import MetricEngine
 
@@ -484,7 +492,9 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
         models=config.models,
         device=device,
         metrics=config.metrics,
-        detector=config.detector,
+        detector=run_detector(config, bench),
+        precision=config.precision,
+        identity_sets=config.identity_sets,
         weights=dict(config.weights) or None,
         cache=EmbeddingCache(store.path),
         batch_size=max(1, config.batch_size),
@@ -565,14 +575,17 @@ def _finalize(
         )
     ordered: list[Score] = [scores[i.key] for i in items]
     aggregate = engine.aggregate(ordered, {s.id: s for s in samples})
-    _write_samples(store.out_dir, items, ordered, generations)
+    engine_provenance = engine.provenance()
+    protocols = run_protocols(
+        bench_protocol(bench.name), engine.identity_sets, engine_provenance, engine.detector_name if engine.uses_detector else None
+    )
+    _write_samples(store.out_dir, items, ordered, generations, protocols[0])
     counts = {k: int(v) for k, v in aggregate.items() if k.startswith("n_") and v is not None}
     counts.update(
         samples=len(samples),
         items=len(items),
         generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
     )
-    engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
     result = RunResult(
         method=method_provenance["name"],
@@ -588,12 +601,18 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+        protocol=protocols[0],
+        extra_protocols=tuple(protocols[1:]),
     )
     save_result(result, store.out_dir)
     return result
 
 
-def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
+def _write_samples(
+    out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation], protocol: Mapping[str, Any]
+) -> None:
+    """One line per item: its Score, image, generation key and the protocol its plain metric keys
+    were computed under (``protocol``: name and hash, as results.json's)."""
     path = out / SAMPLES_FILE
     try:
         with atomic_write(path) as fh:
@@ -605,6 +624,7 @@ def _write_samples(out: Path, items: list[_Item], scores: list[Score], generatio
                     "image_size": _image_size(out, generation.image_path),
                     "generation_key": item.key,
                     "generation_failure": generation.failure,
+                    "protocol": label(protocol),
                 }
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
     except OSError as exc:

@@ -111,8 +111,27 @@ def run_command(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
     detector: Annotated[
-        str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
-    ] = "grounding-dino",
+        str,
+        typer.Option(
+            help="box detector of the metric engine (picbench ls detectors, plug-ins included); 'default': the one the bench's "
+            "protocol declares (picbench ls protocols); 'none': no box metrics"
+        ),
+    ] = "default",
+    protocols: Annotated[
+        str,
+        typer.Option(
+            "--protocols",
+            help="identity protocols to score, from the same features: default (every eval image of a subject), references "
+            "(only the references the method was given), or both: default,references (the first gives the plain metric keys, "
+            "the others KEY@NAME)",
+        ),
+    ] = "default",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="the CLIP/DINO encoders' arithmetic: fp32 (the references' protocols) or bf16 (autocast; recorded in the protocol)"
+        ),
+    ] = "fp32",
     metrics: Annotated[
         str | None,
         typer.Option(
@@ -131,6 +150,7 @@ def run_command(
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
+    from picbench.protocols import check_precision, parse_identity_sets
     from picbench.runner import RunConfig, Shard, run
 
     if models not in ("default", "tiny"):
@@ -153,6 +173,8 @@ def run_command(
             batch_size=batch_size,
             retry_failed=retry_failed,
             metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
+            precision=check_precision(precision),
+            identity_sets=parse_identity_sets(protocols),
         )
     except PicbenchError as exc:
         fail(exc)
@@ -223,6 +245,12 @@ def print_summary(result: RunResult, out: Path) -> None:
     for key in sorted(result.counts):
         table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)
+    from picbench.protocols import label
+
+    console.print(
+        f"protocol: {escape(label(result.protocol))}"
+        + "".join(f"; KEY@{p['fields'].get('identity')}: {escape(label(p))}" for p in result.extra_protocols)
+    )
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))
