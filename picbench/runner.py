@@ -218,11 +218,13 @@ class FreshImages(dict):
             self[key], self.pixels = image, self.pixels + size
 
 
-def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
+def _work_items(method: Method, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
     items = []
     for sample in samples:
         params = {**cache_params, "sample_sha256": hashlib.sha256(canonical_json(sample.to_dict()).encode()).hexdigest()}
-        items.extend(_Item(sample, seed, params, generation_key(method, version, params, sample.id, seed)) for seed in seeds)
+        for seed in seeds:
+            own = {**params, **method.item_params(sample, seed)}
+            items.append(_Item(sample, seed, own, generation_key(method.name, method.version, own, sample.id, seed)))
     return items
 
 
@@ -245,7 +247,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
         store.remove_stale_tmp()
         engine = _engine(config, device, store, bench)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
-        items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
+        items = _work_items(method, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
@@ -298,7 +300,8 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
+    method = METHODS.get(config.method)(models=config.models, device="cpu", params=dict(config.params), weights_dir=config.weights_dir)
+    items = _work_items(method, cfg["cache_params"], samples, config.seeds)  # builds no network: only the items' keys
     with RunStore(out) as store:
         engine = _engine(config, config.device, store, bench)
         scorer = _scorer_key(engine, config)
