@@ -153,6 +153,11 @@ class RunConfig:
         return cls(out=Path(out), **{**values, **overrides})
 
 
+def default_out(method: str, bench: str) -> Path:
+    """The run folder of a run given no ``out``: runs/METHOD__BENCH (a bench path's file stem)."""
+    return Path("runs") / f"{method}__{Path(bench).stem}"
+
+
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
 _TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")

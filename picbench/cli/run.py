@@ -109,7 +109,7 @@ def run_command(
     shard: Annotated[
         str | None, typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)")] = None,
     detector: Annotated[
         str,
         typer.Option(
@@ -151,7 +151,7 @@ def run_command(
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
     from picbench.protocols import check_precision, parse_identity_sets
-    from picbench.runner import RunConfig, Shard, run
+    from picbench.runner import RunConfig, Shard, default_out, run
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
@@ -159,7 +159,7 @@ def run_command(
         config = RunConfig(
             method=method,
             bench=bench,
-            out=out or Path("runs") / f"{method}__{Path(bench).stem}",
+            out=out or default_out(method, bench),
             seeds=parse_seeds(seeds),
             limit=limit,
             device=device,

@@ -464,6 +464,20 @@ class MetricEngine:
         finally:
             self.forward_seconds += time.perf_counter() - start
 
+    def embed_images(self, role: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """[N, D] L2-normalized embeddings of RGB ``images`` by the ``role`` model ("clip", "dino"),
+        on the path scoring takes (the model's preprocessing, the CPU forward workers): the
+        functional metrics' numbers are the engine's."""
+        encoder = self.encoders()[role]
+        with self._forward_workers():
+            return self._encode({role: [encoder.preprocess(image) for image in images]})[role]
+
+    def embed_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """[N, D] L2-normalized CLIP text embeddings of ``prompts``, as scoring computes CLIP-T's."""
+        with self._forward_workers():
+            found = self._prompts(prompts)
+        return np.stack([found[p] for p in prompts])
+
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
     def _content_key(self, path: Path) -> str:
@@ -828,6 +842,7 @@ class MetricEngine:
         if stored is not None:  # the same scores: a rerun recomputes nothing
             return {k: (v[0], v[1]) for k, v in stored.items()}
         out: dict[str, tuple[float, float]] = {}
+        complete = True
         for metric in self.metrics:
             for identity in self._sets_of(metric):
                 view = self._identity_view(scores, metric, identity)
@@ -837,9 +852,10 @@ class MetricEngine:
                     else:
                         found = bootstrap.run_level_intervals(view, lambda resample, m=metric: m.bootstrap_statistic(resample, samples))
                 except Exception as exc:
+                    complete = False
                     log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
                     continue
                 out.update({metric_key(k, identity, self.identity_sets[0]): v for k, v in found.items()})
-        if self.cache is not None:
+        if self.cache is not None and complete:  # a partial set (a package missing, say) is computed again next time, never served
             self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out
