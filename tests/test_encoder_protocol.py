@@ -15,7 +15,15 @@ import torch
 
 from picbench.errors import PicbenchError
 from picbench.metrics.cache import TABLE, EmbeddingCache
-from picbench.metrics.encoders import HFClipEncoder, OpenClipEncoder, checked_activation, clip_activation, load_clip, load_dino
+from picbench.metrics.encoders import (
+    HFClipEncoder,
+    OpenClipEncoder,
+    checked_activation,
+    clip_activation,
+    load_clip,
+    load_dino,
+    names_openai,
+)
 from picbench.metrics.engine import CONVENTIONS, MetricEngine, ScoreItem
 from picbench.records import Sample, Subject
 from picbench.tiny.metric_models import tiny_weights
@@ -34,9 +42,10 @@ def _without_quick_gelu(tmp_path: Path, name: str) -> Path:
     return folder
 
 
-def test_openai_weights_get_quick_gelu_whatever_the_open_clip_config_says(tmp_path: Path) -> None:
+def test_quick_gelu_is_forced_whatever_the_open_clip_config_says(tmp_path: Path) -> None:
     plain = _without_quick_gelu(tmp_path, "some-clip")
-    assert OpenClipEncoder(plain, openai=False).activation == "gelu"  # what the config alone gives
+    assert not names_openai(plain) and load_clip(plain).activation == "gelu"  # a folder that says nothing: the config alone
+    assert OpenClipEncoder(plain, openai=False).activation == "gelu"
     forced = OpenClipEncoder(plain, openai=True)
     assert forced.activation == "quick_gelu" and clip_activation(forced.model) == "quick_gelu"
     assert any(type(m).__name__ == "QuickGELU" for m in forced.model.modules())
@@ -48,7 +57,7 @@ def test_openai_weights_get_quick_gelu_whatever_the_open_clip_config_says(tmp_pa
     assert detected.provenance()["activation"] == "quick_gelu" and detected.model_id != OpenClipEncoder(plain, openai=False).model_id
 
 
-def test_openai_weights_get_quick_gelu_in_the_bare_checkpoint_and_transformers_paths(tmp_path: Path) -> None:
+def test_quick_gelu_is_forced_in_the_bare_checkpoint_and_transformers_paths(tmp_path: Path) -> None:
     import open_clip
 
     configs, bare = tmp_path / "configs", tmp_path / "bare"
@@ -72,7 +81,7 @@ def test_openai_weights_get_quick_gelu_in_the_bare_checkpoint_and_transformers_p
     assert HFClipEncoder(hf, openai=True).activation == "quick_gelu"
 
 
-def test_a_loaded_openai_model_without_quick_gelu_is_refused(tmp_path: Path) -> None:
+def test_a_loaded_model_of_those_weights_without_quick_gelu_is_refused(tmp_path: Path) -> None:
     model = OpenClipEncoder(_without_quick_gelu(tmp_path, "plain"), openai=False).model
     with pytest.raises(PicbenchError, match="need QuickGELU"):
         checked_activation(model, True, tmp_path)
