@@ -13,7 +13,8 @@ name and a short hash of its content. A protocol's content is
 - ``precision``: ``fp32`` or ``bf16`` (autocast), the encoders' arithmetic;
 - ``crops``: the crop rules of the box-crop metrics.
 
-Each bench declares a default protocol (:data:`BENCH_PROTOCOLS`); a run records the protocol it
+Each bench declares a default protocol (:data:`BENCH_PROTOCOLS`, its detector from
+:func:`picbench.benches.default_detector`); a run records the protocol it
 ran under (:func:`run_protocols`), and ``regress``, ``compare`` and ``leaderboard export`` refuse to
 put numbers of different protocols side by side unless told to (:func:`differing_fields`).
 """
@@ -23,9 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from picbench.benches import default_detector
 from picbench.errors import PicbenchError
 
 IDENTITY_SETS = {
@@ -38,13 +40,11 @@ CROP_RULES = (
     "subject crop: the subject's target box, else its matched detection; pixel boxes rounded outwards, at least one "
     "pixel; occlusion_order: the overlap of two target boxes, at least 8 px a side"
 )
-DEFAULT_DETECTOR = "default"
-"""``--detector`` value that means: the detector of the bench's protocol."""
 HASH_CHARS = 12
 UNKNOWN = "unknown"
-_VOLATILE = frozenset({"folder", "device", "model_id", "detector"})
-"""Provenance keys that name a place or repeat another field: not part of a protocol's content
-(the same weights in another folder are the same protocol)."""
+_VOLATILE = frozenset({"folder", "device", "model_id", "detector", "batch_size"})
+"""Provenance keys that name a place, a throughput setting or repeat another field: not part of a
+protocol's content (the same weights in another folder, or run in larger batches, are the same protocol)."""
 
 
 class ProtocolMismatchError(PicbenchError):
@@ -53,7 +53,8 @@ class ProtocolMismatchError(PicbenchError):
 
 @dataclass(frozen=True)
 class DeclaredProtocol:
-    """A named protocol as a bench declares it; a run resolves it into a record (weights hashes,
+    """A named protocol as a bench declares it (the detector is the bench's own,
+    :func:`picbench.benches.default_detector`); a run resolves it into a record (weights hashes,
     the models' own settings) with :func:`run_protocols`."""
 
     name: str
@@ -82,14 +83,17 @@ PROTOCOLS: dict[str, DeclaredProtocol] = {
         DeclaredProtocol(
             "dreambooth",
             "DreamBooth's protocol (DreamBench): CLIP-I and DINO against every real image of the subject, fp32",
-            detector="grounding-dino",
+            detector=default_detector("dreambench"),
         ),
         DeclaredProtocol(
             "positionic",
-            "PositionIC-Bench as the paper scores it: identity as DreamBooth, IoU and AP from the bench's detector",
-            detector="grounding-dino",
+            "PositionIC-Bench as the paper scores it: identity as DreamBooth, IoU and AP via Vision-R1 queried as its own "
+            "evaluation queries it (one query per category)",
+            detector=default_detector("positionic"),
         ),
-        DeclaredProtocol("picbench", "picbench's default for any other bench: DreamBooth's identity protocol", detector="grounding-dino"),
+        DeclaredProtocol(
+            "picbench", "picbench's default for any other bench: DreamBooth's identity protocol", detector=default_detector("")
+        ),
     )
 }
 """The named protocols ``picbench ls protocols`` lists."""
@@ -105,8 +109,8 @@ BENCH_PROTOCOLS = {
 
 
 def bench_protocol(bench: str) -> DeclaredProtocol:
-    """The protocol a bench declares (by bench name)."""
-    return PROTOCOLS[BENCH_PROTOCOLS.get(bench, "picbench")]
+    """The protocol a bench declares (by bench name), with the bench's own default detector."""
+    return replace(PROTOCOLS[BENCH_PROTOCOLS.get(bench, "picbench")], detector=default_detector(bench))
 
 
 def parse_identity_sets(text: str | None) -> tuple[str, ...]:
@@ -146,7 +150,12 @@ def run_protocols(
     det = engine.get("detector")
     detector_fields = None
     if isinstance(det, Mapping):
-        detector_fields = {"name": det.get("detector", detector), "weights_sha256": det.get("weights_sha256"), "settings": _content(det)}
+        detector_fields = {
+            "name": det.get("detector", detector),
+            "weights_sha256": det.get("weights_sha256"),
+            "query_mode": det.get("query_mode"),
+            "settings": _content(det),
+        }
     precision = str(engine.get("precision", "fp32"))
     departures = []
     if detector != declared.detector:

@@ -30,13 +30,13 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import load_bench
+from picbench.benches import default_detector, load_bench
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
-from picbench.protocols import DEFAULT_DETECTOR, bench_protocol, label, run_protocols
+from picbench.protocols import bench_protocol, label, run_protocols
 from picbench.records import (
     Bench,
     Generation,
@@ -93,6 +93,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+BENCH_DEFAULT = "default"  # RunConfig.detector: the bench's own detector, resolved when the bench is loaded
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. ``params`` override the method's defaults."""
@@ -106,7 +109,7 @@ class RunConfig:
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
     data_dir: Path | None = None
-    detector: str | None = DEFAULT_DETECTOR  # "default": the detector of the bench's protocol; None: no box metrics
+    detector: str | None = BENCH_DEFAULT  # the bench's own (benches.default_detector); None: no box metrics
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
@@ -245,12 +248,14 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     if bad_seeds or not config.seeds:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
     bench = load_bench(config.bench, config.data_dir)
+    if config.detector == BENCH_DEFAULT:
+        config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples), given=config.bench)
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
     with RunStore(config.out) as store, RunLock(config.out, str(shard)):
         store.remove_stale_tmp()
-        engine = _engine(config, device, store, bench)  # resolves every metric model's weights now, before any generation
+        engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
         items = _work_items(method, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
@@ -308,7 +313,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     method = METHODS.get(config.method)(models=config.models, device="cpu", params=dict(config.params), weights_dir=config.weights_dir)
     items = _work_items(method, cfg["cache_params"], samples, config.seeds)  # builds no network: only the items' keys
     with RunStore(out) as store:
-        engine = _engine(config, config.device, store, bench)
+        engine = _engine(config, config.device, store)
         scorer = _scorer_key(engine, config)
         if scorer != cfg["scorer_key"]:
             raise PicbenchError(f"{out}: the metric engine here differs from the one that scored the shards (models or weights changed)")
@@ -487,12 +492,7 @@ def _record(
     progress.advance("generate")
 
 
-def run_detector(config: RunConfig, bench: Bench) -> str | None:
-    """The detector a run uses: ``--detector``, or the one its bench's protocol declares."""
-    return bench_protocol(bench.name).detector if config.detector == DEFAULT_DETECTOR else config.detector
-
-
-def _engine(config: RunConfig, device: str, store: RunStore, bench: Bench) -> MetricEngine:
+def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
     from picbench.metrics.cache import EmbeddingCache
     from picbench.metrics.engine import MetricEngine
 
@@ -500,7 +500,7 @@ def _engine(config: RunConfig, device: str, store: RunStore, bench: Bench) -> Me
         models=config.models,
         device=device,
         metrics=config.metrics,
-        detector=run_detector(config, bench),
+        detector=config.detector,
         precision=config.precision,
         identity_sets=config.identity_sets,
         weights=dict(config.weights) or None,

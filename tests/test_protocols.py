@@ -14,6 +14,7 @@ import pytest
 from run_bench_helpers import write_tiny_bench
 from typer.testing import CliRunner
 
+from picbench.benches import default_detector
 from picbench.cli import app
 from picbench.errors import PicbenchError
 from picbench.leaderboard import export_leaderboard, read_leaderboard
@@ -157,6 +158,7 @@ def test_regress_and_compare_refuse_a_detector_mismatch(tmp_path: Path, data_dir
     assert a.protocol["name"] == "picbench/default+detector=owlv2" and b.protocol["name"] == "picbench/default"
     fields = differing_fields(a.protocol, b.protocol)
     assert "detector.name" in fields and "detector.weights_sha256" in fields and "identity" not in fields
+    assert b.protocol["fields"]["detector"]["query_mode"] == "all categories in one query"  # as the detector reports it
     for argv in (
         ["regress", str(tmp_path / "owlv2"), "--baseline", str(tmp_path / "grounding-dino")],
         ["compare", str(tmp_path / "owlv2"), str(tmp_path / "grounding-dino")],
@@ -212,6 +214,7 @@ def test_ls_protocols_lists_every_protocol_with_its_fields() -> None:
 def test_each_bench_declares_a_protocol_and_flags_are_checked() -> None:
     assert {bench_protocol(b).name for b in BENCH_PROTOCOLS} <= set(PROTOCOLS)
     assert bench_protocol("dreambench").name == "dreambooth" and bench_protocol("my-own.jsonl").name == "picbench"
+    assert bench_protocol("positionic-open").detector == default_detector("positionic-open") == "vision-r1"
     assert parse_identity_sets("references, default") == ("references", "default")
     for bad in ("", "all", "default,everything"):
         with pytest.raises(PicbenchError, match="--protocols"):

@@ -113,8 +113,8 @@ def run_command(
     detector: Annotated[
         str,
         typer.Option(
-            help="box detector of the metric engine (picbench ls detectors, plug-ins included); 'default': the one the bench's "
-            "protocol declares (picbench ls protocols); 'none': no box metrics"
+            help="box detector of the metric engine (picbench ls detectors, plug-ins included), 'none' for no box metrics, "
+            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere; picbench ls protocols)"
         ),
     ] = "default",
     protocols: Annotated[
