@@ -30,7 +30,7 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import load_bench
+from picbench.benches import default_detector, load_bench
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
@@ -92,6 +92,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+BENCH_DEFAULT = "default"  # RunConfig.detector: the bench's own detector, resolved when the bench is loaded
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. ``params`` override the method's defaults."""
@@ -105,7 +108,7 @@ class RunConfig:
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
     data_dir: Path | None = None
-    detector: str | None = "grounding-dino"
+    detector: str | None = BENCH_DEFAULT  # the bench's own (benches.default_detector); None: no box metrics
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
@@ -242,6 +245,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     if bad_seeds or not config.seeds:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
     bench = load_bench(config.bench, config.data_dir)
+    if config.detector == BENCH_DEFAULT:
+        config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples), given=config.bench)
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)

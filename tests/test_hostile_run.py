@@ -29,6 +29,7 @@ from picbench.errors import MissingWeightsError
 from picbench.methods import METHODS, Method
 from picbench.methods.params import MethodParamError
 from picbench.methods.paste import PasteMethod
+from picbench.metrics.detectors.base import DetectorOutput
 from picbench.records import Sample, Subject
 from picbench.store import STORE_FILE, RunLock
 
@@ -185,26 +186,31 @@ def test_out_of_memory_while_scoring_stops_the_run_and_stores_no_score(
 def test_a_detector_losing_the_device_is_not_an_items_failure() -> None:
     from types import SimpleNamespace
 
+    from picbench.metrics.detectors.base import Detector as DetectorBase
     from picbench.metrics.engine import MetricEngine
 
-    class Detector:
+    class Detector(DetectorBase):
         name = "flaky"
 
         def __init__(self, exc: Exception) -> None:
             self.exc = exc
 
         def detect(self, image: Image.Image, classes: list[str]) -> None:
-            raise self.exc
+            if image.width == 8:
+                raise self.exc
+            return DetectorOutput((), "fine")
 
-    image = Image.new("RGB", (8, 8))
+    def engine(exc: Exception) -> SimpleNamespace:
+        fake = SimpleNamespace(forward_seconds=0.0, _detector=Detector(exc))
+        fake._detect_or_fail = lambda images, classes: MetricEngine._detect_or_fail(fake, images, classes)
+        return fake
+
+    bad, good = Image.new("RGB", (8, 8)), Image.new("RGB", (9, 9))
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        MetricEngine._detect(
-            SimpleNamespace(forward_seconds=0.0, _detector=Detector(RuntimeError("CUDA error: an illegal memory access"))), image, ["dog"]
-        )
-    output = MetricEngine._detect(
-        SimpleNamespace(forward_seconds=0.0, _detector=Detector(ValueError("no JSON in the answer"))), image, ["dog"]
-    )
-    assert output.failed and "no JSON in the answer" in output.problems[0]
+        MetricEngine._detect(engine(RuntimeError("CUDA error: an illegal memory access")), [good, bad], [["dog"], ["dog"]])
+    outputs = MetricEngine._detect(engine(ValueError("no JSON in the answer")), [good, bad, good], [["dog"]] * 3)
+    assert [o.failed for o in outputs] == [False, True, False]  # the batch failed: retried image by image
+    assert "no JSON in the answer" in outputs[1].problems[0] and outputs[0].raw == outputs[2].raw == "fine"
 
 
 def test_a_refused_bench_is_named_as_given(tmp_path: Path, data_dir: Path) -> None:

@@ -17,6 +17,12 @@ from picbench.registry import Registry
 
 BenchLoader = Callable[[Path], Bench]
 
+DEFAULT_DETECTOR = "grounding-dino"
+# The detector each bench is scored with unless --detector names another, by bench name. The
+# PositionIC paper computes IoU and AP "via Vision-R1", so its benches (the official file and the
+# open reconstruction) default to Vision-R1 queried as its own evaluation queries it.
+BENCH_DETECTORS: dict[str, str] = {"positionic": "vision-r1", "positionic-open": "vision-r1"}
+
 BENCHES: Registry[BenchLoader] = Registry("bench", entry_point_group="picbench.benches")
 
 BENCHES.register("dreambench", "picbench.benches.dreambench:load", "DreamBench: 30 subjects x 25 prompts, 750 single-subject samples")
@@ -44,6 +50,11 @@ BUILDABLE.register(
     "picbench.benches.positionic:write_open",
     "RECONSTRUCTION of PositionIC-Bench from DreamBench: 252 single + 296 multi",
 )
+
+
+def default_detector(bench_name: str) -> str:
+    """The detector a bench is scored with by default (:data:`BENCH_DETECTORS`, else :data:`DEFAULT_DETECTOR`)."""
+    return BENCH_DETECTORS.get(bench_name, DEFAULT_DETECTOR)
 
 
 def built_bench_dir() -> Path:

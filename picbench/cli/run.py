@@ -111,8 +111,12 @@ def run_command(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)")] = None,
     detector: Annotated[
-        str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
-    ] = "grounding-dino",
+        str,
+        typer.Option(
+            help="box detector of the metric engine (picbench ls detectors, plug-ins included), 'none' for no box metrics, "
+            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere)"
+        ),
+    ] = "default",
     metrics: Annotated[
         str | None,
         typer.Option(
