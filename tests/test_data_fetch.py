@@ -25,6 +25,7 @@ from picbench.cli import app
 from picbench.data.errors import (
     ChecksumMismatchError,
     CorruptArchiveError,
+    DownloadHTTPError,
     DownloadInterruptedError,
     MissingFileError,
     NotAnArchiveError,
@@ -411,3 +412,13 @@ def test_verify_rehashes_present_files_and_replaces_a_damaged_one(
     assert len(server.requests) == n
     assert [o.action for o in fetch([UNO], tmp_path, mirror=server.url, manifest=subset, verify=True)] == ["downloaded"]
     assert_subset_placed(tmp_path, data_dir, Manifest({p: e for p, e in subset.files.items() if UNO.owns(p)}))
+
+
+def test_mirror_without_the_archive_is_named(subset: Manifest, tmp_path: Path) -> None:
+    srv = ArchiveServer()  # serves nothing: 404
+    try:
+        with pytest.raises(DownloadHTTPError, match=rf"{srv.url}/bytedance/UNO/tar.gz/{UNO.commit}: HTTP 404"):
+            fetch([UNO], tmp_path, mirror=srv.url, manifest=subset)
+    finally:
+        srv.stop()
+    assert tree(tmp_path) == []
