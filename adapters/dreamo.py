@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from picbench.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import HubFiles, diffusers_folder, download_file, load_pretrained
 from picbench.errors import MissingExtraError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
@@ -450,6 +450,11 @@ class DreamOMethod(Method):
         files = {lora.file: download_file(self.name, DREAMO_REPO, lora.file, self.weights_dir) for lora in self._loras()}
         turbo = download_file(self.name, TURBO_REPO, TURBO_FILE, self.weights_dir) if self.params["turbo"] else None
         return files, turbo
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """FLUX.1-dev's diffusers folder, DreamO's LoRA files of this version and, with turbo, the Turbo LoRA."""
+        turbo = (HubFiles(TURBO_REPO, (TURBO_FILE,)),) if self.params["turbo"] else ()
+        return (diffusers_folder(FLUX_REPO), HubFiles(DREAMO_REPO, tuple(lora.file for lora in self._loras())), *turbo)
 
     def _load(self) -> DreamOModel:
         from diffusers import FluxPipeline
