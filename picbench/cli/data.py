@@ -82,9 +82,7 @@ def fetch(
         console.print(f"{escape(s.label)}: {did}")
         console.print(f"  licence: {escape(s.licence)}; kept as {', '.join(escape(str(root / f)) for f in s.licence_files)}")
         for rel in outcome.unverifiable:
-            warn(
-                f"{rel} is not in {outcome.origin or s.label}: loaders report it as missing (the manifest knows it by its upstream git blob id)"
-            )
+            warn(f"{rel} is not in {outcome.origin}: loaders report it as missing (the manifest knows it by its upstream git blob id)")
     console.print(f"data root: {escape(str(root))}")
 
 

@@ -45,7 +45,7 @@ class SourceOutcome:
     action: str  # "present", "downloaded" or "copied"
     placed: int = 0
     unverifiable: list[str] = field(default_factory=list)  # optional files the source lacks
-    origin: str = ""
+    origin: str = ""  # the URL or local copy the files came from
 
 
 @dataclass
@@ -71,15 +71,14 @@ def fetch(
     manifest = manifest or load_manifest()
     reporter = reporter or Reporter()
     root = Path(root)
-    outcomes = []
-    with _locked_work_dir(root) as work:
-        for source in sources:
-            entries = manifest.for_source(source)
-            if not _needed(root, entries, verify):
-                outcomes.append(SourceOutcome(source, "present"))
-                continue
-            outcomes.append(_fetch_source(source, entries, root, work, mirror=mirror, from_dir=from_dir, reporter=reporter))
-    return outcomes
+    needed = {s.name for s in sources if _needed(root, manifest.for_source(s), verify)}
+    outcomes = {s.name: SourceOutcome(s, "present") for s in sources if s.name not in needed}
+    if needed:  # a complete data root is not written to at all (it may be read-only)
+        with _locked_work_dir(root) as work:
+            for source in (s for s in sources if s.name in needed):
+                entries = manifest.for_source(source)
+                outcomes[source.name] = _fetch_source(source, entries, root, work, mirror=mirror, from_dir=from_dir, reporter=reporter)
+    return [outcomes[s.name] for s in sources]
 
 
 def _needed(root: Path, entries: list[FileEntry], verify: bool) -> list[FileEntry]:
@@ -125,7 +124,7 @@ def _fetch_source(
     try:
         if from_dir is not None:
             origin = _local_copy(Path(from_dir), source)
-            action = "copied"
+            action, described = "copied", str(origin)
             reporter.say(f"{source.label}: reading {origin}")
         else:
             url = source.archive_url(mirror_base(mirror))
@@ -133,7 +132,7 @@ def _fetch_source(
             on_bytes: OnBytes = lambda done, total: reporter.on_bytes(source, done, total)  # noqa: E731
             complete = work / f"{source.top_folder}.tar.gz"  # a download finished by an earlier, interrupted run
             origin = downloaded = complete if complete.is_file() else download(url, complete.with_suffix(".gz.part"), on_bytes=on_bytes)
-            action = "downloaded"
+            action, described = "downloaded", url
         members = iter_checkout(origin, _upstream_paths(source, entries)) if origin.is_dir() else iter_archive(origin, source.top_folder)
         try:
             staged = _stage(source, entries, members, staging, origin.name)
@@ -162,7 +161,7 @@ def _fetch_source(
         shutil.rmtree(staging, ignore_errors=True)
     if downloaded is not None:
         downloaded.unlink(missing_ok=True)
-    return SourceOutcome(source, action, len(staged), [e.path for e in missing], str(origin))
+    return SourceOutcome(source, action, len(staged), [e.path for e in missing], described)
 
 
 def _upstream_paths(source: Source, entries: list[FileEntry]) -> list[str]:
