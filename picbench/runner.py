@@ -17,7 +17,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -30,7 +31,8 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import load_bench
+from picbench.benches import bench_file_record, load_bench
+from picbench.coverage import Coverage, measure
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
@@ -45,7 +47,8 @@ from picbench.records import (
     generation_key,
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
-from picbench.store import RunLock, RunStore
+from picbench.selection import LIMIT_SEED, select_samples
+from picbench.store import RunLock, RunStore, StoreError
 
 if TYPE_CHECKING:
     from picbench.metrics.engine import MetricEngine
@@ -100,7 +103,9 @@ class RunConfig:
     bench: str
     out: Path
     seeds: tuple[int, ...] = (0,)
-    limit: int | None = None
+    limit: int | None = None  # an even, seeded share of each split (picbench.selection)
+    split: str | None = None  # only "single" or only "multi" samples
+    samples: tuple[str, ...] | None = None  # only these sample ids
     device: str = "cpu"
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
@@ -152,7 +157,7 @@ class RunConfig:
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
-_TUPLE_FIELDS = ("seeds", "metrics")
+_TUPLE_FIELDS = ("seeds", "metrics", "samples")
 
 
 class Progress(Protocol):
@@ -226,7 +231,8 @@ def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samp
 def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     """Run (or resume) one method on one bench. Raises before generating anything when the bench,
     the method, the device, any model's weights or the output folder is unusable, or when another
-    process works on the same part of the same folder (a lock)."""
+    process works on the same part of the same folder (a lock, taken before the bench is read, so
+    a second run on the folder is refused at once)."""
     progress = progress or SilentProgress()
     shard, dist_state = _resolve_shard(config)
     device = check_device(_rank_device(config.device, dist_state))
@@ -234,11 +240,49 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     bad_seeds = [s for s in config.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT]
     if bad_seeds or not config.seeds:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
-    bench = load_bench(config.bench, config.data_dir)
-    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    _refuse_invalid(bench.with_samples(samples), given=config.bench)
+    with _locked(config.out, str(shard)):
+        bench = load_bench(config.bench, config.data_dir)
+        samples = _selected(bench, config)
+        _refuse_invalid(bench.with_samples(samples), given=config.bench)
+        outcome = _run_locked(config, progress, shard, dist_state, device, bench, samples)
+    if dist_state is not None:
+        dist_state.destroy_process_group()
+    return outcome
+
+
+@contextmanager
+def _locked(out: Path, part: str) -> Iterator[RunLock]:
+    """Hold the folder's lock for this part; an output folder that cannot be created is named. A
+    run refused before writing anything (unknown bench, invalid bench, bad selection) leaves no
+    folder behind where there was none."""
+    out = Path(out)
+    created = not out.exists()
+    lock = RunLock(out, part)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise StoreError(f"output folder {out} cannot be created: {exc.strerror or exc}; choose another --out") from exc
+    try:
+        yield lock
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [lock.path.name]:
+            lock.path.unlink()
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+def _selected(bench: Bench, config: RunConfig) -> list[Sample]:
+    return select_samples(bench.samples, bench=config.bench, split=config.split, ids=config.samples, limit=config.limit)
+
+
+def _run_locked(
+    config: RunConfig, progress: Progress, shard: Shard, dist_state: Any, device: str, bench: Bench, samples: list[Sample]
+) -> RunOutcome:
+    """Generate, score and (for the whole run or rank 0) finalize, under the folder's lock."""
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
-    with RunStore(config.out) as store, RunLock(config.out, str(shard)):
+    with RunStore(config.out) as store:
         store.remove_stale_tmp()
         engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
@@ -260,8 +304,6 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
             dist_state.wait_for_everyone()
         if shard.count == 1 or (dist_state is not None and dist_state.is_main_process):
             outcome.result = _finalize(store, config, bench, samples, items, engine, scorer, provenance_method, device)
-    if dist_state is not None:
-        dist_state.destroy_process_group()
     return outcome
 
 
@@ -294,7 +336,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     bench = load_bench(config.bench, config.data_dir)
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
-    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
+    samples = _selected(bench, config)
     items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
     with RunStore(out) as store:
         engine = _engine(config, config.device, store)
@@ -574,6 +616,7 @@ def _finalize(
     )
     engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
+    coverage = _coverage(items, ordered)
     result = RunResult(
         method=method_provenance["name"],
         method_version=method_provenance["version"],
@@ -588,9 +631,16 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+        coverage=coverage,
     )
     save_result(result, store.out_dir)
     return result
+
+
+def _coverage(items: list[_Item], scores: list[Score]) -> Coverage:
+    """Expected, scored and failed items, per split: an item whose score records a failure is
+    left out of the means (the metric engine's n_failures), so it is not scored."""
+    return measure((item.sample.split, bool(score.failures)) for item, score in zip(items, scores))
 
 
 def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
@@ -666,6 +716,10 @@ def _provenance(
             "spec_hash": bench.spec_hash(),
             "reconstruction": bench.reconstruction,
             "limit": config.limit,
+            "limit_seed": LIMIT_SEED if config.limit is not None else None,
+            "split": config.split,
+            "samples": list(config.samples) if config.samples is not None else None,
+            "file": bench_file_record(config.bench, config.data_dir),
         },
         "method": dict(method),
         "seeds": list(config.seeds),

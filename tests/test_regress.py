@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from picbench.cli import app
+from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError
 from picbench.leaderboard import read_leaderboard
 from picbench.regress import compare, load_table, parse_tolerances, tolerance_for
@@ -21,10 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 REPORTED_CSV = REPO / "leaderboards" / "paper_reported.csv"
 CI_EXAMPLE = REPO / "examples" / "ci" / "regress.yml"
 WIDE = {"COLUMNS": "200"}
+FULL = Coverage(4, 4, 0, {"single": Counts(4, 4, 0)})
 runner = CliRunner()
 
 
-def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: bool = False) -> Path:
+def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: bool = False, coverage: Coverage | None = FULL) -> Path:
     result = RunResult(
         method=method,
         method_version="1",
@@ -37,6 +39,7 @@ def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: boo
         counts={"n_items": 4, "n_failures": 0},
         smoke=smoke,
         provenance={"picbench_version": "0.1.0"},
+        coverage=coverage,
     )
     save_result(result, folder)
     return folder

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from picbench.cli.app import app, console
+from picbench.cli.output import emit_json
 
 
 class Listing(str, Enum):
@@ -19,37 +20,55 @@ class Listing(str, Enum):
     detectors = "detectors"
 
 
-def bench_table() -> Table:
+def bench_records() -> list[dict[str, str]]:
+    """Registered, built and buildable benches: name, kind, summary and file (or how to build it)."""
     from picbench.benches import BENCHES, BUILDABLE, built_benches
 
-    table = Table(title="benches")
-    for column in ("name", "kind", "summary", "file"):
-        table.add_column(column, overflow="fold")
     built = built_benches()
-    for entry in BENCHES.entries():
-        table.add_row(entry.name, "loader", escape(entry.summary), "")
-    for name, path in built.items():
-        if name not in BENCHES:
-            table.add_row(name, "built", escape(BUILDABLE.summary(name) if name in BUILDABLE else ""), escape(str(path)))
-    for entry in BUILDABLE.entries():
-        if entry.name not in built:
-            table.add_row(entry.name, "buildable", escape(entry.summary), f"not built: picbench bench build {entry.name}")
-    return table
+    records = [{"name": e.name, "kind": "loader", "summary": e.summary, "file": ""} for e in BENCHES.entries()]
+    records += [
+        {"name": name, "kind": "built", "summary": BUILDABLE.summary(name) if name in BUILDABLE else "", "file": str(path)}
+        for name, path in built.items()
+        if name not in BENCHES
+    ]
+    records += [
+        {"name": e.name, "kind": "buildable", "summary": e.summary, "file": f"not built: picbench bench build {e.name}"}
+        for e in BUILDABLE.entries()
+        if e.name not in built
+    ]
+    return records
 
 
-def registry_table(kind: str) -> Table:
+def registry_records(kind: str) -> list[dict[str, str]]:
+    """Methods, metrics or detectors: name, target, summary (metrics: their keys and directions)."""
     if kind == "methods":
         from picbench.methods import METHODS as registry
     elif kind == "detectors":
         from picbench.metrics.detectors import DETECTORS as registry
     else:
         from picbench.metrics import METRICS as registry
-    table = Table(title=kind)
-    for column in ("name", "target", "summary", *(("keys",) if kind == "metrics" else ())):
-        table.add_column(column)
+    records = []
     for entry in registry.entries():
-        extra = (metric_keys(registry, entry.name),) if kind == "metrics" else ()
-        table.add_row(entry.name, escape(entry.target), escape(entry.summary), *extra)
+        record = {"name": entry.name, "target": entry.target, "summary": entry.summary}
+        if kind == "metrics":
+            record["keys"] = metric_keys(registry, entry.name)
+        records.append(record)
+    return records
+
+
+def listing_table(kind: str, records: list[dict[str, str]]) -> Table:
+    columns = (
+        ("name", "kind", "summary", "file")
+        if kind == "benches"
+        else ("name", "target", "summary", *(("keys",) if kind == "metrics" else ()))
+    )
+    table = Table(title=kind)
+    for column in columns:
+        table.add_column(column)
+    for record in records:
+        table.add_row(*(escape(record[c]) for c in columns))
+    if not table.rows:
+        table.caption = f"no {kind} registered yet"
     return table
 
 
@@ -59,15 +78,19 @@ def metric_keys(registry: Any, name: str) -> str:
         metric = registry.get(name)()
         return " ".join(f"{key} {'↑' if metric.direction(key) else '↓'}" for key in metric.outputs())
     except Exception as exc:  # a broken plug-in is listed, not fatal
-        return escape(f"cannot load: {type(exc).__name__}: {exc}")
+        return f"cannot load: {type(exc).__name__}: {exc}"
 
 
 @app.command("ls")
-def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)")) -> None:
+def ls(
+    what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)"),
+    as_json: bool = typer.Option(False, "--json", help="print the listing as JSON on stdout (an object per kind)"),
+) -> None:
     """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins included)."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
-    for kind in kinds:
-        table = bench_table() if kind == "benches" else registry_table(kind)
-        if not table.rows:
-            table.caption = f"no {kind} registered yet"
-        console.print(table)
+    listing = {kind: bench_records() if kind == "benches" else registry_records(kind) for kind in kinds}
+    if as_json:
+        emit_json(listing)
+        return
+    for kind, records in listing.items():
+        console.print(listing_table(kind, records))
