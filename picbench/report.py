@@ -589,6 +589,7 @@ def _number(value: object) -> bool:
 TRAIN_LOG = "train_log.jsonl"
 """What `picbench train` writes per step (picbench.reference_impl.training.loop.LOG_FILE)."""
 TRAIN_CURVES = ("loss", "lr", "grad_norm")
+TRAIN_SMOKE_NOTE = "SMOKE RUN: random-weight models (a tiny base or tiny metric models); these losses and scores mean nothing"
 
 
 def is_training_folder(path: str | Path) -> bool:
@@ -625,8 +626,10 @@ def build_training_report(folder: str | Path) -> str:
         for key, value in (r.get("eval") or {}).items():
             if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
                 scores.setdefault(key, []).append((r["step"], float(value)))
+    smoke = any(r.get("smoke") is True for r in records)
     body = [
-        f"<h1>training: {escape(folder.name)}</h1>",
+        f"<h1>training: {escape(folder.name)}{' (SMOKE RUN)' if smoke else ''}</h1>",
+        *([f'<div class="smoke" role="alert">{escape(TRAIN_SMOKE_NOTE)}</div>'] if smoke else []),
         key_value_table(
             {
                 "steps logged": str(len(records)),

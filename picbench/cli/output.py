@@ -21,12 +21,12 @@ def human_output_to_stderr(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    before = console.file
-    console.file = sys.stderr
+    before = console.stderr
+    console.stderr = True  # rich writes to the sys.stderr of the moment (a test's capture included)
     try:
         yield
     finally:
-        console.file = before
+        console.stderr = before
 
 
 def emit_json(document: Any) -> None:
