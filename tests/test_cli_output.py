@@ -133,7 +133,11 @@ def test_step_summary_gets_a_markdown_table_and_an_unwritable_one_is_a_warning(t
     compared = runner.invoke(app, ["compare", a, b], env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert regressed.exit_code == compared.exit_code == 0
     text = summary.read_text()
-    assert text.startswith("earlier step\n") and "### picbench regress: pass" in text and "### picbench compare: paste (A) vs paste (B)" in text
+    assert (
+        text.startswith("earlier step\n")
+        and "### picbench regress: pass" in text
+        and "### picbench compare: paste (A) vs paste (B)" in text
+    )
     assert "| method | bench | metric | better | baseline | run | change | tol | status |" in text and "| clip_i |" in text
     unwritable = {"GITHUB_STEP_SUMMARY": str(tmp_path)}  # a folder: cannot be appended to
     for args, code in ((["regress", a, "--baseline", b, "--tolerance", "1"], 0), (["regress", a, "--baseline", b, "--tolerance", "0"], 1)):

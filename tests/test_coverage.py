@@ -39,7 +39,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
             folder.mkdir(parents=True)
             for score, image in list(iter_sample_scores(root / "paste"))[:keep]:
                 shutil.copy(root / "paste" / image, folder / f"{score.sample_id}.png")
-        full = runner.invoke(app, ["run", "--method", "images", "--param", f"dir={root / 'full'}", *common, "--out", str(root / "complete")])
+        full = runner.invoke(
+            app, ["run", "--method", "images", "--param", f"dir={root / 'full'}", *common, "--out", str(root / "complete")]
+        )
         assert full.exit_code == 0, full.output
         half = runner.invoke(app, ["run", "--method", "images", "--param", f"dir={root / 'half'}", *common, "--out", str(root / "partial")])
     return {"complete": root / "complete", "partial": root / "partial", "root": root, "half_output": half}  # type: ignore[dict-item]
@@ -160,7 +162,10 @@ def test_measure_and_gate() -> None:
         ({"expected": 2, "scored": 1}, "coverage.failed"),
         ({"expected": 2, "scored": 1, "failed": -1}, "coverage.failed"),
         ({"expected": 2, "scored": 2, "failed": 1}, "coverage"),
-        ({"expected": 1, "scored": 1, "failed": 0, "splits": {"multi": {"expected": "1", "scored": 1, "failed": 0}}}, "coverage.splits.multi.expected"),
+        (
+            {"expected": 1, "scored": 1, "failed": 0, "splits": {"multi": {"expected": "1", "scored": 1, "failed": 0}}},
+            "coverage.splits.multi.expected",
+        ),
         ([1, 2], "coverage"),
     ],
 )

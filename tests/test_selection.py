@@ -113,7 +113,9 @@ def test_report_of_a_hand_made_subset_finds_references_and_boxes_without_bench(t
     subset.write_text(subset.read_text().replace("a dog on the grass", "a dog on the sofa"))  # the file changed since the run
     runner.invoke(app, ["report", str(out), "--out", str(page_path)])
     changed = page_path.read_text()
-    assert "has changed since the run (its sha256 differs)" in changed and 'class="ref"' not in changed and ": target</title>" not in changed
+    assert (
+        "has changed since the run (its sha256 differs)" in changed and 'class="ref"' not in changed and ": target</title>" not in changed
+    )
 
 
 def test_a_merge_takes_the_same_selection(tmp_path: Path, data_dir: Path) -> None:
