@@ -31,7 +31,7 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import bench_file_record, load_bench
+from picbench.benches import bench_file_record, default_detector, load_bench
 from picbench.coverage import Coverage, measure
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
@@ -95,6 +95,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+BENCH_DEFAULT = "default"  # RunConfig.detector: the bench's own detector, resolved when the bench is loaded
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. ``params`` override the method's defaults."""
@@ -110,7 +113,7 @@ class RunConfig:
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
     data_dir: Path | None = None
-    detector: str | None = "grounding-dino"
+    detector: str | None = BENCH_DEFAULT  # the bench's own (benches.default_detector); None: no box metrics
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
@@ -153,6 +156,11 @@ class RunConfig:
                     value = tuple(value) if value is not None else None
                 values[f.name] = value
         return cls(out=Path(out), **{**values, **overrides})
+
+
+def default_out(method: str, bench: str) -> Path:
+    """The run folder of a run given no ``out``: runs/METHOD__BENCH (a bench path's file stem)."""
+    return Path("runs") / f"{method}__{Path(bench).stem}"
 
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
@@ -220,11 +228,13 @@ class FreshImages(dict):
             self[key], self.pixels = image, self.pixels + size
 
 
-def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
+def _work_items(method: Method, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
     items = []
     for sample in samples:
         params = {**cache_params, "sample_sha256": hashlib.sha256(canonical_json(sample.to_dict()).encode()).hexdigest()}
-        items.extend(_Item(sample, seed, params, generation_key(method, version, params, sample.id, seed)) for seed in seeds)
+        for seed in seeds:
+            own = {**params, **method.item_params(sample, seed)}
+            items.append(_Item(sample, seed, own, generation_key(method.name, method.version, own, sample.id, seed)))
     return items
 
 
@@ -242,6 +252,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
     with _locked(config.out, str(shard)):
         bench = load_bench(config.bench, config.data_dir)
+        if config.detector == BENCH_DEFAULT:
+            config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
         samples = _selected(bench, config)
         _refuse_invalid(bench.with_samples(samples), given=config.bench)
         outcome = _run_locked(config, progress, shard, dist_state, device, bench, samples)
@@ -286,7 +298,7 @@ def _run_locked(
         store.remove_stale_tmp()
         engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
-        items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
+        items = _work_items(method, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
@@ -337,7 +349,8 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
     samples = _selected(bench, config)
-    items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
+    method = METHODS.get(config.method)(models=config.models, device="cpu", params=dict(config.params), weights_dir=config.weights_dir)
+    items = _work_items(method, cfg["cache_params"], samples, config.seeds)  # builds no network: only the items' keys
     with RunStore(out) as store:
         engine = _engine(config, config.device, store)
         scorer = _scorer_key(engine, config)

@@ -15,6 +15,8 @@ from picbench.adapters.gligen import (
     generation_size,
     gligen_call,
     grounding_steps,
+    plms_scheduler,
+    plms_step,
 )
 from picbench.errors import MissingWeightsError
 from picbench.records import Sample, Subject
@@ -51,7 +53,7 @@ def test_sample_without_boxes_gets_the_fallback_layout(data_dir: Path) -> None:
 
 
 def test_scheduled_sampling_steps_and_validation() -> None:
-    assert grounding_steps(51, 0.3) == 15  # 50 PLMS steps = 51 PNDM timesteps
+    assert grounding_steps(50, 0.3) == 15  # gligen_inference.py alpha_generator: int(0.3 * 50) steps of alpha 1
     assert grounding_steps(3, 0.5) == 1
     assert grounding_steps(3, 1.0) == 3
     with pytest.raises(ValueError, match="scheduled_sampling_beta"):
@@ -65,7 +67,7 @@ def test_authors_schedule_per_variant_and_negative_prompt() -> None:
     [0.3,0,0.7] (text-box), and its --negative_prompt default."""
     text_image, text_box = GligenMethod(), GligenMethod(params={"variant": "text-box"})
     assert text_image.params["scheduled_sampling_beta"] == 1.0 and text_box.params["scheduled_sampling_beta"] == 0.3
-    assert grounding_steps(51, text_image.params["scheduled_sampling_beta"]) == 51  # grounded at every step
+    assert grounding_steps(50, text_image.params["scheduled_sampling_beta"]) == 50  # grounded at every step
     assert (
         text_image.params["negative_prompt"]
         == text_box.params["negative_prompt"]
@@ -92,9 +94,49 @@ def test_text_image_end_to_end_tiny(data_dir: Path) -> None:
     states = _fuser_states(method)
     first = method.generate([sample], seed=3, data_root=data_dir)
     assert len(first) == 1 and first[0].size == (64, 64) and first[0].mode == "RGB"
-    # 2 PLMS steps = 3 timesteps, beta 0.5 -> 1 grounded step, then plain; two UNet calls per
-    # step (with and without grounding). diffusers' text-image pipeline alone never turns it off.
-    assert states == [True, True, False, False, False, False]
+    # 2 PLMS steps = 3 PNDM entries (the first step takes two), beta 0.5 -> 1 grounded PLMS step
+    # (entries 0 and 1), then plain; two UNet calls per entry (with and without grounding).
+    # diffusers' text-image pipeline alone never turns it off.
+    assert states == [True, True, True, True, False, False]
+
+
+def test_sampler_is_the_authors_plms_whatever_scheduler_the_folder_ships(tmp_path: Path) -> None:
+    """gligen/GLIGEN @ f9dccb9, gligen_inference.py:385-390: PLMSSampler with steps = 50 unless
+    --no_plms; ldm/modules/diffusionmodules/util.py:55-66 make_ddim_timesteps('uniform'):
+    range(0, 1000, 1000 // steps) + 1; ldm/models/diffusion/plms.py: alphas_prev starts at
+    alphas_cumprod[0]. The folder ships DDIM (as diffusers' GLIGEN conversion writes)."""
+    import json
+
+    import torch
+    from diffusers import PNDMScheduler
+
+    folder = build_tiny_gligen(tmp_path / "weights" / "masterful" / "gligen-1-4-generation-text-box", "text-box")
+    shipped = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert shipped["_class_name"] == "DDIMScheduler"
+    method = GligenMethod(params={"variant": "text-box"}, weights_dir=tmp_path / "weights")
+    scheduler = method.load().scheduler
+    assert isinstance(scheduler, PNDMScheduler) and scheduler.config.skip_prk_steps
+    assert method.default_params["steps"] == 50 and method.version == "2"  # version 1 sampled with the folder's DDIM
+    scheduler.set_timesteps(50)
+    authors = (np.arange(0, 1000, 1000 // 50) + 1)[::-1].tolist()  # time_range = np.flip(ddim_timesteps)
+    entries = scheduler.timesteps.tolist()
+    assert [entries[0], *entries[2:]] == authors and entries[1] == entries[2]  # PLMS's first step: two entries
+    assert [plms_step(j) for j in range(len(entries))][:3] == [0, 0, 1] and plms_step(len(entries) - 1) == 49
+    assert float(scheduler.final_alpha_cumprod) == float(scheduler.alphas_cumprod[0])
+    # a folder whose scheduler says otherwise keeps only its noise schedule
+    odd = plms_scheduler({**shipped, "steps_offset": 0, "set_alpha_to_one": True, "timestep_spacing": "trailing", "beta_end": 0.02})
+    odd.set_timesteps(50)
+    assert [odd.timesteps[0].item(), *odd.timesteps[2:].tolist()] == authors and float(odd.final_alpha_cumprod) < 1.0
+    assert not torch.allclose(odd.alphas_cumprod, scheduler.alphas_cumprod)  # the checkpoint's betas are kept
+
+
+def test_text_box_scheduled_sampling_counts_the_authors_plms_steps(data_dir: Path) -> None:
+    """alpha_type [0.3, 0, 0.7] over 10 PLMS steps: int(0.3 * 10) = 3 grounded steps = PNDM entries
+    0-3 (the first step takes two), then 7 plain entries; one UNet call per entry."""
+    method = GligenMethod(models="tiny", params={"variant": "text-box", "steps": 10, "resolution": 32})
+    states = _fuser_states(method)
+    method.generate([dreambench_multi_sample(data_dir)], seed=0, data_root=data_dir)
+    assert states == [True] * 4 + [False] * 7
 
 
 def test_text_box_variant_end_to_end_tiny(data_dir: Path) -> None:

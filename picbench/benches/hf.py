@@ -32,12 +32,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import datasets
-from datasets import Features, Image, List, Value
-
-from picbench.errors import BenchFormatError, PicbenchError
+from picbench.errors import BenchFormatError, MissingExtraError, PicbenchError
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BENCH_SCHEMA, Bench, Sample, canonical_json
+
+try:
+    import datasets
+    from datasets import Features, Image, List, Value
+except ImportError as exc:  # the `hf` extra: an eval-only install has no `datasets`
+    raise MissingExtraError("Hugging Face dataset import and export", "hf", exc) from exc
 
 _SUBJECT = {
     "name": Value("string"),

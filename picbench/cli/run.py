@@ -118,10 +118,14 @@ def run_command(
     shard: Annotated[
         str | None, typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)")] = None,
     detector: Annotated[
-        str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
-    ] = "grounding-dino",
+        str,
+        typer.Option(
+            help="box detector of the metric engine (picbench ls detectors, plug-ins included), 'none' for no box metrics, "
+            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere)"
+        ),
+    ] = "default",
     metrics: Annotated[
         str | None,
         typer.Option(
@@ -145,7 +149,7 @@ def run_command(
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone.
     Ends with "scored k of n"; exit 1 when k < n unless --allow-partial."""
-    from picbench.runner import RunConfig, Shard
+    from picbench.runner import RunConfig, Shard, default_out
     from picbench.selection import parse_sample_ids
 
     if models not in ("default", "tiny"):
@@ -154,7 +158,7 @@ def run_command(
         config = RunConfig(
             method=method,
             bench=bench,
-            out=out or Path("runs") / f"{method}__{Path(bench).stem}",
+            out=out or default_out(method, bench),
             seeds=parse_seeds(seeds),
             limit=limit,
             split=split,

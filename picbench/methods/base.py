@@ -116,6 +116,12 @@ class Method(ABC):
         """Everything that changes the images: parameters plus model size (part of the cache key)."""
         return {**self.params, "models": self.models}
 
+    def item_params(self, sample: Sample, seed: int) -> dict[str, Any]:
+        """What else one (sample, seed) item's image depends on, beyond :meth:`cache_params`: part
+        of that item's cache key only (e.g. the ``images`` method's file for it), so a change
+        outside the item leaves its cached image and score in place."""
+        return {}
+
     def supports(self, sample: Sample) -> str | None:
         """None if the method can serve ``sample``, else the reason it cannot."""
         if len(sample.subjects) > 1 and not self.capabilities.multi_subject:

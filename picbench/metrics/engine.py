@@ -337,6 +337,7 @@ class MetricEngine:
             "smoke": self.smoke,
             "models": self.models,
             "detector": self.detector_name if self.uses_detector else None,
+            "detector_queries": DETECTORS.get(self.detector_name).query_settings() if self.uses_detector else None,  # type: ignore[arg-type]
             "metrics": {m.name: f"{type(m).__module__}:{type(m).__qualname__}" for m in self.metrics},
             "weights": {role: weights_sha256(folder) if folder is not None else None for role, folder in sorted(self.folders.items())},
             "metric_models": {role: weights_sha256(folder) for m in self.metrics for role, folder in m.model_folders(self).items()},
@@ -413,6 +414,20 @@ class MetricEngine:
             return encode_all(work, self._pool, self.batch_size)
         finally:
             self.forward_seconds += time.perf_counter() - start
+
+    def embed_images(self, role: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """[N, D] L2-normalized embeddings of RGB ``images`` by the ``role`` model ("clip", "dino"),
+        on the path scoring takes (the model's preprocessing, the CPU forward workers): the
+        functional metrics' numbers are the engine's."""
+        encoder = self.encoders()[role]
+        with self._forward_workers():
+            return self._encode({role: [encoder.preprocess(image) for image in images]})[role]
+
+    def embed_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """[N, D] L2-normalized CLIP text embeddings of ``prompts``, as scoring computes CLIP-T's."""
+        with self._forward_workers():
+            found = self._prompts(prompts)
+        return np.stack([found[p] for p in prompts])
 
     # -- embeddings of references and prompts (cached) ------------------------------------------
 
@@ -528,9 +543,9 @@ class MetricEngine:
         row = {i: r for r, i in enumerate(ok)}
 
         detections: dict[int, DetectorOutput] = {}
-        if self._detector is not None:
-            for i in ok:
-                detections[i] = self._detect(decoded[i].image, [s.class_word for s in items[i].sample.subjects])  # type: ignore[arg-type]
+        if self._detector is not None and ok:
+            outputs = self._detect([decoded[i].image for i in ok], [[s.class_word for s in items[i].sample.subjects] for i in ok])  # type: ignore[misc]
+            detections = dict(zip(ok, outputs))
         matches = {i: self._assign(items[i].sample, detections[i], decoded[i].size) for i in detections}
 
         # every crop of the batch (subject boxes, detected boxes where a subject has none, metric regions) in one pass per role
@@ -609,18 +624,29 @@ class MetricEngine:
             scores.append(self._assemble(features, ref_problems))
         return scores
 
-    def _detect(self, image: Image.Image, classes: list[str]) -> DetectorOutput:
-        """A detector that fails on one image fails that item, not the run."""
+    def _detect(self, images: list[Image.Image], classes: list[list[str]]) -> list[DetectorOutput]:
+        """The batch's detections in one ``detect_batch`` call; when it raises, image by image, so a
+        detector that fails on one image fails that item, not the run."""
         assert self._detector is not None
         start = time.perf_counter()
         try:
-            return self._detector.detect(image, classes)
+            return self._detect_or_fail(images, classes)
+        finally:
+            self.forward_seconds += time.perf_counter() - start
+
+    def _detect_or_fail(self, images: list[Image.Image], classes: list[list[str]]) -> list[DetectorOutput]:
+        assert self._detector is not None
+        try:
+            outputs = list(self._detector.detect_batch(images, classes))
+            if len(outputs) != len(images):
+                raise ValueError(f"detect_batch returned {len(outputs)} outputs for {len(images)} images")
+            return outputs
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             if environment_cause(exc) is not None:  # out of memory, a lost device: the run's problem, never stored
                 raise
-            return DetectorOutput((), None, (f"detector {self._detector.name} failed: {type(exc).__name__}: {exc}",), failed=True)
-        finally:
-            self.forward_seconds += time.perf_counter() - start
+            if len(images) > 1:
+                return [out for image, asked in zip(images, classes) for out in self._detect_or_fail([image], [asked])]
+            return [DetectorOutput((), None, (f"detector {self._detector.name} failed: {type(exc).__name__}: {exc}",), failed=True)]
 
     @staticmethod
     def _assign(sample: Sample, output: DetectorOutput, size: tuple[int, int]) -> dict[int, tuple[int | None, float | None]]:
@@ -744,6 +770,7 @@ class MetricEngine:
         if stored is not None:  # the same scores: a rerun recomputes nothing
             return {k: (v[0], v[1]) for k, v in stored.items()}
         out: dict[str, tuple[float, float]] = {}
+        complete = True
         for metric in self.metrics:
             try:
                 if type(metric).aggregate is Metric.aggregate:
@@ -751,7 +778,8 @@ class MetricEngine:
                 else:
                     out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.bootstrap_statistic(resample, samples)))
             except Exception as exc:
+                complete = False
                 log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
-        if self.cache is not None:
+        if self.cache is not None and complete:  # a partial set (a package missing, say) is computed again next time, never served
             self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out

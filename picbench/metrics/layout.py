@@ -1,17 +1,26 @@
 """Where the subjects are: IoU / mIoU of target boxes with their matched detections, and COCO AP
-of the detections over a run (pycocotools, or faster-coco-eval)."""
+of the detections over a run (pycocotools; its bootstrap resamples by faster-coco-eval where installed)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from picbench.metrics.base import Features, Metric, splits_present
 from picbench.metrics.boxes import normalize_label, to_pixels
-from picbench.metrics.coco import Detected, EvalImage, GroundTruth, average_precision
+from picbench.metrics.coco import Backend, Detected, EvalImage, GroundTruth, average_precision
 from picbench.records import Sample, Score
 
 AP_KEYS = ("ap", "ap50", "ap75")
+
+
+def resample_backend() -> Backend:
+    """The COCO evaluator of bootstrap resamples: faster-coco-eval when importable, else pycocotools."""
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        return "pycocotools"
+    return "faster-coco-eval"
 
 
 class IoU(Metric):
@@ -37,7 +46,7 @@ class AveragePrecision(Metric):
     summary = "COCO AP@[.50:.95] of detections vs target boxes over a run, class word = category (pycocotools); also ap50, ap75"
     needs = frozenset({"detector"})
     requires: ClassVar[tuple[str, ...]] = ("iou",)
-    backend: Literal["pycocotools", "faster-coco-eval"] = "pycocotools"
+    backend: Backend = "pycocotools"
 
     def keys(self) -> tuple[str, ...]:
         return ()  # a run-level metric: nothing per item
@@ -61,9 +70,11 @@ class AveragePrecision(Metric):
         return out
 
     def bootstrap_statistic(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> Mapping[str, float | None]:
-        """Resamples are evaluated by faster-coco-eval, 5x faster than pycocotools on small runs and
-        equal to it (tests/test_metrics_coco.py); the point estimate stays pycocotools'."""
-        return self.aggregate(scores, samples, backend="faster-coco-eval")
+        """Resamples are evaluated by faster-coco-eval where it is installed (the ``dev`` extra),
+        equal to pycocotools (tests/test_metrics_coco.py) and faster; else by pycocotools, which
+        every install has, so the interval is always computed (benchmarks/bench_ap_bootstrap.py
+        measures both). The point estimate stays pycocotools'."""
+        return self.aggregate(scores, samples, backend=resample_backend())
 
     def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str) -> dict[str, float]:
         images = []
