@@ -3,10 +3,12 @@
 report, the leaderboards) reads coverage next to them and a gate fails closed on a candidate that
 covers less than its baseline.
 
-An item is one (sample, seed). It is *failed* when its score records a failure (the metric
-engine's ``n_failures``: no image, an undecodable image, a metric that could not be computed);
-failed items are left out of the means, so *scored* = expected - failed. A results file written
-before coverage was recorded has unknown coverage (``None``), which no gate vouches for.
+An item is one (sample, seed). It is *scored* when its image was generated and scored (it enters
+the aggregates); it is *failed* when its score records any failure (the metric engine's
+``n_failures``: no image, an undecodable image, but also a detector answer that could not be
+parsed or a metric that could not be computed on it). An unscored item is always failed; a failed
+item may still be scored. A run is *partial* when it scored fewer items than expected. A results
+file written before coverage was recorded has unknown coverage (``None``), which no gate vouches for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ ALLOWED = " (allowed by --allow-partial)"
 
 @dataclass(frozen=True)
 class Counts:
-    """Expected, scored and failed (sample, seed) items of a run or of one split."""
+    """Expected, scored and failed (sample, seed) items of a run or of one split (see the module docstring)."""
 
     expected: int
     scored: int
@@ -36,7 +38,7 @@ class Counts:
         return self.scored < self.expected
 
     def text(self) -> str:
-        return f"scored {self.scored} of {self.expected}" + (f" ({self.failed} failed)" if self.failed else "")
+        return f"scored {self.scored} of {self.expected}" + (f" ({self.failed} with failures)" if self.failed else "")
 
     def to_dict(self) -> dict[str, int]:
         return {"expected": self.expected, "scored": self.scored, "failed": self.failed}
@@ -74,25 +76,26 @@ def _counts(d: Any, where: str, file: str | Path | None) -> Counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ResultFormatError(f"must be an integer >= 0, got {value!r}", file=file or "results", field=f"{where}.{key}")
         values[key] = value
-    if values["scored"] + values["failed"] != values["expected"]:
+    expected, scored, failed = values["expected"], values["scored"], values["failed"]
+    if scored > expected or failed > expected or expected - scored > failed:
         raise ResultFormatError(
-            f"scored {values['scored']} + failed {values['failed']} is not expected {values['expected']}",
+            f"scored {scored} and failed {failed} do not fit expected {expected} (every unscored item is a failed one)",
             file=file or "results",
             field=where,
         )
     return Counts(**values)
 
 
-def measure(items: Iterable[tuple[str, bool]]) -> Coverage:
-    """Coverage of (split, failed) per item, in the order the run lists them."""
+def measure(items: Iterable[tuple[str, bool, bool]]) -> Coverage:
+    """Coverage of (split, scored, failed) per item, in the order the run lists them."""
     by_split: dict[str, list[int]] = {}
-    for split, failed in items:
-        counts = by_split.setdefault(split, [0, 0])
+    for split, scored, failed in items:
+        counts = by_split.setdefault(split, [0, 0, 0])
         counts[0] += 1
-        counts[1] += bool(failed)
-    splits = {name: Counts(n, n - bad, bad) for name, (n, bad) in by_split.items()}
-    expected, failed = sum(c.expected for c in splits.values()), sum(c.failed for c in splits.values())
-    return Coverage(expected, expected - failed, failed, splits)
+        counts[1] += bool(scored)
+        counts[2] += bool(failed) or not scored
+    splits = {name: Counts(*counts) for name, counts in by_split.items()}
+    return Coverage(*(sum(getattr(c, k) for c in splits.values()) for k in ("expected", "scored", "failed")), splits)
 
 
 def gate(label: str, candidate: Counts | None, baseline: Counts | None, *, reported_baseline: bool = False) -> str | None:

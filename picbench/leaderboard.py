@@ -121,7 +121,8 @@ def row_coverage(row: Mapping[str, Any]) -> Counts | None:
     expected, scored = row.get("n_expected"), row.get("n_scored")
     if not _number(expected) or not _number(scored):
         return None
-    return Counts(int(expected), int(scored), int(expected) - int(scored))
+    failed = row.get("n_failures")  # the engine's count: every item with a recorded failure, scored or not
+    return Counts(int(expected), int(scored), int(failed) if _number(failed) else int(expected) - int(scored))
 
 
 def lower_is_better(row: Mapping[str, Any]) -> set[str]:

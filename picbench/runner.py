@@ -629,7 +629,7 @@ def _finalize(
     )
     engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
-    coverage = _coverage(items, ordered)
+    coverage = _coverage(items, ordered, generations)
     result = RunResult(
         method=method_provenance["name"],
         method_version=method_provenance["version"],
@@ -650,10 +650,18 @@ def _finalize(
     return result
 
 
-def _coverage(items: list[_Item], scores: list[Score]) -> Coverage:
-    """Expected, scored and failed items, per split: an item whose score records a failure is
-    left out of the means (the metric engine's n_failures), so it is not scored."""
-    return measure((item.sample.split, bool(score.failures)) for item, score in zip(items, scores))
+def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> Coverage:
+    """Expected, scored and failed items, per split (:mod:`picbench.coverage`): an item is scored
+    when its image was generated and the engine computed a value from it (an image it could not
+    decode has none), failed when its score records any failure (the engine's n_failures)."""
+    return measure(
+        (
+            item.sample.split,
+            generations[item.key].failure is None and any(v is not None for v in score.metrics.values()),
+            bool(score.failures),
+        )
+        for item, score in zip(items, scores)
+    )
 
 
 def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:

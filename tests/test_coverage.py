@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from picbench.cli import app
 from picbench.coverage import Counts, Coverage, gate, measure
 from picbench.errors import ResultFormatError
+from picbench.leaderboard import row_coverage
 from picbench.results import iter_sample_scores, load_result
 
 runner = CliRunner()
@@ -51,7 +52,7 @@ def test_a_partial_folder_exits_1_with_a_banner_and_its_results_written_labelled
     half = runs["half_output"]
     assert half.exit_code == 1, half.output
     text = _text(half.output)
-    assert "scored 2 of 4 (2 failed) item(s)" in text and "PARTIAL RUN" in text and "pass --allow-partial" in text
+    assert "scored 2 of 4 (2 with failures) item(s)" in text and "PARTIAL RUN" in text and "pass --allow-partial" in text
     result = load_result(runs["partial"])
     assert result.partial and result.coverage == Coverage(4, 2, 2, {"single": Counts(2, 1, 1), "multi": Counts(2, 1, 1)})
     assert result.metrics["clip_i"] is not None, "the aggregates are still written"
@@ -78,7 +79,7 @@ def test_the_report_puts_a_banner_on_a_partial_run(runs: dict, tmp_path: Path) -
         assert runner.invoke(app, ["report", str(runs[name]), "--out", str(out)]).exit_code == 0
         page = out.read_text()
         assert ('<div class="partial" role="alert">PARTIAL RUN' in page) is banner
-        assert ("scored 2 of 4 (2 failed)" in page) is banner and ("scored 4 of 4" in page) is not banner
+        assert ("scored 2 of 4 (2 with failures)" in page) is banner and ("scored 4 of 4" in page) is not banner
     side = tmp_path / "side.html"
     assert runner.invoke(app, ["report", str(runs["complete"]), str(runs["partial"]), "--out", str(side)]).exit_code == 0
     assert side.read_text().count('<div class="partial" role="alert">') == 1
@@ -111,17 +112,17 @@ def test_regress_of_a_half_failed_candidate_fails_naming_the_counts_unless_allow
     failed = runner.invoke(app, ["regress", partial, "--baseline", complete, "--tolerance", "1"])
     assert failed.exit_code == 1, failed.output
     text = _text(failed.output)
-    assert "the candidate scored 2 of 4 (2 failed) items, the baseline scored 4 of 4" in text and "--allow-partial" in text
+    assert "the candidate scored 2 of 4 (2 with failures) items, the baseline scored 4 of 4" in text and "--allow-partial" in text
     allowed = runner.invoke(app, ["regress", partial, "--baseline", complete, "--tolerance", "1", "--allow-partial"])
     assert allowed.exit_code == 0, allowed.output
-    assert "scored 2 of 4 (2 failed)" in _text(allowed.output) and "allowed by --allow-partial" in _text(allowed.output)
+    assert "scored 2 of 4 (2 with failures)" in _text(allowed.output) and "allowed by --allow-partial" in _text(allowed.output)
     assert runner.invoke(app, ["regress", complete, "--baseline", partial, "--tolerance", "1"]).exit_code == 0, "more coverage passes"
 
 
 def test_compare_fails_closed_on_coverage_unless_allowed(runs: dict) -> None:
     partial, complete = str(runs["partial"]), str(runs["complete"])
     refused = runner.invoke(app, ["compare", complete, partial])
-    assert refused.exit_code == 1 and "B vs A: the candidate scored 2 of 4 (2 failed) items" in _text(refused.output)
+    assert refused.exit_code == 1 and "B vs A: the candidate scored 2 of 4 (2 with failures) items" in _text(refused.output)
     allowed = runner.invoke(app, ["compare", complete, partial, "--allow-partial"])
     assert allowed.exit_code == 0 and "allowed by --allow-partial" in _text(allowed.output)
     assert runner.invoke(app, ["compare", complete, complete]).exit_code == 0
@@ -145,12 +146,17 @@ def test_a_results_file_without_coverage_is_unknown_and_regress_says_so(runs: di
 
 
 def test_measure_and_gate() -> None:
-    coverage = measure([("single", False), ("multi", True), ("multi", False)])
+    coverage = measure([("single", True, False), ("multi", False, True), ("multi", True, False)])
     assert coverage == Coverage(3, 2, 1, {"single": Counts(1, 1, 0), "multi": Counts(2, 1, 1)}) and coverage.partial
+    detector_failed = measure([("single", True, True), ("single", True, False)])  # scored, yet a failure recorded on it
+    assert detector_failed == Coverage(2, 2, 1, {"single": Counts(2, 2, 1)}) and not detector_failed.partial
     assert Coverage.from_dict(coverage.to_dict()) == coverage
     assert gate("x", Counts(4, 4, 0), Counts(4, 3, 1)) is None
-    assert "scored 3 of 4 (1 failed) items, the baseline scored 4 of 4" in (gate("x", Counts(4, 3, 1), Counts(4, 4, 0)) or "")
+    assert "scored 3 of 4 (1 with failures) items, the baseline scored 4 of 4" in (gate("x", Counts(4, 3, 1), Counts(4, 4, 0)) or "")
     assert "covers fewer items" in (gate("x", Counts(2, 2, 0), Counts(4, 4, 0)) or ""), "a --limit run covers fewer items"
+    assert "has more failures" in (gate("x", Counts(4, 4, 2), Counts(4, 4, 1)) or ""), "as many scored, more failures"
+    assert row_coverage({"n_expected": 4.0, "n_scored": 4, "n_failures": 2}) == Counts(4, 4, 2)
+    assert row_coverage({"n_expected": float("nan"), "n_scored": 4}) is None
     assert gate("x", Counts(4, 4, 0), None, reported_baseline=True) is None
     assert "partial" in (gate("x", Counts(4, 3, 1), None, reported_baseline=True) or "")
     assert "unknown" in (gate("x", None, Counts(4, 4, 0)) or "") and "unknown" in (gate("x", Counts(4, 4, 0), None) or "")
@@ -161,7 +167,8 @@ def test_measure_and_gate() -> None:
     [
         ({"expected": 2, "scored": 1}, "coverage.failed"),
         ({"expected": 2, "scored": 1, "failed": -1}, "coverage.failed"),
-        ({"expected": 2, "scored": 2, "failed": 1}, "coverage"),
+        ({"expected": 2, "scored": 0, "failed": 1}, "coverage"),
+        ({"expected": 2, "scored": 3, "failed": 0}, "coverage"),
         (
             {"expected": 1, "scored": 1, "failed": 0, "splits": {"multi": {"expected": "1", "scored": 1, "failed": 0}}},
             "coverage.splits.multi.expected",

@@ -89,7 +89,7 @@ def write_run(folder: Path, scored: list[Score], method: str = "m") -> Path:
             {"n_items": len(scored)},
             False,
             higher_is_better={"clip_i": True, "missing": False},
-            coverage=measure(("multi", bool(s.failures)) for s in scored),
+            coverage=measure(("multi", True, bool(s.failures)) for s in scored),
         ),
         folder,
     )

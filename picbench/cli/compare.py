@@ -89,6 +89,7 @@ def _compare(
     table = Table(
         title=f"{escape(label_a)} (A) vs {escape(label_b)} (B) on {escape(results[0].bench)}"
         + (" [SMOKE]" if any(r.smoke for r in results) else "")
+        + (" [PARTIAL]" if any(r.partial for r in results) else "")
     )
     for column in ("metric", "better", "A", "B", "A - B", "95% CI", "p", "items"):
         table.add_column(column, justify="left" if column in ("metric", "better") else "right")
