@@ -208,15 +208,16 @@ def mismatch_message(what_a: str, a: Mapping[str, Any] | None, what_b: str, b: M
     )
 
 
-def parse_record(value: Any, *, where: str) -> dict[str, Any] | None:
+def parse_record(value: Any, *, where: str = "") -> dict[str, Any] | None:
     """A protocol record read back from a results file or a CSV cell (None: unknown); a malformed
-    one raises naming ``where``."""
+    one raises, its message starting with ``where``."""
     if value is None or value == "":
         return None
+    prefix = f"{where}: " if where else ""
     if not isinstance(value, Mapping) or not isinstance(value.get("name"), str) or not isinstance(value.get("hash"), str):
-        raise PicbenchError(f"{where}: a protocol must be an object with a string name and hash, got {str(value)[:200]!r}")
+        raise PicbenchError(f"{prefix}a protocol must be an object with a string name and hash, got {str(value)[:200]!r}")
     if not isinstance(value.get("fields", {}), Mapping):
-        raise PicbenchError(f"{where}: protocol fields must be an object, got {type(value.get('fields')).__name__}")
+        raise PicbenchError(f"{prefix}protocol fields must be an object, got {type(value.get('fields')).__name__}")
     return {"name": value["name"], "hash": value["hash"], "fields": dict(value.get("fields") or {})}
 
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from picbench.benches import default_detector
 from picbench.cli import app
-from picbench.errors import PicbenchError
+from picbench.errors import PicbenchError, ResultFormatError
 from picbench.leaderboard import export_leaderboard, read_leaderboard
 from picbench.protocols import (
     BENCH_PROTOCOLS,
@@ -227,7 +227,24 @@ def test_a_malformed_protocol_in_results_is_named(runs: dict[str, Path], tmp_pat
     bad = tmp_path / "bad"
     shutil.copytree(runs["default"], bad)
     data = json.loads((bad / "results.json").read_text())
-    data["protocol"] = {"name": 3}
-    (bad / "results.json").write_text(json.dumps(data))
-    with pytest.raises(PicbenchError, match="field 'protocol'"):
-        load_result(bad)
+    for key, value in (("protocol", {"name": 3}), ("extra_protocols", [None]), ("extra_protocols", {"name": "x"})):
+        (bad / "results.json").write_text(json.dumps({**data, key: value}))
+        with pytest.raises(ResultFormatError, match=rf"results\.json, field '{key}'"):
+            load_result(bad)
+
+
+def test_the_run_command_takes_protocols_and_precision(tmp_path: Path, data_dir: Path) -> None:
+    """``--protocols references,default``: the references set gives the plain keys; ``--precision
+    bf16`` is recorded in the protocol and its name."""
+    out = tmp_path / "run"
+    argv = ["run", "-m", "paste", "-b", "dreambench", "--limit", "1", "--models", "tiny", "--data-dir", str(data_dir)]
+    argv += ["--detector", "none", "--metrics", "dino", "--out", str(out), "--protocols", "references,default", "--precision", "bf16"]
+    result = cli.invoke(app, argv, env=WIDE)
+    assert result.exit_code == 0, result.output
+    done = load_result(out)
+    assert done.protocol["name"] == "dreambooth/references+detector=none,precision=bf16" and done.protocol["fields"]["precision"] == "bf16"
+    assert done.protocol["fields"]["encoders"]["dino"]["precision"] == "bf16"
+    assert done.extra_protocols[0]["fields"]["identity"] == "default" and "dino@default" in done.metrics
+    assert label(done.protocol) in " ".join(result.output.split())
+    refused = cli.invoke(app, [*argv[:-4], "--protocols", "everything"], env=WIDE)
+    assert refused.exit_code == 2 and "--protocols" in refused.output
