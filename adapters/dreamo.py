@@ -56,7 +56,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from picbench.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import HubFiles, diffusers_folder, download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -382,6 +382,11 @@ class DreamOMethod(Method):
         files = {f: download_file(self.name, DREAMO_REPO, f, self.weights_dir) for _, f, _ in DREAMO_LORAS}
         turbo = download_file(self.name, TURBO_REPO, TURBO_FILE, self.weights_dir) if self.params["turbo"] else None
         return files, turbo
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """FLUX.1-dev's diffusers folder, DreamO's LoRA files and, with turbo, the Turbo LoRA."""
+        turbo = (HubFiles(TURBO_REPO, (TURBO_FILE,)),) if self.params["turbo"] else ()
+        return (diffusers_folder(FLUX_REPO), HubFiles(DREAMO_REPO, tuple(f for _, f, _ in DREAMO_LORAS)), *turbo)
 
     def _load(self) -> DreamOModel:
         from diffusers import FluxPipeline

@@ -121,7 +121,7 @@ class PositionICPipeline(FluxPipeline):
             if missing:
                 raise MissingWeightsError(
                     f"FLUX pipeline folder {folder} is missing: {', '.join(missing)}; "
-                    f"download it with `huggingface-cli download {FLUX_DEV} --local-dir {folder}`"
+                    f"download it with `hf download {FLUX_DEV} --local-dir {folder}`"
                 )
             return super().from_pretrained(folder, **kwargs)
         kwargs.setdefault("local_files_only", hub_constants.HF_HUB_OFFLINE)
@@ -130,7 +130,7 @@ class PositionICPipeline(FluxPipeline):
         except OSError as exc:
             raise MissingWeightsError(
                 f"FLUX weights {source!r} are not in the local Hugging Face cache and the hub could not be reached "
-                f"({type(exc).__name__}: {exc}); download them with `huggingface-cli download {source} --local-dir DIR` "
+                f"({type(exc).__name__}: {exc}); download them with `hf download {source} --local-dir DIR` "
                 "and pass DIR"
             ) from exc
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from PIL import Image
 
+from picbench.checkpoints import HubFiles, hub_files
 from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
@@ -197,6 +198,13 @@ class PositionICMethod(Method):
                 load_lora(pipe, file, scale=scale)
         pipe.vaa_default = self.uses_vaa
         return pipe
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """FLUX.1-dev's diffusers folder (or the 'base' parameter's repository) and, with lora=uno,
+        UNO's released LoRA file."""
+        repo, file = UNO_LORA_CHECKPOINT.rsplit("/", 1)
+        wanted = [hub_files(str(self.params["base"])), HubFiles(repo, (file,)) if self.params["lora"] == UNO_LORA else None]
+        return tuple(w for w in wanted if w is not None)
 
     def _uno_lora_file(self) -> Path | None:
         """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache
