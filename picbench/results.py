@@ -112,11 +112,16 @@ class RunResult:
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
             ):
                 raise bad(f"intervals.{key}", f"must be [low, high] with finite numbers, got {value!r}")
-        protocol = parse_record(d.get("protocol"), where=f"{file or 'results'}: field 'protocol'")
         extra = d.get("extra_protocols", [])
-        if not isinstance(extra, list):
-            raise bad("extra_protocols", f"must be a list, got {type(extra).__name__}")
-        extra_protocols = tuple(parse_record(p, where=f"{file or 'results'}: field 'extra_protocols'") or {} for p in extra)
+        records: dict[str, list[dict[str, Any] | None]] = {}
+        for key, values in (("protocol", [d.get("protocol")]), ("extra_protocols", extra if isinstance(extra, list) else [extra])):
+            try:
+                records[key] = [parse_record(value) for value in values]
+            except PicbenchError as exc:
+                raise bad(key, str(exc)) from None
+        if not isinstance(extra, list) or None in records["extra_protocols"]:
+            raise bad("extra_protocols", f"must be a list of protocol records, got {str(extra)[:200]!r}")
+        protocol, extra_protocols = records["protocol"][0], tuple(r for r in records["extra_protocols"] if r is not None)
         return cls(
             method=d["method"],
             method_version=d["method_version"],
