@@ -15,16 +15,20 @@ checkpoints expect; if a future diffusers drops it, :func:`pipeline_class` says 
 install. diffusers' per-load deprecation log line is silenced since this note records it.
 
 Faithfulness notes: sampling follows the GLIGEN authors' inference (gligen/GLIGEN @ f9dccb9,
-``gligen_inference.py``): 50 steps with the checkpoint's own scheduler, guidance 7.5, 512x512, at
-most 30 grounded objects, and per variant the authors' ``alpha_type`` (scheduled sampling):
+``gligen_inference.py``): 50 PLMS steps (lines 385-390: ``PLMSSampler``, ``steps = 50`` unless
+``--no_plms``), whatever scheduler the checkpoint folder ships (diffusers' GLIGEN conversion writes
+DDIM): :func:`plms_scheduler` replaces it with diffusers' PNDM in PLMS mode over the checkpoint's
+own noise schedule, as the InstanceDiffusion adapter samples. Guidance 7.5, 512x512, at most 30
+grounded objects, and per variant the authors' ``alpha_type`` (scheduled sampling):
 ``[1.0, 0.0, 0.0]`` for the text-image model (grounding on for every step: beta 1.0) and
 ``[0.3, 0.0, 0.7]`` for the text-box model (on for the first 30%: beta 0.3), see
-:data:`SCHEDULED_SAMPLING_BETA`. The default negative prompt is the authors' argparse default
+:data:`SCHEDULED_SAMPLING_BETA`; ``int(beta * steps)`` counts the authors' PLMS steps
+(``alpha_generator``), and PNDM's first PLMS step takes two timestep entries (:func:`plms_step`). The default negative prompt is the authors' argparse default
 (:data:`AUTHORS_NEGATIVE_PROMPT`); ``negative_prompt=""`` gives the empty unconditional prompt.
 Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed).
-diffusers' text-image pipeline computes the beta cut-off but never applies it; we apply it (a UNet
-pre-hook switches the gated fusers off after ``int(beta * timesteps)`` steps), as the text-box
-pipeline and the authors' code do.
+diffusers' text-image pipeline computes the beta cut-off but never applies it, and the text-box
+pipeline counts it in scheduler entries; we apply it in both (a UNet pre-hook switches the gated
+fusers off after the authors' ``int(beta * steps)`` PLMS steps), as the authors' code does.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from picbench.checkpoints import load_pretrained
+from picbench.checkpoints import HubFiles, hub_files, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -114,22 +118,43 @@ def gligen_call(sample: Sample, resolution: int) -> GligenCall:
     )
 
 
-def grounding_steps(timesteps: int, beta: float) -> int:
-    """Denoising steps with grounding on (GLIGEN's scheduled sampling), counted over the
-    scheduler's timesteps as diffusers' text-box pipeline does; the rest run as plain SD."""
+def grounding_steps(steps: int, beta: float) -> int:
+    """The authors' PLMS steps with grounding on (GLIGEN's scheduled sampling, ``alpha_generator``
+    with ``alpha_type [beta, 0, 1 - beta]``: ``int(beta * steps)`` steps of alpha 1); the rest run
+    as plain SD."""
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"gligen: scheduled_sampling_beta must be in (0, 1], got {beta}")
-    return int(beta * timesteps)
+    return int(beta * steps)
+
+
+def plms_scheduler(config: Mapping[str, Any]) -> Any:
+    """LDM's PLMS sampler as diffusers' PNDM without its Runge-Kutta warm-up (``skip_prk_steps``),
+    over the noise schedule (betas) of ``config``, the scheduler config a checkpoint ships, DDIM or
+    other. The rest is pinned to LDM's PLMS (``ldm/models/diffusion/plms.py``,
+    ``make_ddim_timesteps`` uniform): timesteps ``range(0, 1000, 1000 // steps) + 1``
+    (``steps_offset`` 1, leading spacing) and the last step towards ``alphas_cumprod[0]``
+    (``set_alpha_to_one`` False)."""
+    from diffusers import PNDMScheduler
+
+    pinned = {"skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
+    return PNDMScheduler.from_config({k: v for k, v in config.items() if not k.startswith("_")}, **pinned)
+
+
+def plms_step(entry: int) -> int:
+    """The authors' PLMS step of diffusers' PNDM (``skip_prk_steps``) timestep entry ``entry``:
+    PNDM repeats its second timestep, so entries 0 and 1 are the authors' first step (LDM PLMS
+    evaluates the model at t and at t_next before it has a history), entry j >= 1 is step j - 1."""
+    return max(0, entry - 1)
 
 
 @contextlib.contextmanager
-def _scheduled_sampling(pipe: Any, steps: int, beta: float) -> Iterator[None]:
-    """Switch the gated fusers off after ``beta`` of the steps in the text-image pipeline, which
-    makes two UNet calls per step (with and without grounding) and never applies beta itself."""
-    pipe.scheduler.set_timesteps(steps)
-    cutoff = grounding_steps(len(pipe.scheduler.timesteps), beta)
+def _scheduled_sampling(pipe: Any, steps: int, beta: float, calls_per_step: int) -> Iterator[None]:
+    """Switch the gated fusers off after the authors' ``int(beta * steps)`` PLMS steps: a UNet
+    pre-hook counts the pipeline's UNet calls (two per timestep entry in the text-image pipeline,
+    with and without grounding; one in the text-box pipeline) and maps entries to PLMS steps."""
+    cutoff = grounding_steps(steps, beta)
     calls = itertools.count()
-    handle = pipe.unet.register_forward_pre_hook(lambda module, args: pipe.enable_fuser(next(calls) // 2 < cutoff))
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: pipe.enable_fuser(plms_step(next(calls) // calls_per_step) < cutoff))
     try:
         yield
     finally:
@@ -181,7 +206,7 @@ def _tiny_gligen_pipeline(variant: str) -> Any:
         "text_encoder": tiny.tiny_clip_text_model(hidden),
         "tokenizer": tokenizer,
         "unet": tiny.tiny_sd_unet(hidden, attention_type=VARIANTS[variant]["attention_type"]),
-        "scheduler": tiny.sd_pndm_scheduler(),
+        "scheduler": tiny.sd_ddim_scheduler(),  # as diffusers' GLIGEN conversion writes; sampling replaces it
         "safety_checker": None,
         "feature_extractor": None,
         "requires_safety_checker": False,
@@ -197,7 +222,7 @@ def _tiny_gligen_pipeline(variant: str) -> Any:
 
 class GligenMethod(Method):
     name = "gligen"
-    version = "1"
+    version = "2"  # 2: PLMS whatever the checkpoint's scheduler (1 sampled with the folder's DDIM)
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=False)
     default_params = {
         "variant": "text-image",
@@ -232,6 +257,11 @@ class GligenMethod(Method):
     def checkpoint(self) -> str:
         return self.params["checkpoint"] or VARIANTS[self.params["variant"]]["checkpoint"]
 
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The variant's diffusers folder (or the 'checkpoint' parameter's repository)."""
+        found = hub_files(self.checkpoint)
+        return (found,) if found is not None else ()
+
     def _load(self) -> Any:
         """The tiny random-weight folder (built on first use) or the released one."""
         variant = self.params["variant"]
@@ -245,6 +275,7 @@ class GligenMethod(Method):
             loader = lambda path: cls.from_pretrained(path, safety_checker=None, requires_safety_checker=False)  # noqa: E731
         with _quiet_diffusers():
             pipe = loader(source) if self.smoke else load_pretrained(self.name, source, self.weights_dir, loader)
+        pipe.scheduler = plms_scheduler(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         # cast after loading: the load-time dtype keyword was renamed within our diffusers range
         return pipe.to(self.device, self.dtype)
@@ -261,7 +292,7 @@ class GligenMethod(Method):
             "negative_prompt": self.params["negative_prompt"] or None,
             "gligen_phrases": list(call.phrases),
             "gligen_boxes": [list(b) for b in call.boxes],
-            "gligen_scheduled_sampling_beta": self.params["scheduled_sampling_beta"],
+            "gligen_scheduled_sampling_beta": 1.0,  # the pipelines never switch grounding off: _scheduled_sampling does
             "num_inference_steps": steps,
             "guidance_scale": self.params["guidance_scale"],
             "width": call.width,
@@ -269,11 +300,10 @@ class GligenMethod(Method):
             # CPU noise: the same (sample, seed) gives the same image on any device and batch
             "generator": torch.Generator("cpu").manual_seed(seed),
         }
-        if self.params["variant"] == "text-image":
+        text_image = self.params["variant"] == "text-image"
+        if text_image:
             kwargs["gligen_images"] = [load_rgb(resolve_in_root(data_root, p)) for p in call.reference_paths]
-            with _scheduled_sampling(pipe, steps, self.params["scheduled_sampling_beta"]):
-                image = pipe(**kwargs).images[0]
-        else:
+        with _scheduled_sampling(pipe, steps, self.params["scheduled_sampling_beta"], calls_per_step=2 if text_image else 1):
             image = pipe(**kwargs).images[0]
         if image.size != (sample.width, sample.height):
             image = image.resize((sample.width, sample.height), Image.Resampling.LANCZOS)
@@ -289,4 +319,6 @@ __all__ = [
     "generation_size",
     "gligen_call",
     "grounding_steps",
+    "plms_scheduler",
+    "plms_step",
 ]

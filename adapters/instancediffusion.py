@@ -60,8 +60,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from picbench.adapters.gligen import generation_size, grounded_boxes
-from picbench.checkpoints import download_file, load_pretrained
+from picbench.adapters.gligen import generation_size, grounded_boxes, plms_step
+from picbench.checkpoints import HubFiles, download_file, hub_files, load_pretrained
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -329,9 +329,16 @@ class InstanceCall:
     height: int
 
 
+# frank-xwang/InstanceDiffusion @ 722900e, eval_local.py:248 and :254: each instance's phrase is the
+# bare COCO category name (cat_names = [cat["name"] ...]; test_info['phrases'] = cat_names[:max_objs]),
+# which utils/input.py:140 also makes each instance's prompt in the multi-instance sampler.
+AUTHORS_INSTANCE_CAPTION = "{class_word}"
+
+
 def instance_call(sample: Sample, caption_template: str, resolution: int) -> InstanceCall:
     """Boxes stay normalised xyxy (what the authors' ``rescale_box`` produces); each instance's
-    caption is the template filled with its class word; references are not used."""
+    caption is the template filled with its class word (the authors: the bare class word,
+    :data:`AUTHORS_INSTANCE_CAPTION`); references are not used."""
     boxes = grounded_boxes(sample, "instancediffusion", MAX_OBJECTS)
     width, height = generation_size(sample.width, sample.height, resolution)
     return InstanceCall(
@@ -348,13 +355,6 @@ def grounding_steps(steps: int, alpha: float) -> int:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"instancediffusion: alpha must be in [0, 1], got {alpha}")
     return int(alpha * steps)
-
-
-def plms_step(entry: int) -> int:
-    """The authors' PLMS step of diffusers' PNDM (``skip_prk_steps``) timestep entry ``entry``:
-    PNDM repeats its second timestep, so entries 0 and 1 are the authors' first step (LDM PLMS
-    evaluates the model at t and at t_next before it has a history), entry j >= 1 is step j - 1."""
-    return max(0, entry - 1)
 
 
 def initial_noise(seed: int, width: int, height: int, latent_factor: int) -> torch.Tensor:
@@ -638,12 +638,12 @@ def _write_tiny_instancediffusion(staging: Path) -> None:
 
 class InstanceDiffusionMethod(Method):
     name = "instancediffusion"
-    version = "1"
+    version = "2"  # 2: bare category names as instance captions (1 captioned "a {class_word}")
     capabilities = Capabilities(references=False, boxes=True, multi_subject=True, depth_order=False)
     default_params = {
         "checkpoint": INSTANCEDIFFUSION_CHECKPOINT,
         "base": SD15_CHECKPOINT,
-        "instance_caption": "a {class_word}",
+        "instance_caption": AUTHORS_INSTANCE_CAPTION,
         "steps": 50,
         "guidance_scale": 7.5,
         "alpha": 1.0,  # the authors' quantitative evaluation (README: --alpha 1.0); inference.py: 0.75
@@ -667,6 +667,11 @@ class InstanceDiffusionMethod(Method):
         super().__init__(**kwargs)
         grounding_steps(self.params["steps"], self.params["alpha"])  # validate early
         mis_steps(self.params["steps"], self.params["mis"])
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The released checkpoint file and the Stable Diffusion 1.5 diffusers folder it is assembled on."""
+        wanted = (hub_files(str(self.params["checkpoint"]), INSTANCEDIFFUSION_FILE), hub_files(str(self.params["base"])))
+        return tuple(w for w in wanted if w is not None)
 
     def _load(self) -> InstanceDiffusionModel:
         if self.smoke:

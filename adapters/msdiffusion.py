@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from picbench.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import HubFiles, diffusers_folder, download_file, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -652,6 +652,14 @@ class MSDiffusionMethod(Method):
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64}
     cuda_dtype: ClassVar[str] = "float16"  # the authors' inference.py
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """SDXL's diffusers folder, the CLIP-ViT-bigG image encoder (the files transformers reads) and the adapter file."""
+        return (
+            diffusers_folder(SDXL_REPO),
+            HubFiles(IMAGE_ENCODER_REPO, ("config.json", "model*.safetensors", "model.safetensors.index.json")),  # not its open_clip copies
+            HubFiles(ADAPTER_REPO, (ADAPTER_FILE,)),
+        )
 
     def _load(self) -> MSDiffusionModel:
         if self.smoke:

@@ -69,3 +69,12 @@ class UnknownNameError(PicbenchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class MissingExtraError(PicbenchError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""
+
+    def __init__(self, purpose: str, extra: str, cause: ImportError) -> None:
+        super().__init__(
+            f"{purpose} needs the optional package {cause.name or 'it imports'} ({cause}); install it with: pip install 'picbench[{extra}]'"
+        )

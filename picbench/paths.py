@@ -13,23 +13,21 @@ HOME_ENV = "PICBENCH_HOME"
 
 
 def find_data_dir(explicit: str | Path | None = None, *, required: bool = True) -> Path | None:
-    """The data root: an explicit option, else ``$PICBENCH_DATA_DIR``, else ``../shared/data``
-    beside the current directory (the layout of a picbench checkout next to its shared data)."""
-    candidates: list[tuple[str, Path]] = []
+    """The data root: an explicit option, else ``$PICBENCH_DATA_DIR``, else ``$PICBENCH_HOME/data``
+    (where ``picbench data fetch`` puts it)."""
     if explicit is not None:
-        candidates.append(("--data-dir", Path(explicit)))
+        source, path = "--data-dir", Path(explicit)
     elif os.environ.get(DATA_DIR_ENV):
-        candidates.append((f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])))
+        source, path = f"${DATA_DIR_ENV}", Path(os.environ[DATA_DIR_ENV])
     else:
-        candidates.append(("default", Path.cwd().parent / "shared" / "data"))
-    source, path = candidates[0]
+        source, path = f"default: ${HOME_ENV}/data", default_data_dir()
     if path.is_dir():
         return path.resolve()
     if not required:
         return None
     raise PicbenchError(
-        f"data directory {path} ({source}) does not exist; pass --data-dir DIR or set "
-        f"{DATA_DIR_ENV} to the folder holding dreambench/ and msbench/"
+        f"data directory {path} ({source}) does not exist; run `picbench data fetch all` to download it there, "
+        f"or pass --data-dir DIR or set {DATA_DIR_ENV} to a folder holding dreambench/ and msbench/"
     )
 
 
@@ -39,6 +37,11 @@ def safe_file_stem(name: str, max_chars: int = 80) -> str:
     character survives (``..`` alone stays a plain name once a suffix follows it). The one rule for
     every file picbench names after an id (run images, training's evaluation images)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:max_chars] or "_"
+
+
+def default_data_dir() -> Path:
+    """Where ``picbench data fetch`` puts the data and where picbench looks for it by default."""
+    return picbench_home() / "data"
 
 
 def picbench_home() -> Path:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from picbench.errors import PicbenchError
-from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns
+from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_protocol
+from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message
 
 if TYPE_CHECKING:
     import pandas as pd  # the tables are pandas frames; imported by leaderboard when built
@@ -46,6 +47,7 @@ class MetricCheck:
     higher_is_better: bool = True
     p_value: float | None = None  # paired bootstrap, when a significance level was asked for
     alpha: float | None = None
+    protocols: str = ""  # "run's vs baseline's" where they differ (compared with --allow-protocol-mismatch)
 
     @property
     def drop(self) -> float:
@@ -121,12 +123,15 @@ def compare(
     allow_smoke: bool = False,
     allow_missing: bool = False,
     significance: float | None = None,
+    allow_protocol_mismatch: bool = False,
 ) -> RegressReport:
     """Check every metric that a candidate row and a baseline row of the same method and bench both
     hold. Where the baseline has rows with the run's smoke flag, only those are used. The gate
     fails closed: a smoke run checked against real numbers (or the reverse) and a run lacking
     metrics the baseline holds block the pass unless ``allow_smoke`` / ``allow_missing`` say
-    otherwise (then they are warnings). With ``significance`` (a level such as 0.05), every change
+    otherwise (then they are warnings). Rows of different (or unknown) protocols are refused with
+    :class:`ProtocolMismatchError` unless ``allow_protocol_mismatch`` (then their checks are labelled
+    with both protocols and a warning names the fields). With ``significance`` (a level such as 0.05), every change
     beyond its tolerance is tested with a paired bootstrap; a run-level metric (AP) has no paired
     test and counts on its tolerance alone."""
     if significance is not None and not 0.0 < significance < 1.0:
@@ -152,6 +157,7 @@ def compare(
         else:
             rows = same_smoke
         for _, base in rows.iterrows():
+            protocols = _protocol_check(run, base, allow_protocol_mismatch, warnings)
             if _text(run.get("limit")) and _text(run.get("limit")) != _text(base.get("limit")):
                 warnings.append(
                     f"{run['method']} on {run['bench']}: the run used --limit {_text(run.get('limit'))}, the baseline row "
@@ -175,6 +181,7 @@ def compare(
                     str(base["source"]),
                     str(base.get("origin", "")),
                     higher_is_better(m, run, base),
+                    protocols=protocols,
                 )
                 for m in shared
             )
@@ -191,6 +198,26 @@ def compare(
     if unused:
         warnings.append(f"--tolerance-for names metric(s) that were not compared: {', '.join(unused)}")
     return RegressReport(tuple(checks), tuple(warnings), tuple(dict.fromkeys(blocking)))
+
+
+def _protocol_check(run: pd.Series, base: pd.Series, allow: bool, warnings: list[str]) -> str:
+    """Refuse a run row and a baseline row of different or unknown protocols (naming both and the
+    fields that differ), or with ``allow`` warn and return the label its checks carry."""
+    a, b = row_protocol(run), row_protocol(base)
+    fields = differing_fields(a, b)
+    if not fields:
+        return ""
+    message = mismatch_message(
+        f"{run['method']} on {run['bench']} (the run)",
+        a,
+        f"the baseline row ({base['source']}, {base.get('origin') or 'no origin'})",
+        b,
+        fields,
+    )
+    if not allow:
+        raise ProtocolMismatchError(message)
+    warnings.append(message.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
+    return f"{label(a)} vs {label(b)}"
 
 
 def _tested(checks: list[MetricCheck], candidate: pd.DataFrame, alpha: float) -> list[MetricCheck]:

@@ -21,6 +21,7 @@ from typing import Any
 from picbench.atomic import atomic_write
 from picbench.errors import PicbenchError, ResultFormatError
 from picbench.limits import SEED_LIMIT
+from picbench.protocols import parse_record
 from picbench.records import Score
 
 RESULTS_SCHEMA = "picbench/results@1"
@@ -48,6 +49,8 @@ class RunResult:
     source: str = "measured"  # or "reported" for numbers copied from a paper
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)  # base metric key -> direction; absent = higher is better
     intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric key -> bootstrap 95% interval
+    protocol: Mapping[str, Any] | None = None  # {"name", "hash", "fields"} of the plain metric keys; None: unknown (older results)
+    extra_protocols: tuple[Mapping[str, Any], ...] = ()  # the other identity sets of the run, whose keys read KEY@SET
 
     def better_high(self, key: str) -> bool:
         """The direction of a metric key (``clip_i.multi`` follows ``clip_i``)."""
@@ -58,6 +61,7 @@ class RunResult:
         d["schema"] = RESULTS_SCHEMA
         d["seeds"] = list(self.seeds)
         d["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        d["extra_protocols"] = [dict(p) for p in self.extra_protocols]
         return d
 
     @classmethod
@@ -108,6 +112,16 @@ class RunResult:
                 and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
             ):
                 raise bad(f"intervals.{key}", f"must be [low, high] with finite numbers, got {value!r}")
+        extra = d.get("extra_protocols", [])
+        records: dict[str, list[dict[str, Any] | None]] = {}
+        for key, values in (("protocol", [d.get("protocol")]), ("extra_protocols", extra if isinstance(extra, list) else [extra])):
+            try:
+                records[key] = [parse_record(value) for value in values]
+            except PicbenchError as exc:
+                raise bad(key, str(exc)) from None
+        if not isinstance(extra, list) or None in records["extra_protocols"]:
+            raise bad("extra_protocols", f"must be a list of protocol records, got {str(extra)[:200]!r}")
+        protocol, extra_protocols = records["protocol"][0], tuple(r for r in records["extra_protocols"] if r is not None)
         return cls(
             method=d["method"],
             method_version=d["method_version"],
@@ -123,6 +137,8 @@ class RunResult:
             source=d.get("source", "measured"),
             higher_is_better=dict(directions),
             intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
+            protocol=protocol,
+            extra_protocols=extra_protocols,
         )
 
 
@@ -170,9 +186,7 @@ def bench_and_direction_mismatches(a: RunResult, b: RunResult, keys: Iterable[st
         base = key.split(".", 1)[0]
         da, db = (r.higher_is_better.get(key, r.higher_is_better.get(base)) for r in (a, b))
         if da is not None and db is not None and da != db:
-            problems.append(
-                f"metric {key}: A says {'higher' if da else 'lower'} is better, B says {'higher' if db else 'lower'} is better"
-            )
+            problems.append(f"metric {key}: A says {'higher' if da else 'lower'} is better, B says {'higher' if db else 'lower'} is better")
     return problems
 
 

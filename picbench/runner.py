@@ -30,12 +30,13 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import load_bench
+from picbench.benches import default_detector, load_bench
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
+from picbench.protocols import bench_protocol, label, run_protocols
 from picbench.records import (
     Bench,
     Generation,
@@ -92,6 +93,9 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+BENCH_DEFAULT = "default"  # RunConfig.detector: the bench's own detector, resolved when the bench is loaded
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. ``params`` override the method's defaults."""
@@ -105,13 +109,15 @@ class RunConfig:
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
     data_dir: Path | None = None
-    detector: str | None = "grounding-dino"
+    detector: str | None = BENCH_DEFAULT  # the bench's own (benches.default_detector); None: no box metrics
     metrics: tuple[str, ...] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     weights: Mapping[str, str] = field(default_factory=dict)
     weights_dir: Path | None = None  # method checkpoints; None: $PICBENCH_WEIGHTS_DIR, then the hub
     batch_size: int = 4
     retry_failed: bool = False
+    precision: str = "fp32"  # the encoders' arithmetic: fp32, or bf16 autocast (recorded in the protocol)
+    identity_sets: tuple[str, ...] = ("default",)  # --protocols: the first gives the plain metric keys
 
     @property
     def smoke(self) -> bool:
@@ -150,9 +156,14 @@ class RunConfig:
         return cls(out=Path(out), **{**values, **overrides})
 
 
+def default_out(method: str, bench: str) -> Path:
+    """The run folder of a run given no ``out``: runs/METHOD__BENCH (a bench path's file stem)."""
+    return Path("runs") / f"{method}__{Path(bench).stem}"
+
+
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
-_TUPLE_FIELDS = ("seeds", "metrics")
+_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")
 
 
 class Progress(Protocol):
@@ -215,11 +226,13 @@ class FreshImages(dict):
             self[key], self.pixels = image, self.pixels + size
 
 
-def _work_items(method: str, version: str, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
+def _work_items(method: Method, cache_params: Mapping[str, Any], samples: list[Sample], seeds: tuple[int, ...]) -> list[_Item]:
     items = []
     for sample in samples:
         params = {**cache_params, "sample_sha256": hashlib.sha256(canonical_json(sample.to_dict()).encode()).hexdigest()}
-        items.extend(_Item(sample, seed, params, generation_key(method, version, params, sample.id, seed)) for seed in seeds)
+        for seed in seeds:
+            own = {**params, **method.item_params(sample, seed)}
+            items.append(_Item(sample, seed, own, generation_key(method.name, method.version, own, sample.id, seed)))
     return items
 
 
@@ -235,6 +248,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     if bad_seeds or not config.seeds:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
     bench = load_bench(config.bench, config.data_dir)
+    if config.detector == BENCH_DEFAULT:
+        config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
     _refuse_invalid(bench.with_samples(samples), given=config.bench)
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
@@ -242,7 +257,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
         store.remove_stale_tmp()
         engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
-        items = _work_items(method.name, method.version, cache_params, samples, config.seeds)
+        items = _work_items(method, cache_params, samples, config.seeds)
         mine = items[shard.index :: shard.count]
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
@@ -295,7 +310,8 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
     samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    items = _work_items(cfg["method_name"], cfg["method_version"], cfg["cache_params"], samples, config.seeds)
+    method = METHODS.get(config.method)(models=config.models, device="cpu", params=dict(config.params), weights_dir=config.weights_dir)
+    items = _work_items(method, cfg["cache_params"], samples, config.seeds)  # builds no network: only the items' keys
     with RunStore(out) as store:
         engine = _engine(config, config.device, store)
         scorer = _scorer_key(engine, config)
@@ -485,6 +501,8 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
         device=device,
         metrics=config.metrics,
         detector=config.detector,
+        precision=config.precision,
+        identity_sets=config.identity_sets,
         weights=dict(config.weights) or None,
         cache=EmbeddingCache(store.path),
         batch_size=max(1, config.batch_size),
@@ -565,14 +583,17 @@ def _finalize(
         )
     ordered: list[Score] = [scores[i.key] for i in items]
     aggregate = engine.aggregate(ordered, {s.id: s for s in samples})
-    _write_samples(store.out_dir, items, ordered, generations)
+    engine_provenance = engine.provenance()
+    protocols = run_protocols(
+        bench_protocol(bench.name), engine.identity_sets, engine_provenance, engine.detector_name if engine.uses_detector else None
+    )
+    _write_samples(store.out_dir, items, ordered, generations, protocols[0])
     counts = {k: int(v) for k, v in aggregate.items() if k.startswith("n_") and v is not None}
     counts.update(
         samples=len(samples),
         items=len(items),
         generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
     )
-    engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
     result = RunResult(
         method=method_provenance["name"],
@@ -588,12 +609,18 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+        protocol=protocols[0],
+        extra_protocols=tuple(protocols[1:]),
     )
     save_result(result, store.out_dir)
     return result
 
 
-def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
+def _write_samples(
+    out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation], protocol: Mapping[str, Any]
+) -> None:
+    """One line per item: its Score, image, generation key and the protocol its plain metric keys
+    were computed under (``protocol``: name and hash, as results.json's)."""
     path = out / SAMPLES_FILE
     try:
         with atomic_write(path) as fh:
@@ -605,6 +632,7 @@ def _write_samples(out: Path, items: list[_Item], scores: list[Score], generatio
                     "image_size": _image_size(out, generation.image_path),
                     "generation_key": item.key,
                     "generation_failure": generation.failure,
+                    "protocol": label(protocol),
                 }
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
     except OSError as exc:

@@ -18,6 +18,11 @@ def _data_dir() -> Path | None:
     return None
 
 
+_FOUND = _data_dir()
+if _FOUND is not None:  # picbench's own default is $PICBENCH_HOME/data, which tests isolate per session
+    os.environ["PICBENCH_DATA_DIR"] = str(_FOUND)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = _data_dir()

@@ -79,6 +79,23 @@ def test_alpha_schedule_and_seeded_noise() -> None:
     assert len({s for s in steps if s < mis_steps(50, 0.36)}) == 18
 
 
+def test_instance_captions_are_the_bare_category_names() -> None:
+    """frank-xwang/InstanceDiffusion @ 722900e, eval_local.py:248 cat_names = [cat["name"] ...] and
+    :254 test_info['phrases'] = cat_names[:max_objs]; utils/input.py:140 each instance's prompt in
+    the multi-instance sampler is its phrase. Version 2: images captioned "a {class}" are not reused."""
+    method = InstanceDiffusionMethod()
+    assert method.params["instance_caption"] == "{class_word}" and method.version == "2"
+    sample = Sample(
+        "s",
+        "a dog and a cat",
+        512,
+        512,
+        "multi",
+        (Subject("dog", "dog", (), box=BOXES[0]), Subject("cat2", "stuffed animal", (), box=BOXES[1])),
+    )
+    assert instance_call(sample, method.params["instance_caption"], 512).instance_captions == ("dog", "stuffed animal")
+
+
 def test_defaults_are_the_authors_quantitative_evaluation() -> None:
     """frank-xwang/InstanceDiffusion @ 722900e: README's MSCOCO evaluation runs eval_local.py with
     --mis 0.36 --alpha 1.0; eval_local.py's --negative_prompt and --guidance_scale defaults."""

@@ -183,18 +183,25 @@ def test_positionic_format_loader(tmp_path: Path, data_dir: Path, open_bench) ->
         positionic.load_file(tmp_path / "p.jsonl", data_dir)
 
 
-def test_load_bench_finds_built_and_suggests(data_dir: Path) -> None:
-    with pytest.raises(UnknownNameError, match="not built"):
-        load_bench("positionic-open", data_dir)
-    positionic.write_open(data_dir, built_bench_dir() / "positionic-open.jsonl")
-    try:
+def test_load_bench_builds_on_first_use_and_suggests(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A buildable bench asked for by name is built on first use, as `picbench bench build` builds
+    it (seed 0, the same bytes), so the README's main command needs no build step."""
+    monkeypatch.setenv("PICBENCH_HOME", str(tmp_path / "home"))
+    target = built_bench_dir() / "positionic-open.jsonl"
+    assert not target.exists()
+    with caplog.at_level("WARNING"):
         assert len(load_bench("positionic-open", data_dir)) == 548
-        with pytest.raises(UnknownNameError, match="did you mean 'positionic-open'"):
-            load_bench("positionic-opn", data_dir)
-        with pytest.raises(UnknownNameError, match="did you mean 'dreambench'"):
-            load_bench("dreambnch", data_dir)
-    finally:
-        (built_bench_dir() / "positionic-open.jsonl").unlink()
+    assert "'positionic-open' is not built yet: building it now" in caplog.text
+    positionic.write_open(data_dir, tmp_path / "seed0.jsonl")
+    assert target.read_bytes() == (tmp_path / "seed0.jsonl").read_bytes()
+    caplog.clear()
+    assert len(load_bench("positionic-open", data_dir)) == 548 and "building" not in caplog.text  # built once
+    with pytest.raises(UnknownNameError, match="did you mean 'positionic-open'"):
+        load_bench("positionic-opn", data_dir)
+    with pytest.raises(UnknownNameError, match="did you mean 'dreambench'"):
+        load_bench("dreambnch", data_dir)
 
 
 def test_hf_round_trip(tmp_path: Path, open_bench) -> None:

@@ -120,9 +120,15 @@ def test_images_ambiguous_resize_and_cache_key(tmp_path: Path, data_dir: Path) -
             ImageError, match=r"sample 's00' seed 0: .*s00\.jpg is 128x96, the bench's sample is 64x64: another aspect ratio"
         ):
             method.generate(samples, 0, data_dir)
-    key_before = plain.cache_params()
+    key_before = (plain.cache_params(), plain.item_params(samples[0], 0))
+    assert key_before[1]["image"] == "seed0/s00.jpg" and key_before[1]["size"] == (folder / "seed0" / "s00.jpg").stat().st_size
+    (folder / "seed0" / "notes.txt").write_text("a stray file")
+    (folder / "seed1").mkdir()
+    Image.new("RGB", (64, 64), "blue").save(folder / "seed1" / "s00.png")  # another seed's image
+    assert (plain.cache_params(), plain.item_params(samples[0], 0)) == key_before  # files no item reads change no key
     Image.new("RGB", (64, 64), "blue").save(folder / "seed0" / "s00.png")
-    assert METHODS.get("images")(params={"dir": str(folder)}).cache_params() != key_before
+    assert plain.cache_params() == key_before[0] and plain.item_params(samples[0], 0) != key_before[1]
+    assert "several images" in plain.item_params(samples[0], 0)["problem"]
     with pytest.raises(ImageError, match="several images"):
         plain.generate(samples, 0, data_dir)
     with pytest.raises(ValueError, match="needs --param dir"):
@@ -188,3 +194,34 @@ def test_a_third_party_method_is_found_through_its_entry_point(tmp_path: Path) -
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["FancyMethod", "True", "plugin", "from", "fancy-plugin"]
+
+
+def test_adding_one_image_to_a_scored_folder_scores_only_that_image(tmp_path: Path, data_dir: Path) -> None:
+    """The `images` method keys each item by its own file: a run over a folder lacking one image
+    fails that item; adding the image generates (reads) and scores that one item alone, and a
+    stray file changes nothing (counted by the runner from the store)."""
+    from run_bench_helpers import write_tiny_bench
+
+    from picbench.runner import RunConfig, run
+
+    samples = tiny_samples(4)
+    bench = write_tiny_bench(tmp_path, data_dir, samples=samples)
+    folder = tmp_path / "gens"
+    _write_images_folder(folder, samples[:3], seed=0)
+    config = RunConfig(
+        method="images", bench=str(bench), out=tmp_path / "run", data_dir=data_dir, models="tiny", detector=None,
+        metrics=("clip_i", "dino"), params={"dir": str(folder)},
+    )  # fmt: skip
+    first = run(config)
+    assert (first.generated, first.generation_failures, first.scored) == (4, 1, 4)
+    _write_images_folder(folder, samples[3:], seed=0)
+    added = run(config)
+    assert (added.generated, added.generation_reused, added.scored, added.score_reused) == (1, 3, 1, 3)
+    assert added.result is not None and added.result.counts["generation_failures"] == 0
+    (folder / "seed0" / "stray.png").write_bytes((folder / "seed0" / "s00.png").read_bytes())
+    (folder / "README.txt").write_text("not an image")
+    again = run(config)
+    assert (again.generated, again.scored, again.score_reused) == (0, 0, 4)
+    _write_images_folder(folder, samples[1:2], seed=0, colour=(200, 10, 30))  # one image replaced
+    replaced = run(config)
+    assert (replaced.generated, replaced.scored) == (1, 1)

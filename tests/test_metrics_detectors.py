@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from picbench.imaging import load_rgb
 from picbench.metrics.detectors import load_detector
-from picbench.metrics.detectors.vision_r1 import PROMPT, categories_phrase
+from picbench.metrics.detectors.vision_r1 import (
+    MAX_NEW_TOKENS,
+    MAX_PIXELS,
+    MIN_PIXELS,
+    PROMPT,
+    SCORE,
+    VisionR1Detector,
+    pool,
+    queries,
+    vision_resize,
+)
 from picbench.tiny.metric_models import tiny_weights
 
 
@@ -46,10 +58,26 @@ def test_grounding_dino_query_spans_cover_each_class():
     assert [text[a:b] for a, b in spans] == words == ["teddy bear", "dog"]
 
 
-def test_vision_r1_prompt_format():
-    assert categories_phrase(["dog"]) == "dog"
-    assert categories_phrase(["dog", "backpack", "dog", "cat"]) == "dog, backpack and cat"
-    assert PROMPT.format(categories="dog and cat") == "Locate every dog and cat in the image and output the coordinates in JSON format."
+GRIFFON = "jefferyZhan/Griffon @ 9866875e7d18e705239f3e03115a55aef30ab635, Vision-R1/eval/"
+
+
+def test_vision_r1_asks_one_category_per_query_with_the_evaluations_prompt():
+    """Griffon @ 9866875, Vision-R1/eval/eval_localization.sh:6 (ODINW / visual grounding prompt) and
+    :22 (--single --pos for ODINW); eval_localization.py:553-617 SINGLE_POS_EVALDataset: one item per
+    (image, category in it), :597 prompt.replace("<category set>", cate)."""
+    assert PROMPT == "Locate every {category} in the image and output the coordinates in JSON format."
+    assert queries(["dog", "stuffed animal", "dog "]) == [
+        ("dog", "Locate every dog in the image and output the coordinates in JSON format."),
+        ("stuffed animal", "Locate every stuffed animal in the image and output the coordinates in JSON format."),
+    ]
+    settings = VisionR1Detector.query_settings()  # known without loading the 7B model: what a protocol records
+    assert settings["query_mode"] == "one query per category" and GRIFFON.split(",")[0].replace(" @ ", "@") in settings["evaluation"]
+
+
+def test_vision_r1_generation_and_score_are_the_evaluations():
+    """eval_localization.py:926 generate(..., do_sample=False, max_new_tokens=512); :1088 "score": 0.99."""
+    assert (MAX_NEW_TOKENS, SCORE) == (512, 0.99)
+    assert VisionR1Detector.query_settings()["constant_score"] == 0.99 and VisionR1Detector.query_settings()["decoding"] == "greedy"
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +87,77 @@ def vision_r1():
     return detector
 
 
-def test_vision_r1_full_path_records_raw_answer(vision_r1, photo):
-    out = vision_r1.detect(photo, ["dog", "backpack"])
-    assert isinstance(out.raw, str)
-    # random weights answer gibberish: a recorded failure, not a crash
-    assert out.detections or any("unparseable" in p for p in out.problems)
+def test_vision_r1_pins_the_evaluations_pixel_limits_and_fast_processor(vision_r1):
+    """eval_localization.py:816 AutoProcessor.from_pretrained(..., use_fast=True, min_pixels=28*28,
+    max_pixels=12800*28*28), whatever the folder's preprocessor config says (the tiny one: 56*56..112*112)."""
+    processor = vision_r1.processor.image_processor
+    assert (processor.size.shortest_edge, processor.size.longest_edge) == (MIN_PIXELS, MAX_PIXELS) == (28 * 28, 12800 * 28 * 28)
+    assert processor.backend == "torchvision"  # transformers' name for use_fast=True
+    saved = json.loads((tiny_weights("vision-r1") / "processor_config.json").read_text())["image_processor"]["size"]
+    assert saved["longest_edge"] == 112 * 112  # the folder's own limit, overridden
+
+
+def test_vision_r1_resizes_as_process_vision_info_does(vision_r1, photo):
+    """eval_localization.py:669 process_vision_info; qwen-vl-utils 0.0.10 (QwenLM/Qwen2.5-VL @
+    d66ace26f258fc6feea27f90472856b377e3399b) vision_process.py:25-27 factor 28, 4*28*28..16384*28*28
+    pixels, :75-76 nearest multiples of 28, :138 image.resize (PIL's bicubic)."""
+    resized = vision_resize(photo)
+    assert resized.size == (308, 196)  # 300x200: round(300/28)*28, round(200/28)*28
+    assert np.array_equal(np.asarray(resized), np.asarray(photo.resize((308, 196), Image.Resampling.BICUBIC)))
+    assert vision_resize(Image.new("RGB", (20, 20))).size == (56, 56)  # at least 4*28*28 pixels
+    (_, grid), *_ = vision_r1.answers([(photo, PROMPT.format(category="dog"))])
+    assert grid == (308, 196)  # the processor's grid (image_grid_thw * 14, :680-681) is the resized image
+
+
+def test_vision_r1_full_path_queries_each_category_and_keeps_every_answer(vision_r1, photo):
+    out = vision_r1.detect(photo, ["dog", "backpack", "dog"])
+    raw = json.loads(out.raw)
+    assert [r["category"] for r in raw] == ["dog", "backpack"] and all(isinstance(r["answer"], str) for r in raw)
+    # random weights answer gibberish: recorded per query, not a crash
+    assert out.detections or all(p.startswith(("query 'dog'", "query 'backpack'")) for p in out.problems)
+
+
+def test_vision_r1_batches_queries_across_images_with_the_answers_of_one_at_a_time(vision_r1, photo):
+    other = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((200, 260))
+    rows: list[int] = []
+    generate = vision_r1.model.generate
+
+    def counting(**kwargs):
+        rows.append(int(kwargs["input_ids"].shape[0]))
+        return generate(**kwargs)
+
+    vision_r1.model.generate = counting
+    try:
+        vision_r1.batch_size = 3
+        batched = vision_r1.detect_batch([photo, other], [["dog", "backpack"], ["cat", "dog"]])
+        assert rows == [3, 1]  # 4 queries, 3 per generate() call
+        rows.clear()
+        vision_r1.batch_size = 1  # the evaluation's own batch of one
+        single = [vision_r1.detect(photo, ["dog", "backpack"]), vision_r1.detect(other, ["cat", "dog"])]
+        assert rows == [1, 1, 1, 1]
+    finally:
+        vision_r1.model.generate, vision_r1.batch_size = generate, 8
+    assert [json.loads(o.raw) for o in batched] == [json.loads(o.raw) for o in single]  # left padding changes no answer
 
 
 def test_vision_r1_rescales_from_the_processor_grid(vision_r1, photo):
-    _, grid = vision_r1.answer(photo, ["dog"])
-    assert grid[0] % 28 == 0 and grid[1] % 28 == 0 and grid != photo.size  # the processor resized the image
-    gw, gh = grid
-    answer = f'```json\n[{{"bbox_2d": [0, 0, {gw}, {gh}], "label": "dog"}}, {{"bbox_2d": [{gw / 4}, {gh / 2}, {gw / 2}, {gh}], "label": "cat"}}]\n```'
-    out = vision_r1.boxes_from_answer(answer, grid, photo.size)
+    """eval_localization.py:1080-1081: box / input_width * width, box / input_height * height."""
+    gw, gh = 308, 196
+    answer = f'```json\n[{{"bbox_2d": [0, 0, {gw}, {gh}], "label": "Dog"}}, {{"bbox_2d": [{gw / 4}, {gh / 2}, {gw / 2}, {gh}], "label": "cat"}}]\n```'
+    out = vision_r1.boxes_from_answer(answer, (gw, gh), photo.size)
     w, h = photo.size
     assert [d.box for d in out.detections] == [pytest.approx((0, 0, w, h)), pytest.approx((w / 4, h / 2, w / 2, h))]
-    assert [d.label for d in out.detections] == ["dog", "cat"] and {d.score for d in out.detections} == {vision_r1.score}
+    assert [d.label for d in out.detections] == ["dog", "cat"] and {d.score for d in out.detections} == {0.99}
+
+
+def test_vision_r1_pools_queries_and_fails_only_when_every_query_failed(vision_r1):
+    good = vision_r1.boxes_from_answer("[{'bbox_2d': [1, 2, 30, 40], 'label': 'dog'}]", (112, 112), (224, 224))
+    bad = vision_r1.boxes_from_answer("no boxes here", (112, 112), (224, 224))
+    assert bad.failed and bad.detections == () and "unparseable" in bad.problems[0]
+    mixed = pool([("dog", good), ("cat", bad)])
+    assert not mixed.failed and [d.label for d in mixed.detections] == ["dog"] and mixed.problems[0].startswith("query 'cat': unparseable")
+    assert json.loads(mixed.raw) == [{"category": "dog", "answer": good.raw}, {"category": "cat", "answer": "no boxes here"}]
+    assert pool([("dog", bad), ("cat", bad)]).failed
 
 
 def test_vision_r1_bad_boxes_are_dropped_with_reasons(vision_r1):
@@ -82,5 +165,3 @@ def test_vision_r1_bad_boxes_are_dropped_with_reasons(vision_r1):
     out = vision_r1.boxes_from_answer(answer, (112, 112), (224, 224))
     assert [d.label for d in out.detections] == ["vase"]
     assert any("zero area" in p for p in out.problems) and any("inverted" in p for p in out.problems)
-    bad = vision_r1.boxes_from_answer("no boxes here", (112, 112), (224, 224))
-    assert bad.detections == () and bad.raw == "no boxes here" and "unparseable" in bad.problems[0]

@@ -326,4 +326,6 @@ def test_vision_r1_in_the_engine_records_its_raw_answer(generated, data_dir):
     assert isinstance(score.detector_raw, str)
     if not score.detections:  # random weights: gibberish, recorded as the failure; the subject scores IoU 0
         assert score.metrics["iou"] == 0.0 and any("unparseable" in f or "found none" in f for f in score.failures)
-    assert engine.provenance()["detector"]["prompt"].startswith("Locate every {categories}")
+    assert engine.provenance()["detector"]["prompt"] == "Locate every {category} in the image and output the coordinates in JSON format."
+    assert engine.provenance()["detector"]["query_mode"] == "one query per category"
+    assert engine.identity()["detector_queries"]["query_mode"] == "one query per category"  # a change of query mode rescores

@@ -1,89 +1,122 @@
-"""The Vision-R1 answer parser on a corpus of realistic good and malformed answers (no eval)."""
+"""Vision-R1 answers parsed as Vision-R1's localization evaluation parses them, on a corpus of the
+forms its answers take, never through ``eval``.
+
+The evaluation: jefferyZhan/Griffon @ 9866875e7d18e705239f3e03115a55aef30ab635,
+``Vision-R1/eval/eval_localization.py``: ``parse_json`` (lines 226-234) takes the body of the first
+line that is exactly ```` ```json ````; ``ast.literal_eval`` reads it (line 1071), else the text up to
+the last ``"}`` closed with ``]`` (lines 1073-1075), else the output is skipped (line 1111); each
+entry needs ``bbox_2d`` (four numbers, ``xyxy2xywh``) and a string ``label`` (``.lower()``), else it
+is skipped (lines 1076-1092).
+"""
 
 from __future__ import annotations
 
+import builtins
+
 import pytest
 
-from picbench.metrics.detectors.parse import AnswerFormatError, parse_answer
+from picbench.metrics.detectors.parse import AnswerFormatError, answer_literal, parse_answer, strip_json_fence
 
-GOOD = {
-    "fenced": (
+DOG = ((12.0, 40.0, 200.0, 310.0), "dog")
+BAG = ((220.0, 50.0, 400.0, 300.0), "backpack")
+
+# name -> (answer, boxes the evaluation keeps, whether its cut-off recovery was used)
+CORPUS: dict[str, tuple[str, list, bool]] = {
+    "fenced JSON": (
         '```json\n[\n\t{"bbox_2d": [12, 40, 200, 310], "label": "dog"},\n\t{"bbox_2d": [220, 50, 400, 300], "label": "backpack"}\n]\n```',
-        [((12, 40, 200, 310), "dog"), ((220, 50, 400, 300), "backpack")],
+        [DOG, BAG],
+        False,
     ),
-    "bare": ('[{"bbox_2d": [1, 2, 30, 40], "label": "cat"}]', [((1, 2, 30, 40), "cat")]),
-    "trailing text": ('[{"bbox_2d": [1, 2, 30, 40], "label": "cat"}] There is one cat in the image.', [((1, 2, 30, 40), "cat")]),
-    "leading text, fenced": (
-        'Here are the objects:\n```json\n[{"bbox_2d": [5.5, 6, 70.25, 80], "label": "vase"}]\n```\nDone.',
-        [((5.5, 6, 70.25, 80), "vase")],
+    "bare JSON": ('[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]', [DOG], False),
+    "fenced, with text around": ('Here they are:\n```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```\nDone.', [DOG], False),
+    "single-quoted Python literal": ("[{'bbox_2d': [12, 40, 200, 310], 'label': 'dog'}]", [DOG], False),
+    "fenced single-quoted literal": (
+        "```json\n[{'bbox_2d': [12, 40, 200, 310], 'label': 'dog'}, {'bbox_2d': [220, 50, 400, 300], 'label': 'backpack'}]\n```",
+        [DOG, BAG],
+        False,
     ),
-    "uppercase fence": ('```JSON\n[{"bbox_2d": [1, 2, 3, 4], "label": "toy"}]\n```', [((1, 2, 3, 4), "toy")]),
-    "think and answer tags": (
-        '<think>The [red] dog is on the left.</think>\n<answer>[{"bbox_2d": [3, 4, 50, 60], "label": "dog"}]</answer>',
-        [((3, 4, 50, 60), "dog")],
+    "tuples": ("({'bbox_2d': (12, 40, 200, 310), 'label': 'dog'},)", [DOG], False),
+    "label case": ('[{"bbox_2d": [12, 40, 200, 310], "label": "Dog"}]', [DOG], False),  # catname2id[item["label"].lower()]
+    "floats": ('[{"bbox_2d": [12.5, 40, 200.25, 310], "label": "dog"}]', [((12.5, 40.0, 200.25, 310.0), "dog")], False),
+    "box nested once": ('[{"bbox_2d": [[12, 40, 200, 310]], "label": "dog"}]', [DOG], False),  # numpy reads it as one row
+    "empty list": ("```json\n[]\n```", [], False),
+    "unclosed fence": ('```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]', [DOG], False),
+    "two fences, the first is read": ('```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```\n```json\n[]\n```', [DOG], False),
+    "truncated list": ('```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}, {"bbox_2d": [220, 50, 400, 300], "lab', [DOG], True),
+    "truncated after two entries": (
+        '[{"bbox_2d": [12, 40, 200, 310], "label": "dog"},\n {"bbox_2d": [220, 50, 400, 300], "label": "backpack"},\n {"bbox_2d": [9, 10,',
+        [DOG, BAG],
+        True,
     ),
-    "single object": ('{"bbox_2d": [1, 2, 3, 4], "label": "dog"}', [((1, 2, 3, 4), "dog")]),
-    "wrapped list": ('{"objects": [{"bbox_2d": [1, 2, 3, 4], "label": "dog"}]}', [((1, 2, 3, 4), "dog")]),
-    "empty list": ("```json\n[]\n```", []),
-    "two fences, first wins": (
-        '```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "dog"}]\n```\n```json\n[]\n```',
-        [((10, 20, 30, 40), "dog")],
+    "closing bracket missing": ('[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}', [DOG], True),
+    # the recovery looks for '"}': a single-quoted list cut off keeps nothing ("[" + "]")
+    "truncated single-quoted list": ("[{'bbox_2d': [12, 40, 200, 310], 'label': 'dog'}, {'bbox_2d': [1,", [], True),
+    # a call is never run: literal_eval refuses it, and the recovery finds no '"}' to cut after
+    "call inside a literal": ("[{'bbox_2d': [1, 2, 3, 4], 'label': open('/etc/passwd').read()}]", [], True),
+    # JSON's null is not a Python literal: the whole answer fails literal_eval, and so does its recovery's cut
+    "JSON null": ('[{"bbox_2d": [12, 40, 200, 310], "label": "dog", "score": null}]', [], True),
+    # a JSON object is walked key by key: no box (the evaluation's `for item in extracted`)
+    "single object": ('{"bbox_2d": [12, 40, 200, 310], "label": "dog"}', [], False),
+    "bad entries skipped": (
+        '[{"bbox_2d": [1, 2, 3], "label": "dog"}, {"bbox_2d": [1, 2, 3, 4]}, "dog", {"label": "cat"}, {"bbox_2d": ["1", "2", "3", "4"], "label": "cat"},'
+        ' {"bbox_2d": [True, 2, 3, 4], "label": "cat"}, {"bbox_2d": [1, 2, 3, 4], "label": 7}, {"bbox_2d": [12, 40, 200, 310], "label": "dog"}]',
+        [DOG],
+        False,
     ),
-    "unclosed fence": ('```json\n[{"bbox_2d": [10, 20, 30, 40], "label": "dog"}]', [((10, 20, 30, 40), "dog")]),
-    "numeric strings": ('[{"bbox_2d": ["10", "20", "30", "40"], "label": "dog"}]', [((10, 20, 30, 40), "dog")]),
+}
+
+# answers the evaluation skips whole (its outer `except Exception: continue`, line 1111)
+GARBAGE = {
+    "prose": "I cannot find any dog in this image.",
+    "box in prose": "The dog is at [12, 40, 200, 310].",
+    "code": "__import__('os').system('echo pwned')",
+    "uppercase fence": '```JSON\n[{"bbox_2d": [1, 2, 3, 4], "label": "toy"}]\n```',  # parse_json wants exactly ```json
+    "think tags": '<think>The dog is left.</think>\n<answer>[{"bbox_2d": [3, 4, 50, 60], "label": "dog"}]</answer>',
+    "cut inside the first entry": '```json\n{"bbox_2d": \n```',
+    "a number": "42",
+    "null": "None",
+    "empty": "   ",
 }
 
 
-@pytest.mark.parametrize("name", list(GOOD))
-def test_good_answers(name):
-    text, expected = GOOD[name]
+@pytest.fixture(autouse=True)
+def no_eval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer below is parsed with eval and exec unavailable."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the parser called eval/exec")
+
+    monkeypatch.setattr(builtins, "eval", refuse)
+    monkeypatch.setattr(builtins, "exec", refuse)
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_answer_forms_parse_as_the_evaluation_parses_them(name: str) -> None:
+    text, expected, recovered = CORPUS[name]
     parsed = parse_answer(text)
-    assert [(b.box, b.label) for b in parsed.boxes] == [(tuple(float(v) for v in box), label) for box, label in expected]
-    assert parsed.problems == ()
+    assert [(b.box, b.label) for b in parsed.boxes] == expected
+    assert any("cut off" in p for p in parsed.problems) == recovered
 
 
-@pytest.mark.parametrize(
-    "text, kept",
-    [
-        ('```json\n[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}, {"bbox_2d": [5, 6, 7, 8], "lab', 1),
-        ('[{"bbox_2d": [1, 2, 3, 4], "label": "cat"},\n {"bbox_2d": [5, 6, 7, 8], "label": "dog"},\n {"bbox_2d": [9, 10,', 2),
-        ('[{"bbox_2d": [1, 2, 3, 4], "label": "cat"}', 1),
-    ],
-)
-def test_truncated_lists_keep_complete_entries(text, kept):
-    parsed = parse_answer(text)
-    assert len(parsed.boxes) == kept
-    assert any("cut off" in p for p in parsed.problems)
+def test_skipped_entries_are_named() -> None:
+    problems = " | ".join(parse_answer(CORPUS["bad entries skipped"][0]).problems)
+    for reason in ("must be 4 numbers", "no bbox_2d", "not an object", "non-numeric", "no string label"):
+        assert reason in problems
+    assert len(parse_answer(CORPUS["single object"][0]).problems) == 2  # its two keys, each not an object
 
 
-def test_bad_entries_are_skipped_with_reasons():
-    parsed = parse_answer(
-        '[{"bbox_2d": [1, 2, 3], "label": "dog"}, {"bbox_2d": [1, 2, 3, 4]}, "dog", {"label": "cat"},'
-        ' {"bbox_2d": [1, "x", 3, 4], "label": "cat"}, {"bbox_2d": [0, 0, 9, 9], "label": "cat"}]'
-    )
-    assert [(b.box, b.label) for b in parsed.boxes] == [((1.0, 2.0, 3.0, 4.0), ""), ((0.0, 0.0, 9.0, 9.0), "cat")]
-    joined = " | ".join(parsed.problems)
-    for reason in ("must be 4 numbers", "has no label", "not an object", "no bbox_2d", "non-numeric"):
-        assert reason in joined
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "   ",
-        "I cannot find any dog in this image.",
-        "[{'bbox_2d': [1, 2, 3, 4], 'label': 'dog'}]",  # Python literal, not JSON: refused, never evaluated
-        "__import__('os').system('echo pwned')",
-        '```json\n{"bbox_2d": \n```',
-        "The dog is at [12, 40, 200, 310].",
-    ],
-)
-def test_malformed_answers_raise_a_named_error(text):
+@pytest.mark.parametrize("name", list(GARBAGE))
+def test_garbage_gives_no_boxes_and_a_named_error(name: str) -> None:
     with pytest.raises(AnswerFormatError):
-        parse_answer(text)
+        parse_answer(GARBAGE[name])
 
 
-def test_none_is_malformed():
+def test_fence_stripping_and_recovery_are_the_evaluations() -> None:
+    assert strip_json_fence("x\n```json\n[1]\n```\ny") == "[1]\n"
+    assert strip_json_fence("```json \n[1]\n```") == "```json \n[1]\n```"  # only an exact ```json line
+    assert answer_literal('[{"a": "b"}, {"a": "c"') == ([{"a": "b"}], True)  # cut after the last '"}', then ']'
+    assert answer_literal("[{'a': 'b'}, {'a': 'c'") == ([], True)  # no '"}': text[:1] + ']'
+    with pytest.raises(AnswerFormatError, match="cut off"):
+        answer_literal("{'a': ")
     with pytest.raises(AnswerFormatError, match="empty"):
         parse_answer(None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from run_bench_helpers import tiny_samples, write_tiny_bench
-from slow_methods_plugin import install_plugin
+from slow_methods_plugin import holding_after, install_plugin
 
 from picbench.errors import UnknownNameError
 from picbench.methods import METHODS
@@ -220,13 +220,13 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
     killed = tmp_path / "killed"
     cli = [*_cli_run(killed, bench, data_dir), "--detector", "none"]
     _kill_when(
-        subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(cli, env={**env, **holding_after(2)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         killed,
-        lambda gens, scores: 2 <= len(gens) < n_items,
+        lambda gens, scores: len(gens) == 2,
         "while generating",
     )
     gens_before = _rows(killed)
-    assert 2 <= len(gens_before) < n_items and not _rows(killed, "scores")
+    assert len(gens_before) == 2 and not _rows(killed, "scores")  # slowpaste held after two generations
     _kill_when(
         subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         killed,

@@ -5,6 +5,7 @@ a bench JSONL file."""
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -15,6 +16,12 @@ from picbench.records import Bench
 from picbench.registry import Registry
 
 BenchLoader = Callable[[Path], Bench]
+
+DEFAULT_DETECTOR = "grounding-dino"
+# The detector each bench is scored with unless --detector names another, by bench name. The
+# PositionIC paper computes IoU and AP "via Vision-R1", so its benches (the official file and the
+# open reconstruction) default to Vision-R1 queried as its own evaluation queries it.
+BENCH_DETECTORS: dict[str, str] = {"positionic": "vision-r1", "positionic-open": "vision-r1"}
 
 BENCHES: Registry[BenchLoader] = Registry("bench", entry_point_group="picbench.benches")
 
@@ -45,6 +52,11 @@ BUILDABLE.register(
 )
 
 
+def default_detector(bench_name: str) -> str:
+    """The detector a bench is scored with by default (:data:`BENCH_DETECTORS`, else :data:`DEFAULT_DETECTOR`)."""
+    return BENCH_DETECTORS.get(bench_name, DEFAULT_DETECTOR)
+
+
 def built_bench_dir() -> Path:
     """Where ``picbench bench build`` writes benches it reconstructs."""
     return picbench_home() / "benches"
@@ -58,7 +70,7 @@ def built_benches() -> dict[str, Path]:
 
 def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
     """Load a bench by registered name, built name, or JSONL path (data root from ``data_dir``,
-    ``$PICBENCH_DATA_DIR`` or ``../shared/data``)."""
+    ``$PICBENCH_DATA_DIR`` or ``$PICBENCH_HOME/data``)."""
     from picbench.benches.jsonl import read_bench_jsonl
 
     root = find_data_dir(data_dir)
@@ -66,6 +78,8 @@ def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
     if name.endswith(".jsonl"):
         return read_bench_jsonl(name, root)
     built = built_benches()
+    if name in BUILDABLE and name not in built and name not in BENCHES:
+        built[name] = build_on_first_use(name, root)
     if name in built and name not in BENCHES:
         return read_bench_jsonl(built[name], root)
     if name not in BENCHES:
@@ -73,11 +87,19 @@ def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
     return BENCHES.get(name)(root)
 
 
+def build_on_first_use(name: str, root: Path) -> Path:
+    """Build a buildable bench asked for by name but not built yet, as ``picbench bench build NAME``
+    does with its default seed 0, so a fresh machine needs no separate build step."""
+    target = built_bench_dir() / f"{name}.jsonl"
+    logging.getLogger(__name__).warning(
+        "bench %r is not built yet: building it now (picbench bench build %s, seed 0) -> %s", name, name, target
+    )
+    BUILDABLE.get(name)(root, target, 0)
+    return target
+
+
 def unknown_bench_message(name: str, built: dict[str, Path]) -> str:
-    """'Did you mean' over registered, built and buildable benches; a known but unbuilt bench
-    says how to build it."""
-    if name in BUILDABLE:
-        return f"bench {name!r} is not built yet: run `picbench bench build {name}`"
+    """'Did you mean' over registered, built and buildable benches."""
     known = sorted({*BENCHES.names(), *built, *BUILDABLE.names()})
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""

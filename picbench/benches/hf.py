@@ -32,12 +32,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import datasets
-from datasets import Features, Image, List, Value
-
-from picbench.errors import BenchFormatError, PicbenchError
+from picbench.errors import BenchFormatError, MissingExtraError, PicbenchError
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import BENCH_SCHEMA, Bench, Sample, canonical_json
+
+try:
+    import datasets
+    from datasets import Features, Image, List, Value
+except ImportError as exc:  # the `hf` extra: an eval-only install has no `datasets`
+    raise MissingExtraError("Hugging Face dataset import and export", "hf", exc) from exc
 
 _SUBJECT = {
     "name": Value("string"),
@@ -197,7 +200,7 @@ def fetch_dataset(source: str | Path, *, streaming: bool = False) -> datasets.Da
             f"cannot load bench dataset {str(source)!r} from the Hugging Face Hub"
             + (" (offline: HF_HUB_OFFLINE is set)" if offline else "")
             + f": {type(exc).__name__}: {exc}. Pass a local folder written by `picbench bench export BENCH --format hf`, "
-            "or download the repo where the Hub is reachable (e.g. `huggingface-cli download REPO --repo-type dataset`)."
+            "or download the repo where the Hub is reachable (e.g. `hf download REPO --repo-type dataset`)."
         ) from exc
 
 

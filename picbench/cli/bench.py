@@ -27,7 +27,7 @@ def build(
     name: str = typer.Argument(..., help="a buildable bench, e.g. positionic-open"),
     seed: int = typer.Option(0, "--seed", help="the seed every random choice is drawn from"),
     out: Path | None = typer.Option(None, "--out", help="output .jsonl (default: the built-bench folder)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)"),
 ) -> None:
     """Reconstruct a bench deterministically (same seed, same bytes)."""
     from picbench.benches import BUILDABLE, built_bench_dir
@@ -51,7 +51,7 @@ def export(
     bench: str = typer.Argument(..., help="a bench name (registered or built) or a .jsonl path"),
     fmt: ExportFormat = typer.Option(..., "--format", help="jsonl (picbench bench file) or hf (datasets folder with images)"),
     out: Path = typer.Option(..., "--out", help="output file (jsonl) or folder (hf)"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)"),
 ) -> None:
     """Write a bench as a JSONL bench file or as a Hugging Face dataset folder."""
     from picbench.benches import load_bench

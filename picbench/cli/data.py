@@ -1,25 +1,89 @@
-"""``picbench data``: build training pair sets (``build paste-pairs``, ``build bmpds CONFIG``), and
+"""``picbench data``: fetch the evaluation data (``fetch [dreambench|msbench|all]``), build training pair sets (``build paste-pairs``, ``build bmpds CONFIG``), and
 look at them (``stats PAIRS``, ``report PAIRS``)."""
 
 from __future__ import annotations
 
+import os
+from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.markup import escape
+from rich.progress import TaskID
 from rich.table import Table
 
 from picbench.cli.app import app, console
-from picbench.cli.errors import fail
+from picbench.cli.errors import fail, warn
 from picbench.errors import PicbenchError
 
-data_app = typer.Typer(help="Build and inspect training pair sets.", no_args_is_help=True)
+data_app = typer.Typer(help="Fetch the evaluation data; build and inspect training pair sets.", no_args_is_help=True)
 build_app = typer.Typer(help="Build a training pair set.", no_args_is_help=True)
 data_app.add_typer(build_app, name="build")
 app.add_typer(data_app, name="data")
 
 DEFAULT_PASTE_OUT = Path("pairs/paste-pairs")
-DATA_DIR_HELP = "data root (default: $PICBENCH_DATA_DIR or ../shared/data)"
+DATA_DIR_HELP = "data root (default: $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)"
+
+
+class DataSet(str, Enum):
+    dreambench = "dreambench"
+    msbench = "msbench"
+    all = "all"
+
+
+@data_app.command("fetch")
+def fetch(
+    name: DataSet = typer.Argument(DataSet.all, help="which data: dreambench (DreamBooth + UNO's lists), msbench, or all"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="where to put it (default: $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)"),
+    mirror: str | None = typer.Option(
+        None,
+        "--mirror",
+        help="base URL serving GitHub's codeload paths OWNER/REPO/tar.gz/COMMIT (default: $PICBENCH_DATA_MIRROR or GitHub)",
+    ),
+    from_dir: Path | None = typer.Option(
+        None, "--from", help="a folder with local copies instead of downloads: REPO-COMMIT.tar.gz|.zip, REPO-COMMIT/ or a REPO/ checkout"
+    ),
+    verify: bool = typer.Option(False, "--verify", help="also hash files already present (default: their size is checked)"),
+) -> None:
+    """Download the evaluation data from its upstream repositories at pinned commits, verify every
+    file against the manifest shipped with picbench, and lay it out as the benches read it.
+    Resumable; a second run with everything present does nothing. See docs/data.md."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from picbench.data.fetch import Reporter
+    from picbench.data.fetch import fetch as fetch_data
+    from picbench.data.sources import sources_for
+    from picbench.paths import DATA_DIR_ENV, default_data_dir
+
+    root = data_dir or (Path(os.environ[DATA_DIR_ENV]) if os.environ.get(DATA_DIR_ENV) else default_data_dir())
+    sources = sources_for(name.value)
+    bars = Progress(TextColumn("{task.description:>26}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console)
+    tasks: dict[str, TaskID] = {}
+
+    def on_bytes(source, done: int, total: int | None) -> None:
+        if source.name not in tasks:
+            tasks[source.name] = bars.add_task(source.label, total=total)
+        bars.update(tasks[source.name], completed=done, total=total)
+
+    try:
+        with bars:
+            outcomes = fetch_data(
+                sources, root, mirror=mirror, from_dir=from_dir, verify=verify, reporter=Reporter(say=bars.console.print, on_bytes=on_bytes)
+            )
+    except PicbenchError as exc:
+        fail(exc)
+    for outcome in outcomes:
+        s = outcome.source
+        did = (
+            "all files present, nothing to do"
+            if outcome.action == "present"
+            else f"{outcome.action}, {outcome.placed} files verified and placed"
+        )
+        console.print(f"{escape(s.label)}: {did}")
+        console.print(f"  licence: {escape(s.licence)}; kept as {', '.join(escape(str(root / f)) for f in s.licence_files)}")
+        for rel in outcome.unverifiable:
+            warn(f"{rel} is not in {outcome.origin}: loaders report it as missing (the manifest knows it by its upstream git blob id)")
+    console.print(f"data root: {escape(str(root))}")
 
 
 @build_app.command("paste-pairs")

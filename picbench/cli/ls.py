@@ -17,6 +17,7 @@ class Listing(str, Enum):
     methods = "methods"
     metrics = "metrics"
     detectors = "detectors"
+    protocols = "protocols"
 
 
 def bench_table() -> Table:
@@ -34,6 +35,26 @@ def bench_table() -> Table:
     for entry in BUILDABLE.entries():
         if entry.name not in built:
             table.add_row(entry.name, "buildable", escape(entry.summary), f"not built: picbench bench build {entry.name}")
+    return table
+
+
+def protocol_table() -> Table:
+    """Each named protocol with its fields and the benches that declare it; the weights hashes are
+    resolved when a run loads the models (results.json records them)."""
+    from picbench.metrics.weights import hub_id
+    from picbench.protocols import BENCH_PROTOCOLS, IDENTITY_SETS, PROTOCOLS
+
+    table = Table(title="protocols (--protocols picks the identity set: " + ", ".join(IDENTITY_SETS) + ")")
+    for column in ("name", "benches", "fields", "summary"):
+        table.add_column(column, overflow="fold")
+    for protocol in PROTOCOLS.values():
+        benches = sorted(b for b, p in BENCH_PROTOCOLS.items() if p == protocol.name)
+        if protocol.name == "picbench":
+            benches.append("any other bench")
+        fields = {**protocol.fields(), "clip weights": hub_id("clip"), "dino weights": hub_id("dino")}
+        table.add_row(
+            protocol.name, escape(", ".join(benches)), escape("\n".join(f"{k}: {v}" for k, v in fields.items())), escape(protocol.summary)
+        )
     return table
 
 
@@ -63,11 +84,12 @@ def metric_keys(registry: Any, name: str) -> str:
 
 
 @app.command("ls")
-def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)")) -> None:
-    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins included)."""
+def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics, detectors or protocols (all when omitted)")) -> None:
+    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins
+    included), and the protocols benches declare."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
     for kind in kinds:
-        table = bench_table() if kind == "benches" else registry_table(kind)
+        table = bench_table() if kind == "benches" else protocol_table() if kind == "protocols" else registry_table(kind)
         if not table.rows:
             table.caption = f"no {kind} registered yet"
         console.print(table)

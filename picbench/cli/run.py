@@ -109,10 +109,29 @@ def run_command(
     shard: Annotated[
         str | None, typer.Option(help="i/n: this process takes part i (0-based) of n; merge with `picbench merge OUT`")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or ../shared/data)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data root (default $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)")] = None,
     detector: Annotated[
-        str, typer.Option(help="box detector of the metric engine (picbench ls detectors, plug-ins included), or 'none' for no box metrics")
-    ] = "grounding-dino",
+        str,
+        typer.Option(
+            help="box detector of the metric engine (picbench ls detectors, plug-ins included), 'none' for no box metrics, "
+            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere; picbench ls protocols)"
+        ),
+    ] = "default",
+    protocols: Annotated[
+        str,
+        typer.Option(
+            "--protocols",
+            help="identity protocols to score, from the same features: default (every eval image of a subject), references "
+            "(only the references the method was given), or both: default,references (the first gives the plain metric keys, "
+            "the others KEY@NAME)",
+        ),
+    ] = "default",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="the CLIP/DINO encoders' arithmetic: fp32 (the references' protocols) or bf16 (autocast; recorded in the protocol)"
+        ),
+    ] = "fp32",
     metrics: Annotated[
         str | None,
         typer.Option(
@@ -131,7 +150,8 @@ def run_command(
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
-    from picbench.runner import RunConfig, Shard, run
+    from picbench.protocols import check_precision, parse_identity_sets
+    from picbench.runner import RunConfig, Shard, default_out, run
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
@@ -139,7 +159,7 @@ def run_command(
         config = RunConfig(
             method=method,
             bench=bench,
-            out=out or Path("runs") / f"{method}__{Path(bench).stem}",
+            out=out or default_out(method, bench),
             seeds=parse_seeds(seeds),
             limit=limit,
             device=device,
@@ -153,6 +173,8 @@ def run_command(
             batch_size=batch_size,
             retry_failed=retry_failed,
             metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
+            precision=check_precision(precision),
+            identity_sets=parse_identity_sets(protocols),
         )
     except PicbenchError as exc:
         fail(exc)
@@ -223,6 +245,12 @@ def print_summary(result: RunResult, out: Path) -> None:
     for key in sorted(result.counts):
         table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)
+    from picbench.protocols import label
+
+    console.print(
+        f"protocol: {escape(label(result.protocol))}"
+        + "".join(f"; KEY@{p['fields'].get('identity')}: {escape(label(p))}" for p in result.extra_protocols)
+    )
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red"))

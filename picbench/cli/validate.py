@@ -37,7 +37,7 @@ def print_report(report: ValidationReport) -> None:
 @app.command("validate")
 def validate(
     bench: str = typer.Argument(..., help="a bench name (registered or built) or a path to a .jsonl bench file"),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or ../shared/data)"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="data root (default: $PICBENCH_DATA_DIR or $PICBENCH_HOME/data)"),
     images: bool = typer.Option(True, "--images/--no-images", help="decode every image (slower, catches truncated files)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of tables"),
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from picbench.checkpoints import HubFiles
 from picbench.methods.params import Param, check_params
 from picbench.metrics.weights import WEIGHTS_ENV
 from picbench.records import Sample
@@ -115,6 +116,17 @@ class Method(ABC):
     def cache_params(self) -> dict[str, Any]:
         """Everything that changes the images: parameters plus model size (part of the cache key)."""
         return {**self.params, "models": self.models}
+
+    def item_params(self, sample: Sample, seed: int) -> dict[str, Any]:
+        """What else one (sample, seed) item's image depends on, beyond :meth:`cache_params`: part
+        of that item's cache key only (e.g. the ``images`` method's file for it), so a change
+        outside the item leaves its cached image and score in place."""
+        return {}
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The hub files this method's networks load with its parameters, for ``picbench weights
+        download`` (fetched into the --weights-dir layout); a method without networks has none."""
+        return ()
 
     def supports(self, sample: Sample) -> str | None:
         """None if the method can serve ``sample``, else the reason it cannot."""

@@ -10,13 +10,13 @@ is a failure of that sample, recorded and reported, never a crash. An image may 
 the sample's aspect ratio (e.g. 2048x2048 for a 1024x1024 sample): it is scored at its own size,
 boxes being normalized, and the run's samples.jsonl records that size (``image_size``);
 ``--param resize=true`` resizes it to the sample's width x height first (bicubic). An image of
-another aspect ratio fails, naming the sample and both sizes. The folder's listing (names, sizes,
-modification times) is part of the cache key, so replacing a file invalidates its cached copy.
+another aspect ratio fails, naming the sample and both sizes. Each item's cache key holds its own
+file (path, size, content hash; or why there is none), so adding, replacing or removing one image
+re-scores only that image's items, and a file no sample reads changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,14 +28,14 @@ from picbench.errors import ImageError, UnsafePathError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method, same_aspect
 from picbench.paths import resolve_contained
-from picbench.records import Sample
+from picbench.records import Sample, file_sha256
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class ImagesMethod(Method):
     name = "images"
-    version = "1"
+    version = "2"  # 2: each item keyed by its own file (1: by the whole folder's listing)
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
     default_params = {"dir": None, "resize": False}
     exact_size = False
@@ -50,17 +50,14 @@ class ImagesMethod(Method):
         self.params["dir"] = str(self.folder)
         self.params["resize"] = str(self.params["resize"]).lower() in ("1", "true", "yes")
 
-    def cache_params(self) -> dict[str, Any]:
-        return {**super().cache_params(), "listing": self._listing_hash()}
-
-    def _listing_hash(self) -> str:
-        h = hashlib.sha256()
-        for root, dirs, files in os.walk(self.folder):
-            dirs.sort()
-            for name in sorted(files):
-                st = os.stat(os.path.join(root, name))
-                h.update(f"{os.path.relpath(os.path.join(root, name), self.folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
+    def item_params(self, sample: Sample, seed: int) -> dict[str, Any]:
+        """The one file this item reads: its path in the folder, size and SHA-256 (or, with no
+        usable file, why), so that only a change to that file changes the item's key."""
+        try:
+            path = self.image_path(sample, seed)
+        except ImageError as exc:
+            return {"image": None, "problem": str(exc)}
+        return {"image": os.path.relpath(path, self.folder), "size": path.stat().st_size, "sha256": file_sha256(path)}
 
     def image_path(self, sample: Sample, seed: int) -> Path:
         """The one file holding ``sample`` at ``seed``; ImageError when none or several exist, or

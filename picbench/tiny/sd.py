@@ -96,6 +96,21 @@ def tiny_sd_unet(cross_attention_dim: int = 32, *, attention_type: str = "defaul
     ).eval()
 
 
+def sd_ddim_scheduler():
+    """The DDIM config diffusers' GLIGEN checkpoints ship (SD 1.x betas, no sample clipping)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
 def sd_pndm_scheduler():
     """SD 1.x's default sampler config: PNDM in PLMS mode over the scaled-linear DDPM betas."""
     from diffusers import PNDMScheduler

@@ -115,7 +115,7 @@ def qwen_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = [
-        PROMPT.format(categories="dog and backpack"),
+        PROMPT.format(category="dog and backpack"),
         '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
         'system user assistant You are a helpful assistant. 0123456789 {}[],:"',
     ]

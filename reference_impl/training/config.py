@@ -64,10 +64,15 @@ class DataConfig:
     caption_dropout: float = 0.1
     """UNO's `text_dropout=0.1`: the prompt is replaced by "" with this probability."""
     ref_long_side: int = 0
-    """0: UNO's rule by reference count (512 / 320 / 256), as at inference."""
+    """0: UNO's inference rule by reference count (512 for one, 320 for more), as at inference.
+    UNO's trainer instead stretches each reference to the ~512^2 bucket nearest the batch's mean
+    aspect (`uno/dataset/uno.py:27-58,109-114` @ d305981); picbench trains on the token grids it
+    samples with, since PositionIC's paper does not say and UNO's sampler never sees 512^2 references
+    with two or more subjects."""
     cache_latents: bool = False
-    """Keep each pair's VAE tokens in memory after its first use (exact: the VAE mean is
-    deterministic). About 0.2 MB per 512 px pair in bf16; off by default for large sets."""
+    """Keep each pair's VAE posterior (mean and std tokens) in memory after its first use (exact:
+    both are deterministic; each step draws its sample). About 1 MB per 512 px pair in float32;
+    off by default for large sets."""
 
 
 @dataclass(frozen=True)

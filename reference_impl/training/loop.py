@@ -236,6 +236,7 @@ class Trainer:
             pipe = PositionICPipeline.from_pretrained(local or base, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.accelerator.device)
+        pipe.vae.to(torch.float32)  # UNO encodes in float32 (train.py:364-365 @ d305981)
         for module in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
             module.requires_grad_(False).eval()
         return pipe

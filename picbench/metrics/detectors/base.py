@@ -55,6 +55,17 @@ class Detector:
     def detect(self, image: Image.Image, classes: Sequence[str]) -> DetectorOutput:
         raise NotImplementedError
 
+    def detect_batch(self, images: Sequence[Image.Image], classes: Sequence[Sequence[str]]) -> list[DetectorOutput]:
+        """One output per image, ``classes[i]`` asked of ``images[i]``; detectors that batch their
+        forward passes override this (the engine calls it once per scoring batch)."""
+        return [self.detect(image, asked) for image, asked in zip(images, classes)]
+
+    @classmethod
+    def query_settings(cls) -> dict[str, Any]:
+        """How this detector is queried (query mode, prompt, image limits, answer parser, score),
+        known without loading its weights: what a protocol records about the detector."""
+        return {}
+
     def provenance(self) -> dict[str, Any]:
         raise NotImplementedError
 

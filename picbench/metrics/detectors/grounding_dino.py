@@ -35,13 +35,17 @@ class GroundingDinoDetector(Detector):
         self.model_id = f"grounding-dino@{self.weights_sha256[:16]}"
         self.forward_seconds = 0.0
 
+    @classmethod
+    def query_settings(cls) -> dict[str, Any]:
+        return {"query_mode": "all categories in one query", "prompt": "class words joined with ' . '"}
+
     def provenance(self) -> dict[str, Any]:
         return {
             "detector": self.name,
             "model_id": self.model_id,
             "weights_sha256": self.weights_sha256,
             "box_threshold": self.box_threshold,
-            "query": "class words joined with ' . '",
+            **self.query_settings(),
             "image_processor": self.processor.image_processor.to_dict(),
         }
 

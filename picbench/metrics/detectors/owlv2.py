@@ -34,13 +34,17 @@ class Owlv2Detector(Detector):
         self.model_id = f"owlv2@{self.weights_sha256[:16]}"
         self.forward_seconds = 0.0
 
+    @classmethod
+    def query_settings(cls) -> dict[str, Any]:
+        return {"query_mode": "one text query per category, all in one forward pass", "prompt": "a photo of a {class word}"}
+
     def provenance(self) -> dict[str, Any]:
         return {
             "detector": self.name,
             "model_id": self.model_id,
             "weights_sha256": self.weights_sha256,
             "threshold": self.threshold,
-            "queries": "a photo of a {class word}",
+            **self.query_settings(),
             "image_processor": self.processor.image_processor.to_dict(),
         }
 
