@@ -228,13 +228,20 @@ def _content(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in provenance.items() if k not in _VOLATILE}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, Mapping) and value:
+_FLATTEN_DEPTH = 16
+"""Fields nested deeper than this are compared whole (a hostile file cannot exhaust the stack)."""
+
+
+def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    if isinstance(value, Mapping) and (value or not prefix) and depth < _FLATTEN_DEPTH:
         out: dict[str, Any] = {}
         for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1))
         return out
-    return {prefix: json.dumps(value, sort_keys=True, default=str)}
+    try:
+        return {prefix: json.dumps(value, sort_keys=True, default=str)}
+    except (RecursionError, ValueError):
+        return {prefix: repr(value)[:10000]}
 
 
 def spread(

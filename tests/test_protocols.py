@@ -148,6 +148,10 @@ def test_regress_and_compare_refuse_a_reference_protocol_mismatch(runs: dict[str
     assert "protocols" in allowed.output and "references" in allowed.output and "compared anyway" in allowed.output
     compared = cli.invoke(app, ["compare", references, default, "--allow-protocol-mismatch", "--resamples", "100"], env=WIDE)
     assert compared.exit_code == 0 and "compared anyway" in compared.output and names[0] in " ".join(compared.output.split())
+    page = runs["default"].parent / "side-by-side.html"
+    assert cli.invoke(app, ["report", references, default, "--out", str(page)]).exit_code == 0
+    text = page.read_text()
+    assert all(n in text for n in names) and "not all scored under one known protocol" in text
 
 
 def test_regress_and_compare_refuse_a_detector_mismatch(tmp_path: Path, data_dir: Path) -> None:
@@ -221,6 +225,24 @@ def test_each_bench_declares_a_protocol_and_flags_are_checked() -> None:
             parse_identity_sets(bad)
     assert metric_key("clip_i.multi", "references", "default") == "clip_i@references.multi"
     assert metric_key("clip_i.multi", "default", "default") == "clip_i.multi"
+
+
+def test_hostile_protocol_cells_are_named_not_crashed_on(tmp_path: Path) -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(200):
+        node["x"] = {}
+        node = node["x"]
+    record = {"name": "n", "hash": "h", "fields": deep}
+    assert differing_fields(record, {**record, "hash": "g", "fields": {}}) == ["x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x"]
+    csv = tmp_path / "board.csv"
+    csv.write_text(
+        "method,bench,source,smoke,clip_i,protocol,protocol_hash,protocol_fields\nm,b,measured,false,0.5,p,h," + "[" * 100000 + "\n"
+    )
+    with pytest.raises(PicbenchError, match="board.csv:2: field 'protocol_fields' is not JSON"):
+        from picbench.leaderboard import row_protocol
+
+        row_protocol(read_leaderboard(csv).iloc[0].to_dict())
 
 
 def test_a_malformed_protocol_in_results_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
