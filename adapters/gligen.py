@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from picbench.checkpoints import load_pretrained
+from picbench.checkpoints import HubFiles, hub_files, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -256,6 +256,11 @@ class GligenMethod(Method):
     @property
     def checkpoint(self) -> str:
         return self.params["checkpoint"] or VARIANTS[self.params["variant"]]["checkpoint"]
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The variant's diffusers folder (or the 'checkpoint' parameter's repository)."""
+        found = hub_files(self.checkpoint)
+        return (found,) if found is not None else ()
 
     def _load(self) -> Any:
         """The tiny random-weight folder (built on first use) or the released one."""

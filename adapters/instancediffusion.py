@@ -61,7 +61,7 @@ from PIL import Image
 from torch import nn
 
 from picbench.adapters.gligen import generation_size, grounded_boxes, plms_step
-from picbench.checkpoints import download_file, load_pretrained
+from picbench.checkpoints import HubFiles, download_file, hub_files, load_pretrained
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -667,6 +667,11 @@ class InstanceDiffusionMethod(Method):
         super().__init__(**kwargs)
         grounding_steps(self.params["steps"], self.params["alpha"])  # validate early
         mis_steps(self.params["steps"], self.params["mis"])
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The released checkpoint file and the Stable Diffusion 1.5 diffusers folder it is assembled on."""
+        wanted = (hub_files(str(self.params["checkpoint"]), INSTANCEDIFFUSION_FILE), hub_files(str(self.params["base"])))
+        return tuple(w for w in wanted if w is not None)
 
     def _load(self) -> InstanceDiffusionModel:
         if self.smoke:

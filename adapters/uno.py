@@ -1,20 +1,27 @@
 """``uno``: UNO (Wu et al., ICCV 2025) as the PositionIC pipeline in UNO mode: FLUX.1-dev + UNO's
 released LoRA + UnoPE, with VAA off. UNO takes no boxes, so boxes and depth ranks are ignored.
 
-Inputs as UNO's own inference builds them (github.com/bytedance/UNO: `app.py` @ 39ce7c7,
-README @ 128ea80, `uno/flux/pipeline.py` and `uno/flux/sampling.py` @ d305981):
+Inputs and arithmetic as UNO's own inference (bytedance/UNO @ d305981: `inference.py`,
+`uno/flux/pipeline.py`, `uno/flux/sampling.py`):
 - one reference per subject, in subject order, resized so its long side is 512 for one
-  reference, 320 for two, 256 for more (app.py's "1->512 / 2->320 / 3...n->256"; README: 512
-  single-subject, 320 multi-subject), the short side floored and both cropped to multiples of
-  16 (`preprocess_ref`: `int(long_size / long * short)`, then `// 16 * 16` center crop);
-- 25 steps, guidance 4.0 (app.py's defaults), output at the Sample's size (UNO trains at 512);
+  reference and 320 for two or more (`inference.py:94-95`, `uno/flux/pipeline.py:225`), the short
+  side floored and both cropped to multiples of 16 (`preprocess_ref`, `uno/flux/pipeline.py:70-98`);
+  each encoded by the float32 VAE to a posterior sample, then cast (`uno/flux/pipeline.py:266-272`;
+  UNO draws the sample from the unseeded global RNG, picbench from the item's seed);
+- 25 steps, guidance 4.0 (`inference.py:54-55`), output at the Sample's size (UNO trains at 512);
 - the time shift of `UNOPipeline.forward`: `get_schedule(steps, (W // 8) * (H // 8) // (16 * 16))`,
-  mu ~0.459 at 512x512 (`reference_impl/schedule.py`; diffusers' rule would give 0.63);
-- LoRA rank 512 (`UNOPipeline(..., only_lora=True, lora_rank=512)`), from `bytedance-research/UNO`
-  `dit_lora.safetensors`, converted to diffusers names (`reference_impl/lora.py` documents the map);
+  mu ~0.459 at 512x512 (`uno/flux/pipeline.py:259-263`, `reference_impl/schedule.py`);
+- in bfloat16, UNO's rounding: the time cast to the model dtype before the x1000 of the embedding,
+  the Euler update `img + (t_prev - t_curr) * pred` in the model dtype (`uno/flux/sampling.py:226-239`),
+  the LoRA branch in the LoRA file's dtype (`reference_impl/lora.py`), the image decoded in
+  float32 and truncated to 8 bits (`uno/flux/pipeline.py:297-303`);
+- the initial noise drawn in the model dtype from a generator on the device seeded with the seed
+  (`uno/flux/sampling.py:28-45` via `uno/flux/pipeline.py:255-258`), so on CUDA a seed gives the
+  image UNO's `inference.py` gives for it (``noise=float32``: picbench's earlier CPU draw);
+- LoRA rank 512 (`inference.py:60`), from `bytedance-research/UNO` `dit_lora.safetensors`,
+  converted to diffusers names (`reference_impl/lora.py` documents the map);
 - UnoPE's diagonal offsets (UNO's default position mode `pe='d'`).
-Not reproduced bit for bit: the seed draws noise through `torch.Generator().manual_seed(seed)`
-on the CPU (UNO draws it on the GPU), and references are encoded to the VAE mean, not a sample.
+What still differs from UNO's scripts is listed in docs/methods.md.
 `--models tiny` loads a random LoRA written in UNO's key layout (or the ``lora`` file, or
 ``--weights-dir DIR/UNO/dit_lora.safetensors``), so tiny runs go through the same conversion as
 the real weights.
@@ -30,7 +37,7 @@ from picbench.methods.positionic import FLUX_DEV, UNO_LORA, UNO_LORA_CHECKPOINT,
 
 class UnoMethod(PositionICMethod):
     name = "uno"
-    version = "2"  # 2: UNO's sampling shift and reference resize (floor)
+    version = "3"  # 3: UNO's reference sizes (320 for 3+), bf16 arithmetic, posterior refs, device noise, .byte(); 2: shift, resize
     capabilities = Capabilities(references=True, boxes=False, multi_subject=True, depth_order=False)
     default_params = {
         "steps": 25,
@@ -40,6 +47,7 @@ class UnoMethod(PositionICMethod):
         "base": FLUX_DEV,
         "lora": UNO_LORA,
         "lora_scale": 1.0,
+        "noise": "uno",
     }
     checkpoints = {"base": FLUX_DEV, "lora": UNO_LORA_CHECKPOINT}
     uses_vaa = False
@@ -51,4 +59,6 @@ class UnoMethod(PositionICMethod):
             "guidance_scale": float(p["guidance"]),
             "ref_long_side": p["ref_long_side"],
             "schedule": str(p["schedule"]),
+            "noise": str(p["noise"]),
+            "to_8bit": "truncate",
         }

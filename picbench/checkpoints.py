@@ -6,12 +6,52 @@ Shared by the adapters, the positionic method and the trainer (a base module, so
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from picbench.errors import MissingWeightsError
 
 T = TypeVar("T")
+
+DIFFUSERS_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
+"""A diffusers pipeline folder: its index and each component's configs, tokenizer files and
+safetensors weights; not the single-file checkpoints some repositories also keep at the top."""
+TRANSFORMERS_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")
+"""A transformers model folder: configs, tokenizer files and safetensors weights (not the
+``pytorch_model.bin`` or open_clip copies some repositories also keep)."""
+DIFFUSERS_SKIPPED = ("*.fp16.*", "*non_ema*", "*.ema.*", "safety_checker/*")
+"""Variants and parts no picbench loader reads (half-precision and EMA copies, the safety checker)."""
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """What a loader reads from one hub repository: the files matching ``files`` (glob patterns,
+    as huggingface_hub's ``allow_patterns``; None: every file) but not ``skip``. ``folder`` is
+    where it goes under a weights folder: the hub id (the --weights-dir layout of method
+    checkpoints) unless another is given (a metric model's role)."""
+
+    repo: str
+    files: tuple[str, ...] | None = None
+    skip: tuple[str, ...] = ()
+    folder: str | None = None
+
+    @property
+    def target(self) -> str:
+        return self.folder or self.repo
+
+
+def diffusers_folder(repo: str) -> HubFiles:
+    """A diffusers pipeline repository, as ``from_pretrained`` reads it."""
+    return HubFiles(repo, DIFFUSERS_FILES, DIFFUSERS_SKIPPED)
+
+
+def hub_files(checkpoint: str, filename: str | None = None) -> HubFiles | None:
+    """The download of a checkpoint given as a method parameter: None where it is a local path
+    (nothing to fetch); a repository and one of its files where ``filename`` is named."""
+    if Path(checkpoint).expanduser().exists() or checkpoint.count("/") != 1:
+        return None
+    return HubFiles(checkpoint, (filename,)) if filename else diffusers_folder(checkpoint)
 
 
 def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
@@ -41,7 +81,7 @@ def missing_weights(
     'checkpoint' parameter)."""
     what = f"{checkpoint}/{filename}" if filename else checkpoint
     looked = f" (not in {weights_dir / checkpoint} nor {weights_dir / checkpoint.rsplit('/', 1)[-1]})" if weights_dir is not None else ""
-    download = f"huggingface-cli download {checkpoint}" + (f" {filename}" if filename else "")
+    download = f"picbench weights download {method} --weights-dir DIR` or `hf download {checkpoint}" + (f" {filename}" if filename else "")
     remedy = remedy or f"put it under --weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter"
     return MissingWeightsError(
         f"method {method}: checkpoint {what!r} is not available locally{looked} and the hub could not be reached"

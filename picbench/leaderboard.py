@@ -7,6 +7,7 @@ leaderboard row are made comparable here, once.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from picbench.atomic import atomic_write
 from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError, ResultFormatError
+from picbench.protocols import UNKNOWN, ProtocolMismatchError, label, parse_record
 from picbench.results import RESULTS_FILE, RunResult, load_result
 
 if TYPE_CHECKING:
@@ -37,6 +39,10 @@ PROVENANCE_COLUMNS = [
     "citation",
     "note",
     "lower_is_better",
+    "protocol",
+    "protocol_hash",
+    "extra_protocols",
+    "protocol_fields",
     "origin",
 ]
 COUNT_COLUMNS = ["n_items", "n_failures"]
@@ -84,6 +90,7 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
         **provenance_summary(result),
         "note": SMOKE_NOTE if result.smoke else _first(result.provenance, "note"),
         "lower_is_better": " ".join(sorted(k for k, high in result.higher_is_better.items() if not high)),
+        **protocol_columns(result),
         "origin": str(origin) if origin is not None else "",
     }
     for key in COUNT_COLUMNS:
@@ -99,6 +106,7 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
     return row
 
 
+<<<<<<< HEAD
 def coverage_cells(coverage: Coverage | None) -> dict[str, Any]:
     """The coverage columns of a measured row."""
     if coverage is None:
@@ -123,6 +131,71 @@ def row_coverage(row: Mapping[str, Any]) -> Counts | None:
         return None
     failed = row.get("n_failures")  # the engine's count: every item with a recorded failure, scored or not
     return Counts(int(expected), int(scored), int(failed) if _number(failed) else int(expected) - int(scored))
+=======
+def protocol_columns(result: RunResult) -> dict[str, str]:
+    """The run's protocol as CSV cells: name, hash, the other identity sets' labels, and the fields as
+    compact JSON (so a baseline row can say which fields differ); empty for results without one."""
+    protocol = result.protocol
+    if not protocol:
+        return {"protocol": "", "protocol_hash": "", "extra_protocols": "", "protocol_fields": ""}
+    return {
+        "protocol": str(protocol["name"]),
+        "protocol_hash": str(protocol["hash"]),
+        "extra_protocols": "; ".join(label(p) for p in result.extra_protocols),
+        "protocol_fields": json.dumps(protocol.get("fields", {}), sort_keys=True, separators=(",", ":"), default=str),
+    }
+
+
+def row_protocol(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A leaderboard row's protocol record (None: unknown, as in rows copied from a paper or written
+    before picbench recorded protocols); a malformed ``protocol_fields`` cell is an error naming the row."""
+    name, digest = row.get("protocol"), row.get("protocol_hash")
+    if not isinstance(digest, str) or not digest.strip():
+        return None
+    cell = row.get("protocol_fields")
+    try:
+        fields = json.loads(cell) if isinstance(cell, str) and cell.strip() else {}
+    except (RecursionError, ValueError) as exc:  # JSONDecodeError, or nested too deeply
+        raise PicbenchError(f"{row.get('origin') or 'leaderboard'}: field 'protocol_fields' is not JSON: {exc}") from None
+    return parse_record(
+        {"name": name if isinstance(name, str) else "", "hash": digest, "fields": fields}, where=str(row.get("origin") or "leaderboard")
+    )
+
+
+def check_protocols(table: pd.DataFrame, *, allow_mismatch: bool = False) -> list[str]:
+    """Refuse (:class:`ProtocolMismatchError`) a table whose measured rows of one bench were scored
+    under different protocols (results without one count as the protocol ``unknown``); with
+    ``allow_mismatch``, the same findings come back as warnings and the rows keep their labels.
+    Reported rows (a paper's numbers) are labelled, not checked: their protocol is the paper's."""
+    from picbench.protocols import differing_fields, mismatch_message
+
+    warnings = []
+    measured = table[table["source"] == "measured"]
+    for bench, rows in measured.groupby("bench", sort=True):
+        records = rows.to_dict("records")
+        first = records[0]
+        for other in records[1:]:
+            a, b = row_protocol(first), row_protocol(other)
+            if (a is None and b is None) or (a is not None and b is not None and a["hash"] == b["hash"]):
+                continue
+            message = mismatch_message(
+                f"{first['method']} on {bench} ({first.get('origin') or 'row'})",
+                a,
+                f"{other['method']} ({other.get('origin') or 'row'})",
+                b,
+                differing_fields(a, b),
+            )
+            if not allow_mismatch:
+                raise ProtocolMismatchError(message)
+            warnings.append(message.split("; numbers of different")[0] + "; kept, labelled in the protocol column")
+    return warnings
+
+
+def protocol_label(row: Mapping[str, Any]) -> str:
+    """``name #hash`` of a row, or ``unknown``."""
+    record = row_protocol(row)
+    return label(record) if record else UNKNOWN
+>>>>>>> main
 
 
 def lower_is_better(row: Mapping[str, Any]) -> set[str]:
@@ -202,9 +275,11 @@ def build_leaderboard(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return _ordered(frame).sort_values(["bench", "method", "source", "smoke"], kind="stable").reset_index(drop=True)
 
 
-def export_leaderboard(paths: Iterable[str | Path], out: str | Path) -> pd.DataFrame:
-    """Merge results files, run folders and leaderboard CSVs into the CSV at ``out``."""
+def export_leaderboard(paths: Iterable[str | Path], out: str | Path, *, allow_protocol_mismatch: bool = False) -> pd.DataFrame:
+    """Merge results files, run folders and leaderboard CSVs into the CSV at ``out`` (refused when
+    measured rows of one bench come from different protocols, see :func:`check_protocols`)."""
     table = build_leaderboard(load_rows(paths))
+    check_protocols(table, allow_mismatch=allow_protocol_mismatch)
     write_leaderboard(table, out)
     return table
 

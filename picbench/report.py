@@ -31,8 +31,10 @@ from picbench.coverage import PARTIAL_BANNER, Coverage
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.html import escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
-from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, provenance_summary
+from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, protocol_label, provenance_summary
 from picbench.paths import resolve_contained
+from picbench.protocols import label as protocol_name
+from picbench.protocols import spread
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
 
@@ -159,6 +161,7 @@ def build_report(
         parts.append(f'<div class="smoke" role="alert">{escape(SMOKE_NOTE)}. Do not quote or compare them.</div>')
     parts += coverage_banners([(None, r)])
     parts += [f'<div class="warning">warning: {escape(w)}</div>' for w in view.warnings]
+    parts.append(protocol_header(r))
     parts += [
         "<h2>Aggregate metrics</h2>",
         aggregate_table(r.metrics, r.intervals).to_html(
@@ -224,6 +227,7 @@ def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str,
     return frame.dropna(axis=1, how="all")
 
 
+<<<<<<< HEAD
 def coverage_banners(results: Sequence[tuple[str | None, RunResult]]) -> list[str]:
     """A banner per partial run (its aggregates leave items out) and per run of unknown coverage."""
     banners = []
@@ -244,6 +248,35 @@ def coverage_text(coverage: Coverage | None) -> str:
         return "unknown"
     splits = "; ".join(f"{name}: {c.text()}" for name, c in coverage.splits.items())
     return coverage.text() + (f" ({splits})" if len(coverage.splits) > 1 else "")
+=======
+def protocol_header(r: RunResult) -> str:
+    """The protocol the numbers were computed under, at the top of the page (``unknown`` for results
+    that record none), the other identity sets' labels, and the spread between protocols."""
+    names = [protocol_name(r.protocol)] + [f"{protocol_name(p)} (keys KEY@{p['fields'].get('identity', '?')})" for p in r.extra_protocols]
+    parts = [f'<p class="protocol"><b>protocol:</b> {" · ".join(escape(n) for n in names)}</p>']
+    rows = spread(r.metrics, r.protocol, r.extra_protocols)
+    if rows:
+        sets = list(rows[0][1])
+        head = "".join(f"<th>{escape(s)}</th>" for s in sets)
+        body = "".join(
+            f"<tr><th>{escape(key)}</th>"
+            + "".join(f"<td>{'—' if values.get(s) is None else f'{values[s]:.4f}'}</td>" for s in sets)
+            + f"<td>{'—' if gap is None else f'{gap:.4f}'}</td></tr>"
+            for key, values, gap in rows
+        )
+        parts.append(
+            "<h2>Spread between protocols</h2><p>The same images scored under each identity protocol; the spread is how much "
+            f'the protocol choice alone moves each metric.</p><table class="metrics spread"><thead><tr><th>metric</th>{head}'
+            f"<th>spread</th></tr></thead><tbody>{body}</tbody></table>"
+        )
+    if r.protocol:
+        parts.append(
+            "<details><summary>protocol fields</summary><pre>"
+            + escape(json.dumps(dict(r.protocol.get("fields", {})), indent=2, sort_keys=True, default=str))
+            + "</pre></details>"
+        )
+    return "\n".join(parts)
+>>>>>>> main
 
 
 def run_facts(r: RunResult) -> dict[str, str]:
@@ -258,6 +291,7 @@ def run_facts(r: RunResult) -> dict[str, str]:
         "counts": ", ".join(f"{k} {v}" for k, v in r.counts.items()),
         "source": r.source,
         "smoke": "yes: random-weight models" if r.smoke else "no",
+        "protocol": protocol_name(r.protocol),
         **{k.replace("_", " "): v for k, v in provenance_summary(r).items()},
     }
     return {k: v for k, v in facts.items() if v}
@@ -433,6 +467,7 @@ def build_comparison(
             "rows are matched by sample id</div>"
         )
     parts += [f'<div class="warning">warning: {escape(label)}: {escape(w)}</div>' for label, v in zip(labels, views) for w in v.warnings]
+    parts.append(_protocol_lines(views, labels))
     parts += ["<h2>Aggregate metrics</h2>", _side_by_side_aggregates(views, labels)]
     guide = next((v for v in views if v.samples is not None), views[0])
     by_run = [{(sc.sample_id, sc.seed): (sc, image) for sc, image in v.scores} for v in views]
@@ -468,6 +503,20 @@ def _run_labels(views: Sequence[RunView]) -> list[str]:
     """The method names, numbered where two runs share one."""
     names = [v.result.method for v in views]
     return [f"{n} #{names[: i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def _protocol_lines(views: Sequence[RunView], labels: Sequence[str]) -> str:
+    """Each run's protocol, and a warning where they differ (their numbers are not comparable as they stand)."""
+    names = [protocol_name(v.result.protocol) for v in views]
+    lines = "".join(f"<li>{escape(label)}: {escape(name)}</li>" for label, name in zip(labels, names))
+    differ = len(set(names)) > 1 or any(v.result.protocol is None for v in views)
+    warning = (
+        '<div class="warning">warning: the runs were not all scored under one known protocol; their numbers are labelled, '
+        "not comparable as they stand</div>"
+        if differ
+        else ""
+    )
+    return f'{warning}<ul class="protocols"><b>protocols:</b> {lines}</ul>'
 
 
 def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) -> str:
@@ -551,7 +600,11 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
         head = "".join(f"<th>{escape(c)}</th>" for c in ("method", "bench"))
         head += "".join(f"<th>{escape(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
         extra = "citation" if source == "reported" else "date"
+<<<<<<< HEAD
         head += f"<th>coverage</th><th>{extra}</th>"
+=======
+        head += f"<th>protocol</th><th>{extra}</th>"
+>>>>>>> main
         body = []
         for row in records:
             cells = [
@@ -567,8 +620,13 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
                 low, high = row.get(m + "_ci_low"), row.get(m + "_ci_high")
                 ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
                 cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
+<<<<<<< HEAD
             covered = escape(coverage_label(row))
             cells.append(f'<td class="coverage" data-value="{covered}">{covered}</td>')
+=======
+            protocol = protocol_label(row)
+            cells.append(f'<td class="protocol" data-value="{escape(protocol)}">{escape(protocol)}</td>')
+>>>>>>> main
             note = row.get(extra)
             text = escape(note) if isinstance(note, str) else ""
             cells.append(f'<td class="note" data-value="{text}">{text}</td>')

@@ -38,6 +38,7 @@ from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
+from picbench.protocols import bench_protocol, label, run_protocols
 from picbench.records import (
     Bench,
     Generation,
@@ -120,6 +121,8 @@ class RunConfig:
     weights_dir: Path | None = None  # method checkpoints; None: $PICBENCH_WEIGHTS_DIR, then the hub
     batch_size: int = 4
     retry_failed: bool = False
+    precision: str = "fp32"  # the encoders' arithmetic: fp32, or bf16 autocast (recorded in the protocol)
+    identity_sets: tuple[str, ...] = ("default",)  # --protocols: the first gives the plain metric keys
 
     @property
     def smoke(self) -> bool:
@@ -165,7 +168,11 @@ def default_out(method: str, bench: str) -> Path:
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
+<<<<<<< HEAD
 _TUPLE_FIELDS = ("seeds", "metrics", "samples")
+=======
+_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")
+>>>>>>> main
 
 
 class Progress(Protocol):
@@ -540,6 +547,8 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
         device=device,
         metrics=config.metrics,
         detector=config.detector,
+        precision=config.precision,
+        identity_sets=config.identity_sets,
         weights=dict(config.weights) or None,
         cache=EmbeddingCache(store.path),
         batch_size=max(1, config.batch_size),
@@ -620,14 +629,17 @@ def _finalize(
         )
     ordered: list[Score] = [scores[i.key] for i in items]
     aggregate = engine.aggregate(ordered, {s.id: s for s in samples})
-    _write_samples(store.out_dir, items, ordered, generations)
+    engine_provenance = engine.provenance()
+    protocols = run_protocols(
+        bench_protocol(bench.name), engine.identity_sets, engine_provenance, engine.detector_name if engine.uses_detector else None
+    )
+    _write_samples(store.out_dir, items, ordered, generations, protocols[0])
     counts = {k: int(v) for k, v in aggregate.items() if k.startswith("n_") and v is not None}
     counts.update(
         samples=len(samples),
         items=len(items),
         generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
     )
-    engine_provenance = engine.provenance()
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
     coverage = _coverage(items, ordered, generations)
     result = RunResult(
@@ -644,12 +656,18 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+<<<<<<< HEAD
         coverage=coverage,
+=======
+        protocol=protocols[0],
+        extra_protocols=tuple(protocols[1:]),
+>>>>>>> main
     )
     save_result(result, store.out_dir)
     return result
 
 
+<<<<<<< HEAD
 def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> Coverage:
     """Expected, scored and failed items, per split (:mod:`picbench.coverage`): an item is scored
     when its image was generated and the engine computed a value from it (an image it could not
@@ -665,6 +683,13 @@ def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str,
 
 
 def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
+=======
+def _write_samples(
+    out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation], protocol: Mapping[str, Any]
+) -> None:
+    """One line per item: its Score, image, generation key and the protocol its plain metric keys
+    were computed under (``protocol``: name and hash, as results.json's)."""
+>>>>>>> main
     path = out / SAMPLES_FILE
     try:
         with atomic_write(path) as fh:
@@ -676,6 +701,7 @@ def _write_samples(out: Path, items: list[_Item], scores: list[Score], generatio
                     "image_size": _image_size(out, generation.image_path),
                     "generation_key": item.key,
                     "generation_failure": generation.failure,
+                    "protocol": label(protocol),
                 }
                 fh.write(json.dumps(line, sort_keys=True, allow_nan=False) + "\n")
     except OSError as exc:

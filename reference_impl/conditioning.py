@@ -9,8 +9,12 @@ double- and single-stream block through `joint_attention_kwargs`. Inference
 :func:`encode_image_tokens`, so what the model learns from is exactly what it is sampled with.
 
 Reference preprocessing follows UNO's `preprocess_ref` (bytedance/UNO @ d305981,
-`uno/flux/pipeline.py`): the long side becomes `long_side`, the short side is *floored*
+`uno/flux/pipeline.py:70-98`): the long side becomes `long_side`, the short side is *floored*
 (`int(long_side / long * short)`), then both are center-cropped down to multiples of 16.
+Images are encoded as UNO's `UNOPipeline.forward` encodes references (`uno/flux/pipeline.py:266-272`):
+by the VAE in its own dtype (float32 in the methods), a posterior *sample*, then cast to the
+transformer's dtype. UNO draws that sample from torch's unseeded global RNG; here it comes from
+the caller's generator, so a seed fixes it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import torch
 from diffusers import FluxPipeline
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from picbench.reference_impl.attention import get_backend
@@ -36,8 +41,9 @@ Box = Sequence[float]
 
 
 def uno_ref_long_side(n_refs: int) -> int:
-    """UNO's recommended reference size by count (its app.py: 1 -> 512, 2 -> 320, more -> 256)."""
-    return 512 if n_refs == 1 else 320 if n_refs == 2 else 256
+    """UNO's reference size by count: 512 for one, 320 for two or more (bytedance/UNO @ d305981,
+    `inference.py:94-95` and `uno/flux/pipeline.py:225`)."""
+    return 512 if n_refs <= 1 else 320
 
 
 def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
@@ -55,16 +61,32 @@ def fit_reference(image: Image.Image, long_side: int) -> Image.Image:
 
 
 def encode_image_tokens(
-    pipe: FluxPipeline, image: Image.Image, device: torch.device | str, dtype: torch.dtype
+    pipe: FluxPipeline, image: Image.Image, device: torch.device | str, dtype: torch.dtype, generator: torch.Generator | None
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Packed tokens [1, h*w, C*4] of an image whose sides are multiples of 16, and its token grid (h, w).
 
-    The VAE mean is used (deterministic; BFL's encoder would sample), shifted and scaled as FLUX expects."""
+    As UNO: a posterior sample drawn from `generator` (None: torch's global RNG, as UNO), shifted
+    and scaled in the VAE's dtype, then cast to `dtype`."""
+    mean, std = encode_posterior(pipe, image, device)
+    return pack_posterior_sample(pipe, mean, std, generator, dtype), (mean.shape[2] // 2, mean.shape[3] // 2)
+
+
+def encode_posterior(pipe: FluxPipeline, image: Image.Image, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE posterior's mean and standard deviation [1, C, H/8, W/8], in the VAE's dtype."""
     pixels = pipe.image_processor.preprocess(image, height=image.height, width=image.width).to(device, pipe.vae.dtype)
-    latent = pipe.vae.encode(pixels).latent_dist.mode()
-    latent = ((latent - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor).to(dtype)
+    posterior = pipe.vae.encode(pixels).latent_dist
+    return posterior.mean, posterior.std
+
+
+def pack_posterior_sample(
+    pipe: FluxPipeline, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None, dtype: torch.dtype
+) -> torch.Tensor:
+    """`scale * ((mean + std * n) - shift)` packed to tokens and cast to `dtype`: UNO's `DiagonalGaussian`
+    then `AutoEncoder.encode` (`uno/flux/modules/autoencoder.py:283-287,317-320` @ d305981)."""
+    noise = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    latent = pipe.vae.config.scaling_factor * ((mean + std * noise) - pipe.vae.config.shift_factor)
     _, c, h, w = latent.shape
-    return FluxPipeline._pack_latents(latent, 1, c, h, w), (h // 2, w // 2)
+    return FluxPipeline._pack_latents(latent.to(dtype), 1, c, h, w)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ A fused qkv LoRA becomes three LoRAs that share `down` as `lora_A` and take cons
 of `up`'s rows as `lora_B` (BFL packs q, k, v in that order along the output). This is the XLabs
 layout diffusers already converts (`FluxLoraLoaderMixin.lora_state_dict` detects the
 `.processor.` keys), so we validate the layout strictly here and let diffusers rename.
+
+At inference a loaded LoRA computes as UNO's `LoRALinearLayer` (bytedance/UNO @ d305981,
+`uno/flux/modules/layers.py:115-125`, added at :204, :211, :224, :228, :333, :343): its weights
+keep the file's dtype (UNO loads them with `assign=True`, `uno/flux/util.py:290,311`), the input
+is cast to that dtype, `up(down(x))` is cast back to the input's dtype, multiplied by the weight
+and added to the base projection in the model's dtype. peft instead keeps adapters in float32 and
+adds before casting back, which in bfloat16 rounds differently (:class:`UnoLoraArithmetic`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from pathlib import Path
 
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
+from peft.tuners.lora.layer import LoraLayer, LoraVariant
 from safetensors.torch import load_file
 
 from picbench.errors import MissingWeightsError
@@ -44,6 +52,7 @@ UNO_LORA_REPO = "bytedance-research/UNO"
 UNO_LORA_FILE = "dit_lora.safetensors"
 UNO_LORA_RANK = 512
 
+_LORA_WEIGHT = re.compile(r"^(?P<module>.+)\.lora_(?P<part>[AB])\.weight$")
 _UNO_KEY = re.compile(
     r"^(?:double_blocks\.(?P<d>\d+)\.processor\.(?:qkv|proj)_lora[12]"
     r"|single_blocks\.(?P<s>\d+)\.processor\.(?:qkv|proj)_lora)\.(?:down|up)\.weight$"
@@ -125,10 +134,31 @@ def load_uno_lora(
 def _load_into_transformer(
     transformer: FluxTransformer2DModel, state_dict: dict[str, torch.Tensor], adapter_name: str, scale: float
 ) -> None:
-    """peft LoRA on the transformer only (keys `transformer.*`); the text encoders stay as they are."""
+    """peft LoRA on the transformer only (keys `transformer.*`); the text encoders stay as they are.
+    Each LoRA layer then computes as UNO's (:class:`UnoLoraArithmetic`) with the file's weights and dtype."""
     prefix = "transformer" if any(k.startswith("transformer.") for k in state_dict) else None
     transformer.load_lora_adapter(state_dict, prefix=prefix, adapter_name=adapter_name)
     transformer.set_adapters(adapter_name, scale)
+    for key, tensor in state_dict.items():
+        match = _LORA_WEIGHT.match(key.removeprefix("transformer."))
+        if match is None:
+            continue
+        layer = transformer.get_submodule(match["module"])
+        if adapter_name in layer.lora_variant and not isinstance(layer.lora_variant[adapter_name], UnoLoraArithmetic):
+            continue  # a variant of its own (e.g. DoRA) keeps peft's arithmetic
+        weight = getattr(layer, f"lora_{match['part']}")[adapter_name].weight
+        weight.data = tensor.to(weight.device)
+        layer.lora_variant[adapter_name] = UnoLoraArithmetic()
+
+
+class UnoLoraArithmetic(LoraVariant):
+    """UNO's LoRA branch on a peft layer: `base(x) + up(down(x.to(w))).to(x) * weight`, in that order
+    (`uno/flux/modules/layers.py:115-125,204` @ d305981). Inference only: merging is not supported."""
+
+    @staticmethod
+    def forward(module: LoraLayer, active_adapter: str, x: torch.Tensor, result: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        lora = module.lora_B[active_adapter](module.lora_A[active_adapter](x))  # x: already cast to the LoRA's dtype
+        return result + lora.to(result.dtype) * module.scaling[active_adapter]
 
 
 # -- training: UNO's parametrization under peft, saved in both layouts ----------------------------

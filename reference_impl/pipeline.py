@@ -5,7 +5,7 @@ latent packing, LoRA loading and saving are diffusers' own), called as diffusers
 pipeline: `pipe(prompt, references=..., boxes=..., num_inference_steps=25, guidance_scale=4.0,
 generator=torch.Generator().manual_seed(0)).images[0]`. What it adds:
 - each reference image is resized as UNO's `preprocess_ref` does (long side `ref_long_side`,
-  short side floored, cropped to multiples of 16), VAE-encoded to its mean latent, packed like
+  short side floored, cropped to multiples of 16), VAE-encoded to a posterior sample, packed like
   the target and appended after the target tokens with UnoPE position ids;
 - every step runs the transformer on `[target, ref_1 .. ref_K]` and keeps only the target's
   prediction; the clean reference tokens are the same at every step;
@@ -16,10 +16,23 @@ Layout, ids and mask come from :func:`~picbench.reference_impl.conditioning.buil
 the function the trainer uses too; the time shift from :mod:`~picbench.reference_impl.schedule`
 (UNO's sampling rule by default, `schedule="flux"` for diffusers').
 
-Decisions: without a `generator` the noise comes from torch's global RNG, as in diffusers; the
-methods pass `torch.Generator().manual_seed(seed)` (a CPU generator, float32 noise), so a seed
-gives the same image on any device. Sizes that are not multiples of 16 are generated at the
-nearest multiple of 16 and resized to the exact requested size.
+The arithmetic is UNO's `UNOPipeline.forward` and `denoise` (bytedance/UNO @ d305981,
+`uno/flux/pipeline.py:243-304`, `uno/flux/sampling.py:210-241`), so in bfloat16 a step rounds as
+UNO's does: the time is handed over as a model-dtype tensor of t in [0, 1] (the transformer
+multiplies by 1000 after the cast, as UNO's `timestep_embedding`), and the Euler update is
+`latents + (t_prev - t_curr) * prediction` in the model dtype with UNO's float32 time grid
+(`schedule.sampling_times`), not the scheduler's float32 step. The latents are decoded in the
+VAE's dtype (float32 in the methods, as UNO); `to_8bit="truncate"` converts to 8 bits as UNO does
+(`(127.5 * (x + 1)).byte()`), `"round"` as diffusers does.
+
+Decisions: the initial noise is drawn first from `generator`, then each reference's posterior
+sample from the same generator (UNO draws those from the unseeded global RNG), so a seed fixes
+the image; without a `generator` both come from torch's global RNG, as in diffusers.
+`noise="uno"` draws the noise in the model dtype on the generator's device (UNO's `get_noise`,
+`uno/flux/sampling.py:28-45`, with a generator on the execution device, as the methods pass);
+`noise="float32"` draws float32 noise and casts it (with a CPU generator: the same image for a
+seed on any device). On the CPU the two draws are identical. Sizes that are not multiples of 16
+are generated at the nearest multiple of 16 and resized to the exact requested size.
 """
 
 from __future__ import annotations
@@ -27,14 +40,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from diffusers.pipelines.flux.pipeline_flux import retrieve_timesteps
 from diffusers.pipelines.flux.pipeline_output import FluxPipelineOutput
-from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import constants as hub_constants
 from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, T5EncoderModel, T5TokenizerFast
@@ -44,10 +54,13 @@ from picbench.reference_impl.conditioning import PATCH, build_conditioning, enco
 from picbench.reference_impl.layout import validate_layout
 from picbench.reference_impl.lora import load_uno_lora
 from picbench.reference_impl.processors import set_positionic_processors
-from picbench.reference_impl.schedule import Schedule, sampling_mu
+from picbench.reference_impl.schedule import Schedule, sampling_mu, sampling_times
 from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+
+Noise = Literal["uno", "float32"]
+To8Bit = Literal["round", "truncate"]
 
 
 def missing_components(folder: Path) -> list[str]:
@@ -108,7 +121,7 @@ class PositionICPipeline(FluxPipeline):
             if missing:
                 raise MissingWeightsError(
                     f"FLUX pipeline folder {folder} is missing: {', '.join(missing)}; "
-                    f"download it with `huggingface-cli download {FLUX_DEV} --local-dir {folder}`"
+                    f"download it with `hf download {FLUX_DEV} --local-dir {folder}`"
                 )
             return super().from_pretrained(folder, **kwargs)
         kwargs.setdefault("local_files_only", hub_constants.HF_HUB_OFFLINE)
@@ -117,7 +130,7 @@ class PositionICPipeline(FluxPipeline):
         except OSError as exc:
             raise MissingWeightsError(
                 f"FLUX weights {source!r} are not in the local Hugging Face cache and the hub could not be reached "
-                f"({type(exc).__name__}: {exc}); download them with `huggingface-cli download {source} --local-dir DIR` "
+                f"({type(exc).__name__}: {exc}); download them with `hf download {source} --local-dir DIR` "
                 "and pass DIR"
             ) from exc
 
@@ -147,6 +160,8 @@ class PositionICPipeline(FluxPipeline):
         attention_backend: str = "auto",
         ref_long_side: int | None = None,
         schedule: Schedule = "uno",
+        noise: Noise = "uno",
+        to_8bit: To8Bit = "round",
         max_sequence_length: int = 512,
     ) -> FluxPipelineOutput | tuple[list[Image.Image]]:
         """One image of exactly `width` x `height` (`output_type="pil"`), or the packed target
@@ -154,7 +169,7 @@ class PositionICPipeline(FluxPipeline):
         one per reference (required when VAA is on); `depths` their ranks, 0 = front (default:
         the order given)."""
         vaa = self.vaa_default if vaa is None else vaa
-        self._check_inputs(references, prompt, boxes, depths, num_inference_steps, width, height, vaa, output_type)
+        self._check_inputs(references, prompt, boxes, depths, num_inference_steps, width, height, vaa, output_type, noise, to_8bit)
         if boxes is not None and depths is None:
             depths = list(range(len(boxes)))
         device, dtype = self._execution_device, self.transformer.dtype
@@ -163,10 +178,14 @@ class PositionICPipeline(FluxPipeline):
         prompt_embeds, pooled, text_ids = self.encode_prompt(
             prompt, device=device, max_sequence_length=min(max_sequence_length, self.tokenizer_2.model_max_length)
         )
-        long_side = ref_long_side or uno_ref_long_side(len(references))
-        encoded = [encode_image_tokens(self, fit_reference(ref, long_side), device, dtype) for ref in references]
-        ref_tokens = torch.cat([tokens for tokens, _ in encoded], dim=1)
+        channels = self.transformer.config.in_channels // 4
         target_hw = (gen_h // PATCH, gen_w // PATCH)
+        latents = self._initial_noise((1, channels, 2 * target_hw[0], 2 * target_hw[1]), generator, noise, device, dtype)
+        n_target = latents.shape[1]
+
+        long_side = ref_long_side or uno_ref_long_side(len(references))
+        encoded = [encode_image_tokens(self, fit_reference(ref, long_side), device, dtype, generator) for ref in references]
+        ref_tokens = torch.cat([tokens for tokens, _ in encoded], dim=1)
         cond = build_conditioning(
             prompt_embeds.shape[1],
             target_hw,
@@ -179,25 +198,16 @@ class PositionICPipeline(FluxPipeline):
             dtype=dtype,
         )
 
-        channels = self.transformer.config.in_channels // 4
-        shape = (1, channels, 2 * target_hw[0], 2 * target_hw[1])
-        noise = randn_tensor(shape, generator=generator, device=generator.device if generator is not None else device, dtype=torch.float32)
-        latents = self._pack_latents(noise.to(device, dtype), 1, channels, shape[2], shape[3])
-        n_target = latents.shape[1]
-
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        mu = sampling_mu(gen_w, gen_h, schedule)
-        timesteps, _ = retrieve_timesteps(self.scheduler, num_inference_steps, device, sigmas=sigmas, mu=mu)
-        self.scheduler.set_begin_index(0)
+        times = sampling_times(num_inference_steps, sampling_mu(gen_w, gen_h, schedule))
         guidance_t = (
             torch.full([1], guidance_scale, device=device, dtype=torch.float32) if self.transformer.config.guidance_embeds else None
         )
 
-        with self.progress_bar(total=len(timesteps)) as progress:
-            for t in timesteps:
+        with self.progress_bar(total=num_inference_steps) as progress:
+            for t_curr, t_prev in zip(times[:-1], times[1:]):
                 prediction = self.transformer(
                     hidden_states=torch.cat([latents, ref_tokens], dim=1),
-                    timestep=t.expand(1).to(dtype) / 1000,
+                    timestep=torch.full([1], t_curr, device=device, dtype=dtype),
                     guidance=guidance_t,
                     pooled_projections=pooled,
                     encoder_hidden_states=prompt_embeds,
@@ -206,21 +216,35 @@ class PositionICPipeline(FluxPipeline):
                     joint_attention_kwargs=cond.joint_attention_kwargs,
                     return_dict=False,
                 )[0][:, :n_target]
-                latents = self.scheduler.step(prediction, t, latents, return_dict=False)[0]
+                latents = latents + (t_prev - t_curr) * prediction
                 progress.update()
 
         if output_type == "latent":
             images: Any = latents
         else:
-            latents = self._unpack_latents(latents, gen_h, gen_w, self.vae_scale_factor)
-            latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
-            decoded = self.vae.decode(latents.to(self.vae.dtype), return_dict=False)[0]
-            image = self.image_processor.postprocess(decoded, output_type="pil")[0]
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.LANCZOS)
-            images = [image]
+            image = self._decode(latents, gen_w, gen_h, to_8bit)
+            images = [image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)]
         self.maybe_free_model_hooks()
         return FluxPipelineOutput(images=images) if return_dict else (images,)
+
+    def _initial_noise(
+        self, shape: tuple[int, int, int, int], generator: torch.Generator | None, noise: Noise, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Packed initial latents: `noise="uno"` in the model dtype (UNO's `get_noise`), `"float32"` drawn in float32 and cast."""
+        draw_device = generator.device if generator is not None else device
+        draw_dtype = dtype if noise == "uno" else torch.float32
+        latents = torch.randn(shape, generator=generator, device=draw_device, dtype=draw_dtype).to(device, dtype)
+        return self._pack_latents(latents, *shape)
+
+    def _decode(self, latents: torch.Tensor, gen_w: int, gen_h: int, to_8bit: To8Bit) -> Image.Image:
+        """Packed latents -> an 8-bit image, decoded in the VAE's dtype (UNO: `unpack(x.float())`, then `ae.decode`)."""
+        latents = self._unpack_latents(latents.to(self.vae.dtype), gen_h, gen_w, self.vae_scale_factor)
+        latents = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
+        decoded = self.vae.decode(latents, return_dict=False)[0]
+        if to_8bit == "round":
+            return self.image_processor.postprocess(decoded, output_type="pil")[0]
+        pixels = 127.5 * (decoded[-1].clamp(-1, 1).permute(1, 2, 0) + 1.0)  # uno/flux/pipeline.py:301-303
+        return Image.fromarray(pixels.cpu().byte().numpy())
 
     def _check_inputs(
         self,
@@ -233,8 +257,14 @@ class PositionICPipeline(FluxPipeline):
         height: int,
         vaa: bool,
         output_type: str,
+        noise: str,
+        to_8bit: str,
     ) -> None:
         """Every input error is raised here, before any model runs."""
+        if noise not in ("uno", "float32"):
+            raise ValueError(f"PositionICPipeline: noise must be 'uno' or 'float32', got {noise!r}")
+        if to_8bit not in ("round", "truncate"):
+            raise ValueError(f"PositionICPipeline: to_8bit must be 'round' or 'truncate', got {to_8bit!r}")
         if not references:
             raise ValueError("PositionICPipeline: at least one reference image is required")
         if not isinstance(prompt, str) or not prompt.strip():

@@ -32,9 +32,11 @@ Schedule = Literal["uno", "flux"]
 
 
 def lin_mu(seq_len: float, base_shift: float = BASE_SHIFT, max_shift: float = MAX_SHIFT) -> float:
-    """`get_lin_function(256, base_shift, 4096, max_shift)(seq_len)` of BFL's / UNO's sampling.py."""
+    """`get_lin_function(256, base_shift, 4096, max_shift)(seq_len)` of UNO's `uno/flux/sampling.py:183-188`
+    (bytedance/UNO @ d305981), with its association (`m * x + b`, `b = y1 - m * x1`), so mu agrees to the bit."""
     slope = (max_shift - base_shift) / (MAX_SEQ_LEN - BASE_SEQ_LEN)
-    return slope * seq_len + base_shift - slope * BASE_SEQ_LEN
+    intercept = base_shift - slope * BASE_SEQ_LEN
+    return slope * seq_len + intercept
 
 
 def sampling_mu(width: int, height: int, schedule: Schedule = "uno") -> float:
@@ -44,6 +46,12 @@ def sampling_mu(width: int, height: int, schedule: Schedule = "uno") -> float:
     if schedule == "flux":
         return lin_mu((width // 16) * (height // 16))
     raise ValueError(f"unknown schedule {schedule!r}: choose 'uno' or 'flux'")
+
+
+def sampling_times(steps: int, mu: float) -> list[float]:
+    """The `steps + 1` times from 1 to 0 that UNO's sampler walks (`get_schedule`, `uno/flux/sampling.py:191-207`
+    @ d305981): `torch.linspace(1, 0, steps + 1)` in float32, shifted, as Python floats."""
+    return time_shift(mu, torch.linspace(1, 0, steps + 1)).tolist()
 
 
 def time_shift(mu: float, t: torch.Tensor) -> torch.Tensor:

@@ -31,3 +31,8 @@ def write_tiny_bench(
 ) -> Path:
     bench = Bench(name, "1", tuple(samples if samples is not None else tiny_samples(n)), data_dir, description="test bench")
     return write_bench_jsonl(bench, folder / f"{name}.jsonl")
+
+
+PROTOCOL = {"name": "dreambooth/default", "hash": "0123456789ab", "fields": {"identity": "default", "detector": None, "precision": "fp32"}}
+"""A protocol record for results written by hand: every measured run records one, and regress,
+compare and leaderboard export refuse results of different or unknown protocols."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa: F401 (autouse fixture)
 
 from picbench.adapters.gligen import (
@@ -107,7 +108,6 @@ def test_sampler_is_the_authors_plms_whatever_scheduler_the_folder_ships(tmp_pat
     alphas_cumprod[0]. The folder ships DDIM (as diffusers' GLIGEN conversion writes)."""
     import json
 
-    import torch
     from diffusers import PNDMScheduler
 
     folder = build_tiny_gligen(tmp_path / "weights" / "masterful" / "gligen-1-4-generation-text-box", "text-box")
@@ -128,6 +128,55 @@ def test_sampler_is_the_authors_plms_whatever_scheduler_the_folder_ships(tmp_pat
     odd.set_timesteps(50)
     assert [odd.timesteps[0].item(), *odd.timesteps[2:].tolist()] == authors and float(odd.final_alpha_cumprod) < 1.0
     assert not torch.allclose(odd.alphas_cumprod, scheduler.alphas_cumprod)  # the checkpoint's betas are kept
+
+
+def _ldm_plms(eps, x: torch.Tensor, alphas_cumprod: torch.Tensor, steps: int) -> torch.Tensor:
+    """LDM's PLMS as gligen/GLIGEN @ f9dccb9 ldm/models/diffusion/plms.py writes it (eta 0): timesteps
+    make_ddim_timesteps uniform (util.py:55-66), alphas_prev from alphas_cumprod[0] (util.py:72-75),
+    DDIM update get_x_prev_and_pred_x0 (plms.py:125-139), pseudo improved Euler first (:144-148),
+    then Adams-Bashforth of orders 2-4 over the e_t history (:150-158), history of e_t (:104)."""
+    ddim = np.arange(0, 1000, 1000 // steps) + 1
+    a = alphas_cumprod.double()
+    alphas, alphas_prev = a[ddim], torch.cat([a[:1], a[ddim[:-1]]])
+
+    def ddim_step(x: torch.Tensor, e: torch.Tensor, index: int) -> torch.Tensor:
+        pred_x0 = (x - (1 - alphas[index]).sqrt() * e) / alphas[index].sqrt()
+        return alphas_prev[index].sqrt() * pred_x0 + (1 - alphas_prev[index]).sqrt() * e
+
+    old: list[torch.Tensor] = []
+    time_range = ddim[::-1]
+    for i, t in enumerate(time_range):
+        index, t_next = steps - i - 1, time_range[min(i + 1, steps - 1)]
+        e_t = eps(x, int(t))
+        if not old:
+            e_prime = (e_t + eps(ddim_step(x, e_t, index), int(t_next))) / 2
+        elif len(old) == 1:
+            e_prime = (3 * e_t - old[-1]) / 2
+        elif len(old) == 2:
+            e_prime = (23 * e_t - 16 * old[-1] + 5 * old[-2]) / 12
+        else:
+            e_prime = (55 * e_t - 59 * old[-1] + 37 * old[-2] - 9 * old[-3]) / 24
+        x = ddim_step(x, e_prime, index)
+        old = (old + [e_t])[-3:]
+    return x
+
+
+def test_plms_scheduler_samples_as_the_authors_plms_sampler() -> None:
+    """The same noise-prediction function sampled by the authors' PLMS and by :func:`plms_scheduler`
+    (diffusers' PNDM, entry by entry as the pipelines call it) reaches the same latents."""
+    from picbench.tiny.sd import sd_ddim_scheduler
+
+    def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+        return torch.sin(x * 1.3 + t / 250.0) * 0.8
+
+    x_t = torch.randn((1, 4, 3, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scheduler = plms_scheduler(sd_ddim_scheduler().config)
+    scheduler.set_timesteps(10)
+    x = x_t.clone()
+    for t in scheduler.timesteps:
+        x = scheduler.step(eps(x, int(t)), t, x).prev_sample
+    authors = _ldm_plms(eps, x_t, scheduler.alphas_cumprod, 10)
+    assert torch.allclose(x, authors, atol=1e-5) and not torch.allclose(x, x_t, atol=1e-2)
 
 
 def test_text_box_scheduled_sampling_counts_the_authors_plms_steps(data_dir: Path) -> None:

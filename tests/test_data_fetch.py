@@ -25,6 +25,7 @@ from picbench.cli import app
 from picbench.data.errors import (
     ChecksumMismatchError,
     CorruptArchiveError,
+    DownloadHTTPError,
     DownloadInterruptedError,
     MissingFileError,
     NotAnArchiveError,
@@ -123,9 +124,9 @@ def test_full_fetch_equals_the_shared_data_and_a_rerun_does_nothing(data_dir: Pa
         if (data_dir / rel).is_file():
             assert filecmp.cmp(root / rel, data_dir / rel, shallow=False), rel
     assert [path for path, _ in full_server.requests] == [f"/{s.owner}/{s.repo}/tar.gz/{s.commit}" for s in SOURCES.values()]
-    out = " ".join(result.output.split())
-    assert "CC BY 4.0" in out and "Apache-2.0" in out and "MIT (LICENSE)" in out and "LICENSE.uno-json" in out
-    assert f"{CAT1} is not in" in out  # the snapshot lacks it: reported, not refused
+    out = "".join(result.output.split())  # rich wraps long lines anywhere
+    assert "CCBY4.0" in out and "Apache-2.0(LICENSE)" in out and "MIT(LICENSE)" in out and "LICENSE.uno-json" in out
+    assert f"{CAT1}isnotin" in out  # the snapshot lacks it: reported, not refused
 
     n_requests = len(full_server.requests)
     again = CliRunner().invoke(app, ["data", "fetch", "all", "--data-dir", str(root), "--mirror", full_server.url])
@@ -311,31 +312,38 @@ def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
-def test_full_disk_is_named_and_leaves_nothing(full_server: ArchiveServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", ["2m", "30m"])  # full while downloading (22.6 MB) / while staging
+def test_full_disk_is_named_and_leaves_nothing(size: str, full_server: ArchiveServer, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     result = _in_namespace(
-        f"mount -t tmpfs -o size=2m tmpfs {home} && PICBENCH_HOME={home} {PICBENCH} data fetch msbench --mirror {full_server.url}; "
+        f"mount -t tmpfs -o size={size} tmpfs {home} && PICBENCH_HOME={home} {PICBENCH} data fetch msbench --mirror {full_server.url}; "
         f"echo rc=$?; find {home} | sort",
         tmp_path,
     )
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     assert "no space left on the device" in " ".join(result.stderr.split())
+    assert (".tar.gz.part" if size == "2m" else ".staging") in "".join(result.stderr.split())  # where it ran out
     listed = [line for line in result.stdout.splitlines() if line.startswith(str(home))]
     assert listed == [str(home), str(home / "data")], listed  # no partial download, no staging, no data file
 
 
-def test_read_only_home_is_named(full_server: ArchiveServer, tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def test_read_only_home_is_named_and_a_complete_read_only_root_is_fine(full_server: ArchiveServer, tmp_path: Path) -> None:
+    home, full = tmp_path / "home", tmp_path / "full"
     home.mkdir()
+    full.mkdir()
     before = len(full_server.requests)
+    fetch_msbench = f"{PICBENCH} data fetch msbench --mirror {full_server.url}"
     result = _in_namespace(
-        f"mount -t tmpfs -o ro tmpfs {home} && PICBENCH_HOME={home} {PICBENCH} data fetch msbench --mirror {full_server.url}; echo rc=$?",
+        f"mount -t tmpfs -o ro tmpfs {home} && PICBENCH_HOME={home} {fetch_msbench}; echo rc=$?; "
+        f"mount -t tmpfs tmpfs {full} && PICBENCH_HOME={full} {fetch_msbench} >/dev/null 2>&1 && mount -o remount,ro {full} && "
+        f"PICBENCH_HOME={full} {fetch_msbench}; echo rc=$?",
         tmp_path,
     )
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     assert f"cannot write to the data root {home / 'data'}" in " ".join(result.stderr.split())
-    assert len(full_server.requests) == before  # refused before any download
+    assert len(full_server.requests) == before + 1  # the refusal came before any download; then one fetch into `full`
+    assert result.stdout.count("rc=0") == 1 and "nothing to do" in result.stdout  # read-only but complete: nothing to write
 
 
 # --- the default data root --------------------------------------------------------------------------
@@ -349,3 +357,70 @@ def test_missing_data_names_the_fetch_command(tmp_path: Path, monkeypatch: pytes
     message = " ".join(result.output.split())
     assert f"{tmp_path / 'home' / 'data'} (default: $PICBENCH_HOME/data) does not exist" in message
     assert "run `picbench data fetch all`" in message
+
+
+# --- a fresh machine: the README's set-up, the fetch, the README's main command --------------------
+
+
+def readme_main_command() -> list[str]:
+    """The command lines of the README's "The main command" block, comments dropped."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("## The main command", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+@pytest.mark.slow
+def test_fresh_clone_fetches_the_data_and_runs_the_readme_main_command(full_server: ArchiveServer, tmp_path: Path) -> None:
+    """A copy of the tree with no ../shared beside it, a new venv, PICBENCH_DATA_DIR unset: the
+    README's set-up command, then the README's main command block as written (its `picbench data
+    fetch all` pointed at the local server through $PICBENCH_DATA_MIRROR), with no other step."""
+    commands = readme_main_command()
+    assert commands[0] == "picbench data fetch all" and any(c.startswith("picbench run ") for c in commands)
+    clone = tmp_path / "clone" / "picbench"
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "report.html")
+    shutil.copytree(REPO, clone, ignore=ignore, symlinks=True)
+    assert not (clone.parent.parent / "shared").exists() and not (clone.parent / "shared").exists()
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [str(Path(sys.base_prefix) / "bin" / "python3"), "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PICBENCH_DATA_DIR", "PYTHONPATH", "VIRTUAL_ENV")}
+    env |= {"PATH": f"{venv / 'bin'}:{env['PATH']}", "VIRTUAL_ENV": str(venv), "PICBENCH_HOME": str(tmp_path / "home")}
+    env |= {"PICBENCH_DATA_MIRROR": full_server.url, "COLUMNS": "200"}
+
+    def sh(command: str, timeout: int) -> str:
+        done = subprocess.run(["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout + done.stderr
+
+    sh("bash scripts/dev-setup.sh", 600)
+    assert sh("python -c 'import picbench; print(picbench.__file__)'", 60).strip() == str(clone / "picbench" / "__init__.py")
+    before = len(full_server.requests)
+    outputs = [sh(command, 900) for command in commands]
+    assert len(full_server.requests) == before + 3  # the three archives, from the local server only
+    assert (tmp_path / "home" / "data" / "dreambench" / "dreambench_singleip.json").is_file()
+    assert "not built yet: building it now" in " ".join(outputs)
+    assert (clone / "runs" / "positionic__positionic-open" / "results.json").is_file() and (clone / "report.html").is_file()
+
+
+def test_verify_rehashes_present_files_and_replaces_a_damaged_one(
+    data_dir: Path, server: ArchiveServer, subset: Manifest, tmp_path: Path
+) -> None:
+    fetch([UNO], tmp_path, mirror=server.url, manifest=subset)
+    damaged = tmp_path / "dreambench" / "LICENSE.uno-json"
+    damaged.write_bytes(damaged.read_bytes().replace(b"Apache", b"Apachf"))  # same size
+    n = len(server.requests)
+    assert [o.action for o in fetch([UNO], tmp_path, mirror=server.url, manifest=subset)] == ["present"]  # sizes only
+    assert len(server.requests) == n
+    assert [o.action for o in fetch([UNO], tmp_path, mirror=server.url, manifest=subset, verify=True)] == ["downloaded"]
+    assert_subset_placed(tmp_path, data_dir, Manifest({p: e for p, e in subset.files.items() if UNO.owns(p)}))
+
+
+def test_mirror_without_the_archive_is_named(subset: Manifest, tmp_path: Path) -> None:
+    srv = ArchiveServer()  # serves nothing: 404
+    try:
+        with pytest.raises(DownloadHTTPError, match=rf"{srv.url}/bytedance/UNO/tar.gz/{UNO.commit}: HTTP 404"):
+            fetch([UNO], tmp_path, mirror=srv.url, manifest=subset)
+    finally:
+        srv.stop()
+    assert tree(tmp_path) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.benches.jsonl import write_bench_jsonl
@@ -34,9 +35,15 @@ def _text(output: str) -> str:
 
 
 def _result(method: str = "paste", *, smoke: bool = False, metrics: dict | None = None, bench: str = "dreambench") -> RunResult:
+<<<<<<< HEAD
     metrics = metrics or {"clip_i": 0.8, "dino": 0.7}
     full = Coverage(2, 2, 0, {"single": Counts(2, 2, 0)})
     return RunResult(method, "1", {}, bench, "1", "0" * 64, (0,), metrics, {"items": 2}, smoke, coverage=full)
+=======
+    return RunResult(
+        method, "1", {}, bench, "1", "0" * 64, (0,), metrics or {"clip_i": 0.8, "dino": 0.7}, {"items": 2}, smoke, protocol=PROTOCOL
+    )
+>>>>>>> main
 
 
 def _run_folder(folder: Path, names: tuple[str, ...] = ("dog", "cat"), **result: object) -> Path:
@@ -114,9 +121,11 @@ def test_non_finite_csv_values_are_refused_naming_line_and_field(tmp_path: Path,
     run = save_result(_result("uno"), tmp_path / "run")
     result = runner.invoke(app, ["regress", str(run), "--baseline", str(csv)], env=WIDE)
     assert result.exit_code == 2 and "board.csv:3" in _text(result.output)
-    as_baseline = runner.invoke(app, ["regress", str(run), "--baseline", str(csv), "--allow-nonfinite"], env=WIDE)
+    as_baseline = runner.invoke(
+        app, ["regress", str(run), "--baseline", str(csv), "--allow-nonfinite", "--allow-protocol-mismatch"], env=WIDE
+    )  # a hand-written CSV records no protocol
     assert as_baseline.exit_code == 0 and "1 metric(s)" in _text(as_baseline.output), "inf read as absent: only dino compared"
-    as_run = runner.invoke(app, ["regress", str(csv), "--baseline", str(run), "--allow-nonfinite"], env=WIDE)
+    as_run = runner.invoke(app, ["regress", str(csv), "--baseline", str(run), "--allow-nonfinite", "--allow-protocol-mismatch"], env=WIDE)
     assert as_run.exit_code == 1 and "no value for baseline metric(s) clip_i" in _text(as_run.output), "absent in the run: fails closed"
 
 

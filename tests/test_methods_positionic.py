@@ -99,7 +99,7 @@ def test_uno_lora_missing_offline_names_the_file_and_the_lora_parameter(tmp_path
         method._uno_lora_file()
     message = str(err.value)
     assert "bytedance-research/UNO/dit_lora.safetensors" in message and str(tmp_path / "UNO") in message
-    assert "'lora' parameter" in message and "huggingface-cli download bytedance-research/UNO dit_lora.safetensors" in message
+    assert "'lora' parameter" in message and "hf download bytedance-research/UNO dit_lora.safetensors" in message
     (tmp_path / "UNO").mkdir()
     with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
         method._uno_lora_file()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.cli import app
@@ -90,6 +91,7 @@ def write_run(folder: Path, scored: list[Score], method: str = "m") -> Path:
             False,
             higher_is_better={"clip_i": True, "missing": False},
             coverage=measure(("multi", True, bool(s.failures)) for s in scored),
+            protocol=PROTOCOL,
         ),
         folder,
     )

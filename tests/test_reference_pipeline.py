@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -232,16 +233,25 @@ def test_call_keeps_diffusers_names_and_output(pipe: PositionICPipeline, refs: l
 
 
 def test_uno_sampling_schedule_is_pinned(pipe: PositionICPipeline, refs: list) -> None:
-    """bytedance/UNO @ d305981 uno/flux/pipeline.py: get_schedule(steps, (W//8)*(H//8)//(16*16));
-    at 512x512 that is mu = 0.5 + (1.15-0.5)/(4096-256) * (16-256) = 0.459375."""
-    from picbench.reference_impl.schedule import sampling_mu, time_shift
+    """bytedance/UNO @ d305981 uno/flux/pipeline.py:259-263: get_schedule(steps, (W//8)*(H//8)//(16*16));
+    at 512x512 that is mu = 0.5 + (1.15-0.5)/(4096-256) * (16-256) = 0.459375. The times the
+    transformer gets are UNO's float32 grid (uno/flux/sampling.py:179-207), to the bit."""
+    from picbench.reference_impl.schedule import sampling_mu
 
     assert sampling_mu(512, 512) == pytest.approx(0.459375)
     assert sampling_mu(512, 512, "flux") == pytest.approx(0.63)  # diffusers' calculate_shift on 1024 packed tokens
     assert sampling_mu(1024, 1024) == pytest.approx(0.5 + 0.65 / 3840 * (64 - 256))
-    pipe("a dog", refs, BOXES, generator=_seed(0), **FAST)
-    expected = time_shift(sampling_mu(64, 64), torch.linspace(1, 0, 3, dtype=torch.float64)[:-1])
-    torch.testing.assert_close(pipe.scheduler.timesteps.double() / 1000, expected, rtol=1e-5, atol=1e-5)
+    seen: list[float] = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["timestep"].item()), with_kwargs=True)
+    try:
+        pipe("a dog", refs, BOXES, generator=_seed(0), **FAST)
+    finally:
+        hook.remove()
+    m = (1.15 - 0.5) / (4096 - 256)  # UNO's get_lin_function and time_shift, written out
+    mu = m * ((64 // 8) * (64 // 8) // (16 * 16)) + (0.5 - m * 256)
+    assert mu == sampling_mu(64, 64)
+    expected = (math.exp(mu) / (math.exp(mu) + (1 / torch.linspace(1, 0, 3) - 1) ** 1.0)).tolist()[:-1]
+    assert seen == expected
 
 
 def test_reference_resize_floors_the_short_side_as_uno() -> None:

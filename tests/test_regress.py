@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
+from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.cli import app
@@ -26,7 +27,19 @@ FULL = Coverage(4, 4, 0, {"single": Counts(4, 4, 0)})
 runner = CliRunner()
 
 
-def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: bool = False, coverage: Coverage | None = FULL) -> Path:
+PAPER = "--allow-protocol-mismatch"  # a paper's reported rows carry no protocol
+
+
+def save_run(
+    folder: Path,
+    method: str,
+    bench: str,
+    metrics: dict,
+    *,
+    smoke: bool = False,
+    protocol: dict | None = PROTOCOL,
+    coverage: Coverage | None = FULL,
+) -> Path:
     result = RunResult(
         method=method,
         method_version="1",
@@ -40,6 +53,7 @@ def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: boo
         smoke=smoke,
         provenance={"picbench_version": "0.1.0"},
         coverage=coverage,
+        protocol=protocol,
     )
     save_result(result, folder)
     return folder
@@ -54,10 +68,10 @@ def reported(method: str, bench: str) -> dict[str, float]:
 
 def test_equal_to_the_paper_passes(tmp_path: Path) -> None:
     run = save_run(tmp_path / "run", "positionic", "dreambench", reported("positionic", "dreambench"))
-    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
+    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER], env=WIDE)
     assert result.exit_code == 0, result.output
     assert "pass" in result.output and "3 metric(s)" in result.output and "dino" not in result.output
-    listed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--show-all"], env=WIDE)
+    listed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER, "--show-all"], env=WIDE)
     assert listed.exit_code == 0 and all(m in listed.output for m in ("clip_i", "clip_t", "dino"))
 
 
@@ -65,16 +79,16 @@ def test_a_drop_beyond_tolerance_fails_with_a_table(tmp_path: Path) -> None:
     paper = reported("gligen", "positionic")
     worse = {**paper, "iou.multi": paper["iou.multi"] - 0.05, "ap.single": paper["ap.single"] - 0.005}
     run = save_run(tmp_path / "run", "gligen", "positionic", worse)
-    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
+    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER], env=WIDE)
     assert result.exit_code == 1, result.output
     assert "iou.multi" in result.output and "-0.0500" in result.output
     assert "ap.single" not in result.output  # within the default tolerance of 0.01
     assert "1 of 4 metric(s)" in result.output
     tight = runner.invoke(
-        app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--tolerance", "0.1", "--tolerance-for", "ap=0.001"], env=WIDE
+        app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER, "--tolerance", "0.1", "--tolerance-for", "ap=0.001"], env=WIDE
     )
     assert tight.exit_code == 1 and "ap.single" in tight.output and "iou.multi" not in tight.output
-    loose = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--tolerance", "0.06"], env=WIDE)
+    loose = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER, "--tolerance", "0.06"], env=WIDE)
     assert loose.exit_code == 0, loose.output
 
 
@@ -99,9 +113,9 @@ def test_results_against_results_and_several_rows(tmp_path: Path) -> None:
 
 def test_unusable_input_exits_2(tmp_path: Path) -> None:
     run = save_run(tmp_path / "run", "paste", "positionic-open", {"iou": 0.8})
-    nothing = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
+    nothing = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER], env=WIDE)
     assert nothing.exit_code == 2 and "nothing to compare" in nothing.output
-    missing = runner.invoke(app, ["regress", str(tmp_path / "nope"), "--baseline", str(REPORTED_CSV)], env=WIDE)
+    missing = runner.invoke(app, ["regress", str(tmp_path / "nope"), "--baseline", str(REPORTED_CSV), PAPER], env=WIDE)
     assert missing.exit_code == 2 and "no results file" in missing.output
     bad_tolerance = runner.invoke(app, ["regress", str(run), "-b", str(run), "--tolerance-for", "iou:0.1"], env=WIDE)
     assert bad_tolerance.exit_code == 2 and "iou:0.1" in bad_tolerance.output
@@ -110,15 +124,15 @@ def test_unusable_input_exits_2(tmp_path: Path) -> None:
 def test_smoke_against_real_numbers_fails_closed_unless_allowed(tmp_path: Path) -> None:
     paper = reported("uno", "dreambench-multi")
     run = save_run(tmp_path / "run", "uno", "dreambench-multi", paper, smoke=True)
-    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV)], env=WIDE)
+    result = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER], env=WIDE)
     assert result.exit_code == 1, result.output
     assert "smoke run" in result.output and "--allow-smoke" in result.output
-    allowed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), "--allow-smoke"], env=WIDE)
+    allowed = runner.invoke(app, ["regress", str(run), "--baseline", str(REPORTED_CSV), PAPER, "--allow-smoke"], env=WIDE)
     assert allowed.exit_code == 0, allowed.output
     assert "smoke run" in allowed.output and "means little" in allowed.output
     # where the baseline has a smoke row too, only that row is used
     smoke_base = save_run(tmp_path / "smoke-base", "uno", "dreambench-multi", {"clip_i": paper["clip_i"] + 0.5}, smoke=True)
-    report = compare(load_table([run]), load_table([REPORTED_CSV, smoke_base]))
+    report = compare(load_table([run]), load_table([REPORTED_CSV, smoke_base]), allow_protocol_mismatch=True)
     assert [c.baseline_source for c in report.checks] == ["measured"] and not report.passed and not report.warnings
 
 
@@ -170,6 +184,6 @@ def test_a_partial_run_is_warned(tmp_path: Path) -> None:
     data.write_text(
         data.read_text(encoding="utf-8").replace('"provenance": {', '"provenance": {"bench": {"limit": 4}, ', 1), encoding="utf-8"
     )
-    report = compare(load_table([run]), load_table([REPORTED_CSV]))
+    report = compare(load_table([run]), load_table([REPORTED_CSV]), allow_protocol_mismatch=True)
     assert report.passed
     assert any("--limit 4" in w and "whole bench" in w for w in report.warnings)

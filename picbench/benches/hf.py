@@ -200,7 +200,7 @@ def fetch_dataset(source: str | Path, *, streaming: bool = False) -> datasets.Da
             f"cannot load bench dataset {str(source)!r} from the Hugging Face Hub"
             + (" (offline: HF_HUB_OFFLINE is set)" if offline else "")
             + f": {type(exc).__name__}: {exc}. Pass a local folder written by `picbench bench export BENCH --format hf`, "
-            "or download the repo where the Hub is reachable (e.g. `huggingface-cli download REPO --repo-type dataset`)."
+            "or download the repo where the Hub is reachable (e.g. `hf download REPO --repo-type dataset`)."
         ) from exc
 
 

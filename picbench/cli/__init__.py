@@ -12,6 +12,7 @@ import picbench.cli.report  # noqa: F401
 import picbench.cli.run  # noqa: F401
 import picbench.cli.train  # noqa: F401
 import picbench.cli.validate  # noqa: F401
+import picbench.cli.weights  # noqa: F401
 from picbench.cli.app import app
 
 

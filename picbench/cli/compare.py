@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+<<<<<<< HEAD
 from picbench.cli.app import app, console, err_console
 from picbench.cli.errors import EXIT_CHECK_FAILED, fail, warn
 from picbench.cli.output import append_step_summary, emit_json, human_output_to_stderr, markdown_table
@@ -24,6 +25,15 @@ from picbench.results import RunResult
 
 if TYPE_CHECKING:
     from picbench.metrics.bootstrap import PairedDifference
+=======
+from picbench.cli.app import app, console
+from picbench.cli.errors import fail, warn
+from picbench.errors import PicbenchError
+from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message, spread
+
+if TYPE_CHECKING:
+    from picbench.results import RunResult
+>>>>>>> main
 
 
 @app.command("compare")
@@ -35,6 +45,7 @@ def compare(
     ] = None,  # noqa: UP007
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="seed of the resampling (the same seed gives the same intervals)")] = 0,
+<<<<<<< HEAD
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="compare even when one run covers fewer items or has more failures (labelled)")
     ] = False,
@@ -67,21 +78,42 @@ def _compare(
 ) -> tuple[list[RunResult], list[PairedDifference], list[str]]:
     """Load both runs, check their coverage, bootstrap, print the table: (results, differences,
     coverage problems)."""
+=======
+    allow_protocol_mismatch: Annotated[
+        bool,
+        typer.Option("--allow-protocol-mismatch", help="compare runs scored under different (or unknown) protocols, labelled"),
+    ] = False,
+) -> None:
+    """Per metric: A minus B over the items both runs share, its 95% interval and a p-value; runs of
+    different protocols are refused (exit 2) unless --allow-protocol-mismatch; the spread between the
+    protocols a run computed (--protocols default,references) follows."""
+>>>>>>> main
     from picbench.metrics.bootstrap import paired_bootstrap
-    from picbench.results import iter_sample_scores, load_result
+    from picbench.results import bench_and_direction_mismatches, iter_sample_scores, load_result
 
     try:
         results = [load_result(run) for run in (run_a, run_b)]
+        mismatch = protocol_mismatch(results[0], results[1], str(run_a), str(run_b))
+        if mismatch and not allow_protocol_mismatch:
+            raise ProtocolMismatchError(mismatch)
         scores = [[score for score, _ in iter_sample_scores(run if run.is_dir() else run.parent)] for run in (run_a, run_b)]
     except (PicbenchError, OSError) as exc:
         fail(exc)
+<<<<<<< HEAD
     blocking = coverage_problems(results[0], results[1])
     for reason in blocking:
         if allow_partial:
             warn(reason + ALLOWED)
         else:
             err_console.print(f"[bold red]not comparable:[/] {escape(reason + ALLOW_HINT)}")
+=======
+    if mismatch:
+        warn(mismatch.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
+>>>>>>> main
     keys = [k.strip() for k in metrics.split(",") if k.strip()] if metrics else _shared_keys(scores[0], scores[1])
+    mismatches = bench_and_direction_mismatches(results[0], results[1], keys)
+    if mismatches:
+        fail(f"{run_a} and {run_b} cannot be compared item by item: " + "; ".join(mismatches))
     found = paired_bootstrap(scores[0], scores[1], keys, resamples=resamples, seed=seed)
     if not found:
         fail(f"nothing to compare: {run_a} and {run_b} share no (sample, seed) item with a value of {', '.join(keys) or 'any metric'}")
@@ -107,6 +139,11 @@ def _compare(
             str(d.n_items),
         )
     console.print(table)
+    console.print(f"protocols: A {escape(label(results[0].protocol))}; B {escape(label(results[1].protocol))}")
+    for name, result in zip("AB", results):
+        rows = spread(result.metrics, result.protocol, result.extra_protocols)
+        if rows:
+            console.print(spread_table(rows, f"run {name} ({escape(result.method)}): spread between the protocols it computed"))
     console.print(
         f"paired bootstrap: {resamples} resamples of the samples (seeds nested), seed {seed}; "
         "p: two-sided, for 'A and B do not differ'; green/red: A significantly better/worse at 0.05"
@@ -156,3 +193,22 @@ def _shared_keys(a: list, b: list) -> list[str]:
     shared = sorted(keys(a) & keys(b))
     splits = sorted({"single" if len(sc.subjects) == 1 else "multi" for sc in a if sc.subjects})
     return [f"{k}{s}" for k in shared for s in ["", *(f".{sp}" for sp in splits if len(splits) > 1)]]
+
+
+def protocol_mismatch(a: RunResult, b: RunResult, name_a: str, name_b: str) -> str | None:
+    """Why two runs' numbers are not comparable as they stand (different or unknown protocols), or None."""
+    fields = differing_fields(a.protocol, b.protocol)
+    return mismatch_message(f"run A ({name_a})", a.protocol, f"run B ({name_b})", b.protocol, fields) if fields else None
+
+
+def spread_table(rows: list[tuple[str, dict[str, float | None], float | None]], title: str) -> Table:
+    """metric | value under each identity protocol | max - min."""
+    sets = list(rows[0][1])
+    view = Table(title=title)
+    for column in ("metric", *sets, "spread"):
+        view.add_column(column, justify="left" if column == "metric" else "right")
+    for key, values, gap in rows:
+        view.add_row(
+            escape(key), *("n/a" if values.get(s) is None else f"{values[s]:.4f}" for s in sets), "n/a" if gap is None else f"{gap:.4f}"
+        )
+    return view

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from picbench.cli.app import app, console
-from picbench.cli.errors import fail
+from picbench.cli.errors import fail, warn
 from picbench.errors import PicbenchError
 
 if TYPE_CHECKING:
@@ -34,12 +34,21 @@ def export(
     format: Annotated[
         Format, typer.Option("--format", help="csv, or html: a sortable page, measured and reported rows apart")
     ] = Format.csv,
+    allow_protocol_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-protocol-mismatch", help="merge measured rows of one bench scored under different protocols (each row stays labelled)"
+        ),
+    ] = False,
 ) -> None:
-    """Merge run results into one leaderboard CSV or HTML page (smoke rows marked)."""
-    from picbench.leaderboard import build_leaderboard, load_rows, metric_columns, write_leaderboard
+    """Merge run results into one leaderboard CSV or HTML page (smoke rows marked, every row labelled
+    with its protocol; measured rows of one bench under different protocols are refused, exit 2)."""
+    from picbench.leaderboard import build_leaderboard, check_protocols, load_rows, metric_columns, write_leaderboard
 
     try:
         table = build_leaderboard(load_rows(results))
+        for message in check_protocols(table, allow_mismatch=allow_protocol_mismatch):
+            warn(message)
         if format is Format.html:
             from picbench.report import build_leaderboard_page, write_page
 

@@ -18,6 +18,7 @@ class Listing(str, Enum):
     methods = "methods"
     metrics = "metrics"
     detectors = "detectors"
+    protocols = "protocols"
 
 
 def bench_records() -> list[dict[str, str]]:
@@ -39,8 +40,32 @@ def bench_records() -> list[dict[str, str]]:
     return records
 
 
+<<<<<<< HEAD
 def registry_records(kind: str) -> list[dict[str, str]]:
     """Methods, metrics or detectors: name, target, summary (metrics: their keys and directions)."""
+=======
+def protocol_table() -> Table:
+    """Each named protocol with its fields and the benches that declare it; the weights hashes are
+    resolved when a run loads the models (results.json records them)."""
+    from picbench.metrics.weights import hub_id
+    from picbench.protocols import BENCH_PROTOCOLS, IDENTITY_SETS, PROTOCOLS
+
+    table = Table(title="protocols (--protocols picks the identity set: " + ", ".join(IDENTITY_SETS) + ")")
+    for column in ("name", "benches", "fields", "summary"):
+        table.add_column(column, overflow="fold")
+    for protocol in PROTOCOLS.values():
+        benches = sorted(b for b, p in BENCH_PROTOCOLS.items() if p == protocol.name)
+        if protocol.name == "picbench":
+            benches.append("any other bench")
+        fields = {**protocol.fields(), "clip weights": hub_id("clip"), "dino weights": hub_id("dino")}
+        table.add_row(
+            protocol.name, escape(", ".join(benches)), escape("\n".join(f"{k}: {v}" for k, v in fields.items())), escape(protocol.summary)
+        )
+    return table
+
+
+def registry_table(kind: str) -> Table:
+>>>>>>> main
     if kind == "methods":
         from picbench.methods import METHODS as registry
     elif kind == "detectors":
@@ -82,6 +107,7 @@ def metric_keys(registry: Any, name: str) -> str:
 
 
 @app.command("ls")
+<<<<<<< HEAD
 def ls(
     what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)"),
     as_json: bool = typer.Option(False, "--json", help="print the listing as JSON on stdout (an object per kind)"),
@@ -94,3 +120,14 @@ def ls(
         return
     for kind, records in listing.items():
         console.print(listing_table(kind, records))
+=======
+def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics, detectors or protocols (all when omitted)")) -> None:
+    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins
+    included), and the protocols benches declare."""
+    kinds = [what.value] if what is not None else [k.value for k in Listing]
+    for kind in kinds:
+        table = bench_table() if kind == "benches" else protocol_table() if kind == "protocols" else registry_table(kind)
+        if not table.rows:
+            table.caption = f"no {kind} registered yet"
+        console.print(table)
+>>>>>>> main

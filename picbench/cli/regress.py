@@ -6,7 +6,8 @@ numbers without ``--allow-smoke``, baseline metrics the run lacks without ``--al
 run covering fewer items or with more failures than its baseline, or of unknown coverage, without
 ``--allow-partial``);
 2 the input is unusable (unreadable files, non-finite values without ``--allow-nonfinite``, bad
-tolerances, nothing comparable).
+tolerances, nothing comparable, rows of different or unknown protocols without
+``--allow-protocol-mismatch``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def regress(
     ] = False,
     allow_nonfinite: Annotated[
         bool, typer.Option("--allow-nonfinite", help="read inf cells of a CSV as absent values instead of refusing the file")
+    ] = False,
+    allow_protocol_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-protocol-mismatch",
+            help="compare rows scored under different (or unknown) protocols, e.g. a paper's reported numbers; each check is labelled",
+        ),
     ] = False,
     significance: Annotated[
         float | None,
@@ -97,6 +105,7 @@ def _check(
             allow_missing=allow_missing,
             allow_partial=allow_partial,
             significance=significance,
+            allow_protocol_mismatch=allow_protocol_mismatch,
         )
     except PicbenchError as exc:
         fail(exc)
@@ -171,7 +180,20 @@ def markdown_summary(report: RegressReport) -> str:
 def checks_table(checks: list[MetricCheck], title: str) -> Table:
     view = Table(title=title)
     tested = any(c.alpha is not None for c in checks)
-    columns = ("method", "bench", "metric", "better", "baseline", "run", "change", "tol", *(("p",) if tested else ()), "source")
+    labelled = any(c.protocols for c in checks)
+    columns = (
+        "method",
+        "bench",
+        "metric",
+        "better",
+        "baseline",
+        "run",
+        "change",
+        "tol",
+        *(("p",) if tested else ()),
+        "source",
+        *(("protocols",) if labelled else ()),
+    )
     for column in columns:
         view.add_column(column, justify="right" if column in ("baseline", "run", "change", "tol", "p") else "left", overflow="fold")
     for c in checks:
@@ -188,6 +210,7 @@ def checks_table(checks: list[MetricCheck], title: str) -> Table:
             f"{c.tolerance:g}",
             *p,
             c.baseline_source,
+            *((escape(c.protocols or "same"),) if labelled else ()),
         )
     origins = sorted({c.baseline_origin.rpartition(":")[0] or c.baseline_origin for c in checks if c.baseline_origin})
     if origins:

@@ -35,6 +35,7 @@ from picbench.coverage import PARTIAL_BANNER
 from picbench.errors import PicbenchError
 from picbench.interrupts import Terminated, sigterm_as_interrupt
 from picbench.limits import SEED_LIMIT
+from picbench.protocols import label
 from picbench.results import RunResult
 
 if TYPE_CHECKING:
@@ -123,9 +124,24 @@ def run_command(
         str,
         typer.Option(
             help="box detector of the metric engine (picbench ls detectors, plug-ins included), 'none' for no box metrics, "
-            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere)"
+            "or 'default': the bench's own (vision-r1 on positionic and positionic-open, grounding-dino elsewhere; picbench ls protocols)"
         ),
     ] = "default",
+    protocols: Annotated[
+        str,
+        typer.Option(
+            "--protocols",
+            help="identity protocols to score, from the same features: default (every eval image of a subject), references "
+            "(only the references the method was given), or both: default,references (the first gives the plain metric keys, "
+            "the others KEY@NAME)",
+        ),
+    ] = "default",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="the CLIP/DINO encoders' arithmetic: fp32 (the references' protocols) or bf16 (autocast; recorded in the protocol)"
+        ),
+    ] = "fp32",
     metrics: Annotated[
         str | None,
         typer.Option(
@@ -147,10 +163,16 @@ def run_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout; the human output goes to stderr")] = False,
 ) -> None:
+<<<<<<< HEAD
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone.
     Ends with "scored k of n"; exit 1 when k < n unless --allow-partial."""
     from picbench.runner import RunConfig, Shard, default_out
     from picbench.selection import parse_sample_ids
+=======
+    """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
+    from picbench.protocols import check_precision, parse_identity_sets
+    from picbench.runner import RunConfig, Shard, default_out, run
+>>>>>>> main
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
@@ -174,6 +196,8 @@ def run_command(
             batch_size=batch_size,
             retry_failed=retry_failed,
             metrics=parse_metrics(metrics, None if detector.lower() == "none" else detector),
+            precision=check_precision(precision),
+            identity_sets=parse_identity_sets(protocols),
         )
     except PicbenchError as exc:
         fail(exc)
@@ -268,6 +292,10 @@ def print_summary(result: RunResult, out: Path, *, allow_partial: bool = False) 
     for key in sorted(result.counts):
         table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)
+    console.print(
+        f"protocol: {escape(label(result.protocol))}"
+        + "".join(f"; KEY@{p['fields'].get('identity')}: {escape(label(p))}" for p in result.extra_protocols)
+    )
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
         console.print(Panel(SMOKE_BANNER, style="bold white on red", expand=False))

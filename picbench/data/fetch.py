@@ -33,7 +33,8 @@ from picbench.data.errors import (
     UnsafeArchiveError,
 )
 from picbench.data.manifest import CHUNK, FileEntry, Manifest, file_digests, load_manifest
-from picbench.data.sources import Source, mirror_base
+from picbench.data.sources import Derived, Source, mirror_base
+from picbench.errors import FormatError
 
 WORK_DIR = ".fetch"
 LOCAL_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
@@ -45,7 +46,7 @@ class SourceOutcome:
     action: str  # "present", "downloaded" or "copied"
     placed: int = 0
     unverifiable: list[str] = field(default_factory=list)  # optional files the source lacks
-    origin: str = ""
+    origin: str = ""  # the URL or local copy the files came from
 
 
 @dataclass
@@ -71,15 +72,14 @@ def fetch(
     manifest = manifest or load_manifest()
     reporter = reporter or Reporter()
     root = Path(root)
-    outcomes = []
-    with _locked_work_dir(root) as work:
-        for source in sources:
-            entries = manifest.for_source(source)
-            if not _needed(root, entries, verify):
-                outcomes.append(SourceOutcome(source, "present"))
-                continue
-            outcomes.append(_fetch_source(source, entries, root, work, mirror=mirror, from_dir=from_dir, reporter=reporter))
-    return outcomes
+    needed = {s.name for s in sources if _needed(root, manifest.for_source(s), verify)}
+    outcomes = {s.name: SourceOutcome(s, "present") for s in sources if s.name not in needed}
+    if needed:  # a complete data root is not written to at all (it may be read-only)
+        with _locked_work_dir(root) as work:
+            for source in (s for s in sources if s.name in needed):
+                entries = manifest.for_source(source)
+                outcomes[source.name] = _fetch_source(source, entries, root, work, mirror=mirror, from_dir=from_dir, reporter=reporter)
+    return [outcomes[s.name] for s in sources]
 
 
 def _needed(root: Path, entries: list[FileEntry], verify: bool) -> list[FileEntry]:
@@ -125,7 +125,7 @@ def _fetch_source(
     try:
         if from_dir is not None:
             origin = _local_copy(Path(from_dir), source)
-            action = "copied"
+            action, described = "copied", str(origin)
             reporter.say(f"{source.label}: reading {origin}")
         else:
             url = source.archive_url(mirror_base(mirror))
@@ -133,7 +133,7 @@ def _fetch_source(
             on_bytes: OnBytes = lambda done, total: reporter.on_bytes(source, done, total)  # noqa: E731
             complete = work / f"{source.top_folder}.tar.gz"  # a download finished by an earlier, interrupted run
             origin = downloaded = complete if complete.is_file() else download(url, complete.with_suffix(".gz.part"), on_bytes=on_bytes)
-            action = "downloaded"
+            action, described = "downloaded", url
         members = iter_checkout(origin, _upstream_paths(source, entries)) if origin.is_dir() else iter_archive(origin, source.top_folder)
         try:
             staged = _stage(source, entries, members, staging, origin.name)
@@ -147,7 +147,7 @@ def _fetch_source(
         for rel in sorted(staged):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged[rel], root / rel)
-    except (ChecksumMismatchError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError, MissingFileError):
+    except (ChecksumMismatchError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError, MissingFileError, FormatError):
         if downloaded is not None:  # a bad archive: resuming it cannot help
             downloaded.unlink(missing_ok=True)
         raise
@@ -162,7 +162,7 @@ def _fetch_source(
         shutil.rmtree(staging, ignore_errors=True)
     if downloaded is not None:
         downloaded.unlink(missing_ok=True)
-    return SourceOutcome(source, action, len(staged), [e.path for e in missing], str(origin))
+    return SourceOutcome(source, action, len(staged), [e.path for e in missing], described)
 
 
 def _upstream_paths(source: Source, entries: list[FileEntry]) -> list[str]:
@@ -176,23 +176,39 @@ def _stage(source: Source, entries: list[FileEntry], members: Iterator[Member], 
     derived = {d.upstream: d for d in source.derived}
     staged: dict[str, Path] = {}
     for member in members:
-        if member.upstream in derived:
-            rule = derived[member.upstream]
-            with member.open() as fh:
-                data = rule.convert(fh.read())
-            target = _staged_path(staging, rule.path)
-            target.write_bytes(data)
-            path = rule.path
-        else:
-            path = source.data_path(member.upstream)
-            if path is None or path not in by_path:
-                continue
-            target = _staged_path(staging, path)
-            with member.open() as fh, open(target, "wb") as out:
-                shutil.copyfileobj(fh, out, CHUNK)
+        try:
+            path, target = _stage_member(source, member, by_path, derived, staging)
+        except OSError as exc:  # a full disk: name the file (write errors carry no name)
+            raise OSError(exc.errno, exc.strerror, exc.filename or str(staging / member.upstream)) from exc
+        if path is None:
+            continue
         by_path[path].verify(target, origin)
         staged[path] = target
     return staged
+
+
+def _stage_member(
+    source: Source, member: Member, by_path: dict[str, FileEntry], derived: dict[str, Derived], staging: Path
+) -> tuple[str | None, Path]:
+    """Write one member under ``staging`` if the manifest wants it: (data path or None, file)."""
+    if member.upstream in derived:
+        rule = derived[member.upstream]
+        with member.open() as fh:
+            data = rule.convert(fh.read())
+        target = _staged_path(staging, rule.path)
+        with open(target, "wb") as out:
+            out.write(data)
+            os.fsync(out.fileno())
+        return rule.path, target
+    path = source.data_path(member.upstream)
+    if path is None or path not in by_path:
+        return None, staging
+    target = _staged_path(staging, path)
+    with member.open() as fh, open(target, "wb") as out:
+        shutil.copyfileobj(fh, out, CHUNK)
+        out.flush()
+        os.fsync(out.fileno())  # whole on disk before the rename that publishes it
+    return path, target
 
 
 def _staged_path(staging: Path, rel: str) -> Path:
@@ -211,13 +227,21 @@ def _local_copy(from_dir: Path, source: Source) -> Path:
     raise MissingFileError(f"--from {from_dir}: no copy of {source.label} (looked for {', '.join(names)})")
 
 
+def _on_the_way_to(root: Path, filename: str | bytes | None) -> bool:
+    """Whether ``filename`` is the data root, inside it, or one of the folders above it."""
+    if filename is None:
+        return True
+    path, root = Path(os.path.abspath(os.fsdecode(filename))), Path(os.path.abspath(root))
+    return path == root or root in path.parents or path in root.parents
+
+
 def _raise_named(exc: OSError, root: Path) -> NoReturn:
     """Re-raise a full disk or an unwritable data root as its named error; anything else as is."""
     if exc.errno == errno.ENOSPC:
         raise DiskFullError(
             f"no space left on the device holding {root} (writing {exc.filename or 'a file'}); free space and run again"
         ) from exc
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and _on_the_way_to(root, exc.filename):  # not a --from copy
         raise ReadOnlyDataRootError(
             f"cannot write to the data root {root} ({os.strerror(exc.errno)}: {exc.filename}): "
             "set PICBENCH_HOME to a writable folder or pass --data-dir"

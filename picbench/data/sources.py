@@ -101,7 +101,7 @@ SOURCES: dict[str, Source] = {
             owner="bytedance",
             repo="UNO",
             commit="d305981b9e301315b5c110aef9c7eed827457858",
-            licence="Apache-2.0 (LICENSE, kept as LICENSE.uno-json)",
+            licence="Apache-2.0 (LICENSE)",
             licence_files=("dreambench/LICENSE.uno-json",),
             copies=(
                 ("datasets/dreambench_singleip.json", "dreambench/dreambench_singleip.json"),

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
+from picbench.checkpoints import HubFiles
 from picbench.methods.params import Param, check_params
 from picbench.metrics.weights import WEIGHTS_ENV
 from picbench.records import Sample
@@ -121,6 +122,11 @@ class Method(ABC):
         of that item's cache key only (e.g. the ``images`` method's file for it), so a change
         outside the item leaves its cached image and score in place."""
         return {}
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """The hub files this method's networks load with its parameters, for ``picbench weights
+        download`` (fetched into the --weights-dir layout); a method without networks has none."""
+        return ()
 
     def supports(self, sample: Sample) -> str | None:
         """None if the method can serve ``sample``, else the reason it cannot."""

@@ -12,7 +12,15 @@ input fails fast and names the sample.
 Defaults: 25 steps and guidance 4.0 (UNO's published defaults; PositionIC builds on UNO and its
 paper gives none), UNO's sampling time shift (`reference_impl/schedule.py`: mu 0.46 at 512 px;
 ``schedule=flux`` for diffusers' rule), VWR sigma/delta from `reference_impl.vwr`, attention
-backend `auto`.
+backend `auto`. PositionIC samples as UNO does (same sampler): references at UNO's sizes, encoded
+by a float32 VAE to a posterior sample from the item's seed, UNO's bf16 time rounding and Euler
+update, UNO's LoRA arithmetic (`reference_impl/pipeline.py`, `reference_impl/lora.py`).
+
+Noise (parameter ``noise``): ``uno`` (default) draws the initial noise in the model's dtype from
+a generator on the device seeded with the seed, as UNO's `get_noise` (bytedance/UNO @ d305981,
+`uno/flux/sampling.py:28-45` via `uno/flux/pipeline.py:255-258`), so on CUDA a seed gives UNO's
+image for that seed; ``float32`` draws float32 noise from a CPU generator (picbench's draw
+before version 3: the same noise for a seed on every device). On the CPU both are identical.
 
 Weights (parameter ``lora``), because PositionIC is initialized from UNO and its own LoRA is not public:
 - ``lora=uno`` (default): UNO's released LoRA (`bytedance-research/UNO/dit_lora.safetensors`,
@@ -36,6 +44,7 @@ from typing import Any
 
 from PIL import Image
 
+from picbench.checkpoints import HubFiles, hub_files
 from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
@@ -47,11 +56,12 @@ FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 UNO_LORA = "uno"
 NO_LORA = "none"
 UNO_LORA_CHECKPOINT = "bytedance-research/UNO/dit_lora.safetensors"
+NOISE_DRAWS = ("uno", "float32")
 
 
 class PositionICMethod(Method):
     name = "positionic"
-    version = "2"  # 2: UNO's sampling shift, UNO's reference resize (floor), UNO's LoRA by default
+    version = "3"  # 3: UNO's reference sizes (320 for 3+), bf16 arithmetic, posterior refs, device noise; 2: UNO's shift, resize, LoRA
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=True)
     default_params = {
         "steps": 25,
@@ -64,6 +74,7 @@ class PositionICMethod(Method):
         "base": FLUX_DEV,
         "lora": UNO_LORA,
         "lora_scale": 1.0,
+        "noise": "uno",
     }
     checkpoints = {"base": FLUX_DEV, "lora": f"{UNO_LORA_CHECKPOINT} (lora=uno: VAA on UNO, untrained PositionIC)"}
     param_specs = {
@@ -73,12 +84,16 @@ class PositionICMethod(Method):
         "delta": Param("float", 0.0, 1e3),
         "ref_long_side": Param("int", 8, MAX_RESOLUTION, optional=True),
         "lora_scale": Param("float", -10.0, 10.0),
+        "noise": Param("str", choices=NOISE_DRAWS),
     }
     uses_vaa = True
     cuda_dtype = "bfloat16"  # FLUX.1-dev's release dtype
 
     def __init__(self, **kwargs: Any) -> None:
+        from picbench.environment import require_extra
+
         super().__init__(**kwargs)
+        require_extra(f"method {self.name}", ("diffusers", "peft"))
         self.checkpoints = {"base": str(self.params["base"]), "lora": self._lora_description()}
         if "attention_backend" in self.params:
             self._check_attention_backend(str(self.params["attention_backend"]))
@@ -100,7 +115,6 @@ class PositionICMethod(Method):
         return f"{lora} (trained PositionIC LoRA)" if self.uses_vaa else lora
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
-        import torch
 
         prepared = [self._inputs(sample, data_root) for sample in samples]
         pipe = self.load()
@@ -113,11 +127,17 @@ class PositionICMethod(Method):
                 width=sample.width,
                 height=sample.height,
                 vaa=boxes is not None,
-                generator=torch.Generator().manual_seed(seed),
+                generator=self._generator(seed),
                 **self._call_params(),
             ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
+
+    def _generator(self, seed: int) -> Any:
+        """UNO's generator on the device (``noise=uno``), or picbench's earlier CPU generator (``noise=float32``)."""
+        import torch
+
+        return torch.Generator(self.device if self.params["noise"] == "uno" else "cpu").manual_seed(seed)
 
     def _call_params(self) -> dict[str, Any]:
         p = self.params
@@ -126,6 +146,7 @@ class PositionICMethod(Method):
             "guidance_scale": float(p["guidance"]),
             "ref_long_side": p["ref_long_side"],
             "schedule": str(p["schedule"]),
+            "noise": str(p["noise"]),
             "sigma": p["sigma"],
             "delta": float(p["delta"]),
             "attention_backend": str(p["attention_backend"]),
@@ -150,8 +171,12 @@ class PositionICMethod(Method):
         return refs, boxes, depths
 
     def _load(self) -> Any:
-        """The pipeline (tiny: random weights; default: FLUX.1-dev + LoRA)."""
+        """The pipeline (tiny: random weights; default: FLUX.1-dev + LoRA), its VAE in float32 as UNO's
+        (`uno/flux/pipeline.py:266-272,297-298` @ d305981: references encoded and images decoded in float32)."""
+        import torch
+
         pipe = self._build()
+        pipe.vae.to(torch.float32)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -176,6 +201,13 @@ class PositionICMethod(Method):
                 load_lora(pipe, file, scale=scale)
         pipe.vaa_default = self.uses_vaa
         return pipe
+
+    def downloads(self) -> tuple[HubFiles, ...]:
+        """FLUX.1-dev's diffusers folder (or the 'base' parameter's repository) and, with lora=uno,
+        UNO's released LoRA file."""
+        repo, file = UNO_LORA_CHECKPOINT.rsplit("/", 1)
+        wanted = [hub_files(str(self.params["base"])), HubFiles(repo, (file,)) if self.params["lora"] == UNO_LORA else None]
+        return tuple(w for w in wanted if w is not None)
 
     def _uno_lora_file(self) -> Path | None:
         """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache

@@ -49,7 +49,8 @@ class Features:
     """The shared features of one scored item, computed once by the engine for every metric.
 
     Embeddings are L2-normalized float32 vectors keyed by encoder role ("clip", "dino").
-    ``references[(s, role)]`` holds the embeddings of subject ``s``'s readable eval images;
+    ``references[(s, role)]`` holds the embeddings of subject ``s``'s readable identity images (its
+    eval images, or under the ``references`` protocol the references it was given);
     ``matches[s]`` is (index into ``detections.detections`` or None, IoU with the target box or None).
     """
 
@@ -68,7 +69,7 @@ class Features:
     image: Image.Image | None = None
 
     def identity_to(self, embedding: np.ndarray | None, subject: int, role: str) -> float | None:
-        """Mean cosine of ``embedding`` with subject ``subject``'s eval images (None where either is missing)."""
+        """Mean cosine of ``embedding`` with subject ``subject``'s identity images (None where either is missing)."""
         vectors = self.references.get((subject, role), ())
         if embedding is None or not vectors:
             return None

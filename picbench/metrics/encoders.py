@@ -1,6 +1,13 @@
 """CLIP and DINO image/text encoders behind one small interface, each with its original
 preprocessing, returning L2-normalized float32 embeddings.
 
+Precision: fp32 on every device by default, as DreamBooth's and DreamBench++'s protocols compute;
+``precision="bf16"`` runs the forward passes under bf16 autocast (CUDA or CPU), an opt-in that the
+run's protocol records. The cache key (:attr:`Encoder.model_id`) holds the precision, the device
+type and the activation, so embeddings of one arithmetic are never served to another.
+OpenAI's CLIP weights were trained with QuickGELU: every loading path forces it for them and
+:func:`clip_activation` checks the loaded model's own activation modules, whatever its config says.
+
 CLIP comes through open_clip (default ViT-B-32, OpenAI weights) or a transformers CLIPModel;
 DINO through timm (``vit_small_patch16_224.dino``; DINOv2 by name). Every encoder records its
 model id, weight hash and preprocessing, and counts its own seconds in forward passes (summed
@@ -21,13 +28,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from picbench.errors import MissingWeightsError
+from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.metrics.weights import weights_sha256
 
 log = logging.getLogger(__name__)
 CONTEXT_LENGTH = 77
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("fp32", "bf16")
+OPENAI_MARK = "openai"
 MIN_BATCH = 2
 """On CPU a batch of one takes another matrix-multiply kernel than larger batches (a last-bit
 difference, ~6e-8), so an image's embedding would depend on how many others shared its batch (a
@@ -49,25 +58,44 @@ class Encoder:
     role: str = ""
     preprocess: Callable[[Image.Image], torch.Tensor]
 
+    activation: str | None = None  # CLIP: "quick_gelu" or "gelu", read from the loaded model
+    openai_weights: bool = False
+
     def __init__(
-        self, model: torch.nn.Module, *, arch: str, folder: Path, device: str, preprocessing: dict[str, Any], checkpoint: Path | None = None
+        self,
+        model: torch.nn.Module,
+        *,
+        arch: str,
+        folder: Path,
+        device: str,
+        preprocessing: dict[str, Any],
+        checkpoint: Path | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise PicbenchError(f"encoder precision must be one of {list(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.arch = arch
         self.folder = Path(folder)
         self.weights_sha256 = weights_sha256(checkpoint or folder)
         self.preprocessing = preprocessing
+        self.precision = precision
         self.forward_seconds = 0.0  # summed over the threads that encode at once (engine's forward workers)
         self._timing = threading.Lock()
 
     @property
     def model_id(self) -> str:
-        """Cache key: architecture, weights and preprocessing (a change in any is a new model)."""
+        """Cache key: architecture, weights, preprocessing, activation, precision and device type
+        (a change in any is a new model: a CPU fp32 run and a CUDA bf16 run never share embeddings)."""
         prep = json.dumps(self.preprocessing, sort_keys=True, default=str)
         import hashlib
 
-        return f"{self.role}:{self.arch}@{self.weights_sha256[:16]}:{hashlib.sha256(prep.encode()).hexdigest()[:8]}"
+        act = f":{self.activation}" if self.activation else ""
+        return (
+            f"{self.role}:{self.arch}@{self.weights_sha256[:16]}:{hashlib.sha256(prep.encode()).hexdigest()[:8]}"
+            f"{act}:{self.precision}:{self.device.type}"
+        )
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -75,11 +103,13 @@ class Encoder:
             "weights_sha256": self.weights_sha256,
             "folder": str(self.folder),
             "preprocessing": self.preprocessing,
+            "precision": self.precision,
+            **({"activation": self.activation, "openai_weights": self.openai_weights} if self.role == "clip" else {}),
             "model_id": self.model_id,
         }
 
     def _autocast(self):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -127,23 +157,37 @@ class ClipEncoder(Encoder):
 class OpenClipEncoder(ClipEncoder):
     """open_clip model from a ``local-dir`` folder (open_clip_config.json + weights, the layout of
     the hub's open_clip repos) or a built-in architecture name with a bare checkpoint file (e.g.
-    OpenAI's ViT-B-32.pt, which needs QuickGELU)."""
+    OpenAI's ViT-B-32.pt). OpenAI weights (``openai``; None: as the folder says, see
+    :func:`names_openai`) get QuickGELU in both paths, whatever the config says, checked on the
+    loaded model."""
 
-    def __init__(self, folder: Path, device: str = "cpu", arch: str = "ViT-B-32", quick_gelu: bool = True) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        device: str = "cpu",
+        arch: str = "ViT-B-32",
+        quick_gelu: bool = True,
+        *,
+        openai: bool | None = None,
+        precision: str = "fp32",
+    ) -> None:
         import open_clip
         from open_clip.factory import _find_checkpoint_in_dir
 
         folder = Path(folder)
+        self.openai_weights = names_openai(folder) if openai is None else openai
         if (folder / "open_clip_config.json").is_file():
-            name, pretrained, extra = f"local-dir:{folder}", None, {}
+            name, pretrained = f"local-dir:{folder}", None
+            extra = {"force_quick_gelu": True} if self.openai_weights else {}
             found = _find_checkpoint_in_dir(folder)
             ckpt = Path(found) if found else None
         else:
             ckpt = folder if folder.is_file() else _bare_checkpoint(folder)
             if ckpt is None:
                 raise MissingWeightsError(f"no open_clip checkpoint or open_clip_config.json in {folder}")
-            name, pretrained, extra = arch, str(ckpt), {"force_quick_gelu": quick_gelu}
+            name, pretrained, extra = arch, str(ckpt), {"force_quick_gelu": quick_gelu or self.openai_weights}
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device="cpu", **extra)
+        self.activation = checked_activation(model, self.openai_weights, folder)
         self.tokenizer = open_clip.get_tokenizer(name)
         self.preprocess = preprocess
         cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
@@ -154,6 +198,7 @@ class OpenClipEncoder(ClipEncoder):
             device=device,
             checkpoint=ckpt,
             preprocessing={"transform": repr(preprocess), **dict(cfg), **extra},
+            precision=precision,
         )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -176,12 +221,19 @@ def _bare_checkpoint(folder: Path) -> Path | None:
 
 
 class HFClipEncoder(ClipEncoder):
-    """transformers CLIPModel with its CLIPProcessor (save_pretrained folder or hub snapshot)."""
+    """transformers CLIPModel with its CLIPProcessor (save_pretrained folder or hub snapshot);
+    OpenAI weights get ``hidden_act="quick_gelu"`` in both towers, checked on the loaded model."""
 
-    def __init__(self, folder: Path, device: str = "cpu") -> None:
-        from transformers import CLIPModel, CLIPProcessor
+    def __init__(self, folder: Path, device: str = "cpu", *, openai: bool | None = None, precision: str = "fp32") -> None:
+        from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
-        model = CLIPModel.from_pretrained(folder)
+        folder = Path(folder)
+        self.openai_weights = names_openai(folder) if openai is None else openai
+        config = CLIPConfig.from_pretrained(folder)
+        if self.openai_weights:
+            config.text_config.hidden_act = config.vision_config.hidden_act = "quick_gelu"
+        model = CLIPModel.from_pretrained(folder, config=config)
+        self.activation = checked_activation(model, self.openai_weights, folder)
         self.processor = CLIPProcessor.from_pretrained(folder)
         self.preprocess = _HFPixels(self.processor.image_processor)
         super().__init__(
@@ -190,6 +242,7 @@ class HFClipEncoder(ClipEncoder):
             folder=folder,
             device=device,
             preprocessing=self.processor.image_processor.to_dict(),
+            precision=precision,
         )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -227,7 +280,7 @@ class TimmDinoEncoder(Encoder):
 
     role = "dino"
 
-    def __init__(self, folder: Path, device: str = "cpu") -> None:
+    def __init__(self, folder: Path, device: str = "cpu", *, precision: str = "fp32") -> None:
         import timm
         from timm.data import create_transform
 
@@ -254,15 +307,18 @@ class TimmDinoEncoder(Encoder):
             device=device,
             preprocessing={**prep, "transform": repr(self.preprocess)},
             checkpoint=checkpoint,
+            precision=precision,
         )
 
     def _forward_images(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixels)
 
 
-def load_clip(folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> ClipEncoder:
+def load_clip(
+    folder: Path, device: str = "cpu", arch: str = "ViT-B-32", *, openai: bool | None = None, precision: str = "fp32"
+) -> ClipEncoder:
     """open_clip when the folder is in open_clip's layout (or holds a bare checkpoint), else a
-    transformers CLIPModel."""
+    transformers CLIPModel; ``openai`` (None: as the folder says) forces QuickGELU."""
     folder = Path(folder)
     config = folder / "config.json"
     if (
@@ -271,9 +327,47 @@ def load_clip(folder: Path, device: str = "cpu", arch: str = "ViT-B-32") -> Clip
         and config.is_file()
         and "model_type" in json.loads(config.read_text())
     ):
-        return HFClipEncoder(folder, device)
-    return OpenClipEncoder(folder, device, arch)
+        return HFClipEncoder(folder, device, openai=openai, precision=precision)
+    return OpenClipEncoder(folder, device, arch, openai=openai, precision=precision)
 
 
-def load_dino(folder: Path, device: str = "cpu") -> TimmDinoEncoder:
-    return TimmDinoEncoder(folder, device)
+def load_dino(folder: Path, device: str = "cpu", *, precision: str = "fp32") -> TimmDinoEncoder:
+    return TimmDinoEncoder(folder, device, precision=precision)
+
+
+def names_openai(folder: Path) -> bool:
+    """Whether a CLIP folder says it holds OpenAI's weights: its path (the hub cache folder of
+    ``timm/vit_base_patch32_clip_224.openai`` or ``openai/clip-vit-base-patch32``) or its config
+    (``_name_or_path``, a pretrained tag) names OpenAI. A folder that says nothing is not assumed to."""
+    folder = Path(folder)
+    if OPENAI_MARK in str(folder.resolve()).lower():
+        return True
+    for name in ("open_clip_config.json", "config.json"):
+        path = folder / name if folder.is_dir() else folder.with_name(name)
+        if path.is_file() and OPENAI_MARK in path.read_text(errors="replace").lower():
+            return True
+    return False
+
+
+_QUICK_GELU = frozenset({"QuickGELU", "QuickGELUActivation"})
+_GELU = frozenset({"GELU", "GELUActivation", "NewGELUActivation", "GELUTanh", "PytorchGELUTanh"})
+
+
+def clip_activation(model: torch.nn.Module) -> str | None:
+    """The activation of a loaded CLIP model's MLPs, read from its modules (not its config):
+    "quick_gelu", "gelu", "mixed" (both kinds), or None (neither found)."""
+    kinds = {type(m).__name__ for m in model.modules()}
+    quick, gelu = bool(kinds & _QUICK_GELU), bool(kinds & _GELU)
+    return "mixed" if quick and gelu else "quick_gelu" if quick else "gelu" if gelu else None
+
+
+def checked_activation(model: torch.nn.Module, openai: bool, folder: Path) -> str | None:
+    """The loaded model's activation; OpenAI weights without QuickGELU throughout are refused (their
+    embeddings would be wrong by a few hundredths, silently)."""
+    activation = clip_activation(model)
+    if openai and activation != "quick_gelu":
+        raise PicbenchError(
+            f"CLIP weights in {folder} are OpenAI's, which need QuickGELU, but the loaded model's activation is {activation}; "
+            "the loader must force quick_gelu (report this as a bug)"
+        )
+    return activation

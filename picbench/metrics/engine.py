@@ -5,8 +5,8 @@ metric: what it computes follows from the metrics' ``needs``.
 
 Speed: generated images are decoded once (on ``num_workers`` threads, or taken from memory when
 the runner passes a fresh generation) and preprocessed for every model and every crop; every forward
-pass is batched (bf16 autocast on CUDA; on CPU every model's chunks at once on single-threaded
-workers, while the next batch is decoded: :mod:`picbench.metrics.parallel`); each reference image and prompt is encoded once per model
+pass is batched (fp32 unless ``precision="bf16"`` asks for autocast; on CPU every model's chunks at once on
+single-threaded workers, while the next batch is decoded: :mod:`picbench.metrics.parallel`); each reference image and prompt is encoded once per model
 and kept in memory and in the on-disk :class:`EmbeddingCache` (keyed by content hash). Models are
 built on first use, so a rerun with nothing left to score builds none. Memory is bounded by the
 batch: images are never all held.
@@ -14,6 +14,10 @@ Robustness: a per-item problem (no image, unreadable, non-finite or blank image,
 that does not parse, boxes that are empty or inverted, no detections, a metric that raises or
 returns NaN or a non-number) becomes a failure reason in that item's Score naming its cause; the
 run and the other metrics go on.
+Identity sets: one pass can score identity against several image sets of a subject
+(``identity_sets``: ``default`` = its eval images, ``references`` = the images the method was
+given); the reference embeddings are computed once for their union, the first set gives the plain
+metric keys and every other set adds ``KEY@SET`` keys (:func:`picbench.protocols.metric_key`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,14 +50,18 @@ from picbench.metrics.encoders import CPU_FORWARD_CHUNK, ClipEncoder, Encoder, l
 from picbench.metrics.parallel import decode_batches, encode_all, torch_workers
 from picbench.metrics.weights import hub_id, resolve, weights_sha256
 from picbench.paths import resolve_in_root
-from picbench.records import BoxXYXY, Sample, Score, SubjectScore, file_sha256
+from picbench.protocols import IDENTITY_SETS, check_precision, metric_key
+from picbench.records import BoxXYXY, Sample, Score, Subject, SubjectScore, file_sha256
 
 log = logging.getLogger(__name__)
 ENCODER_ROLES = ("clip", "dino")
 CONVENTIONS = (
     "cosine of L2-normalized embeddings on a 0..1 scale, no x100, no clamping; identity metrics average over the "
-    "subject's eval images, then subjects; IoU: one-to-one matching per class word (Hungarian), unmatched = 0; "
-    "failed items are excluded from means and counted in n_failures"
+    "subject's identity images (its eval images, or under the references protocol the references it was given), then "
+    "subjects; IoU: one-to-one matching per class word (Hungarian), unmatched = 0; an item whose detector output failed "
+    "(raised, or an answer that does not parse) has no detections, so its subjects count as IoU 0 in the means and AP, "
+    "and it is counted in n_failures; items without an image (a failed or unreadable generation) have no values and are "
+    "left out of the means, counted in n_failures"
 )
 
 
@@ -169,6 +177,12 @@ class _References:
         return path, {role: fn(image) for role, fn in self.preprocess.items()}
 
 
+def identity_images(subject: Subject, identity: str) -> tuple[str, ...]:
+    """The images a subject's identity is scored against: its eval images (``default``, every real
+    image of the subject under DreamBooth's protocol) or the references the method was given."""
+    return tuple(subject.eval_images) if identity == "default" else tuple(subject.references)
+
+
 def select_metrics(names: Sequence[str] | None, detector: str | None) -> tuple[Metric, ...]:
     """The metrics to compute, as objects: every default metric whose needs can be met when
     ``names`` is None, else the named ones (aliases such as ``ap50`` select their metric) and the
@@ -219,6 +233,8 @@ class MetricEngine:
         batch_size: int = 32,
         num_workers: int = 0,
         clip_arch: str = "ViT-B-32",
+        precision: str = "fp32",
+        identity_sets: Sequence[str] = ("default",),
     ) -> None:
         if models not in ("default", "tiny"):
             raise PicbenchError(f"models must be 'default' or 'tiny', got {models!r}")
@@ -226,6 +242,11 @@ class MetricEngine:
             raise UnknownNameError(DETECTORS.suggest(detector) + ", or None for no box metrics")
         self.models, self.device, self.detector_name, self.clip_arch = models, device, detector, clip_arch
         self.smoke = models == "tiny"
+        self.precision = check_precision(precision)
+        unknown = [s for s in identity_sets if s not in IDENTITY_SETS]
+        if not identity_sets or unknown:
+            raise PicbenchError(f"identity sets must be among {sorted(IDENTITY_SETS)}, got {list(identity_sets)}")
+        self.identity_sets = tuple(dict.fromkeys(identity_sets))
         self.weights = dict(weights or {})
         self.metrics = select_metrics(metrics, detector)
         self.needs = frozenset(n for m in self.metrics for n in m.needs)
@@ -285,14 +306,28 @@ class MetricEngine:
             return
         encoders: dict[str, Encoder] = {}
         if "clip" in self.roles:
-            encoders["clip"] = load_clip(self.folders["clip"], self.device, self.clip_arch)  # type: ignore[arg-type]
+            encoders["clip"] = load_clip(
+                self.folders["clip"],  # type: ignore[arg-type]
+                self.device,
+                self.clip_arch,
+                openai=self._clip_is_openai(),
+                precision=self.precision,
+            )
         if "dino" in self.roles:
-            encoders["dino"] = load_dino(self.folders["dino"], self.device)  # type: ignore[arg-type]
+            encoders["dino"] = load_dino(self.folders["dino"], self.device, precision=self.precision)  # type: ignore[arg-type]
         if self.uses_detector:
             self._detector = DETECTORS.get(self.detector_name)(self.folders["detector"], self.device)  # type: ignore[arg-type]
         for metric in self.metrics:
             metric.load(self)
         self._encoders = encoders
+
+    def _clip_is_openai(self) -> bool | None:
+        """True where the CLIP role is the registered model and that is OpenAI's (the tiny model of a
+        smoke run stands in for it); None for a folder given with ``--weights clip=DIR``: the
+        folder itself says (:func:`~picbench.metrics.encoders.names_openai`)."""
+        if "clip" in self.weights:
+            return None
+        return "openai" in hub_id("clip").lower()
 
     @property
     def clip(self) -> ClipEncoder | None:
@@ -318,11 +353,21 @@ class MetricEngine:
         return dict(self._encoders or {})
 
     def item_keys(self) -> list[str]:
-        return [k for m in self.metrics for k in m.keys()]
+        return [metric_key(k, s, self.identity_sets[0]) for m in self.metrics for s in self._sets_of(m) for k in m.keys()]
 
     def directions(self) -> dict[str, bool]:
         """Base metric key -> True where higher is better, for every aggregate this engine writes."""
-        return {key: m.direction(key) for m in self.metrics for key in m.outputs()}
+        return {
+            metric_key(key, s, self.identity_sets[0]): m.direction(key)
+            for m in self.metrics
+            for s in self._sets_of(m)
+            for key in m.outputs()
+        }
+
+    def _sets_of(self, metric: Metric) -> tuple[str, ...]:
+        """The identity sets a metric is computed under: all of them where it scores identity against
+        a subject's images, else the primary one only."""
+        return self.identity_sets if "references" in metric.needs else self.identity_sets[:1]
 
     def identity(self) -> dict[str, Any]:
         """What decides the scores, known without building a model: the metrics (and their
@@ -342,6 +387,9 @@ class MetricEngine:
             "weights": {role: weights_sha256(folder) if folder is not None else None for role, folder in sorted(self.folders.items())},
             "metric_models": {role: weights_sha256(folder) for m in self.metrics for role, folder in m.model_folders(self).items()},
             "clip_arch": self.clip_arch,
+            "clip_openai": self._clip_is_openai() if "clip" in self.roles else None,
+            "precision": self.precision,
+            "identity_sets": list(self.identity_sets),
         }
 
     def provenance(self) -> dict[str, Any]:
@@ -358,6 +406,8 @@ class MetricEngine:
             "smoke": self.smoke,
             "models": self.models,
             "device": self.device,
+            "precision": self.precision,
+            "identity_sets": list(self.identity_sets),
             "metrics": [m.name for m in self.metrics],
             "higher_is_better": self.directions(),
             "metric_details": {m.name: m.provenance() for m in self.metrics if m.provenance()},
@@ -517,7 +567,7 @@ class MetricEngine:
                     for item in items
                     if item.identity
                     for sub in item.sample.subjects
-                    for p in sub.eval_images
+                    for p in self._images(sub)
                 )
             batches = decode_batches(dataset, self.batch_size, self.num_workers, self._overlap)
             while (batch := self._next_batch(batches)) is not None:
@@ -577,7 +627,7 @@ class MetricEngine:
             for i in ok
             if items[i].identity and wants_refs
             for sub in items[i].sample.subjects
-            for p in sub.eval_images
+            for p in self._images(sub)
         ]
         refs, ref_errors = self._references(identity_refs) if identity_refs else ({}, {})
         texts = self._prompts([items[i].sample.prompt for i in ok]) if "text" in self.needs and "clip" in encoders and ok else {}
@@ -596,14 +646,15 @@ class MetricEngine:
                 )
                 continue
             sample = item.sample
-            subject_refs: dict[tuple[int, str], tuple[np.ndarray, ...]] = {}
+            subject_refs: dict[str, dict[tuple[int, str], tuple[np.ndarray, ...]]] = {k: {} for k in self.identity_sets}
             ref_problems: dict[int, list[str]] = {}
             if item.identity and wants_refs:
                 for s, sub in enumerate(sample.subjects):
-                    paths = [resolve_in_root(data_root, p) for p in sub.eval_images]
-                    ref_problems[s] = [ref_errors[p] for p in paths if p in ref_errors]
-                    for role in roles:
-                        subject_refs[(s, role)] = tuple(refs[role][p] for p in paths if p in refs.get(role, {}))
+                    ref_problems[s] = [ref_errors[p] for p in (resolve_in_root(data_root, q) for q in self._images(sub)) if p in ref_errors]
+                    for identity in self.identity_sets:
+                        paths = [resolve_in_root(data_root, p) for p in identity_images(sub, identity)]
+                        for role in roles:
+                            subject_refs[identity][(s, role)] = tuple(refs[role][p] for p in paths if p in refs.get(role, {}))
             features = Features(
                 sample=sample,
                 seed=item.seed,
@@ -615,14 +666,18 @@ class MetricEngine:
                     (s, role): crop_emb[role][r] for (j, s), r in crop_row.items() if j == i and isinstance(s, int) for role in roles
                 },
                 regions={(k, role): crop_emb[role][r] for (j, k), r in crop_row.items() if j == i and isinstance(k, str) for role in roles},
-                references=subject_refs,
+                references=subject_refs[self.identity_sets[0]],
                 prompt=texts.get(sample.prompt),
                 detections=detections.get(i),
                 matches=matches.get(i, {}),
                 image=decoded[i].image if "image" in self.needs else None,
             )
-            scores.append(self._assemble(features, ref_problems))
+            scores.append(self._assemble(features, ref_problems, subject_refs))
         return scores
+
+    def _images(self, subject: Subject) -> tuple[str, ...]:
+        """Every image a subject's identity is scored against under any of this engine's identity sets."""
+        return tuple(dict.fromkeys(p for identity in self.identity_sets for p in identity_images(subject, identity)))
 
     def _detect(self, images: list[Image.Image], classes: list[list[str]]) -> list[DetectorOutput]:
         """The batch's detections in one ``detect_batch`` call; when it raises, image by image, so a
@@ -676,10 +731,20 @@ class MetricEngine:
                 result[s] = (pick, None)
         return result
 
-    def _assemble(self, features: Features, ref_problems: Mapping[int, list[str]]) -> Score:
-        """Run every metric on the item's features; a metric's exception or bad value is that
-        metric's recorded failure, and the other metrics go on."""
+    def _assemble(
+        self,
+        features: Features,
+        ref_problems: Mapping[int, list[str]],
+        reference_sets: Mapping[str, Mapping[tuple[int, str], tuple[np.ndarray, ...]]] | None = None,
+    ) -> Score:
+        """Run every metric on the item's features, under each identity set for the metrics that
+        score identity; a metric's exception or bad value is that metric's recorded failure, and the
+        other metrics go on."""
         sample, output = features.sample, features.detections
+        primary = self.identity_sets[0]
+        views = {
+            k: features if k == primary else replace(features, references=(reference_sets or {}).get(k, {})) for k in self.identity_sets
+        }
         failures: list[str] = []
         if output is not None:
             failures.extend(output.problems)
@@ -693,18 +758,20 @@ class MetricEngine:
             for metric in self.metrics:
                 if not metric.per_subject:
                     continue
-                try:
-                    values[metric.name] = check_value(metric.name, metric.name, metric.subject_value(features, s))
-                except Unscorable as exc:
-                    values[metric.name] = None
-                    (why if not exc.failure else failures).append(
-                        exc.reason if not exc.failure else f"metric {metric.name}, subject {sub.name}: {exc.reason}"
-                    )
-                except Exception as exc:  # a metric's bug fails that metric on this subject only
-                    if environment_cause(exc) is not None:
-                        raise
-                    values[metric.name] = None
-                    failures.append(f"metric {metric.name} failed on subject {sub.name}: {type(exc).__name__}: {exc}")
+                for identity in self._sets_of(metric):
+                    key = metric_key(metric.name, identity, primary)
+                    try:
+                        values[key] = check_value(metric.name, key, metric.subject_value(views[identity], s))
+                    except Unscorable as exc:
+                        values[key] = None
+                        (why if not exc.failure else failures).append(
+                            exc.reason if not exc.failure else f"metric {key}, subject {sub.name}: {exc.reason}"
+                        )
+                    except Exception as exc:  # a metric's bug fails that metric on this subject only
+                        if environment_cause(exc) is not None:
+                            raise
+                        values[key] = None
+                        failures.append(f"metric {key} failed on subject {sub.name}: {type(exc).__name__}: {exc}")
             det_index, iou_value = features.matches.get(s, (None, None))
             det_box = output.detections[det_index].box if output is not None and det_index is not None else None
             subject_iou = iou_value if sub.box is not None and output is not None else None
@@ -713,20 +780,26 @@ class MetricEngine:
         failures.extend(f"subject {sub.name}: {p}" for s, sub in enumerate(sample.subjects) for p in dict.fromkeys(ref_problems.get(s, ())))
         metrics: dict[str, float | None] = {}
         for metric in self.metrics:
-            keys = metric.keys()
-            try:
-                values = metric.item(features, subject_values)
-                if not isinstance(values, Mapping):
-                    raise TypeError(f"metric {metric.name} returned {type(values).__name__}, not a mapping of its keys to values")
-                metrics.update({k: check_value(metric.name, k, values.get(k)) for k in keys})
-            except Unscorable as exc:
-                metrics.update(dict.fromkeys(keys))
-                failures.append(f"metric {metric.name}: {exc.reason}")
-            except Exception as exc:  # a plug-in that raises, returns NaN or a non-number fails for this item, by name
-                if environment_cause(exc) is not None:
-                    raise
-                metrics.update(dict.fromkeys(keys))
-                failures.append(f"metric {metric.name} failed: {type(exc).__name__}: {exc}")
+            for identity in self._sets_of(metric):
+                keys = {k: metric_key(k, identity, primary) for k in metric.keys()}
+                label = metric_key(metric.name, identity, primary)
+                subject_view = [
+                    {m.name: sv.get(metric_key(m.name, identity, primary), sv.get(m.name)) for m in self.metrics if m.per_subject}
+                    for sv in subject_values
+                ]
+                try:
+                    found = metric.item(views[identity], subject_view)
+                    if not isinstance(found, Mapping):
+                        raise TypeError(f"metric {metric.name} returned {type(found).__name__}, not a mapping of its keys to values")
+                    metrics.update({keys[k]: check_value(metric.name, keys[k], found.get(k)) for k in keys})
+                except Unscorable as exc:
+                    metrics.update(dict.fromkeys(keys.values()))
+                    failures.append(f"metric {label}: {exc.reason}")
+                except Exception as exc:  # a plug-in that raises, returns NaN or a non-number fails for this item, by name
+                    if environment_cause(exc) is not None:
+                        raise
+                    metrics.update(dict.fromkeys(keys.values()))
+                    failures.append(f"metric {label} failed: {type(exc).__name__}: {exc}")
         w, h = features.size
         detections = tuple(
             {"label": d.label, "score": d.score, "box": list(d.box), "box_norm": [d.box[0] / w, d.box[1] / h, d.box[2] / w, d.box[3] / h]}
@@ -751,14 +824,25 @@ class MetricEngine:
         raises gets None values and a logged warning."""
         out: dict[str, float | int | None] = {}
         for metric in self.metrics:
-            try:
-                out.update(metric.aggregate(scores, samples))
-            except Exception as exc:
-                log.warning("metric %s failed to aggregate: %s: %s", metric.name, type(exc).__name__, exc)
-                out.update(dict.fromkeys(metric.outputs()))
+            for identity in self._sets_of(metric):
+                view = self._identity_view(scores, metric, identity)
+                try:
+                    found = metric.aggregate(view, samples)
+                except Exception as exc:
+                    log.warning("metric %s failed to aggregate: %s: %s", metric.name, type(exc).__name__, exc)
+                    found = dict.fromkeys(metric.outputs())
+                out.update({metric_key(k, identity, self.identity_sets[0]): v for k, v in found.items()})
         out["n_items"] = len(scores)
         out["n_failures"] = sum(1 for sc in scores if sc.failures)
         return out
+
+    def _identity_view(self, scores: Sequence[Score], metric: Metric, identity: str) -> Sequence[Score]:
+        """The scores as ``metric`` sees them under an identity set: its ``KEY@SET`` values under
+        its plain keys (the scores themselves for the primary set)."""
+        if identity == self.identity_sets[0]:
+            return scores
+        keys = {k: metric_key(k, identity, self.identity_sets[0]) for k in metric.keys()}
+        return [replace(sc, metrics={**sc.metrics, **{k: sc.metrics.get(v) for k, v in keys.items()}}) for sc in scores]
 
     def intervals(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, tuple[float, float]]:
         """Bootstrap 95% intervals of every aggregate (see :mod:`picbench.metrics.bootstrap`)."""
@@ -772,14 +856,18 @@ class MetricEngine:
         out: dict[str, tuple[float, float]] = {}
         complete = True
         for metric in self.metrics:
-            try:
-                if type(metric).aggregate is Metric.aggregate:
-                    out.update(bootstrap.mean_intervals(scores, samples, metric.outputs()))
-                else:
-                    out.update(bootstrap.run_level_intervals(scores, lambda resample, m=metric: m.bootstrap_statistic(resample, samples)))
-            except Exception as exc:
-                complete = False
-                log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
+            for identity in self._sets_of(metric):
+                view = self._identity_view(scores, metric, identity)
+                try:
+                    if type(metric).aggregate is Metric.aggregate:
+                        found = bootstrap.mean_intervals(view, samples, metric.outputs())
+                    else:
+                        found = bootstrap.run_level_intervals(view, lambda resample, m=metric: m.bootstrap_statistic(resample, samples))
+                except Exception as exc:
+                    complete = False
+                    log.warning("metric %s: no bootstrap interval: %s: %s", metric.name, type(exc).__name__, exc)
+                    continue
+                out.update({metric_key(k, identity, self.identity_sets[0]): v for k, v in found.items()})
         if self.cache is not None and complete:  # a partial set (a package missing, say) is computed again next time, never served
             self.cache.put_json("intervals", key, {k: list(v) for k, v in out.items()})
         return out

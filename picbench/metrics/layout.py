@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from picbench.metrics.base import Features, Metric, splits_present
 from picbench.metrics.boxes import normalize_label, to_pixels
-from picbench.metrics.coco import Backend, Detected, EvalImage, GroundTruth, average_precision
+from picbench.metrics.coco import Backend, Detected, EvalImage, GroundTruth, average_precision, tie_order_key
 from picbench.records import Sample, Score
 
 AP_KEYS = ("ap", "ap50", "ap75")
@@ -40,7 +40,10 @@ class IoU(Metric):
 
 class AveragePrecision(Metric):
     """COCO AP@[.50:.95], AP50 and AP75 of every item's detections against its target boxes, the
-    class word as category. Items without an IoU (failed, or no boxes) are left out."""
+    class word as category. Items without an IoU (failed, or no boxes) are left out. Images go to
+    COCOeval sorted by :func:`~picbench.metrics.coco.tie_order_key` of (sample id, seed), each
+    item's detections in the detector's order, so tied scores (Vision-R1's constant) give the same
+    AP for the same items however a run was limited, sharded, resumed or merged."""
 
     name = "ap"
     summary = "COCO AP@[.50:.95] of detections vs target boxes over a run, class word = category (pycocotools); also ap50, ap75"
@@ -77,16 +80,24 @@ class AveragePrecision(Metric):
         return self.aggregate(scores, samples, backend=resample_backend())
 
     def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str) -> dict[str, float]:
-        images = []
-        for sc in scores:
-            sample = samples[sc.sample_id]
-            if not sample.has_layout or sc.metrics.get("iou") is None:
-                continue  # no boxes to compare against, or no detector output (failed item)
-            w, h = sample.width, sample.height
-            truths = [GroundTruth(to_pixels(sub.box, w, h), normalize_label(sub.class_word)) for sub in sample.subjects]
-            dets = [Detected(to_pixels(d["box_norm"], w, h), normalize_label(d["label"]), float(d["score"])) for d in sc.detections]
-            images.append(EvalImage((sc.sample_id, sc.seed), w, h, truths, dets))
+        images = sorted(eval_images(scores, samples), key=lambda im: tie_order_key(*im.key))
         return average_precision(images, backend) if images else {}  # type: ignore[arg-type]
 
     def provenance(self) -> dict[str, str]:
         return {"backend": self.backend}
+
+
+def eval_images(scores: Sequence[Score], samples: Mapping[str, Sample]) -> list[EvalImage]:
+    """One COCO image per scored item with boxes (keyed by (sample id, seed)), in the order given:
+    its subjects' target boxes as ground truth, its stored detections in the detector's order. Items
+    without an IoU (no detector output, or no layout) are left out."""
+    images = []
+    for sc in scores:
+        sample = samples[sc.sample_id]
+        if not sample.has_layout or sc.metrics.get("iou") is None:
+            continue
+        w, h = sample.width, sample.height
+        truths = [GroundTruth(to_pixels(sub.box, w, h), normalize_label(sub.class_word)) for sub in sample.subjects]
+        dets = [Detected(to_pixels(d["box_norm"], w, h), normalize_label(d["label"]), float(d["score"])) for d in sc.detections]
+        images.append(EvalImage((sc.sample_id, sc.seed), w, h, truths, dets))
+    return images

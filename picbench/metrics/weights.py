@@ -63,7 +63,8 @@ def missing(role: str, model_id: str, detail: str) -> MissingWeightsError:
         f"weights for the {role} model {model_id!r} are not available ({detail}). Supply them with "
         f"`--weights {role}=DIR` (a folder holding the checkpoint in its loader's layout), or set "
         f"{WEIGHTS_ENV} so that ${WEIGHTS_ENV}/{role}/ holds them, or download {model_id!r} into the "
-        f"Hugging Face cache (`huggingface-cli download {model_id}`) on a machine with hub access."
+        f"Hugging Face cache (`hf download {model_id}`) on a machine with hub access; `picbench weights download --metrics "
+        f"--weights-dir DIR` fetches every default metric model as DIR/<role>/ for {WEIGHTS_ENV}=DIR."
     )
 
 

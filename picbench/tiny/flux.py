@@ -18,6 +18,8 @@ from picbench.tiny.tokenizers import clip_tokenizer, t5_tokenizer
 
 TINY_HIDDEN = 32
 TINY_LATENT_CHANNELS = 4
+TINY_POSTERIOR_LOGVAR = -6.0
+"""The VAE encoder's log-variance bias: posterior std about 0.05, so posterior samples stay close to the mean."""
 TINY_T5_MAX_LENGTH = 16
 """Text tokens fed to the transformer (FLUX.1-dev uses 512); short keeps the joint sequence small."""
 
@@ -68,6 +70,8 @@ def tiny_components(seed: int = 0) -> dict[str, object]:
         use_quant_conv=False,
         use_post_quant_conv=False,
     )
+    with torch.no_grad():  # a trained VAE's posterior is narrow; at random init its std would be ~1, drowning the mean
+        vae.encoder.conv_out.bias[TINY_LATENT_CHANNELS:] = TINY_POSTERIOR_LOGVAR
     transformer = FluxTransformer2DModel(
         patch_size=1,
         in_channels=TINY_LATENT_CHANNELS * 4,

@@ -1,7 +1,9 @@
 """The training objective, as UNO trains (bytedance/UNO @ d305981, `train.py`), with VAA.
 
-Per pair: the target image and the references are VAE-encoded (mean latents, no grad) and
-packed (:func:`encode_pair`). Per micro-batch (:func:`prepare_inputs`): times t come from UNO's resolution-shifted schedule with mu from *this* bucket's packed
+Per pair: the target image and the references are VAE-encoded (no grad) and packed
+(:func:`encode_pair`), keeping the posterior's mean and standard deviation; each micro-batch draws
+its latents as posterior samples from its generator (UNO's `train.py:364-365` @ d305981 encodes
+with BFL's sampling autoencoder; UNO draws from the global RNG). Per micro-batch (:func:`prepare_inputs`): times t come from UNO's resolution-shifted schedule with mu from *this* bucket's packed
 token count (`schedule.training_times`; UNO computes one mu for its single resolution); noise n
 gives `x_t = (1 - t) x0 + t n` and the target `v = n - x0` (UNO: `x_t = (1 - t) x_1 + t x_0`,
 loss `mse(pred, x_0 - x_1)` with its x_0 the noise). The transformer sees `[text, x_t, refs]`:
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
+from PIL import Image
 
 from picbench.reference_impl.conditioning import (
     Conditioning,
     build_conditioning,
-    encode_image_tokens,
+    encode_posterior,
 )
 from picbench.reference_impl.schedule import training_times
 from picbench.reference_impl.training.data import LoadedPair
@@ -48,24 +51,58 @@ class ModelInputs:
 
 @dataclass(frozen=True)
 class EncodedPair:
-    """A pair's VAE tokens (the mean latent: deterministic, so they can be cached) and its layout."""
+    """A pair's VAE posterior as tokens (mean and standard deviation, shifted and scaled as FLUX
+    expects: deterministic, so they can be cached) and its layout. Without stds the means are used."""
 
     prompt: str
-    target: torch.Tensor  # [1, n_target, C]
+    target: torch.Tensor  # [1, n_target, C], the posterior mean
     target_hw: tuple[int, int]
     references: torch.Tensor  # [1, n_ref_tokens, C], references in subject order
     ref_hws: tuple[tuple[int, int], ...]
     boxes: tuple[tuple[float, float, float, float], ...]
     depths: tuple[int, ...]
+    target_std: torch.Tensor | None = None
+    references_std: torch.Tensor | None = None
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target and reference tokens drawn from the posterior (float32, on the CPU generator's draws)."""
+        return _draw(self.target, self.target_std, generator), _draw(self.references, self.references_std, generator)
+
+
+def _draw(mean: torch.Tensor, std: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    if std is None:
+        return mean.float()
+    return mean.float() + std.float() * torch.randn(mean.shape, generator=generator).to(mean.device)
 
 
 @torch.no_grad()
 def encode_pair(pipe: FluxPipeline, pair: LoadedPair) -> EncodedPair:
-    device, dtype = pipe.transformer.device, pipe.transformer.dtype
-    target, target_hw = encode_image_tokens(pipe, pair.target, device, dtype)
-    refs = [encode_image_tokens(pipe, ref, device, dtype) for ref in pair.references]
+    device = pipe.transformer.device
+    target, target_std, target_hw = _posterior_tokens(pipe, pair.target, device)
+    refs = [_posterior_tokens(pipe, ref, device) for ref in pair.references]
     return EncodedPair(
-        pair.prompt, target, target_hw, torch.cat([t for t, _ in refs], dim=1), tuple(hw for _, hw in refs), pair.boxes, pair.depths
+        pair.prompt,
+        target,
+        target_hw,
+        torch.cat([m for m, _, _ in refs], dim=1),
+        tuple(hw for _, _, hw in refs),
+        pair.boxes,
+        pair.depths,
+        target_std,
+        torch.cat([s for _, s, _ in refs], dim=1),
+    )
+
+
+def _posterior_tokens(pipe: FluxPipeline, image: Image.Image, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Packed float32 tokens of `(mean - shift) * scale` and `std * scale`, and the token grid."""
+    mean, std = encode_posterior(pipe, image, device)
+    config = pipe.vae.config
+    _, c, h, w = mean.shape
+    pack = FluxPipeline._pack_latents
+    return (
+        pack(((mean - config.shift_factor) * config.scaling_factor).float(), 1, c, h, w),
+        pack((std * config.scaling_factor).float(), 1, c, h, w),
+        (h // 2, w // 2),
     )
 
 
@@ -91,12 +128,13 @@ def prepare_inputs(
     prompt_embeds, pooled, text_ids = pipe.encode_prompt(
         prompts, prompt_2=None, device=device, max_sequence_length=min(max_sequence_length, pipe.tokenizer_2.model_max_length)
     )
-    x0 = torch.cat([pair.target for pair in batch]).float()
-    ref_tokens = torch.cat([pair.references for pair in batch])
     target_hw, ref_hws = batch[0].target_hw, batch[0].ref_hws
-
-    times = training_times(x0.shape[1], len(batch), generator, logit_normal=logit_normal)
-    noise = torch.randn(x0.shape, generator=generator)
+    n_target = batch[0].target.shape[1]
+    times = training_times(n_target, len(batch), generator, logit_normal=logit_normal)
+    noise = torch.randn((len(batch), *batch[0].target.shape[1:]), generator=generator)
+    drawn = [pair.sample(generator) for pair in batch]
+    x0 = torch.cat([target for target, _ in drawn])
+    ref_tokens = torch.cat([refs for _, refs in drawn]).to(dtype)
     t = times.to(device)[:, None, None]
     noise = noise.to(device)
     noisy = (1 - t) * x0 + t * noise
