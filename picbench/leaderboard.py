@@ -106,7 +106,6 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
     return row
 
 
-<<<<<<< HEAD
 def coverage_cells(coverage: Coverage | None) -> dict[str, Any]:
     """The coverage columns of a measured row."""
     if coverage is None:
@@ -131,7 +130,8 @@ def row_coverage(row: Mapping[str, Any]) -> Counts | None:
         return None
     failed = row.get("n_failures")  # the engine's count: every item with a recorded failure, scored or not
     return Counts(int(expected), int(scored), int(failed) if _number(failed) else int(expected) - int(scored))
-=======
+
+
 def protocol_columns(result: RunResult) -> dict[str, str]:
     """The run's protocol as CSV cells: name, hash, the other identity sets' labels, and the fields as
     compact JSON (so a baseline row can say which fields differ); empty for results without one."""
@@ -195,7 +195,6 @@ def protocol_label(row: Mapping[str, Any]) -> str:
     """``name #hash`` of a row, or ``unknown``."""
     record = row_protocol(row)
     return label(record) if record else UNKNOWN
->>>>>>> main
 
 
 def lower_is_better(row: Mapping[str, Any]) -> set[str]:

@@ -19,12 +19,8 @@ from typing import TYPE_CHECKING
 
 from picbench.coverage import ALLOW_HINT, ALLOWED, gate
 from picbench.errors import PicbenchError
-<<<<<<< HEAD
-from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_coverage
-=======
-from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_protocol
+from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_coverage, row_protocol
 from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message
->>>>>>> main
 
 if TYPE_CHECKING:
     import pandas as pd  # the tables are pandas frames; imported by leaderboard when built
@@ -135,14 +131,11 @@ def compare(
     hold. Where the baseline has rows with the run's smoke flag, only those are used. The gate
     fails closed: a smoke run checked against real numbers (or the reverse) and a run lacking
     metrics the baseline holds block the pass unless ``allow_smoke`` / ``allow_missing`` say
-<<<<<<< HEAD
     otherwise (then they are warnings); so does a run that covers fewer items, or has more failed
-    items, than its baseline row, or whose coverage is unknown, unless ``allow_partial``. With ``significance`` (a level such as 0.05), every change
-=======
-    otherwise (then they are warnings). Rows of different (or unknown) protocols are refused with
-    :class:`ProtocolMismatchError` unless ``allow_protocol_mismatch`` (then their checks are labelled
-    with both protocols and a warning names the fields). With ``significance`` (a level such as 0.05), every change
->>>>>>> main
+    items, than its baseline row, or whose coverage is unknown, unless ``allow_partial``. Rows of
+    different (or unknown) protocols are refused with :class:`ProtocolMismatchError` unless
+    ``allow_protocol_mismatch`` (then their checks are labelled with both protocols and a warning
+    names the fields). With ``significance`` (a level such as 0.05), every change
     beyond its tolerance is tested with a paired bootstrap; a run-level metric (AP) has no paired
     test and counts on its tolerance alone."""
     if significance is not None and not 0.0 < significance < 1.0:
@@ -168,13 +161,10 @@ def compare(
         else:
             rows = same_smoke
         for _, base in rows.iterrows():
-<<<<<<< HEAD
+            protocols = _protocol_check(run, base, allow_protocol_mismatch, warnings)
             reason = coverage_reason(run, base)
             if reason:
                 (warnings if allow_partial else blocking).append(reason + (ALLOWED if allow_partial else ALLOW_HINT))
-=======
-            protocols = _protocol_check(run, base, allow_protocol_mismatch, warnings)
->>>>>>> main
             if _text(run.get("limit")) and _text(run.get("limit")) != _text(base.get("limit")):
                 warnings.append(
                     f"{run['method']} on {run['bench']}: the run used --limit {_text(run.get('limit'))}, the baseline row "
@@ -217,12 +207,12 @@ def compare(
     return RegressReport(tuple(checks), tuple(warnings), tuple(dict.fromkeys(blocking)))
 
 
-<<<<<<< HEAD
 def coverage_reason(run: Mapping, base: Mapping) -> str | None:
     """Why the run's row cannot be vouched for against the baseline row on coverage (None: it can)."""
     label = f"{run['method']} on {run['bench']} (baseline {base['source']} {base.get('origin', '')})".replace(" )", ")")
     return gate(label, row_coverage(run), row_coverage(base), reported_baseline=base["source"] == "reported")
-=======
+
+
 def _protocol_check(run: pd.Series, base: pd.Series, allow: bool, warnings: list[str]) -> str:
     """Refuse a run row and a baseline row of different or unknown protocols (naming both and the
     fields that differ), or with ``allow`` warn and return the label its checks carry."""
@@ -241,7 +231,6 @@ def _protocol_check(run: pd.Series, base: pd.Series, allow: bool, warnings: list
         raise ProtocolMismatchError(message)
     warnings.append(message.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
     return f"{label(a)} vs {label(b)}"
->>>>>>> main
 
 
 def _tested(checks: list[MetricCheck], candidate: pd.DataFrame, alpha: float) -> list[MetricCheck]:

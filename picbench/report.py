@@ -227,7 +227,6 @@ def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str,
     return frame.dropna(axis=1, how="all")
 
 
-<<<<<<< HEAD
 def coverage_banners(results: Sequence[tuple[str | None, RunResult]]) -> list[str]:
     """A banner per partial run (its aggregates leave items out) and per run of unknown coverage."""
     banners = []
@@ -248,7 +247,8 @@ def coverage_text(coverage: Coverage | None) -> str:
         return "unknown"
     splits = "; ".join(f"{name}: {c.text()}" for name, c in coverage.splits.items())
     return coverage.text() + (f" ({splits})" if len(coverage.splits) > 1 else "")
-=======
+
+
 def protocol_header(r: RunResult) -> str:
     """The protocol the numbers were computed under, at the top of the page (``unknown`` for results
     that record none), the other identity sets' labels, and the spread between protocols."""
@@ -276,7 +276,6 @@ def protocol_header(r: RunResult) -> str:
             + "</pre></details>"
         )
     return "\n".join(parts)
->>>>>>> main
 
 
 def run_facts(r: RunResult) -> dict[str, str]:
@@ -600,11 +599,7 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
         head = "".join(f"<th>{escape(c)}</th>" for c in ("method", "bench"))
         head += "".join(f"<th>{escape(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
         extra = "citation" if source == "reported" else "date"
-<<<<<<< HEAD
-        head += f"<th>coverage</th><th>{extra}</th>"
-=======
-        head += f"<th>protocol</th><th>{extra}</th>"
->>>>>>> main
+        head += f"<th>coverage</th><th>protocol</th><th>{extra}</th>"
         body = []
         for row in records:
             cells = [
@@ -620,13 +615,10 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
                 low, high = row.get(m + "_ci_low"), row.get(m + "_ci_high")
                 ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
                 cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
-<<<<<<< HEAD
             covered = escape(coverage_label(row))
             cells.append(f'<td class="coverage" data-value="{covered}">{covered}</td>')
-=======
             protocol = protocol_label(row)
             cells.append(f'<td class="protocol" data-value="{escape(protocol)}">{escape(protocol)}</td>')
->>>>>>> main
             note = row.get(extra)
             text = escape(note) if isinstance(note, str) else ""
             cells.append(f'<td class="note" data-value="{text}">{text}</td>')

@@ -168,11 +168,7 @@ def default_out(method: str, bench: str) -> Path:
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
-<<<<<<< HEAD
-_TUPLE_FIELDS = ("seeds", "metrics", "samples")
-=======
-_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")
->>>>>>> main
+_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets", "samples")
 
 
 class Progress(Protocol):
@@ -656,18 +652,14 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
-<<<<<<< HEAD
         coverage=coverage,
-=======
         protocol=protocols[0],
         extra_protocols=tuple(protocols[1:]),
->>>>>>> main
     )
     save_result(result, store.out_dir)
     return result
 
 
-<<<<<<< HEAD
 def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> Coverage:
     """Expected, scored and failed items, per split (:mod:`picbench.coverage`): an item is scored
     when its image was generated and the engine computed a value from it (an image it could not
@@ -682,14 +674,11 @@ def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str,
     )
 
 
-def _write_samples(out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> None:
-=======
 def _write_samples(
     out: Path, items: list[_Item], scores: list[Score], generations: Mapping[str, Generation], protocol: Mapping[str, Any]
 ) -> None:
     """One line per item: its Score, image, generation key and the protocol its plain metric keys
     were computed under (``protocol``: name and hash, as results.json's)."""
->>>>>>> main
     path = out / SAMPLES_FILE
     try:
         with atomic_write(path) as fh:

@@ -35,15 +35,9 @@ def _text(output: str) -> str:
 
 
 def _result(method: str = "paste", *, smoke: bool = False, metrics: dict | None = None, bench: str = "dreambench") -> RunResult:
-<<<<<<< HEAD
     metrics = metrics or {"clip_i": 0.8, "dino": 0.7}
     full = Coverage(2, 2, 0, {"single": Counts(2, 2, 0)})
-    return RunResult(method, "1", {}, bench, "1", "0" * 64, (0,), metrics, {"items": 2}, smoke, coverage=full)
-=======
-    return RunResult(
-        method, "1", {}, bench, "1", "0" * 64, (0,), metrics or {"clip_i": 0.8, "dino": 0.7}, {"items": 2}, smoke, protocol=PROTOCOL
-    )
->>>>>>> main
+    return RunResult(method, "1", {}, bench, "1", "0" * 64, (0,), metrics, {"items": 2}, smoke, protocol=PROTOCOL, coverage=full)
 
 
 def _run_folder(folder: Path, names: tuple[str, ...] = ("dog", "cat"), **result: object) -> Path:

@@ -36,11 +36,8 @@ def make_result(method: str, bench: str, metrics: dict, *, smoke: bool = False, 
         counts={"n_items": 8, "n_failures": 1},
         smoke=smoke,
         provenance={"picbench_version": "0.1.0", "git_hash": "abc1234", "date": "2026-11-26T12:00:00Z"},
-<<<<<<< HEAD
         coverage=Coverage(8, 7, 1, {"single": Counts(8, 7, 1)}),
-=======
         protocol=PROTOCOL,
->>>>>>> main
     )
 
 
@@ -207,11 +204,8 @@ def test_intervals_and_directions_travel_through_the_csv(tmp_path: Path) -> None
         smoke=False,
         higher_is_better={"clip_i": True, "missing": False},
         intervals={"clip_i": (0.75, 0.85), "missing": (0.1, 0.3)},
-<<<<<<< HEAD
         coverage=Coverage(4, 4, 0, {"multi": Counts(4, 4, 0)}),
-=======
         protocol=PROTOCOL,
->>>>>>> main
     )
     save_result(result, tmp_path / "run")
     out = tmp_path / "board.csv"

@@ -3,7 +3,8 @@ bootstrap over the (sample, seed) items both runs scored (:mod:`picbench.metrics
 
 Exit codes: 0 compared; 1 the comparison fails closed on coverage: either run scored fewer items,
 or has more failed items, than the other, or its coverage is unknown (``--allow-partial`` compares
-anyway, labelled); 2 unusable input."""
+anyway, labelled); 2 unusable input (runs of different protocols without
+``--allow-protocol-mismatch`` included)."""
 
 from __future__ import annotations
 
@@ -15,25 +16,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-<<<<<<< HEAD
 from picbench.cli.app import app, console, err_console
 from picbench.cli.errors import EXIT_CHECK_FAILED, fail, warn
 from picbench.cli.output import append_step_summary, emit_json, human_output_to_stderr, markdown_table
 from picbench.coverage import ALLOW_HINT, ALLOWED, gate
 from picbench.errors import PicbenchError
-from picbench.results import RunResult
-
-if TYPE_CHECKING:
-    from picbench.metrics.bootstrap import PairedDifference
-=======
-from picbench.cli.app import app, console
-from picbench.cli.errors import fail, warn
-from picbench.errors import PicbenchError
 from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message, spread
 
 if TYPE_CHECKING:
+    from picbench.metrics.bootstrap import PairedDifference
     from picbench.results import RunResult
->>>>>>> main
 
 
 @app.command("compare")
@@ -45,16 +37,22 @@ def compare(
     ] = None,  # noqa: UP007
     resamples: Annotated[int, typer.Option(min=100, help="bootstrap resamples")] = 1000,
     seed: Annotated[int, typer.Option(help="seed of the resampling (the same seed gives the same intervals)")] = 0,
-<<<<<<< HEAD
+    allow_protocol_mismatch: Annotated[
+        bool,
+        typer.Option("--allow-protocol-mismatch", help="compare runs scored under different (or unknown) protocols, labelled"),
+    ] = False,
     allow_partial: Annotated[
         bool, typer.Option("--allow-partial", help="compare even when one run covers fewer items or has more failures (labelled)")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the differences as JSON on stdout")] = False,
 ) -> None:
-    """Per metric: A minus B over the items both runs share, its 95% interval and a p-value. With
-    GITHUB_STEP_SUMMARY set, the table is appended to it as Markdown."""
+    """Per metric: A minus B over the items both runs share, its 95% interval and a p-value; runs of
+    different protocols are refused (exit 2) unless --allow-protocol-mismatch; the spread between the
+    protocols a run computed (--protocols default,references) follows. Runs that do not cover the
+    same items fail closed (exit 1) unless --allow-partial. With GITHUB_STEP_SUMMARY set, the table
+    is appended to it as Markdown."""
     with human_output_to_stderr(as_json):
-        results, found, blocking = _compare(run_a, run_b, metrics, resamples, seed, allow_partial)
+        results, found, blocking = _compare(run_a, run_b, metrics, resamples, seed, allow_protocol_mismatch, allow_partial)
     append_step_summary(markdown_summary(results, found, blocking, allow_partial))
     if as_json:
         emit_json(
@@ -74,20 +72,10 @@ def compare(
 
 
 def _compare(
-    run_a: Path, run_b: Path, metrics: str | None, resamples: int, seed: int, allow_partial: bool
+    run_a: Path, run_b: Path, metrics: str | None, resamples: int, seed: int, allow_protocol_mismatch: bool, allow_partial: bool
 ) -> tuple[list[RunResult], list[PairedDifference], list[str]]:
-    """Load both runs, check their coverage, bootstrap, print the table: (results, differences,
-    coverage problems)."""
-=======
-    allow_protocol_mismatch: Annotated[
-        bool,
-        typer.Option("--allow-protocol-mismatch", help="compare runs scored under different (or unknown) protocols, labelled"),
-    ] = False,
-) -> None:
-    """Per metric: A minus B over the items both runs share, its 95% interval and a p-value; runs of
-    different protocols are refused (exit 2) unless --allow-protocol-mismatch; the spread between the
-    protocols a run computed (--protocols default,references) follows."""
->>>>>>> main
+    """Load both runs, check their protocols and coverage, bootstrap, print the tables: (results,
+    differences, coverage problems)."""
     from picbench.metrics.bootstrap import paired_bootstrap
     from picbench.results import bench_and_direction_mismatches, iter_sample_scores, load_result
 
@@ -99,17 +87,14 @@ def _compare(
         scores = [[score for score, _ in iter_sample_scores(run if run.is_dir() else run.parent)] for run in (run_a, run_b)]
     except (PicbenchError, OSError) as exc:
         fail(exc)
-<<<<<<< HEAD
+    if mismatch:
+        warn(mismatch.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
     blocking = coverage_problems(results[0], results[1])
     for reason in blocking:
         if allow_partial:
             warn(reason + ALLOWED)
         else:
             err_console.print(f"[bold red]not comparable:[/] {escape(reason + ALLOW_HINT)}")
-=======
-    if mismatch:
-        warn(mismatch.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
->>>>>>> main
     keys = [k.strip() for k in metrics.split(",") if k.strip()] if metrics else _shared_keys(scores[0], scores[1])
     mismatches = bench_and_direction_mismatches(results[0], results[1], keys)
     if mismatches:

@@ -1,4 +1,5 @@
-"""``picbench ls [benches|methods|metrics]``: what can be run, as rich tables."""
+"""``picbench ls [benches|methods|metrics|detectors|protocols]``: what can be run, as rich tables or
+(``--json``) one JSON document."""
 
 from __future__ import annotations
 
@@ -40,32 +41,8 @@ def bench_records() -> list[dict[str, str]]:
     return records
 
 
-<<<<<<< HEAD
 def registry_records(kind: str) -> list[dict[str, str]]:
     """Methods, metrics or detectors: name, target, summary (metrics: their keys and directions)."""
-=======
-def protocol_table() -> Table:
-    """Each named protocol with its fields and the benches that declare it; the weights hashes are
-    resolved when a run loads the models (results.json records them)."""
-    from picbench.metrics.weights import hub_id
-    from picbench.protocols import BENCH_PROTOCOLS, IDENTITY_SETS, PROTOCOLS
-
-    table = Table(title="protocols (--protocols picks the identity set: " + ", ".join(IDENTITY_SETS) + ")")
-    for column in ("name", "benches", "fields", "summary"):
-        table.add_column(column, overflow="fold")
-    for protocol in PROTOCOLS.values():
-        benches = sorted(b for b, p in BENCH_PROTOCOLS.items() if p == protocol.name)
-        if protocol.name == "picbench":
-            benches.append("any other bench")
-        fields = {**protocol.fields(), "clip weights": hub_id("clip"), "dino weights": hub_id("dino")}
-        table.add_row(
-            protocol.name, escape(", ".join(benches)), escape("\n".join(f"{k}: {v}" for k, v in fields.items())), escape(protocol.summary)
-        )
-    return table
-
-
-def registry_table(kind: str) -> Table:
->>>>>>> main
     if kind == "methods":
         from picbench.methods import METHODS as registry
     elif kind == "detectors":
@@ -81,13 +58,40 @@ def registry_table(kind: str) -> Table:
     return records
 
 
+def protocol_records() -> list[dict[str, str]]:
+    """Each named protocol with its fields and the benches that declare it; the weights hashes are
+    resolved when a run loads the models (results.json records them)."""
+    from picbench.metrics.weights import hub_id
+    from picbench.protocols import BENCH_PROTOCOLS, PROTOCOLS
+
+    records = []
+    for protocol in PROTOCOLS.values():
+        benches = sorted(b for b, p in BENCH_PROTOCOLS.items() if p == protocol.name)
+        if protocol.name == "picbench":
+            benches.append("any other bench")
+        fields = {**protocol.fields(), "clip weights": hub_id("clip"), "dino weights": hub_id("dino")}
+        records.append(
+            {
+                "name": protocol.name,
+                "benches": ", ".join(benches),
+                "fields": "; ".join(f"{k}: {v}" for k, v in fields.items()),
+                "summary": protocol.summary,
+            }
+        )
+    return records
+
+
+COLUMNS = {"benches": ("name", "kind", "summary", "file"), "protocols": ("name", "benches", "fields", "summary")}
+
+
 def listing_table(kind: str, records: list[dict[str, str]]) -> Table:
-    columns = (
-        ("name", "kind", "summary", "file")
-        if kind == "benches"
-        else ("name", "target", "summary", *(("keys",) if kind == "metrics" else ()))
-    )
-    table = Table(title=kind)
+    columns = COLUMNS.get(kind) or ("name", "target", "summary", *(("keys",) if kind == "metrics" else ()))
+    if kind == "protocols":
+        from picbench.protocols import IDENTITY_SETS
+
+        table = Table(title="protocols (--protocols picks the identity set: " + ", ".join(IDENTITY_SETS) + ")")
+    else:
+        table = Table(title=kind)
     for column in columns:
         table.add_column(column)
     for record in records:
@@ -107,27 +111,19 @@ def metric_keys(registry: Any, name: str) -> str:
 
 
 @app.command("ls")
-<<<<<<< HEAD
 def ls(
-    what: Listing | None = typer.Argument(None, help="benches, methods, metrics or detectors (all when omitted)"),
+    what: Listing | None = typer.Argument(None, help="benches, methods, metrics, detectors or protocols (all when omitted)"),
     as_json: bool = typer.Option(False, "--json", help="print the listing as JSON on stdout (an object per kind)"),
 ) -> None:
-    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins included)."""
+    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins
+    included), and the protocols benches declare."""
     kinds = [what.value] if what is not None else [k.value for k in Listing]
-    listing = {kind: bench_records() if kind == "benches" else registry_records(kind) for kind in kinds}
+    listing = {
+        kind: bench_records() if kind == "benches" else protocol_records() if kind == "protocols" else registry_records(kind)
+        for kind in kinds
+    }
     if as_json:
         emit_json(listing)
         return
     for kind, records in listing.items():
         console.print(listing_table(kind, records))
-=======
-def ls(what: Listing | None = typer.Argument(None, help="benches, methods, metrics, detectors or protocols (all when omitted)")) -> None:
-    """List benches (registered, built and buildable), methods, metrics and detectors (plug-ins
-    included), and the protocols benches declare."""
-    kinds = [what.value] if what is not None else [k.value for k in Listing]
-    for kind in kinds:
-        table = bench_table() if kind == "benches" else protocol_table() if kind == "protocols" else registry_table(kind)
-        if not table.rows:
-            table.caption = f"no {kind} registered yet"
-        console.print(table)
->>>>>>> main

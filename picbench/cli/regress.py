@@ -74,7 +74,16 @@ def regress(
     With GITHUB_STEP_SUMMARY set, the verdict is appended to it as a Markdown table."""
     with human_output_to_stderr(as_json):
         report = _check(
-            results, baseline, tolerance, tolerance_for, allow_smoke, allow_missing, allow_partial, allow_nonfinite, significance
+            results,
+            baseline,
+            allow_nonfinite=allow_nonfinite,
+            tolerance_for=tolerance_for,
+            tolerance=tolerance,
+            allow_smoke=allow_smoke,
+            allow_missing=allow_missing,
+            allow_partial=allow_partial,
+            allow_protocol_mismatch=allow_protocol_mismatch,
+            significance=significance,
         )
         _print(report, show_all=show_all, significance=significance)
     append_step_summary(markdown_summary(report))
@@ -85,27 +94,15 @@ def regress(
 
 
 def _check(
-    results: list[Path],
-    baseline: list[Path],
-    tolerance: float,
-    tolerance_for: list[str] | None,
-    allow_smoke: bool,
-    allow_missing: bool,
-    allow_partial: bool,
-    allow_nonfinite: bool,
-    significance: float | None,
+    results: list[Path], baseline: list[Path], *, allow_nonfinite: bool, tolerance_for: list[str] | None, **options: Any
 ) -> RegressReport:
+    """The comparison (``options``: :func:`picbench.regress.compare`'s), or exit 2 on unusable input."""
     try:
         report = compare(
             load_table(results, allow_nonfinite=allow_nonfinite),
             load_table(baseline, allow_nonfinite=allow_nonfinite),
-            tolerance=tolerance,
             per_metric=parse_tolerances(tolerance_for or []),
-            allow_smoke=allow_smoke,
-            allow_missing=allow_missing,
-            allow_partial=allow_partial,
-            significance=significance,
-            allow_protocol_mismatch=allow_protocol_mismatch,
+            **options,
         )
     except PicbenchError as exc:
         fail(exc)

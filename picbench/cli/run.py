@@ -163,16 +163,11 @@ def run_command(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout; the human output goes to stderr")] = False,
 ) -> None:
-<<<<<<< HEAD
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone.
     Ends with "scored k of n"; exit 1 when k < n unless --allow-partial."""
+    from picbench.protocols import check_precision, parse_identity_sets
     from picbench.runner import RunConfig, Shard, default_out
     from picbench.selection import parse_sample_ids
-=======
-    """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
-    from picbench.protocols import check_precision, parse_identity_sets
-    from picbench.runner import RunConfig, Shard, default_out, run
->>>>>>> main
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")

@@ -343,13 +343,9 @@ class Trainer:
         total = sum(s.steps for s in cfg.stages)
         progress = self._progress(total) if self.show_progress and acc.is_local_main_process else contextlib.nullcontext()
         try:
-<<<<<<< HEAD
             if self.finished:  # resumed after the last step: nothing to train, and no bar showing "loss nan"
                 return replace(self._export(), already_finished=True)
-            with progress as bar:
-=======
             with stop_requests() as self._stop, progress as bar:
->>>>>>> main
                 fields = {"loss": float("nan"), "mem": "", "rate": 0.0}
                 task = bar.add_task("training", total=total, completed=self.state.global_step, **fields) if bar else None
                 while self.state.stage < len(cfg.stages):
