@@ -91,7 +91,7 @@ def test_validate_and_ls_json_parse_and_no_cell_wraps(tmp_path: Path, data_dir: 
     listed = runner.invoke(app, ["ls", "--json"], env=NARROW)
     assert listed.exit_code == 0
     listing = json.loads(listed.stdout)
-    assert set(listing) == {"benches", "methods", "metrics", "detectors"}
+    assert set(listing) == {"benches", "methods", "metrics", "detectors", "protocols"}
     assert "paste" in {m["name"] for m in listing["methods"]} and all("keys" in m for m in listing["metrics"])
     shown = runner.invoke(app, ["ls"], env=NARROW).output
     assert_no_wrapped_cell(shown)
