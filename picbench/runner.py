@@ -49,7 +49,7 @@ from picbench.records import (
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
 from picbench.selection import LIMIT_SEED, select_samples
-from picbench.store import RunLock, RunStore, StoreError
+from picbench.store import RunLock, RunStore
 
 if TYPE_CHECKING:
     from picbench.metrics.engine import MetricEngine
@@ -267,16 +267,12 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
 
 @contextmanager
 def _locked(out: Path, part: str) -> Iterator[RunLock]:
-    """Hold the folder's lock for this part; an output folder that cannot be created is named. A
-    run refused before writing anything (unknown bench, invalid bench, bad selection) leaves no
-    folder behind where there was none."""
+    """Hold the folder's lock for this part. A run refused before writing anything (unknown bench,
+    invalid bench, bad selection) leaves no folder behind where there was none."""
     out = Path(out)
     created = not out.exists()
     lock = RunLock(out, part)
-    try:
-        lock.acquire()
-    except OSError as exc:
-        raise StoreError(f"output folder {out} cannot be created: {exc.strerror or exc}; choose another --out") from exc
+    lock.acquire()
     try:
         yield lock
     except BaseException:
