@@ -47,6 +47,22 @@ def fail(message: str | BaseException, code: int = EXIT_UNUSABLE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """A file-system error in words: the file, the reason, what to do."""
+    import errno
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    remedy = {
+        errno.ENOSPC: "free space and rerun (finished work is kept)",
+        errno.EDQUOT: "free space within the quota and rerun (finished work is kept)",
+        errno.EFBIG: "the file-size limit (ulimit -f) stopped the write; raise it and rerun (finished work is kept)",
+        errno.EROFS: "the file system is read-only; choose a writable folder",
+        errno.EACCES: "no permission; choose a folder you can write",
+        errno.ENOTDIR: "a path that should be a folder is a file",
+    }.get(exc.errno or 0, "")
+    return f"{where}{exc.strerror or exc}" + (f"; {remedy}" if remedy else "")
+
+
 def warn(message: str | BaseException) -> None:
     """Print ``warning: MESSAGE`` on stderr; the verb goes on."""
     err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}")
