@@ -13,33 +13,36 @@ installable library. Its additions fit in a forward hook on ``x_embedder`` and a
 loop over the same FLUX components the reference PositionIC pipeline uses
 (``picbench.tiny.flux`` for tiny runs), so we carry only those.
 
-Pinned to DreamO v1.0 as released in the public repository bytedance/DreamO
-(``dreamo/dreamo_pipeline.py`` @ 264b439, ``dreamo_generator.py`` @ 3ad62b3, ``app.py``,
-``dreamo/utils.py`` @ 8fa379f), hub repo ``ByteDance/DreamO``:
+Pinned to bytedance/DreamO @ 461e35b (``app.py``, ``dreamo_generator.py``, ``dreamo/dreamo_pipeline.py``,
+``dreamo/utils.py``), hub repo ``ByteDance/DreamO``. The default is the authors' default since June 2025,
+version 1.1 (``app.py:25``, ``dreamo_generator.py:43``, ``load_dreamo_model(..., version='v1.1')``
+``dreamo/dreamo_pipeline.py:47``); ``version=v1`` runs version 1. Every LoRA is loaded with diffusers'
+``load_lora_weights``, weighted with ``set_adapters`` and fused, in the authors' order
+(``dreamo/dreamo_pipeline.py:74-117``):
 
-- ``dreamo.safetensors``: ``dreamo_t5_embedding.weight`` (its last 10 rows become the T5 embeddings
-  of the added tokens ``[ref#1]``..``[ref#9]``, ``[res]``), ``dreamo_task_embedding.weight`` [2, dim],
-  ``dreamo_idx_embedding.weight`` [10, dim], and the main LoRA; ``dreamo_cfg_distill.safetensors``
-  (weight 1), ``dreamo_quality_lora_pos.safetensors`` (0.15), ``dreamo_quality_lora_neg.safetensors``
-  (-0.8); plus the FLUX-Turbo LoRA ``alimama-creative/FLUX.1-Turbo-Alpha`` (weight 1). All are fused
-  into the transformer.
-- DreamO's LoRA keys are XLabs-processor names with the block index after an underscore: the
-  authors' converter (``convert_flux_lora_to_diffusers``) finds ``double_blocks_<n>`` or
+- both versions: ``dreamo.safetensors``, whose ``dreamo_t5_embedding.weight`` (its last 10 rows become
+  the T5 embeddings of the added tokens ``[ref#1]``..``[ref#9]``, ``[res]``), ``dreamo_task_embedding.weight``
+  [2, dim] and ``dreamo_idx_embedding.weight`` [10, dim] are split off, the rest is the main LoRA
+  (weight 1); ``dreamo_cfg_distill.safetensors`` (1); the FLUX-Turbo LoRA
+  ``alimama-creative/FLUX.1-Turbo-Alpha`` (1), its ``.alpha`` keys, if any, applied as
+  ``load_lora_weights`` applies them (scale alpha / rank);
+- v1.1 (``dreamo/dreamo_pipeline.py:107-113``): ``v1.1/dreamo_sft_lora.safetensors`` (1) and
+  ``v1.1/dreamo_dpo_lora.safetensors`` (1.25), handed to ``load_lora_weights`` as stored;
+- v1 (``dreamo/dreamo_pipeline.py:97-106``): ``dreamo_quality_lora_pos.safetensors`` (0.15) and
+  ``dreamo_quality_lora_neg.safetensors`` (-0.8).
+- DreamO's own LoRA keys (main, cfg, v1 quality) are XLabs-processor names with the block index after
+  an underscore: the authors' converter (``convert_flux_lora_to_diffusers``) finds ``double_blocks_<n>`` or
   ``single_blocks_<n>``, the site ``qkv_lora1|qkv_lora2|proj_lora1|proj_lora2`` (double) or
-  ``qkv_lora|proj_lora`` (single), and ``down``/``up``. The public code does not show the full key
-  strings; we match exactly those parts, rewrite the block index to UNO's ``double_blocks.<n>``
-  form and reuse the UNO converter (same sites, same fused-qkv split: shared ``down``, ``up``
-  split in three).
+  ``qkv_lora|proj_lora`` (single), and ``down``/``up``; we match exactly those parts, rewrite the
+  block index to UNO's ``double_blocks.<n>`` form and reuse the UNO converter (same sites, same
+  fused-qkv split: shared ``down``, ``up`` split in three).
 
-Inference follows the authors' app defaults for v1.0 with Turbo: 12 steps, guidance 3.5 (also on
-the first step), no true CFG, 1024x1024, references resized to an area of 512^2 with sides
-floored to multiples of 16, scaled to [-1, 1], task "ip", seed via
-``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. A deliberate difference: the authors'
-generator (``dreamo_generator.py``) removes each "ip" reference's background with BEN2
-(``PramaLLC/BEN2``, its own model code in ``tools/BEN2.py``, whose ``inference`` composites the cut-out
-on white) before encoding; picbench encodes the whole reference. Expected effect: reference backgrounds can leak into the image, which tends to
-raise CLIP-I and DINO (measured against the unmasked eval images) and lower CLIP-T compared with
-the authors' pipeline; the README's methods table says so.
+Inference follows the authors' app defaults with Turbo: 12 steps (``app.py:170``), guidance 4.5 for
+v1.1 and 3.5 for v1 (``app.py:171``, also on the first step), no true CFG, 1024x1024, references
+resized with OpenCV's INTER_AREA to an area of 512^2 with sides floored to multiples of 16
+(``resize_numpy_image_area``, ``dreamo/utils.py:112-118``), scaled to [-1, 1], task "ip", seed via
+``torch.Generator("cpu").manual_seed(seed)``, bf16 on GPU. What still differs from the authors'
+scripts (BEN2 background removal, the reference posterior's seeded draw) is in docs/methods.md.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import torch
 from PIL import Image
 
 from picbench.checkpoints import HubFiles, diffusers_folder, download_file, load_pretrained
+from picbench.errors import MissingExtraError
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
@@ -68,13 +72,34 @@ DREAMO_REPO = "ByteDance/DreamO"
 TURBO_REPO = "alimama-creative/FLUX.1-Turbo-Alpha"
 TURBO_FILE = "diffusion_pytorch_model.safetensors"
 MAIN_FILE = "dreamo.safetensors"
-# (adapter name, file in ByteDance/DreamO, fusing weight) as the authors' load_dreamo_model sets them
-DREAMO_LORAS = (
-    ("dreamo", MAIN_FILE, 1.0),
-    ("cfg", "dreamo_cfg_distill.safetensors", 1.0),
-    ("quality_pos", "dreamo_quality_lora_pos.safetensors", 0.15),
-    ("quality_neg", "dreamo_quality_lora_neg.safetensors", -0.8),
-)
+VERSIONS = ("v1.1", "v1")
+DEFAULT_VERSION = "v1.1"  # app.py:25, dreamo_generator.py:43, dreamo/dreamo_pipeline.py:47
+GUIDANCE_BY_VERSION = {"v1.1": 4.5, "v1": 3.5}  # app.py:171
+
+
+@dataclass(frozen=True)
+class DreamOLora:
+    """One LoRA the authors' ``load_dreamo_model`` fuses: adapter name, file in ByteDance/DreamO, weight,
+    and whether its keys are DreamO's layout (converted as ``convert_flux_lora_to_diffusers`` does)."""
+
+    name: str
+    file: str
+    weight: float
+    dreamo_layout: bool = True
+
+
+BASE_LORAS = (DreamOLora("dreamo", MAIN_FILE, 1.0), DreamOLora("cfg", "dreamo_cfg_distill.safetensors", 1.0))
+# fused after the Turbo LoRA, per version (dreamo/dreamo_pipeline.py:97-113)
+VERSION_LORAS = {
+    "v1.1": (
+        DreamOLora("sft_lora", "v1.1/dreamo_sft_lora.safetensors", 1.0, dreamo_layout=False),
+        DreamOLora("dpo_lora", "v1.1/dreamo_dpo_lora.safetensors", 1.25, dreamo_layout=False),
+    ),
+    "v1": (
+        DreamOLora("quality_pos", "dreamo_quality_lora_pos.safetensors", 0.15),
+        DreamOLora("quality_neg", "dreamo_quality_lora_neg.safetensors", -0.8),
+    ),
+}
 TURBO_WEIGHT = 1.0
 T5_NEW_TOKENS = tuple(f"[ref#{i}]" for i in range(1, 10)) + ("[res]",)
 TARGET_TASK, IP_TASK = 1, 0  # rows of the task embedding (the authors map every reference task to row 0)
@@ -157,31 +182,38 @@ def add_t5_tokens(tokenizer: Any, text_encoder: Any, rows: torch.Tensor) -> None
         weight[-len(T5_NEW_TOKENS) :] = rows.to(weight)
 
 
-def fuse_loras(transformer: Any, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]]) -> None:
-    """Load each diffusers-format LoRA as a peft adapter, weight them and fuse them all into the
-    base weights (what the authors' set_adapters + fuse_lora + unload_lora_weights does)."""
+def fuse_loras(pipe: Any, loras: Sequence[tuple[str, dict[str, torch.Tensor], float]]) -> None:
+    """The authors' ``load_dreamo_model`` (dreamo/dreamo_pipeline.py:74-117): each LoRA through
+    diffusers' ``load_lora_weights`` (which applies ``.alpha`` keys as alpha / rank), then
+    ``set_adapters`` with the weights, ``fuse_lora`` and ``unload_lora_weights``."""
     with warnings.catch_warnings():  # peft warns on every adapter after the first; several is the point here
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         for name, state, _ in loras:
-            transformer.load_lora_adapter(state, prefix="transformer", adapter_name=name)
+            pipe.load_lora_weights(dict(state), adapter_name=name)
     names = [name for name, _, _ in loras]
-    transformer.set_adapters(names, [weight for _, _, weight in loras])
-    transformer.fuse_lora(adapter_names=names, lora_scale=1.0)
-    transformer.unload_lora()
+    pipe.set_adapters(names, [weight for _, _, weight in loras])
+    pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+    pipe.unload_lora_weights()
 
 
 # --------------------------------------------------------------------------- sample translation
 
 
 def area_resize(image: Image.Image, area: int) -> Image.Image:
-    """Scale to about ``area`` pixels keeping the aspect, each side floored to a multiple of 16
-    (the authors' ``resize_numpy_image_area``; PIL's box filter stands in for cv2's INTER_AREA)."""
+    """Scale to about ``area`` pixels keeping the aspect, each side floored to a multiple of 16, with
+    OpenCV's INTER_AREA: the authors' ``resize_numpy_image_area`` (dreamo/utils.py:112-118). PIL's BOX
+    filter differs at non-integer scales (up to 109/255 on the shared data's references)."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise MissingExtraError("DreamO's reference resizing (OpenCV INTER_AREA)", "generate", exc) from exc
+
     w, h = image.size
-    k = math.sqrt(area / (w * h))
+    k = math.sqrt(area / (h * w))
     new_w, new_h = int(w * k) - int(w * k) % PATCH, int(h * k) - int(h * k) % PATCH
     if new_w < PATCH or new_h < PATCH:
         raise ValueError(f"reference of {w}x{h} is too thin for DreamO at area {area}")
-    return image.resize((new_w, new_h), Image.Resampling.BOX)
+    return Image.fromarray(cv2.resize(np.asarray(image), (new_w, new_h), interpolation=cv2.INTER_AREA))
 
 
 def reference_tensor(image: Image.Image) -> torch.Tensor:
@@ -236,7 +268,7 @@ class DreamOModel:
     ) -> None:
         self.pipe = pipe
         add_t5_tokens(pipe.tokenizer_2, pipe.text_encoder_2, embeddings.t5_tokens)
-        fuse_loras(pipe.transformer, loras)
+        fuse_loras(pipe, loras)
         pipe.to(device)  # already in dtype: loaded so (real) or built in float32 (tiny)
         pipe.set_progress_bar_config(disable=True)
         self.task = embeddings.task.to(device, dtype)
@@ -336,26 +368,34 @@ def random_main_checkpoint(transformer: Any, t5_dim: int, *, seed: int = 0) -> d
     }
 
 
-def random_turbo_lora(transformer: Any, *, rank: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random diffusers-format LoRA on every attention projection, like FLUX.1-Turbo-Alpha's."""
+def random_turbo_lora(transformer: Any, *, rank: int = 4, seed: int = 0, alpha: float | None = None) -> dict[str, torch.Tensor]:
+    """A random diffusers-format LoRA on every attention projection, like FLUX.1-Turbo-Alpha's; with
+    ``alpha``, each module also gets a ``.alpha`` key (scale alpha / rank when loaded)."""
     g = torch.Generator().manual_seed(seed)
     state = {}
     for name, module in transformer.named_modules():
         if isinstance(module, torch.nn.Linear) and re.search(r"attn\.(to_[qkv]|to_out\.0|add_[qkv]_proj|to_add_out)$", name):
             state[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=g) * 0.02
             state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=g) * 0.02
+            if alpha is not None:
+                state[f"transformer.{name}.alpha"] = torch.tensor(float(alpha))
     return state
 
 
 def write_tiny_checkpoints(folder: Path, transformer: Any, t5_dim: int) -> Path:
-    """DreamO's four files and a Turbo LoRA, random, in their released layouts, under ``folder``."""
+    """DreamO's files of both versions and a Turbo LoRA (with ``.alpha`` keys), random, under ``folder``:
+    DreamO's own in its key layout, v1.1's SFT/DPO LoRAs in diffusers' layout (their real layout is
+    whatever ``load_lora_weights`` reads: the authors hand them over unconverted)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(random_main_checkpoint(transformer, t5_dim), str(folder / MAIN_FILE))
-    for i, (_, filename, _) in enumerate(DREAMO_LORAS[1:], start=2):
-        save_file(random_dreamo_lora(transformer, seed=i), str(folder / filename))
-    save_file(random_turbo_lora(transformer), str(folder / TURBO_FILE))
+    loras = [*BASE_LORAS[1:], *VERSION_LORAS["v1"], *VERSION_LORAS["v1.1"]]
+    for i, lora in enumerate(loras, start=2):
+        (folder / lora.file).parent.mkdir(parents=True, exist_ok=True)
+        state = random_dreamo_lora(transformer, seed=i) if lora.dreamo_layout else random_turbo_lora(transformer, seed=i)
+        save_file(state, str(folder / lora.file))
+    save_file(random_turbo_lora(transformer, alpha=2.0), str(folder / TURBO_FILE))
     return folder
 
 
@@ -363,30 +403,58 @@ def write_tiny_checkpoints(folder: Path, transformer: Any, t5_dim: int) -> Path:
 
 
 class DreamOMethod(Method):
-    """DreamO v1.0 with Turbo, the authors' demo defaults. References in, no layout."""
+    """DreamO with Turbo, the authors' app defaults; version 1.1 unless ``version=v1``. References in, no layout."""
 
     name: ClassVar[str] = "dreamo"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: v1.1 by default, INTER_AREA references, Turbo alphas applied; 1: v1, PIL BOX
     capabilities: ClassVar[Capabilities] = Capabilities(references=True, boxes=False, multi_subject=True, depth_order=False)
-    default_params: ClassVar[Mapping[str, Any]] = {"steps": 12, "guidance": 3.5, "ref_res": 512, "resolution": 1024, "turbo": True}
+    default_params: ClassVar[Mapping[str, Any]] = {
+        "version": DEFAULT_VERSION,
+        "steps": 12,
+        "guidance": GUIDANCE_BY_VERSION[DEFAULT_VERSION],
+        "ref_res": 512,
+        "resolution": 1024,
+        "turbo": True,
+    }
     checkpoints: ClassVar[Mapping[str, str]] = {"flux": FLUX_REPO, "dreamo": DREAMO_REPO, "turbo": f"{TURBO_REPO}/{TURBO_FILE}"}
-    param_specs: ClassVar[Mapping[str, Param]] = {"steps": STEPS, "guidance": GUIDANCE, "ref_res": RESOLUTION, "resolution": RESOLUTION}
+    param_specs: ClassVar[Mapping[str, Param]] = {
+        "version": Param("str", choices=VERSIONS),
+        "steps": STEPS,
+        "guidance": GUIDANCE,
+        "ref_res": RESOLUTION,
+        "resolution": RESOLUTION,
+    }
 
     smoke_params: ClassVar[Mapping[str, Any]] = {"steps": 2, "resolution": 64, "ref_res": 64}
     cuda_dtype: ClassVar[str] = "bfloat16"  # the authors' app
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        version = str(self.params["version"])
+        if "guidance" not in (kwargs.get("params") or {}):
+            self.params["guidance"] = GUIDANCE_BY_VERSION[version]  # the authors' default of this version
+        fused = ", ".join(f"{lora.file} x{lora.weight:g}" for lora in (*BASE_LORAS, *VERSION_LORAS[version]))
+        self.checkpoints = {
+            "flux": FLUX_REPO,
+            "dreamo": f"{DREAMO_REPO} {version} ({fused})",
+            **({"turbo": f"{TURBO_REPO}/{TURBO_FILE}"} if self.params["turbo"] else {}),
+        }
+
+    def _loras(self) -> tuple[DreamOLora, ...]:
+        return (*BASE_LORAS, *VERSION_LORAS[str(self.params["version"])])
+
     def _files(self, folder: Path | None) -> tuple[dict[str, Path], Path | None]:
         """DreamO's files (local folder for tiny runs, else weights_dir or the hub) and the Turbo LoRA."""
         if folder is not None:
-            return {f: folder / f for _, f, _ in DREAMO_LORAS}, folder / TURBO_FILE if self.params["turbo"] else None
-        files = {f: download_file(self.name, DREAMO_REPO, f, self.weights_dir) for _, f, _ in DREAMO_LORAS}
+            return {lora.file: folder / lora.file for lora in self._loras()}, folder / TURBO_FILE if self.params["turbo"] else None
+        files = {lora.file: download_file(self.name, DREAMO_REPO, lora.file, self.weights_dir) for lora in self._loras()}
         turbo = download_file(self.name, TURBO_REPO, TURBO_FILE, self.weights_dir) if self.params["turbo"] else None
         return files, turbo
 
     def downloads(self) -> tuple[HubFiles, ...]:
-        """FLUX.1-dev's diffusers folder, DreamO's LoRA files and, with turbo, the Turbo LoRA."""
+        """FLUX.1-dev's diffusers folder, DreamO's LoRA files of this version and, with turbo, the Turbo LoRA."""
         turbo = (HubFiles(TURBO_REPO, (TURBO_FILE,)),) if self.params["turbo"] else ()
-        return (diffusers_folder(FLUX_REPO), HubFiles(DREAMO_REPO, tuple(f for _, f, _ in DREAMO_LORAS)), *turbo)
+        return (diffusers_folder(FLUX_REPO), HubFiles(DREAMO_REPO, tuple(lora.file for lora in self._loras())), *turbo)
 
     def _load(self) -> DreamOModel:
         from diffusers import FluxPipeline
@@ -401,7 +469,7 @@ class DreamOMethod(Method):
             from picbench.tiny.publish import publish_folder
 
             folder = publish_folder(
-                picbench_home() / "tiny" / "dreamo",
+                picbench_home() / "tiny" / "dreamo-2",
                 lambda staging: write_tiny_checkpoints(staging, pipe.transformer, pipe.text_encoder_2.config.d_model),
             )
             files, turbo = self._files(folder)
@@ -410,11 +478,13 @@ class DreamOMethod(Method):
             pipe = load_pretrained(self.name, FLUX_REPO, self.weights_dir, lambda p: FluxPipeline.from_pretrained(p, dtype=dtype))
         embeddings, main_lora = split_main_checkpoint(load_file(str(files[MAIN_FILE])), source=str(files[MAIN_FILE]))
         loras = []
-        for name, filename, weight in DREAMO_LORAS:
-            state = main_lora if filename == MAIN_FILE else load_file(str(files[filename]))
-            loras.append((name, dreamo_lora_to_diffusers(state, source=str(files[filename])), weight))
-        if turbo is not None:
-            loras.insert(2, ("turbo", dict(FluxPipeline.lora_state_dict(load_file(str(turbo)))), TURBO_WEIGHT))
+        for lora in self._loras():
+            state = main_lora if lora.file == MAIN_FILE else load_file(str(files[lora.file]))
+            loras.append(
+                (lora.name, dreamo_lora_to_diffusers(state, source=str(files[lora.file])) if lora.dreamo_layout else state, lora.weight)
+            )
+        if turbo is not None:  # after dreamo and cfg, before the version's LoRAs (dreamo/dreamo_pipeline.py:86-95)
+            loras.insert(len(BASE_LORAS), ("turbo", load_file(str(turbo)), TURBO_WEIGHT))
         return DreamOModel(pipe, embeddings, loras, device=self.device, dtype=dtype)
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:

@@ -72,7 +72,7 @@ def evaluate(
     device: str = "cpu",
     models: Literal["default", "tiny"] = "default",
     data_dir: str | Path | None = None,
-    detector: str | None = "grounding-dino",
+    detector: str | None = "default",
     metrics: Sequence[str] | None = None,
     params: Mapping[str, Any] | None = None,
     weights: Mapping[str, str | Path] | None = None,
@@ -84,7 +84,7 @@ def evaluate(
     """Run (or resume) ``method`` on ``bench`` and return the run, as ``picbench run --method
     METHOD --bench BENCH ...`` with the same options: ``out`` defaults to
     ``runs/METHOD__BENCH``, a rerun recomputes nothing finished, ``models="tiny"`` is a smoke run
-    (``result.smoke``), ``detector=None`` computes no box metric, ``metrics`` names metrics
+    (``result.smoke``), ``detector="default"`` is the bench's own (:func:`picbench.benches.default_detector`), ``detector=None`` computes no box metric, ``metrics`` names metrics
     (default: every default metric). Raises :class:`~picbench.errors.PicbenchError` where the CLI
     exits 2. Under ``torchrun`` only rank 0 writes results.json: call it there."""
     from picbench.runner import RunConfig, default_out, run

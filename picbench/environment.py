@@ -64,3 +64,30 @@ def environment_cause(exc: BaseException) -> str | None:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Out of (accelerator) memory: worth retrying with a smaller batch before giving up."""
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+GENERATE_EXTRA = "generate"
+GENERATE_MODULES = ("diffusers", "peft", "accelerate")
+"""The import names of the ``generate`` extra's libraries (pyproject ``[project.optional-dependencies]``)."""
+
+
+class MissingExtraError(EnvironmentProblem):
+    """An optional group of dependencies (a pip extra) this verb needs is not installed."""
+
+
+def require_extra(what: str, modules: tuple[str, ...] = GENERATE_MODULES, extra: str = GENERATE_EXTRA) -> None:
+    """Import ``modules`` now, before any work, or raise :class:`MissingExtraError` naming ``what``
+    needs them and the extra to install (an evaluation-only install lacks the generation stack)."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(
+            f"{what} needs the '{extra}' extra, which is not installed here (missing: {', '.join(missing)}); "
+            f"install it with: pip install 'picbench[{extra}]'"
+        )

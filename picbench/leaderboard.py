@@ -123,8 +123,8 @@ def row_protocol(row: Mapping[str, Any]) -> dict[str, Any] | None:
     cell = row.get("protocol_fields")
     try:
         fields = json.loads(cell) if isinstance(cell, str) and cell.strip() else {}
-    except json.JSONDecodeError as exc:
-        raise PicbenchError(f"{row.get('origin') or 'leaderboard'}: field 'protocol_fields' is not JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # JSONDecodeError, or nested too deeply
+        raise PicbenchError(f"{row.get('origin') or 'leaderboard'}: field 'protocol_fields' is not JSON: {exc}") from None
     return parse_record(
         {"name": name if isinstance(name, str) else "", "hash": digest, "fields": fields}, where=str(row.get("origin") or "leaderboard")
     )

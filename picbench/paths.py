@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from picbench.errors import PicbenchError, UnsafePathError
@@ -28,6 +29,14 @@ def find_data_dir(explicit: str | Path | None = None, *, required: bool = True) 
         f"data directory {path} ({source}) does not exist; run `picbench data fetch all` to download it there, "
         f"or pass --data-dir DIR or set {DATA_DIR_ENV} to a folder holding dreambench/ and msbench/"
     )
+
+
+def safe_file_stem(name: str, max_chars: int = 80) -> str:
+    """A file name stem made from a sample id (or any name read from a file): every run of
+    characters outside ``[A-Za-z0-9._-]`` becomes ``_``, so no separator, ``..`` part or control
+    character survives (``..`` alone stays a plain name once a suffix follows it). The one rule for
+    every file picbench names after an id (run images, training's evaluation images)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:max_chars] or "_"
 
 
 def default_data_dir() -> Path:

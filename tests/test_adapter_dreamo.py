@@ -5,8 +5,11 @@ their key layouts."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -21,6 +24,7 @@ from picbench.adapters.dreamo import (
     fuse_loras,
     random_dreamo_lora,
     random_main_checkpoint,
+    random_turbo_lora,
     reference_tensor,
     split_dreamo_lora,
     split_main_checkpoint,
@@ -82,11 +86,26 @@ def test_translation_keeps_prompt_and_reference_order(data_dir: Path) -> None:
     assert DreamOMethod.capabilities.boxes is False and DreamOMethod.capabilities.multi_subject
 
 
+def _authors_resize_numpy_image_area(image: np.ndarray, area: int = 512 * 512) -> np.ndarray:
+    """bytedance/DreamO @ 461e35b dreamo/utils.py:112-118, written out."""
+    h, w = image.shape[:2]
+    k = math.sqrt(area / (h * w))
+    h = int(h * k) - (int(h * k) % 16)
+    w = int(w * k) - (int(w * k) % 16)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def test_reference_preprocessing_matches_resize_area(data_dir: Path) -> None:
+    """OpenCV's INTER_AREA as the authors resize; PIL's BOX filter (picbench before version 2) differs."""
     from picbench.imaging import load_rgb
 
-    ref = load_rgb(data_dir / "dreambench/dataset/dog/00.jpg")
-    resized = area_resize(ref, 512 * 512)
+    for name in ("dog/00.jpg", "backpack/00.jpg", "cat/00.jpg"):
+        ref = load_rgb(data_dir / "dreambench/dataset" / name)
+        resized = area_resize(ref, 512 * 512)
+        expected = _authors_resize_numpy_image_area(np.array(ref))
+        assert np.array_equal(np.asarray(resized), expected), name
+        box = np.asarray(ref.resize(resized.size, Image.Resampling.BOX), dtype=np.int16)
+        assert np.abs(box - expected).max() > 0, name
     w, h = resized.size
     assert w % 16 == 0 and h % 16 == 0 and w * h <= 512 * 512 and w * h > 0.9 * 512 * 512
     assert abs(w / h - ref.width / ref.height) < 0.05
@@ -138,12 +157,56 @@ def test_fused_lora_adds_weighted_low_rank_update(tiny_pipe) -> None:
     transformer = tiny_pipe.transformer
     before = transformer.transformer_blocks[0].attn.to_q.weight.detach().clone()
     lora = dreamo_lora_to_diffusers(random_dreamo_lora(transformer, rank=4, seed=2), source="test")
-    fuse_loras(transformer, [("quality_neg", lora, -0.8)])
+    fuse_loras(tiny_pipe, [("quality_neg", lora, -0.8)])
     a = lora["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"]
     b = lora["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]
     after = transformer.transformer_blocks[0].attn.to_q.weight
     assert torch.allclose(after, before - 0.8 * b @ a, atol=1e-6)
     assert not any("lora" in name for name, _ in transformer.named_modules())  # fused and unloaded
+
+
+def test_turbo_alpha_keys_are_applied_as_load_lora_weights_applies_them(tiny_pipe) -> None:
+    """The authors load Turbo with `load_lora_weights` (dreamo/dreamo_pipeline.py:87-93), which turns
+    a `.alpha` key into the scale alpha / rank; picbench before version 2 dropped them (scale 1)."""
+    transformer = tiny_pipe.transformer
+    before = transformer.transformer_blocks[0].attn.to_q.weight.detach().clone()
+    turbo = random_turbo_lora(transformer, rank=4, seed=5, alpha=2.0)
+    assert "transformer.transformer_blocks.0.attn.to_q.alpha" in turbo
+    fuse_loras(tiny_pipe, [("turbo", turbo, 1.0)])
+    a = turbo["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"]
+    b = turbo["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]
+    after = transformer.transformer_blocks[0].attn.to_q.weight
+    assert torch.allclose(after, before + (2.0 / 4) * b @ a, atol=1e-7)
+    assert not torch.allclose(after, before + b @ a, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("version", "guidance", "loras"),
+    [
+        ("v1.1", 4.5, [("dreamo", 1.0), ("cfg", 1.0), ("turbo", 1.0), ("sft_lora", 1.0), ("dpo_lora", 1.25)]),
+        ("v1", 3.5, [("dreamo", 1.0), ("cfg", 1.0), ("turbo", 1.0), ("quality_pos", 0.15), ("quality_neg", -0.8)]),
+    ],
+)
+def test_versions_fuse_the_authors_loras_with_their_weights_and_guidance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: str, guidance: float, loras: list
+) -> None:
+    """v1.1 is the default (app.py:25, dreamo_generator.py:43, dreamo/dreamo_pipeline.py:47): SFT and DPO
+    LoRAs at 1 and 1.25 (dreamo_pipeline.py:107-113), guidance 4.5 (app.py:171); v1: quality LoRAs at
+    0.15 and -0.8 (dreamo_pipeline.py:97-106), guidance 3.5. The version is in the provenance."""
+    import picbench.adapters.dreamo as dreamo
+
+    monkeypatch.setenv("PICBENCH_HOME", str(tmp_path))
+    fused: list = []
+    original = dreamo.fuse_loras
+    monkeypatch.setattr(dreamo, "fuse_loras", lambda pipe, given: (fused.extend(given), original(pipe, given)))
+    method = DreamOMethod(models="tiny") if version == "v1.1" else DreamOMethod(models="tiny", params={"version": version})
+    assert method.params["version"] == version and method.params["guidance"] == guidance
+    assert f"ByteDance/DreamO {version} (" in method.checkpoints["dreamo"]
+    method.load()
+    assert [(name, weight) for name, _, weight in fused] == loras
+    assert DreamOMethod(models="tiny", params={"version": "v1", "guidance": 5.0}).params["guidance"] == 5.0
+    with pytest.raises(ValueError, match="version"):
+        DreamOMethod(models="tiny", params={"version": "v2"})
 
 
 def test_main_checkpoint_split_and_t5_tokens(tiny_pipe) -> None:

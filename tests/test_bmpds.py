@@ -70,7 +70,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in skip and not p.name.endswith(".lock")
+        if p.is_file() and p.name not in skip and not p.name.endswith(".lock") and not p.name.startswith(".lock-")
     }
 
 

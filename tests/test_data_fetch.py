@@ -312,16 +312,18 @@ def _in_namespace(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
-def test_full_disk_is_named_and_leaves_nothing(full_server: ArchiveServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", ["2m", "30m"])  # full while downloading (22.6 MB) / while staging
+def test_full_disk_is_named_and_leaves_nothing(size: str, full_server: ArchiveServer, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     result = _in_namespace(
-        f"mount -t tmpfs -o size=2m tmpfs {home} && PICBENCH_HOME={home} {PICBENCH} data fetch msbench --mirror {full_server.url}; "
+        f"mount -t tmpfs -o size={size} tmpfs {home} && PICBENCH_HOME={home} {PICBENCH} data fetch msbench --mirror {full_server.url}; "
         f"echo rc=$?; find {home} | sort",
         tmp_path,
     )
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     assert "no space left on the device" in " ".join(result.stderr.split())
+    assert (".tar.gz.part" if size == "2m" else ".staging") in "".join(result.stderr.split())  # where it ran out
     listed = [line for line in result.stdout.splitlines() if line.startswith(str(home))]
     assert listed == [str(home), str(home / "data")], listed  # no partial download, no staging, no data file
 

@@ -27,6 +27,7 @@ from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
+from train_helpers import tiny_config
 from typer.testing import CliRunner
 
 from picbench.cli import app
@@ -48,28 +49,6 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("pairs") / "paste-pairs"
     build_paste_pairs(data_dir, out, seed=0, n_multi=4, n_single=2)
     return out
-
-
-def tiny_config(folder: Path, pairs: Path, **tables: dict) -> Path:
-    """The shipped tiny config with its paths pointed at `pairs` and `folder`, tables overridden."""
-    text = (CONFIG_DIR / "tiny.toml").read_text()
-    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(pairs))).replace(
-        '"../../../runs/train/tiny"', json.dumps(str(folder / "run"))
-    )
-    for table, values in tables.items():
-        header = f"[{table}]\n"
-        assert header in text, table
-        text = text.replace(header, header + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-        for key in values:  # drop the shipped line the override replaces
-            lines = text.split("\n")
-            start = lines.index(header.strip())
-            seen = [i for i in range(start + 1, len(lines)) if lines[i].startswith(f"{key} = ")]
-            if len(seen) > 1:
-                del lines[seen[1]]
-            text = "\n".join(lines)
-    path = folder / "train.toml"
-    path.write_text(text)
-    return path
 
 
 # -- config --------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def compare(
     different protocols are refused (exit 2) unless --allow-protocol-mismatch; the spread between the
     protocols a run computed (--protocols default,references) follows."""
     from picbench.metrics.bootstrap import paired_bootstrap
-    from picbench.results import iter_sample_scores, load_result
+    from picbench.results import bench_and_direction_mismatches, iter_sample_scores, load_result
 
     try:
         results = [load_result(run) for run in (run_a, run_b)]
@@ -50,6 +50,9 @@ def compare(
     if mismatch:
         warn(mismatch.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
     keys = [k.strip() for k in metrics.split(",") if k.strip()] if metrics else _shared_keys(scores[0], scores[1])
+    mismatches = bench_and_direction_mismatches(results[0], results[1], keys)
+    if mismatches:
+        fail(f"{run_a} and {run_b} cannot be compared item by item: " + "; ".join(mismatches))
     found = paired_bootstrap(scores[0], scores[1], keys, resamples=resamples, seed=seed)
     if not found:
         fail(f"nothing to compare: {run_a} and {run_b} share no (sample, seed) item with a value of {', '.join(keys) or 'any metric'}")

@@ -119,10 +119,13 @@ def bmpds(
     Under torchrun / accelerate launch every rank takes its share of each stage into one store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from picbench.environment import require_extra
     from picbench.paths import find_data_dir
-    from picbench.reference_impl.bmpds import build, load_config, plan
 
     try:
+        require_extra("picbench data build bmpds")
+        from picbench.reference_impl.bmpds import build, load_config, plan
+
         config = load_config(config_file)
         root = find_data_dir(data_dir)
     except PicbenchError as exc:
@@ -149,6 +152,11 @@ def bmpds(
         raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     except (PicbenchError, ValueError) as exc:  # ValueError: the subject method's parameter check
         fail(exc)
+    except OSError as exc:  # full disk, file-size limit: what is finished is in the store
+        fail(
+            f"cannot write {exc.filename or escape(str(out))}: {exc.strerror or exc}. Every finished unit is saved in "
+            f"{out}/store.sqlite; free space and run the same command again to resume"
+        )
     ran = ", ".join(f"{stage} {outcome.ran[stage]} ({outcome.reused[stage]} reused)" for stage in totals)
     console.print(f"part {outcome.part}: ran {ran}")
     if outcome.pairs is not None and outcome.verdicts is not None:

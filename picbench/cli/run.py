@@ -31,6 +31,7 @@ from picbench.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
 from picbench.errors import PicbenchError
 from picbench.interrupts import Terminated, sigterm_as_interrupt
 from picbench.limits import SEED_LIMIT
+from picbench.protocols import label
 from picbench.results import RunResult
 
 SMOKE_BANNER = "SMOKE RUN: --models tiny uses random-weight models; its images and numbers mean nothing"
@@ -245,8 +246,6 @@ def print_summary(result: RunResult, out: Path) -> None:
     for key in sorted(result.counts):
         table.add_row(f"[dim]{key}[/]", str(result.counts[key]), "", "")
     console.print(table)
-    from picbench.protocols import label
-
     console.print(
         f"protocol: {escape(label(result.protocol))}"
         + "".join(f"; KEY@{p['fields'].get('identity')}: {escape(label(p))}" for p in result.extra_protocols)

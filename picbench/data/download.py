@@ -53,7 +53,10 @@ def download(url: str, part: Path, *, on_bytes: OnBytes | None = None, timeout: 
                     raise _interrupted(url, part, done, total, exc) from exc
                 if not chunk:
                     break
-                out.write(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:  # a full disk: name the file (write errors carry no name)
+                    raise OSError(exc.errno, exc.strerror, str(part)) from exc
                 done += len(chunk)
                 if on_bytes is not None:
                     on_bytes(done, total)

@@ -33,7 +33,8 @@ from picbench.data.errors import (
     UnsafeArchiveError,
 )
 from picbench.data.manifest import CHUNK, FileEntry, Manifest, file_digests, load_manifest
-from picbench.data.sources import Source, mirror_base
+from picbench.data.sources import Derived, Source, mirror_base
+from picbench.errors import FormatError
 
 WORK_DIR = ".fetch"
 LOCAL_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
@@ -146,7 +147,7 @@ def _fetch_source(
         for rel in sorted(staged):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged[rel], root / rel)
-    except (ChecksumMismatchError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError, MissingFileError):
+    except (ChecksumMismatchError, CorruptArchiveError, NotAnArchiveError, UnsafeArchiveError, MissingFileError, FormatError):
         if downloaded is not None:  # a bad archive: resuming it cannot help
             downloaded.unlink(missing_ok=True)
         raise
@@ -175,23 +176,39 @@ def _stage(source: Source, entries: list[FileEntry], members: Iterator[Member], 
     derived = {d.upstream: d for d in source.derived}
     staged: dict[str, Path] = {}
     for member in members:
-        if member.upstream in derived:
-            rule = derived[member.upstream]
-            with member.open() as fh:
-                data = rule.convert(fh.read())
-            target = _staged_path(staging, rule.path)
-            target.write_bytes(data)
-            path = rule.path
-        else:
-            path = source.data_path(member.upstream)
-            if path is None or path not in by_path:
-                continue
-            target = _staged_path(staging, path)
-            with member.open() as fh, open(target, "wb") as out:
-                shutil.copyfileobj(fh, out, CHUNK)
+        try:
+            path, target = _stage_member(source, member, by_path, derived, staging)
+        except OSError as exc:  # a full disk: name the file (write errors carry no name)
+            raise OSError(exc.errno, exc.strerror, exc.filename or str(staging / member.upstream)) from exc
+        if path is None:
+            continue
         by_path[path].verify(target, origin)
         staged[path] = target
     return staged
+
+
+def _stage_member(
+    source: Source, member: Member, by_path: dict[str, FileEntry], derived: dict[str, Derived], staging: Path
+) -> tuple[str | None, Path]:
+    """Write one member under ``staging`` if the manifest wants it: (data path or None, file)."""
+    if member.upstream in derived:
+        rule = derived[member.upstream]
+        with member.open() as fh:
+            data = rule.convert(fh.read())
+        target = _staged_path(staging, rule.path)
+        with open(target, "wb") as out:
+            out.write(data)
+            os.fsync(out.fileno())
+        return rule.path, target
+    path = source.data_path(member.upstream)
+    if path is None or path not in by_path:
+        return None, staging
+    target = _staged_path(staging, path)
+    with member.open() as fh, open(target, "wb") as out:
+        shutil.copyfileobj(fh, out, CHUNK)
+        out.flush()
+        os.fsync(out.fileno())  # whole on disk before the rename that publishes it
+    return path, target
 
 
 def _staged_path(staging: Path, rel: str) -> Path:
@@ -210,13 +227,21 @@ def _local_copy(from_dir: Path, source: Source) -> Path:
     raise MissingFileError(f"--from {from_dir}: no copy of {source.label} (looked for {', '.join(names)})")
 
 
+def _on_the_way_to(root: Path, filename: str | bytes | None) -> bool:
+    """Whether ``filename`` is the data root, inside it, or one of the folders above it."""
+    if filename is None:
+        return True
+    path, root = Path(os.path.abspath(os.fsdecode(filename))), Path(os.path.abspath(root))
+    return path == root or root in path.parents or path in root.parents
+
+
 def _raise_named(exc: OSError, root: Path) -> NoReturn:
     """Re-raise a full disk or an unwritable data root as its named error; anything else as is."""
     if exc.errno == errno.ENOSPC:
         raise DiskFullError(
             f"no space left on the device holding {root} (writing {exc.filename or 'a file'}); free space and run again"
         ) from exc
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and _on_the_way_to(root, exc.filename):  # not a --from copy
         raise ReadOnlyDataRootError(
             f"cannot write to the data root {root} ({os.strerror(exc.errno)}: {exc.filename}): "
             "set PICBENCH_HOME to a writable folder or pass --data-dir"

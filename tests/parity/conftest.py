@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from flux_side import LORA_RANK, TINY_AE, TINY_FLUX
-from parity_harness import run_side
+from parity_harness import SIDES, run_side
 from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(SIDES))  # sd_capture.py: the same hooks on both sides of the diffusers-based comparisons
 
 
 @pytest.fixture(scope="session")
