@@ -50,6 +50,8 @@ def environment_cause(exc: BaseException) -> str | None:
     the input: a sample's failure is recorded, an environment's stops the run."""
     if isinstance(exc, EnvironmentProblem):
         return "the environment"
+    if isinstance(exc, ImportError):  # a package missing here: an outcome computed without it must not be kept
+        return f"a missing package ({exc.name or exc})"
     if isinstance(exc, MemoryError):
         return "out of memory"
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
