@@ -37,6 +37,8 @@ from picbench.protocols import label as protocol_name
 from picbench.protocols import spread
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
+from picbench.trainlog import TRAIN_LOG, finite
+from picbench.trainlog import read_training_log as read_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -636,8 +638,6 @@ def _number(value: object) -> bool:
 
 # -- a training run -------------------------------------------------------------------------------
 
-TRAIN_LOG = "train_log.jsonl"
-"""What `picbench train` writes per step (picbench.reference_impl.training.loop.LOG_FILE)."""
 TRAIN_CURVES = ("loss", "lr", "grad_norm")
 TRAIN_SMOKE_NOTE = "SMOKE RUN: random-weight models (a tiny base or tiny metric models); these losses and scores mean nothing"
 
@@ -647,19 +647,10 @@ def is_training_folder(path: str | Path) -> bool:
 
 
 def read_training_log(folder: str | Path) -> list[dict[str, Any]]:
-    """The step records of a training folder; a malformed line is an error naming file and line."""
+    """The step records of a training folder (:mod:`picbench.trainlog`: a torn last line is left
+    out, any other damaged line is an error naming file and line)."""
     log = Path(folder) / TRAIN_LOG
-    records = []
-    for number, line in enumerate(log.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PicbenchError(f"{log}:{number}: not a JSON object: {exc}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise PicbenchError(f"{log}:{number}: field 'step' is missing or not an integer")
-        records.append(record)
+    records, _ = read_log(log)
     if not records:
         raise PicbenchError(f"{log}: no training steps logged yet")
     return records
@@ -670,12 +661,12 @@ def build_training_report(folder: str | Path) -> str:
     benchmark's scores of the validation subset (CLIP-I, DINO, IoU/mIoU, ...) at each evaluation."""
     folder = Path(folder)
     records = read_training_log(folder)
-    curves = {name: [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float))] for name in TRAIN_CURVES}
+    curves = {name: [(r["step"], v) for r in records if (v := finite(r.get(name))) is not None] for name in TRAIN_CURVES}
     scores: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         for key, value in (r.get("eval") or {}).items():
-            if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
-                scores.setdefault(key, []).append((r["step"], float(value)))
+            if (number := finite(value)) is not None and not key.startswith("n_"):
+                scores.setdefault(key, []).append((r["step"], number))
     smoke = any(r.get("smoke") is True for r in records)
     body = [
         f"<h1>training: {escape(folder.name)}{' (SMOKE RUN)' if smoke else ''}</h1>",

@@ -356,3 +356,76 @@ def test_checkpoint_and_lora_files_follow_the_umask(tmp_path: Path, pairs: Path)
     want = 0o666 & ~current_umask()
     files = [p for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file()] + list(result.lora.parent.iterdir())
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(want)}
+
+
+# -- 8. a full disk or a file-size limit -----------------------------------------------------------
+
+
+def _with_file_size_limit(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process whose files cannot grow past `limit` bytes (writes past it fail with
+    EFBIG, as on a full disk; Python ignores SIGXFSZ)."""
+    import resource
+
+    return subprocess.run(
+        [sys.executable, "-c", "from picbench.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "300"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+
+def test_file_size_limit_during_training_exits_2_and_keeps_the_last_checkpoint(tmp_path: Path, pairs: Path) -> None:
+    path = _config(tmp_path, pairs, checkpoint={"every": 100})
+    folder = _stop_at(path, 2)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = _with_file_size_limit(8000, "train", str(path), "--resume", "--no-progress")
+    flat = " ".join(proc.stderr.split())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "File too large" in flat and f"The checkpoint {folder} is whole; free space and continue with --resume" in flat
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == folder.name
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not list((tmp_path / "run" / "checkpoints").glob(".step-*.tmp"))
+    assert Trainer(load_config(path), resume=True, progress=False).run().global_step == 12
+
+
+def test_file_size_limit_while_writing_a_report_exits_2(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-3, "grad_norm": 1.0}) + "\n" for s in range(1, 30))
+    )
+    proc = _with_file_size_limit(1000, "report", str(run), "--out", str(tmp_path / "page.html"))
+    assert proc.returncode == 2 and "File too large" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "page.html").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- 13. oversized images, backends the device lacks ----------------------------------------------
+
+
+def test_decompression_bomb_in_a_pair_set_is_refused_before_any_model(tmp_path: Path, pairs: Path) -> None:
+    from PIL import Image
+
+    mine = tmp_path / "pairs"
+    shutil.copytree(pairs, mine)
+    first = json.loads((mine / "pairs.jsonl").read_text().splitlines()[1])
+    reference = mine / first["subjects"][0]["references"][0]
+    Image.new("1", (14000, 14000)).save(reference.with_suffix(".png"))
+    reference.with_suffix(".png").replace(reference)
+    path = _config(tmp_path, mine)
+    code, output = _cli("train", str(path), "--no-progress")
+    flat = " ".join(output.split())
+    assert code == 2 and f"sample {first['id']!r}" in flat and "too large to decode safely" in flat and "downscale it" in flat, output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_flex_attention_on_a_cpu_is_refused_before_work(tmp_path: Path, pairs: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("flex trains on CUDA")
+    path = _config(tmp_path, pairs, model={"attention_backend": "flex"})
+    code, output = _cli("train", str(path), "--no-progress")
+    assert code == 2 and "model.attention_backend = 'flex' trains only on CUDA" in " ".join(output.split()), output
+    assert not (tmp_path / "run").exists()

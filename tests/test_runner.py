@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import tiny_samples, write_tiny_bench
-from slow_methods_plugin import holding_after, install_plugin
+from slow_methods_plugin import install_plugin
 
 from picbench.errors import UnknownNameError
 from picbench.methods import METHODS
@@ -223,17 +224,23 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
     killed = tmp_path / "killed"
     cli = [*_cli_run(killed, bench, data_dir), "--detector", "none"]
     _kill_when(
-        subprocess.Popen(cli, env={**env, **holding_after(2)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [*cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2), *cli[len(CLI) :]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
         killed,
         lambda gens, scores: len(gens) == 2,
         "while generating",
     )
     gens_before = _rows(killed)
-    assert len(gens_before) == 2 and not _rows(killed, "scores")  # slowpaste held after two generations
+    assert len(gens_before) == 2 and not _rows(killed, "scores")  # generation held after two
+    held = [*cli_holding_after("picbench.store.sqlite:RunStore.put_score", 2), *cli[len(CLI) :]]  # waits for the kill after two scores
     _kill_when(
-        subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(held, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         killed,
-        lambda gens, scores: len(gens) == n_items and len(scores) < n_items,
+        lambda gens, scores: len(gens) == n_items and len(scores) == 2,
         "while scoring",
     )
     gens_mid, scores_mid = _rows(killed), _rows(killed, "scores")

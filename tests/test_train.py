@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
@@ -282,16 +283,17 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path
     killed.mkdir()
     text = tiny_config(killed, pairs, **long).read_text().replace("steps = 4\n", "steps = 10\n").replace("steps = 8\n", "steps = 10\n")
     (killed / "train.toml").write_text(text)
-    proc = subprocess.Popen(_train_cmd(killed / "train.toml"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1), *_train_cmd(killed / "train.toml")[3:]]
+    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # waits for the kill at its second checkpoint
     latest = killed / "run" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300  # a guard against a hang only
     while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     stopped_at = json.loads((killed / "run" / "checkpoints" / latest.read_text() / "state.json").read_text())["global_step"]
-    assert stopped_at < 20
+    assert stopped_at == 3  # the first checkpoint (every 3 steps); the second was never published
 
     resumed = subprocess.run(_train_cmd(killed / "train.toml", "--resume"), capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

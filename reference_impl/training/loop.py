@@ -57,8 +57,9 @@ from picbench.reference_impl.training.objective import (
     flow_matching_loss,
     prepare_inputs,
 )
+from picbench.trainlog import TRAIN_LOG, read_training_log
 
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TRAIN_LOG
 ADAPTER = "positionic"
 
 
@@ -330,7 +331,7 @@ class Trainer:
         log = self.out / LOG_FILE
         if not self.accelerator.is_main_process or not log.is_file():
             return
-        records, torn = read_log(log)
+        records, torn = read_training_log(log)
         if torn:
             self.accelerator.print(f"warning: {log}: dropped a torn last line ({torn!r:.80}), what a kill during the append leaves")
         with atomic_write(log) as f:
@@ -595,29 +596,6 @@ class _NonFinite(Exception):
     def __init__(self, what: str, stage: str, lr: float) -> None:
         super().__init__(what)
         self.stage, self.lr = stage, lr
-
-
-def read_log(file: Path) -> tuple[list[dict[str, Any]], str]:
-    """The records of a training log and its torn last line ("" when none): a line a kill cut
-    short is dropped; a damaged line elsewhere raises :class:`PicbenchError` naming file and line."""
-    try:
-        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise PicbenchError(f"cannot read {file}: {exc.strerror or exc}") from None
-    records, torn = [], ""
-    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-    for n, (i, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            if n == len(numbered) - 1:
-                torn = line
-                break
-            raise PicbenchError(f"{file}:{i}: not a JSON record ({exc}); only a torn last line is dropped on its own") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step", 0), int):
-            raise PicbenchError(f"{file}:{i}: a log record must be an object with an integer 'step'")
-        records.append(record)
-    return records, torn
 
 
 def _flat(record: dict[str, Any]) -> dict[str, Any]:
