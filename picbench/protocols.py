@@ -208,15 +208,16 @@ def mismatch_message(what_a: str, a: Mapping[str, Any] | None, what_b: str, b: M
     )
 
 
-def parse_record(value: Any, *, where: str) -> dict[str, Any] | None:
+def parse_record(value: Any, *, where: str = "") -> dict[str, Any] | None:
     """A protocol record read back from a results file or a CSV cell (None: unknown); a malformed
-    one raises naming ``where``."""
+    one raises, its message starting with ``where``."""
     if value is None or value == "":
         return None
+    prefix = f"{where}: " if where else ""
     if not isinstance(value, Mapping) or not isinstance(value.get("name"), str) or not isinstance(value.get("hash"), str):
-        raise PicbenchError(f"{where}: a protocol must be an object with a string name and hash, got {str(value)[:200]!r}")
+        raise PicbenchError(f"{prefix}a protocol must be an object with a string name and hash, got {str(value)[:200]!r}")
     if not isinstance(value.get("fields", {}), Mapping):
-        raise PicbenchError(f"{where}: protocol fields must be an object, got {type(value.get('fields')).__name__}")
+        raise PicbenchError(f"{prefix}protocol fields must be an object, got {type(value.get('fields')).__name__}")
     return {"name": value["name"], "hash": value["hash"], "fields": dict(value.get("fields") or {})}
 
 
@@ -227,13 +228,20 @@ def _content(provenance: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in provenance.items() if k not in _VOLATILE}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, Mapping) and value:
+_FLATTEN_DEPTH = 16
+"""Fields nested deeper than this are compared whole (a hostile file cannot exhaust the stack)."""
+
+
+def _flatten(value: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    if isinstance(value, Mapping) and (value or not prefix) and depth < _FLATTEN_DEPTH:
         out: dict[str, Any] = {}
         for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k), depth + 1))
         return out
-    return {prefix: json.dumps(value, sort_keys=True, default=str)}
+    try:
+        return {prefix: json.dumps(value, sort_keys=True, default=str)}
+    except (RecursionError, ValueError):
+        return {prefix: repr(value)[:10000]}
 
 
 def spread(

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from picbench.benches import default_detector
 from picbench.cli import app
-from picbench.errors import PicbenchError
+from picbench.errors import PicbenchError, ResultFormatError
 from picbench.leaderboard import export_leaderboard, read_leaderboard
 from picbench.protocols import (
     BENCH_PROTOCOLS,
@@ -148,6 +148,10 @@ def test_regress_and_compare_refuse_a_reference_protocol_mismatch(runs: dict[str
     assert "protocols" in allowed.output and "references" in allowed.output and "compared anyway" in allowed.output
     compared = cli.invoke(app, ["compare", references, default, "--allow-protocol-mismatch", "--resamples", "100"], env=WIDE)
     assert compared.exit_code == 0 and "compared anyway" in compared.output and names[0] in " ".join(compared.output.split())
+    page = runs["default"].parent / "side-by-side.html"
+    assert cli.invoke(app, ["report", references, default, "--out", str(page)]).exit_code == 0
+    text = page.read_text()
+    assert all(n in text for n in names) and "not all scored under one known protocol" in text
 
 
 def test_regress_and_compare_refuse_a_detector_mismatch(tmp_path: Path, data_dir: Path) -> None:
@@ -223,11 +227,46 @@ def test_each_bench_declares_a_protocol_and_flags_are_checked() -> None:
     assert metric_key("clip_i.multi", "default", "default") == "clip_i.multi"
 
 
+def test_hostile_protocol_cells_are_named_not_crashed_on(tmp_path: Path) -> None:
+    deep: dict = {}
+    node = deep
+    for _ in range(200):
+        node["x"] = {}
+        node = node["x"]
+    record = {"name": "n", "hash": "h", "fields": deep}
+    assert differing_fields(record, {**record, "hash": "g", "fields": {}}) == ["x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x"]
+    csv = tmp_path / "board.csv"
+    csv.write_text(
+        "method,bench,source,smoke,clip_i,protocol,protocol_hash,protocol_fields\nm,b,measured,false,0.5,p,h," + "[" * 100000 + "\n"
+    )
+    with pytest.raises(PicbenchError, match="board.csv:2: field 'protocol_fields' is not JSON"):
+        from picbench.leaderboard import row_protocol
+
+        row_protocol(read_leaderboard(csv).iloc[0].to_dict())
+
+
 def test_a_malformed_protocol_in_results_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(runs["default"], bad)
     data = json.loads((bad / "results.json").read_text())
-    data["protocol"] = {"name": 3}
-    (bad / "results.json").write_text(json.dumps(data))
-    with pytest.raises(PicbenchError, match="field 'protocol'"):
-        load_result(bad)
+    for key, value in (("protocol", {"name": 3}), ("extra_protocols", [None]), ("extra_protocols", {"name": "x"})):
+        (bad / "results.json").write_text(json.dumps({**data, key: value}))
+        with pytest.raises(ResultFormatError, match=rf"results\.json, field '{key}'"):
+            load_result(bad)
+
+
+def test_the_run_command_takes_protocols_and_precision(tmp_path: Path, data_dir: Path) -> None:
+    """``--protocols references,default``: the references set gives the plain keys; ``--precision
+    bf16`` is recorded in the protocol and its name."""
+    out = tmp_path / "run"
+    argv = ["run", "-m", "paste", "-b", "dreambench", "--limit", "1", "--models", "tiny", "--data-dir", str(data_dir)]
+    argv += ["--detector", "none", "--metrics", "dino", "--out", str(out), "--protocols", "references,default", "--precision", "bf16"]
+    result = cli.invoke(app, argv, env=WIDE)
+    assert result.exit_code == 0, result.output
+    done = load_result(out)
+    assert done.protocol["name"] == "dreambooth/references+detector=none,precision=bf16" and done.protocol["fields"]["precision"] == "bf16"
+    assert done.protocol["fields"]["encoders"]["dino"]["precision"] == "bf16"
+    assert done.extra_protocols[0]["fields"]["identity"] == "default" and "dino@default" in done.metrics
+    assert label(done.protocol) in " ".join(result.output.split())
+    refused = cli.invoke(app, [*argv[:-4], "--protocols", "everything"], env=WIDE)
+    assert refused.exit_code == 2 and "--protocols" in refused.output

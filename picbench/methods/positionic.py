@@ -90,7 +90,10 @@ class PositionICMethod(Method):
     cuda_dtype = "bfloat16"  # FLUX.1-dev's release dtype
 
     def __init__(self, **kwargs: Any) -> None:
+        from picbench.environment import require_extra
+
         super().__init__(**kwargs)
+        require_extra(f"method {self.name}", ("diffusers", "peft"))
         self.checkpoints = {"base": str(self.params["base"]), "lora": self._lora_description()}
         if "attention_backend" in self.params:
             self._check_attention_backend(str(self.params["attention_backend"]))
