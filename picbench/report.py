@@ -128,6 +128,8 @@ def _recorded_bench(record: Mapping[str, Any], data_dir: str | Path | None) -> t
     from picbench.records import file_sha256
 
     path = Path(record["path"])
+    if not path.name.endswith(".jsonl") or not path.is_file():  # never a device, a pipe or a folder
+        return None, None, f"the run's bench file {path} is not a .jsonl file here: pass --bench to draw target boxes"
     try:
         found = file_sha256(path)
     except OSError as exc:

@@ -198,7 +198,9 @@ def run_command(
         fail(exc)
     with human_output_to_stderr(as_json):
         result = _execute(config, allow_partial=allow_partial)
-    if result is None:
+    if result is None:  # a shard: the results come with the merge
+        if as_json:
+            emit_json({"out": str(config.out), "shard": str(config.shard), "results": None, "merge": f"picbench merge {config.out}"})
         return
     if as_json:
         emit_json(result.to_dict())
