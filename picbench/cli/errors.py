@@ -5,7 +5,9 @@ code    constant               meaning
 ======  =====================  ====================================================================
 0       ``EXIT_OK``            done; ``regress``: nothing fell; ``validate``: no errors
 1       ``EXIT_CHECK_FAILED``  the verb ran and its verdict is negative: ``regress`` found a
-                               regression, ``validate`` found an error in the bench
+                               regression, ``validate`` found an error in the bench, ``run``
+                               scored fewer items than asked (partial), ``regress`` or
+                               ``compare`` cannot vouch for a candidate's coverage
 2       ``EXIT_UNUSABLE``      the input cannot be used: an unknown name, a missing or malformed
                                file, a bad option value, missing weights, nothing to compare
                                (typer's own usage errors exit 2 as well)

@@ -47,6 +47,12 @@ def train(
         raise typer.Exit(exc.exit_code) from None
     except (PicbenchError, ValueError) as exc:
         fail(exc)
+    if main and result.already_finished:
+        console.print(
+            f"training in {result.out} is already finished ({result.global_step} steps); nothing was trained. "
+            f"Its LoRA: {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)"
+        )
+        return
     if main:
         console.print(f"trained {result.global_step} steps -> {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)")
         if result.skipped:

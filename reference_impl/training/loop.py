@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ class TrainResult:
     lora: Path
     uno_lora: Path
     skipped: dict[str, str]
+    already_finished: bool = False  # `--resume` of a training that had run every step: nothing was trained
 
 
 def learning_rate(base: float, step: int, steps: int, warmup: int) -> float:
@@ -343,6 +344,8 @@ class Trainer:
         total = sum(s.steps for s in cfg.stages)
         progress = self._progress(total) if self.show_progress and acc.is_local_main_process else contextlib.nullcontext()
         try:
+            if self.finished:  # resumed after the last step: nothing to train, and no bar showing "loss nan"
+                return replace(self._export(), already_finished=True)
             with stop_requests() as self._stop, progress as bar:
                 fields = {"loss": float("nan"), "mem": "", "rate": 0.0}
                 task = bar.add_task("training", total=total, completed=self.state.global_step, **fields) if bar else None
@@ -367,6 +370,16 @@ class Trainer:
         finally:
             self._release()
             acc.end_training()
+
+    @property
+    def finished(self) -> bool:
+        """Every stage has run all its steps (a resumed training that had already ended)."""
+        return self.state.stage >= len(self.config.stages)
+
+    @property
+    def smoke(self) -> bool:
+        """Random-weight models (a tiny base or tiny metric models): its losses and scores mean nothing."""
+        return self.config.model.base == "tiny" or self.config.eval.models == "tiny"
 
     def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
@@ -421,6 +434,7 @@ class Trainer:
             "seconds": time.perf_counter() - started,
             "skipped": len(self.state.skipped),
             "world": acc.num_processes,
+            "smoke": self.smoke,
         }
 
     def _load(self, entries: list[PairEntry]) -> list[EncodedPair]:
