@@ -128,6 +128,8 @@ def _recorded_bench(record: Mapping[str, Any], data_dir: str | Path | None) -> t
     from picbench.records import file_sha256
 
     path = Path(record["path"])
+    if not path.name.endswith(".jsonl") or not path.is_file():  # never a device, a pipe or a folder
+        return None, None, f"the run's bench file {path} is not a .jsonl file here: pass --bench to draw target boxes"
     try:
         found = file_sha256(path)
     except OSError as exc:
@@ -244,11 +246,8 @@ def coverage_banners(results: Sequence[tuple[str | None, RunResult]]) -> list[st
 
 
 def coverage_text(coverage: Coverage | None) -> str:
-    """``scored k of n (f failed)`` with the splits, or ``unknown``."""
-    if coverage is None:
-        return "unknown"
-    splits = "; ".join(f"{name}: {c.text()}" for name, c in coverage.splits.items())
-    return coverage.text() + (f" ({splits})" if len(coverage.splits) > 1 else "")
+    """``scored k of n (f with failures)`` with the splits, or ``unknown``."""
+    return "unknown" if coverage is None else coverage.summary()
 
 
 def protocol_header(r: RunResult) -> str:

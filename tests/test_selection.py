@@ -123,9 +123,29 @@ def test_a_merge_takes_the_same_selection(tmp_path: Path, data_dir: Path) -> Non
     out = tmp_path / "run"
     common = ["--bench", str(bench), "--data-dir", str(data_dir), "--models", "tiny", "--detector", "none", "--out", str(out)]
     for part in ("0/2", "1/2"):
-        assert runner.invoke(app, ["run", "--method", "paste", "--split", "multi", "--limit", "2", "--shard", part, *common]).exit_code == 0
+        shard = runner.invoke(app, ["run", "--method", "paste", "--split", "multi", "--limit", "2", "--shard", part, *common, "--json"])
+        assert shard.exit_code == 0 and json.loads(shard.stdout) == {
+            "out": str(out),
+            "shard": part,
+            "results": None,
+            "merge": f"picbench merge {out}",
+        }
     merged = runner.invoke(app, ["merge", str(out)])
     assert merged.exit_code == 0, merged.output
     result = load_result(out)
     assert result.coverage is not None and result.coverage.expected == 2 and set(result.coverage.splits) == {"multi"}
     assert result.provenance["bench"]["split"] == "multi" and result.provenance["bench"]["limit"] == 2
+
+
+def test_a_recorded_bench_file_that_is_not_a_regular_jsonl_file_is_not_read(tmp_path: Path, data_dir: Path) -> None:
+    subset = write_tiny_bench(tmp_path, data_dir, n=2)
+    out = tmp_path / "run"
+    common = ["--data-dir", str(data_dir), "--models", "tiny", "--detector", "none", "--out", str(out)]
+    assert runner.invoke(app, ["run", "--method", "paste", "--bench", str(subset), *common]).exit_code == 0
+    results = out / "results.json"
+    for hostile in ("/dev/zero", str(tmp_path)):  # reading /dev/zero would never end
+        data = json.loads(results.read_text())
+        data["provenance"]["bench"]["file"]["path"] = hostile
+        results.write_text(json.dumps(data))
+        shown = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "r.html")])
+        assert shown.exit_code == 0 and "is not a .jsonl file here" in (tmp_path / "r.html").read_text()

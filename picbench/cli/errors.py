@@ -11,9 +11,10 @@ code    constant               meaning
 2       ``EXIT_UNUSABLE``      the input cannot be used: an unknown name, a missing or malformed
                                file, a bad option value, missing weights, nothing to compare
                                (typer's own usage errors exit 2 as well)
-130     ``EXIT_INTERRUPTED``   stopped by Ctrl-C; finished work is kept (``run``)
+130     ``EXIT_INTERRUPTED``   stopped by Ctrl-C; finished work is kept (``run``, ``train``,
+                               ``data build bmpds``)
 143     ``EXIT_TERMINATED``    stopped by SIGTERM (SLURM, Kubernetes, docker stop); finished work is
-                               kept, rerun to resume (``run``)
+                               kept, rerun to resume (``run``, ``train``, ``data build bmpds``)
 ======  =====================  ====================================================================
 
 The README's "Exit codes" section holds the same table; a test keeps the two equal.
