@@ -4,7 +4,7 @@ Both sides load the same tiny files through their own loaders: FLUX.1-dev's diff
 LoRA files in the released layouts (``dreamo.safetensors`` with the embeddings, the CFG-distill LoRA,
 v1's quality LoRAs or v1.1's SFT/DPO LoRAs) and the Turbo LoRA with ``.alpha`` keys; picbench through
 ``--weights-dir``, the authors through ``load_dreamo_model`` (their conversion, fusing and T5
-tokens). DreamO publishes no code that writes weights, so the files come from picbench's
+tokens), both fed picbench's text embeddings. DreamO publishes no code that writes weights, so the files come from picbench's
 ``write_tiny_checkpoints``. Same prompt, references (the authors' INTER_AREA area resize), seed,
 and posterior draw for the references. fp32 within 1e-4 of the largest final latent; bf16 (the
 authors' GPU dtype) bit for bit.
@@ -20,6 +20,7 @@ import torch
 from flux_capture import FluxCapture
 from flux_side import method_in
 from parity_harness import assert_parity, compare_stages, run_side
+from safetensors.torch import load_file, save_file
 
 from picbench.records import Sample, Subject
 
@@ -59,6 +60,23 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def weights_bf16(weights: Path) -> Path:
+    """The same folder with DreamO's files stored in bf16: the authors' pipeline adds the task and index
+    embeddings as stored to the bf16 hidden states, so it runs in bf16 only with a bf16 file."""
+    from picbench.adapters.dreamo import DREAMO_REPO, FLUX_REPO, TURBO_REPO
+
+    root = weights.parent / "weights-bf16"
+    for repo in (FLUX_REPO, TURBO_REPO):
+        (root / repo).parent.mkdir(parents=True, exist_ok=True)
+        (root / repo).symlink_to(weights / repo, target_is_directory=True)
+    for file in (weights / DREAMO_REPO).rglob("*.safetensors"):
+        target = root / DREAMO_REPO / file.relative_to(weights / DREAMO_REPO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(str(file)).items()}, str(target))
+    return root
+
+
 def _sample() -> Sample:
     subjects = (Subject("dog", "dog", (DOG,)), Subject("cat", "cat", (CAT,)))
     return Sample("parity-dreamo", "a dog and a cat on the grass", SIZE, SIZE, "multi", subjects)
@@ -89,7 +107,8 @@ def _check(weights: Path, tmp_path: Path, data_dir: Path, version: str | None, d
         "width": SIZE,
         "height": SIZE,
     }
-    theirs = run_side("DreamO", "dreamo_side.py", tmp_path / "authors", settings, draws)
+    fed = {"prompt_embeds": ours["prompt_embeds"], "pooled": ours["pooled"]}
+    theirs = run_side("DreamO", "dreamo_side.py", tmp_path / "authors", settings, draws | fed)
     if dtype == torch.float32:
         latent = 1e-4 * float(theirs["latents"].double().abs().max())
         tolerance = {**dict.fromkeys(STAGES, 1e-6), **dict.fromkeys(LATENT_STAGES, latent), "txt_ids": 0.0, "img_ids": 0.0, "image": 1.0}
@@ -105,5 +124,5 @@ def test_dreamo_matches_the_authors_in_fp32(weights: Path, tmp_path: Path, data_
 
 
 @pytest.mark.parametrize("version", [None, "v1"], ids=["default-v1.1", "v1"])
-def test_dreamo_is_bit_exact_in_bf16(weights: Path, tmp_path: Path, data_dir: Path, version: str | None) -> None:
-    _check(weights, tmp_path, data_dir, version, torch.bfloat16)
+def test_dreamo_is_bit_exact_in_bf16(weights_bf16: Path, tmp_path: Path, data_dir: Path, version: str | None) -> None:
+    _check(weights_bf16, tmp_path, data_dir, version, torch.bfloat16)
