@@ -17,6 +17,8 @@ authors' layout-free mode, zero boxes plus pseudo masks from text attention maps
 a subject with several references gives its first (the authors pass one image per subject); the
 box grid uses rows and columns separately (the authors assume square images); the canvas is about
 ``resolution``^2 pixels at the sample's aspect ratio, resized to the sample's size at the end.
+The resampler's and the image cross-attention's arithmetic is the authors' (explicit matmul and
+softmax, as at @ 74eb2d6), so fp16 rounds as theirs does (docs/methods.md).
 
 Released checkpoint layout (``ms_adapter.bin``, ``torch.save`` of a dict), read from the public
 repository MS-Diffusion/MS-Diffusion @ 62c64eb, ``msdiffusion/models/model.py``
@@ -107,11 +109,14 @@ class FourierBoxEmbedder(nn.Module):
 
 
 class PerceiverAttention(nn.Module):
-    """Latent queries attend over [image features, latents] (Flamingo's perceiver block)."""
+    """Latent queries attend over [image features, latents] (Flamingo's perceiver block), computed as
+    the authors compute it (msdiffusion/models/projection.py:110-113 @ 74eb2d6): q and k each scaled by
+    dim_head^-1/4, an explicit matmul, softmax in float32 cast back, so fp16 rounds as theirs does."""
 
     def __init__(self, dim: int, dim_head: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
+        self.dim_head = dim_head
         self.norm1 = nn.LayerNorm(dim)
         self.norm2 = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, dim_head * heads, bias=False)
@@ -123,8 +128,10 @@ class PerceiverAttention(nn.Module):
         q = self.to_q(latents)
         k, v = self.to_kv(torch.cat((features, latents), dim=1)).chunk(2, dim=-1)
         split = lambda t: t.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        return self.to_out(out.transpose(1, 2).flatten(2))
+        scale = 1 / math.sqrt(math.sqrt(self.dim_head))
+        weight = (split(q) * scale) @ (split(k) * scale).transpose(-2, -1)
+        weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+        return self.to_out((weight @ split(v)).transpose(1, 2).flatten(2))
 
 
 class GroundingResampler(nn.Module):
@@ -199,7 +206,9 @@ class BoxMaskedIPAttnProcessor(nn.Module):
     """Cross-attention = text attention + ``scale`` * image attention, where the image tokens are
     [4 dummy tokens, Q tokens of subject 1, Q of subject 2, ...]: a pixel inside subject k's box sees
     subject k's tokens; a pixel outside every box sees only the dummy tokens, and its image
-    attention output is then zeroed (the authors zero those attention probabilities)."""
+    attention probabilities are then zeroed. Text attention is SDPA as the authors' (attention_processor.py:314-327
+    @ 74eb2d6); image attention is their explicit path (:364-382): diffusers' `get_attention_scores` with
+    the -10000 bias, `torch.where` on the background rows, `bmm`, so fp16 rounds as theirs does."""
 
     def __init__(self, hidden_size: int, cross_attention_dim: int, num_tokens: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -244,15 +253,22 @@ class BoxMaskedIPAttnProcessor(nn.Module):
 
         split = lambda t: t.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # noqa: E731
         merge = lambda t: t.transpose(1, 2).flatten(2)  # noqa: E731
-        query = split(attn.to_q(hidden_states))
+        query_flat = attn.to_q(hidden_states)
+        query = split(query_flat)
         text_out = F.scaled_dot_product_attention(
             query, split(attn.to_k(text_states)), split(attn.to_v(text_states)), attn_mask=attention_mask
         )
         bias, foreground = self.image_bias(boxes.to(query.dtype), attention_grid(hidden_states.shape[1], latent_hw))
-        image_out = F.scaled_dot_product_attention(
-            query, split(self.to_k_ip(image_states)), split(self.to_v_ip(image_states)), attn_mask=bias
+        heads = attn.heads
+        probs = attn.get_attention_scores(
+            attn.head_to_batch_dim(query_flat),
+            attn.head_to_batch_dim(self.to_k_ip(image_states)),
+            bias[:, 0].repeat_interleave(heads, dim=0),
         )
-        hidden_states = merge(text_out) + self.scale * merge(image_out) * foreground
+        background = (foreground[..., 0] == 0).repeat_interleave(heads, dim=0)
+        probs = torch.where(background.unsqueeze(-1), torch.zeros_like(probs), probs)
+        image_out = attn.batch_to_head_dim(torch.bmm(probs, attn.head_to_batch_dim(self.to_v_ip(image_states))))
+        hidden_states = merge(text_out) + self.scale * image_out
 
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if attn.residual_connection:
@@ -628,7 +644,7 @@ class MSDiffusionMethod(Method):
     the cross-attention masks."""
 
     name: ClassVar[str] = "msdiffusion"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: the resampler's and the image cross-attention's arithmetic as the authors' (fp16)
     capabilities: ClassVar[Capabilities] = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=False)
     default_params: ClassVar[Mapping[str, Any]] = {
         "steps": 30,

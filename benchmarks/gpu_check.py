@@ -13,6 +13,12 @@
 (d) One training step (PositionIC's flow-matching loss with VAA, LoRA on the attention
     projections, AdamW) of a FLUX-width transformer of reduced depth: time and peak memory;
     "not available" when the trainer's objective cannot be imported.
+(e) Parity: the ``uno`` method in bf16 on the device from tiny random weights (a random LoRA in
+    UNO's layout, stored in float32), run twice with seed 3407: the same image both times, and
+    whether its initial noise is UNO's draw, ``torch.randn(..., dtype=bfloat16, device=device,
+    generator=torch.Generator(device).manual_seed(seed))`` (bytedance/UNO @ d305981
+    ``uno/flux/sampling.py:28-45``), and whether that differs from picbench's earlier CPU float32
+    draw (on CUDA it should; on a CPU the two are identical).
 
 Each part that fails records its error and the others still run; a part not started within
 ``--budget-s`` (450 s) is skipped and says so. Exit 0 when every part ran, 1
@@ -55,7 +61,7 @@ NEEDED = {
     "sentencepiece": "sentencepiece",
     "google.protobuf": "protobuf",
 }
-PARTS = ("attention", "pipeline", "metrics", "trainer")
+PARTS = ("attention", "pipeline", "metrics", "trainer", "parity")
 SCHEMA = 1
 
 
@@ -430,6 +436,57 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
     }
 
 
+# -- (e) parity with UNO's draw ---------------------------------------------------------------------
+
+
+def check_uno_parity(device: Any, seed: int = 3407) -> dict[str, Any]:
+    """The ``uno`` method (tiny weights, bf16 transformer, float32 VAE) on ``device``, twice with one seed."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from picbench.adapters.uno import UnoMethod
+    from picbench.records import Sample, Subject
+
+    class Bf16Uno(UnoMethod):
+        """`uno` with its tiny weights in bf16, as the real ones run on CUDA (smoke runs are float32)."""
+
+        def _base_pipeline(self, cls: Any) -> Any:
+            return super()._base_pipeline(cls).to(dtype=torch.bfloat16)
+
+    method = Bf16Uno(models="tiny", device=str(device), params={"steps": 2, "ref_long_side": 32})
+    pipe = method.load()
+    first_inputs: list[torch.Tensor] = []
+
+    def record(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        if not first_inputs:
+            first_inputs.append(kwargs["hidden_states"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 40, 3), dtype=np.uint8)).save(root / f"ref{i}.png")
+        subjects = tuple(Subject(f"s{i}", "thing", (f"ref{i}.png",)) for i in range(2))
+        sample = Sample("parity-0", "a dog and a cat", 64, 64, "multi", subjects)
+        start = time.perf_counter()
+        hook = pipe.transformer.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            images = [np.asarray(method.generate([sample], seed, root)[0]) for _ in range(2)]
+        finally:
+            hook.remove()
+    shape = (1, pipe.transformer.config.in_channels // 4, 2 * 4, 2 * 4)  # 64 px: 4x4 tokens
+    unos = torch.randn(shape, device=device, dtype=torch.bfloat16, generator=torch.Generator(device=device).manual_seed(seed))
+    cpu_float32 = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed)).to(device, torch.bfloat16)
+    drawn = first_inputs[0][:, : 4 * 4]
+    return {
+        "pipeline_dtype": str(pipe.transformer.dtype).removeprefix("torch."),
+        "same_image_same_seed": bool(np.array_equal(images[0], images[1])),
+        "noise_matches_uno_device_draw": bool(torch.equal(drawn, pipe._pack_latents(unos, *shape))),
+        "uno_draw_differs_from_cpu_float32_draw": bool(not torch.equal(unos, cpu_float32)),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
 def run_parts(
     calls: dict[str, Callable[[], dict[str, Any]]], names: list[str], budget_s: float, *, after_each: Callable[[], Any] = lambda: None
 ) -> dict[str, Any]:
@@ -473,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": lambda: check_pipeline(device),
         "metrics": lambda: check_metrics(device, args.metric_images),
         "trainer": lambda: check_trainer(device),
+        "parity": lambda: check_uno_parity(device),
     }
     parts = run_parts(run, args.parts, args.budget_s, after_each=torch.cuda.empty_cache)
     line = result_line(info, parts, time.perf_counter() - start)

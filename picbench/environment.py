@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import re
 
-from picbench.errors import DeviceError, EnvironmentProblem
+from picbench.errors import DeviceError, EnvironmentProblem, MissingExtraError
 
 _DEVICE = re.compile(r"^(?P<type>[a-z]+)(?::(?P<index>\d+))?$")
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM}
@@ -50,6 +50,8 @@ def environment_cause(exc: BaseException) -> str | None:
     the input: a sample's failure is recorded, an environment's stops the run."""
     if isinstance(exc, EnvironmentProblem):
         return "the environment"
+    if isinstance(exc, ImportError):  # a package missing here: an outcome computed without it must not be kept
+        return f"a missing package ({exc.name or exc})"
     if isinstance(exc, MemoryError):
         return "out of memory"
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
@@ -64,3 +66,23 @@ def environment_cause(exc: BaseException) -> str | None:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Out of (accelerator) memory: worth retrying with a smaller batch before giving up."""
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+GENERATE_EXTRA = "generate"
+GENERATE_MODULES = ("diffusers", "peft", "accelerate")
+"""The import names of the ``generate`` extra's libraries (pyproject ``[project.optional-dependencies]``)."""
+
+
+def require_extra(what: str, modules: tuple[str, ...] = GENERATE_MODULES, extra: str = GENERATE_EXTRA) -> None:
+    """Import ``modules`` now, before any work, or raise :class:`MissingExtraError` naming ``what``
+    needs them and the extra to install (an evaluation-only install lacks the generation stack)."""
+    import importlib
+
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(what, extra, ", ".join(missing))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from picbench.errors import PicbenchError, UnsafePathError
@@ -30,6 +31,14 @@ def find_data_dir(explicit: str | Path | None = None, *, required: bool = True) 
     )
 
 
+def safe_file_stem(name: str, max_chars: int = 80) -> str:
+    """A file name stem made from a sample id (or any name read from a file): every run of
+    characters outside ``[A-Za-z0-9._-]`` becomes ``_``, so no separator, ``..`` part or control
+    character survives (``..`` alone stays a plain name once a suffix follows it). The one rule for
+    every file picbench names after an id (run images, training's evaluation images)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:max_chars] or "_"
+
+
 def default_data_dir() -> Path:
     """Where ``picbench data fetch`` puts the data and where picbench looks for it by default."""
     return picbench_home() / "data"
@@ -38,6 +47,10 @@ def default_data_dir() -> Path:
 def picbench_home() -> Path:
     """Per-user state (built benches, caches): ``$PICBENCH_HOME`` or ``~/.cache/picbench``."""
     home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "picbench")
+    if home.exists() and not home.is_dir():
+        raise PicbenchError(
+            f"picbench's home {home} (${HOME_ENV} or ~/.cache/picbench) is a file, not a folder; point ${HOME_ENV} at a folder"
+        )
     return home
 
 

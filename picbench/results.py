@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from picbench.atomic import atomic_write
+from picbench.coverage import Coverage
 from picbench.errors import PicbenchError, ResultFormatError
 from picbench.limits import SEED_LIMIT
 from picbench.protocols import parse_record
@@ -49,6 +50,13 @@ class RunResult:
     source: str = "measured"  # or "reported" for numbers copied from a paper
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)  # base metric key -> direction; absent = higher is better
     intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric key -> bootstrap 95% interval
+    coverage: Coverage | None = None  # None: unknown (a results file written before coverage was recorded)
+
+    @property
+    def partial(self) -> bool:
+        """True when the aggregates cover fewer items than the run was asked for."""
+        return self.coverage is not None and self.coverage.partial
+
     protocol: Mapping[str, Any] | None = None  # {"name", "hash", "fields"} of the plain metric keys; None: unknown (older results)
     extra_protocols: tuple[Mapping[str, Any], ...] = ()  # the other identity sets of the run, whose keys read KEY@SET
 
@@ -61,6 +69,7 @@ class RunResult:
         d["schema"] = RESULTS_SCHEMA
         d["seeds"] = list(self.seeds)
         d["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        d["coverage"] = self.coverage.to_dict() if self.coverage is not None else None
         d["extra_protocols"] = [dict(p) for p in self.extra_protocols]
         return d
 
@@ -137,6 +146,7 @@ class RunResult:
             source=d.get("source", "measured"),
             higher_is_better=dict(directions),
             intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
+            coverage=Coverage.from_dict(d["coverage"], file=file) if d.get("coverage") is not None else None,
             protocol=protocol,
             extra_protocols=extra_protocols,
         )
@@ -173,6 +183,21 @@ def load_result(path: str | Path) -> RunResult:
     except (RecursionError, ValueError) as exc:
         raise ResultFormatError(f"malformed JSON: {exc or 'nested too deeply'}", file=path) from None
     return RunResult.from_dict(data, file=path)
+
+
+def bench_and_direction_mismatches(a: RunResult, b: RunResult, keys: Iterable[str]) -> list[str]:
+    """Why two runs' per-item scores cannot be paired (empty when they can): another bench (name
+    or content hash: coinciding sample ids would pair different samples), or a metric of ``keys``
+    whose declared direction differs (the verdict "A is better" would depend on whose you take)."""
+    problems = []
+    if (a.bench, a.bench_hash) != (b.bench, b.bench_hash):
+        problems.append(f"they ran on different benches: A on {a.bench} (hash {a.bench_hash}), B on {b.bench} (hash {b.bench_hash})")
+    for key in keys:
+        base = key.split(".", 1)[0]
+        da, db = (r.higher_is_better.get(key, r.higher_is_better.get(base)) for r in (a, b))
+        if da is not None and db is not None and da != db:
+            problems.append(f"metric {key}: A says {'higher' if da else 'lower'} is better, B says {'higher' if db else 'lower'} is better")
+    return problems
 
 
 def iter_sample_scores(run_dir: str | Path) -> Iterator[tuple[Score, str | None]]:

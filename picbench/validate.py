@@ -205,8 +205,11 @@ def validate_named(name: str, data_dir: str | Path | None = None, *, check_image
     """Validate a registered bench, a built bench or a .jsonl path. Files are checked raw; a
     loader's warnings become warnings of the report and its failure an error, never a crash."""
     from picbench.benches import BENCHES, built_benches, load_bench
+    from picbench.pairs import is_pair_set, validate_pairs
     from picbench.paths import find_data_dir
 
+    if is_pair_set(name):  # its own data root, checked with the trainer's rules
+        return validate_pairs(name, check_images=check_images)
     root = find_data_dir(data_dir)
     assert root is not None
     built = built_benches()

@@ -4,7 +4,6 @@ as a third-party plugin (a dist-info folder declaring the `picbench.methods` ent
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,28 +14,12 @@ from PIL import Image
 from picbench.methods.paste import PasteMethod
 from picbench.records import Sample
 
-HOLD_ENV = "PICBENCH_TEST_HOLD_AFTER"
-
-
-def holding_after(n: int) -> dict[str, str]:
-    """Environment variables that make ``slowpaste`` stop for good once it has generated ``n``
-    samples in that process: a test signals it there, so where the run stops never depends on time."""
-    return {HOLD_ENV: str(n)}
-
 
 class SlowPasteMethod(PasteMethod):
-    """paste, slowed down; with :data:`HOLD_ENV` set, waiting (until a signal ends the process)
-    before it generates more than that many samples."""
-
     name = "slowpaste"
-    generated = 0
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
-        hold = os.environ.get(HOLD_ENV)
-        while hold is not None and SlowPasteMethod.generated + len(samples) > int(hold):
-            time.sleep(1)  # a signal (SIGINT, SIGTERM, SIGKILL) from the test ends this
         time.sleep(0.4 * len(samples))
-        SlowPasteMethod.generated += len(samples)
         return super().generate(samples, seed, data_root)
 
 

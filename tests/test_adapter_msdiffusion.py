@@ -5,6 +5,7 @@ in the released key layout."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from picbench.adapters.msdiffusion import (
     BoxMaskedIPAttnProcessor,
     GroundingResampler,
     MSDiffusionMethod,
+    PerceiverAttention,
     ResamplerConfig,
     attention_grid,
     box_token_masks,
@@ -241,3 +243,58 @@ def test_offline_with_the_adapter_present_the_sdxl_base_is_named(tmp_path: Path,
     (tmp_path / "MS-Diffusion" / "ms_adapter.bin").write_bytes(b"")
     with pytest.raises(MissingWeightsError, match=SDXL_REPO):
         MSDiffusionMethod(weights_dir=tmp_path).load()
+
+
+def test_resampler_attention_is_the_authors_formula_in_fp16() -> None:
+    """MS-Diffusion @ 74eb2d6 msdiffusion/models/projection.py:96-117 written out: q and k scaled by
+    dim_head^-1/4, explicit matmul, softmax in float32 cast back. SDPA rounds otherwise in fp16."""
+    torch.manual_seed(0)
+    block = PerceiverAttention(dim=64, dim_head=16, heads=4).half()
+    x, latents = torch.randn(1, 40, 64).half(), torch.randn(1, 8, 64).half()
+    xn, ln = block.norm1(x), block.norm2(latents)
+    q = block.to_q(ln)
+    k, v = block.to_kv(torch.cat((xn, ln), dim=-2)).chunk(2, dim=-1)
+    reshape = lambda t: t.view(1, t.shape[1], 4, -1).transpose(1, 2).reshape(1, 4, t.shape[1], -1)  # noqa: E731
+    q, k, v = reshape(q), reshape(k), reshape(v)
+    scale = 1 / math.sqrt(math.sqrt(16))
+    weight = (q * scale) @ (k * scale).transpose(-2, -1)
+    weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
+    expected = block.to_out((weight @ v).permute(0, 2, 1, 3).reshape(1, 8, -1))
+    with torch.no_grad():
+        assert torch.equal(block(x, latents), expected)
+        sdpa = block.to_out(torch.nn.functional.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(1, 8, -1))
+        assert not torch.equal(sdpa, expected)
+
+
+def test_image_cross_attention_is_the_authors_formula_in_fp16() -> None:
+    """attention_processor.py @ 74eb2d6: boxes to a -10000 bias (:136-170), text attention by SDPA
+    (:314-327), image attention by `get_attention_scores`, probabilities zeroed outside every box,
+    `bmm` (:364-382), `text + scale * image` (:384-385), then `to_out`."""
+    attn, proc, hidden, encoder = _attention_and_states(num_tokens=2)
+    attn, proc, hidden, encoder = attn.half(), proc.half(), hidden.half(), encoder.half()
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 1.0, 1.0]]], dtype=torch.float16)
+    heads, n, side = 2, 16, 4
+    start, end = torch.floor(boxes[:, :, 0:2] * side), torch.ceil(boxes[:, :, 2:4] * side)
+    idx = torch.arange(side).unsqueeze(0)
+    box_masks, dummy = [], torch.ones((1, n), dtype=torch.float16)
+    for (x0, y0), (x1, y1) in zip(start[0].tolist(), end[0].tolist()):
+        x_mask = ((idx >= x0) & (idx < x1)).half()
+        y_mask = ((idx >= y0) & (idx < y1)).half()
+        box_mask = torch.bmm(y_mask.unsqueeze(2), x_mask.unsqueeze(1)).reshape(1, -1)
+        box_masks.append(box_mask)
+        dummy = torch.clamp(dummy - box_mask, min=0)
+    post_dummy = dummy.to(torch.bool).repeat_interleave(heads, dim=0)
+    image_mask = (1 - torch.stack(box_masks, dim=-1).repeat_interleave(2, dim=-1)) * -10000.0
+    image_mask = torch.cat([(1 - dummy.unsqueeze(-1).repeat_interleave(4, dim=-1)) * -10000.0, image_mask], dim=-1)
+    image_mask = image_mask.repeat_interleave(heads, dim=0)
+    with torch.no_grad():
+        query = attn.to_q(hidden)
+        text, image = encoder[:, :77], encoder[:, 77:]
+        split = lambda t: t.view(1, -1, heads, 16).transpose(1, 2)  # noqa: E731
+        text_out = torch.nn.functional.scaled_dot_product_attention(split(query), split(attn.to_k(text)), split(attn.to_v(text)))
+        text_out = text_out.transpose(1, 2).reshape(1, -1, heads * 16).to(query.dtype)
+        probs = attn.get_attention_scores(attn.head_to_batch_dim(query), attn.head_to_batch_dim(proc.to_k_ip(image)), image_mask)
+        probs = torch.where(post_dummy.unsqueeze(-1), torch.zeros_like(probs), probs)
+        image_out = attn.batch_to_head_dim(torch.bmm(probs, attn.head_to_batch_dim(proc.to_v_ip(image))))
+        expected = attn.to_out[1](attn.to_out[0](text_out + proc.scale * image_out)) / attn.rescale_output_factor
+        assert torch.equal(proc(attn, hidden, encoder, boxes=boxes, latent_hw=(4, 4)), expected)

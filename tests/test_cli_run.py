@@ -8,13 +8,13 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from holding import cli_holding_after
 from run_bench_helpers import write_tiny_bench
-from slow_methods_plugin import holding_after, install_plugin
+from slow_methods_plugin import install_plugin
 from typer.testing import CliRunner
 
 from picbench.cli import app
@@ -84,7 +84,11 @@ def test_unknown_bench_unwritable_out_and_incompatible_store(tmp_path: Path, dat
     bench = write_tiny_bench(tmp_path, data_dir, n=2)
     (tmp_path / "file").write_text("x")
     unwritable = _run("--method", "paste", *_base(bench, data_dir, tmp_path / "file" / "run"))
-    assert unwritable.exit_code == 2 and "cannot be created" in _text(unwritable.output)
+    assert (
+        unwritable.exit_code == 2
+        and "cannot create the lock file" in _text(unwritable.output)
+        and "Not a directory" in _text(unwritable.output)
+    )
     old = tmp_path / "old"
     old.mkdir()
     with sqlite3.connect(old / STORE_FILE) as db:
@@ -124,13 +128,11 @@ def test_images_method_scores_a_folder_like_the_method_that_made_it(tmp_path: Pa
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_finished_work(tmp_path: Path, data_dir: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin")), **holding_after(2)}
+    env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin"))}
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     out = tmp_path / "run"
     cmd = [
-        sys.executable,
-        "-c",
-        "from picbench.cli import main; main()",
+        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2),  # waits for the signal after two generations
         "run",
         "--method",
         "slowpaste",

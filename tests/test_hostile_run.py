@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
-from slow_methods_plugin import holding_after, install_plugin
+from slow_methods_plugin import install_plugin
 from typer.testing import CliRunner
 
 from picbench.atomic import _HOST, atomic_write
@@ -302,6 +303,18 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path: 
     assert _run(bench, data_dir, out, "--method", "paste").exit_code == 0
 
 
+def test_the_lock_is_taken_before_the_bench_is_read(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run is refused before it reads or validates the bench (a big bench takes seconds)."""
+    import picbench.runner
+
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
+    read: list[str] = []
+    monkeypatch.setattr(picbench.runner, "load_bench", lambda name, *args: read.append(name))
+    with RunLock(out, "0/1"):
+        refused = _run(bench, data_dir, out, "--method", "paste")
+    assert refused.exit_code == 2 and "being worked on" in _text(refused.output) and read == []
+
+
 def test_temporary_files_of_killed_writers_are_removed_on_the_next_run(tmp_path: Path, data_dir: Path) -> None:
     bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
     (out / "images").mkdir(parents=True)
@@ -344,7 +357,7 @@ def test_published_model_folders_follow_the_umask(tmp_path: Path) -> None:
 def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(tmp_path: Path, data_dir: Path) -> None:
     from test_runner import stable_results
 
-    env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin")), **holding_after(2)}
+    env = {**os.environ, "PYTHONPATH": str(install_plugin(tmp_path / "plugin"))}
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     reference, out = tmp_path / "reference", tmp_path / "run"
     base = [
@@ -361,7 +374,13 @@ def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(t
         "--detector",
         "none",
     ]
-    cmd = [sys.executable, "-c", "from picbench.cli import main; main()", "run", *base, "--out", str(out)]
+    cmd = [
+        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2),
+        "run",
+        *base,
+        "--out",
+        str(out),
+    ]  # waits for SIGTERM after two generations
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -373,7 +392,7 @@ def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(t
     assert proc.returncode == 143, stderr[-2000:]
     assert "terminated (SIGTERM)" in stderr and "run the same command again to resume" in _text(stderr)
     saved = _generations(out)
-    assert len(saved) == 2 and all(f is None for f in saved.values())  # slowpaste held after two
+    assert len(saved) == 2 and all(f is None for f in saved.values())  # generation held after two
     METHODS.register("slowpaste", "slow_methods_plugin:SlowPasteMethod")
     resumed = runner.invoke(app, ["run", *base, "--out", str(out)])
     assert resumed.exit_code == 0 and f"({len(saved)} reused)" in _text(resumed.output), resumed.output

@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import tiny_samples, write_tiny_bench
-from slow_methods_plugin import holding_after, install_plugin
+from slow_methods_plugin import install_plugin
 
 from picbench.errors import UnknownNameError
 from picbench.methods import METHODS
 from picbench.records import Sample, Subject
 from picbench.results import iter_sample_scores, load_result
 from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
+from picbench.selection import select_samples
 from picbench.store import STORE_FILE
 from picbench.store.sqlite import SMOKE_PNG_KEY
 
@@ -80,7 +82,9 @@ def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, 
     assert prov["method"]["params"]["models"] == "tiny" and prov["libraries"]["torch"] and prov["device"] == "cpu"
     assert prov["metric_engine"], "the metric engine's provenance (model ids, weight hashes) is recorded"
     rows = list(iter_sample_scores(out))
-    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01") for seed in (0, 1)]
+    chosen = [s.id for s in select_samples(tiny_samples(4), bench="b", limit=2)]
+    assert sorted(sid[0] for sid in chosen) == ["m", "s"], "--limit 2 takes one single- and one multi-subject sample"
+    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in chosen for seed in (0, 1)]
     assert all(s.smoke and (out / image).is_file() for s, image in rows)
     with Image.open(out / rows[0][1]) as image:
         assert image.size == (64, 64) and "random-weight" in image.text[SMOKE_PNG_KEY]
@@ -220,17 +224,23 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
     killed = tmp_path / "killed"
     cli = [*_cli_run(killed, bench, data_dir), "--detector", "none"]
     _kill_when(
-        subprocess.Popen(cli, env={**env, **holding_after(2)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [*cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2), *cli[len(CLI) :]],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
         killed,
         lambda gens, scores: len(gens) == 2,
         "while generating",
     )
     gens_before = _rows(killed)
-    assert len(gens_before) == 2 and not _rows(killed, "scores")  # slowpaste held after two generations
+    assert len(gens_before) == 2 and not _rows(killed, "scores")  # generation held after two
+    held = [*cli_holding_after("picbench.store.sqlite:RunStore.put_score", 2), *cli[len(CLI) :]]  # waits for the kill after two scores
     _kill_when(
-        subprocess.Popen(cli, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(held, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
         killed,
-        lambda gens, scores: len(gens) == n_items and len(scores) < n_items,
+        lambda gens, scores: len(gens) == n_items and len(scores) == 2,
         "while scoring",
     )
     gens_mid, scores_mid = _rows(killed), _rows(killed, "scores")

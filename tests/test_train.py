@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from holding import cli_holding_after
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
+from train_helpers import tiny_config
 from typer.testing import CliRunner
 
 from picbench.cli import app
@@ -47,28 +49,6 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("pairs") / "paste-pairs"
     build_paste_pairs(data_dir, out, seed=0, n_multi=4, n_single=2)
     return out
-
-
-def tiny_config(folder: Path, pairs: Path, **tables: dict) -> Path:
-    """The shipped tiny config with its paths pointed at `pairs` and `folder`, tables overridden."""
-    text = (CONFIG_DIR / "tiny.toml").read_text()
-    text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(pairs))).replace(
-        '"../../../runs/train/tiny"', json.dumps(str(folder / "run"))
-    )
-    for table, values in tables.items():
-        header = f"[{table}]\n"
-        assert header in text, table
-        text = text.replace(header, header + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-        for key in values:  # drop the shipped line the override replaces
-            lines = text.split("\n")
-            start = lines.index(header.strip())
-            seen = [i for i in range(start + 1, len(lines)) if lines[i].startswith(f"{key} = ")]
-            if len(seen) > 1:
-                del lines[seen[1]]
-            text = "\n".join(lines)
-    path = folder / "train.toml"
-    path.write_text(text)
-    return path
 
 
 # -- config --------------------------------------------------------------------------------------
@@ -303,16 +283,17 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path
     killed.mkdir()
     text = tiny_config(killed, pairs, **long).read_text().replace("steps = 4\n", "steps = 10\n").replace("steps = 8\n", "steps = 10\n")
     (killed / "train.toml").write_text(text)
-    proc = subprocess.Popen(_train_cmd(killed / "train.toml"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1), *_train_cmd(killed / "train.toml")[3:]]
+    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # waits for the kill at its second checkpoint
     latest = killed / "run" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 300  # a guard against a hang only
     while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     stopped_at = json.loads((killed / "run" / "checkpoints" / latest.read_text() / "state.json").read_text())["global_step"]
-    assert stopped_at < 20
+    assert stopped_at == 3  # the first checkpoint (every 3 steps); the second was never published
 
     resumed = subprocess.run(_train_cmd(killed / "train.toml", "--resume"), capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -454,3 +435,16 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(tmp_path: Path, p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)  # gradient sums in another order
     worlds = {json.loads(line)["world"] for line in (two / "run" / "train_log.jsonl").read_text().splitlines()}
     assert worlds == {2}
+
+
+def test_resume_of_a_finished_training_says_so_and_its_report_is_labelled_smoke(tmp_path: Path, pairs: Path) -> None:
+    config_path = tiny_config(tmp_path, pairs)
+    first = Trainer(load_config(config_path), progress=False).run()
+    assert not first.already_finished
+    resumed = runner.invoke(app, ["train", str(config_path), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    text = " ".join(resumed.output.split())
+    assert f"is already finished ({first.global_step} steps); nothing was trained" in text and "nan" not in text
+    page = tmp_path / "train.html"
+    assert runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(page)]).exit_code == 0
+    assert '<div class="smoke" role="alert">SMOKE RUN: random-weight models' in page.read_text()

@@ -119,10 +119,13 @@ def bmpds(
     Under torchrun / accelerate launch every rank takes its share of each stage into one store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from picbench.environment import require_extra
     from picbench.paths import find_data_dir
-    from picbench.reference_impl.bmpds import build, load_config, plan
 
     try:
+        require_extra("picbench data build bmpds")
+        from picbench.reference_impl.bmpds import build, load_config, plan
+
         config = load_config(config_file)
         root = find_data_dir(data_dir)
     except PicbenchError as exc:

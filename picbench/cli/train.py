@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from picbench.cli.app import app, console
-from picbench.cli.errors import EXIT_INTERRUPTED, fail
+from picbench.cli.errors import fail
 from picbench.errors import PicbenchError
 
 
@@ -21,21 +21,38 @@ from picbench.errors import PicbenchError
 def train(
     config: Annotated[Path, typer.Argument(help="a trainer config (TOML): see reference_impl/training/configs/")],
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in checkpoint.out")] = False,
+    allow_data_change: Annotated[
+        bool,
+        typer.Option("--allow-data-change", help="with --resume: go on although the pair set or the config changed since the checkpoint"),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="rich progress bar (steps/s, ETA, loss, memory)")] = True,
 ) -> None:
-    """Train a PositionIC LoRA; Ctrl-C saves a checkpoint and exits 130 (continue with --resume)."""
-    from picbench.reference_impl.training import load_config
-    from picbench.reference_impl.training.loop import Trainer, TrainingInterrupted
+    """Train a PositionIC LoRA; Ctrl-C or SIGTERM saves a checkpoint and exits 130 or 143 (continue with --resume)."""
+    from picbench.environment import require_extra
 
     try:
-        trainer = Trainer(load_config(config), resume=resume, progress=progress)
+        require_extra("picbench train")
+        from picbench.reference_impl.training import load_config
+        from picbench.reference_impl.training.loop import Trainer, TrainingInterrupted
+
+        settings = load_config(config)
+    except PicbenchError as exc:
+        fail(exc)
+    try:
+        trainer = Trainer(settings, resume=resume, allow_change=allow_data_change, progress=progress)
         main = trainer.accelerator.is_main_process
         result = trainer.run()
     except TrainingInterrupted as exc:
         console.print(f"[bold yellow]interrupted:[/] {exc}")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exc.exit_code) from None
     except (PicbenchError, ValueError) as exc:
         fail(exc)
+    if main and result.already_finished:
+        console.print(
+            f"training in {result.out} is already finished ({result.global_step} steps); nothing was trained. "
+            f"Its LoRA: {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)"
+        )
+        return
     if main:
         console.print(f"trained {result.global_step} steps -> {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)")
         if result.skipped:

@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from picbench.atomic import atomic_write
 from picbench.benches.jsonl import read_bench_jsonl, write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError
 from picbench.paths import resolve_in_root
@@ -55,8 +56,27 @@ def pairs_file(path: str | Path) -> Path:
     return path if path.suffix == ".jsonl" else path / PAIRS_FILE
 
 
+def is_pair_set(path: str | Path) -> bool:
+    """A pair set folder, or a JSONL file whose header says ``kind: "pairs"`` (``validate`` then
+    checks it with the trainer's rules, rooted at its own folder)."""
+    import json
+
+    file = pairs_file(path)
+    if not file.is_file():
+        return False
+    if Path(path).is_dir():
+        return True
+    try:
+        with open(file, "rb") as fh:
+            header = json.loads(fh.readline(1 << 20).decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and header.get("kind") == PAIRS_KIND
+
+
 def pair_problems(sample: Sample) -> list[str]:
-    """What keeps a sample from being a training pair (empty when it is one)."""
+    """What keeps a sample from being a training pair (empty when it is one): the one rule set of
+    ``read_pairs`` (what ``train`` reads), ``write_pairs`` and ``validate_pairs``."""
     from picbench.benches.positionic import layout_problems
 
     problems = [] if sample.target else ["no target image"]
@@ -107,8 +127,8 @@ def copy_into(folder: Path, data_root: Path, rel: str) -> Path:
         return target
     if not source.is_file():
         raise PicbenchError(f"image {rel!r} is neither in the pair set folder {folder} nor in the data root {data_root}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    with atomic_write(target, "wb") as out, open(source, "rb") as src:  # a kill mid-copy leaves no half file
+        shutil.copyfileobj(src, out)
     return target
 
 
@@ -125,7 +145,7 @@ def reference_paths(pairs: Bench, sample: Sample) -> list[Path]:
 
 def validate_pairs(path: str | Path, *, check_images: bool = True) -> ValidationReport:
     """The bench validator's report on a pair set (layouts required, targets decoded), plus a
-    ``not-a-pair`` error for every sample without a target."""
+    ``not-a-pair`` error for every sample :func:`pair_problems` refuses, as ``train`` would."""
     from picbench.validate import Problem, validate_bench_file
 
     file = pairs_file(path)
@@ -134,14 +154,38 @@ def validate_pairs(path: str | Path, *, check_images: bool = True) -> Validation
         pairs = read_bench_jsonl(file, file.parent)
     except BenchFormatError:
         return report  # the raw-line checks above already list why
+    already = {p.sample_id for p in report.problems if p.severity == "error" and p.code in ("missing-layout", "bad-depth")}
     for sample in pairs.samples:
-        if not sample.target:
-            report.problems.append(Problem("error", "not-a-pair", "no target image", str(file), None, sample.id, "target"))
+        for problem in pair_problems(sample):
+            if problem == "no target image" or sample.id not in already:
+                field = "target" if problem == "no target image" else "subjects"
+                report.problems.append(Problem("error", "not-a-pair", problem, str(file), None, sample.id, field))
     if pairs.kind != PAIRS_KIND:
         report.problems.append(
             Problem("error", "not-a-pair", f"header kind is {pairs.kind!r}, not {PAIRS_KIND!r}", str(file), 1, None, "kind")
         )
     return report
+
+
+BMPDS_TABLES = ("scores", "filter", "models")
+"""The tables inside a BMPDS pair's ``meta.bmpds``."""
+
+
+def bmpds_meta(sample: Sample, file: str | Path | None = None) -> dict:
+    """``meta.bmpds`` of a pair ({} when absent), checked as the stats and the page read it: a
+    table whose ``scores``, ``filter`` and ``models`` are tables and ``stage`` a string; anything
+    else is a :class:`BenchFormatError` naming the file, pair and field."""
+    meta = sample.meta.get("bmpds") or {}
+    if not isinstance(meta, dict):
+        raise BenchFormatError(f"must be a table, got {type(meta).__name__}", file=file, sample_id=sample.id, field="meta.bmpds")
+    for key in BMPDS_TABLES:
+        if not isinstance(meta.get(key) or {}, dict):
+            raise BenchFormatError(
+                f"must be a table, got {type(meta[key]).__name__}", file=file, sample_id=sample.id, field=f"meta.bmpds.{key}"
+            )
+    if not isinstance(meta.get("stage") or "", str):
+        raise BenchFormatError("must be a string", file=file, sample_id=sample.id, field="meta.bmpds.stage")
+    return meta
 
 
 def save_pairs_hf(pairs: Bench, folder: str | Path) -> Path:

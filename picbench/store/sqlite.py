@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -26,6 +25,7 @@ from PIL.PngImagePlugin import PngInfo
 from picbench import __version__
 from picbench.atomic import atomic_write, remove_stale_tmp
 from picbench.errors import PicbenchError
+from picbench.paths import safe_file_stem
 from picbench.records import Generation, Score, canonical_json
 
 STORE_FILE = "store.sqlite"
@@ -166,8 +166,7 @@ class RunStore:
 
     def image_name(self, generation: Generation) -> str:
         """A readable, unique file name: sample id, seed and the start of the generation key."""
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", generation.sample_id)[:80]
-        return f"{IMAGES_DIR}/{safe}__seed{generation.seed}__{generation.key[:12]}.png"
+        return f"{IMAGES_DIR}/{safe_file_stem(generation.sample_id)}__seed{generation.seed}__{generation.key[:12]}.png"
 
     def save_image(self, image: Image.Image, relative: str, *, smoke: bool = False) -> str:
         """Write a PNG atomically (temporary file in the same folder, fsync, rename): a reader sees

@@ -36,6 +36,7 @@ from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes,
 from picbench.benches.msbench import read_spec, subject_files
 from picbench.benches.positionic import template_contexts
 from picbench.errors import ImageError, PicbenchError
+from picbench.locks import FolderLock
 from picbench.pairs import copy_into, write_pairs
 from picbench.pairs.stats import CANDIDATES_FILE
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject, canonical_json
@@ -256,7 +257,14 @@ def build(
     units = plan(config)
     pool = subject_pool(data_root, config.sources.subjects)
     outcome = BuildOutcome(out, f"{rank}/{world}")
-    with BmpdsStore(out) as store:
+    lock = FolderLock(
+        out,
+        name=f".lock-{rank}of{world}",
+        verb="picbench data build bmpds",
+        what=f"part {rank}/{world}",
+        remedy="Wait for that build to finish (then rerun to resume), or choose another --out",
+    )
+    with lock, BmpdsStore(out) as store:
         models = Models(config, device, out)
         smoke = config.models == "tiny"
 

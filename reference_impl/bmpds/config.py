@@ -25,6 +25,7 @@ ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -35,6 +36,10 @@ import tomllib
 from picbench.errors import BenchFormatError
 
 SUBJECT_SOURCES = ("dreambench", "msbench")
+MAX_CANDIDATES = 10**6
+"""Bound on each stage's candidates (the paper's PIC-400K is 4e5 in all)."""
+MAX_STEPS = 1000
+MAX_GUIDANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ def _typed(value: Any, expected: Any, file: Path, key: str) -> Any:
     }[type(expected) if not isinstance(expected, Mapping) else dict]
     if not ok(value):
         raise BenchFormatError(f"must be a {type(expected).__name__}, got {value!r}", file=file, field=key)
+    if isinstance(expected, float) and not math.isfinite(value):
+        raise BenchFormatError(f"must be a finite number, got {value!r}", file=file, field=key)
     return tuple(value) if isinstance(expected, tuple) else float(value) if isinstance(expected, float) else value
 
 
@@ -164,9 +171,18 @@ def _check(c: BmpdsConfig, file: Path) -> None:
         raise bad("models", f"must be 'default' or 'tiny', got {c.models!r}")
     if c.size < 64 or c.size % 16:
         raise bad("size", f"must be a multiple of 16, at least 64 (FLUX packs 2x2 latents of an 8x VAE), got {c.size}")
+    from picbench.environment import check_device
+    from picbench.errors import DeviceError
+
+    try:
+        check_device(c.device)
+    except DeviceError as exc:
+        raise bad("device", str(exc).replace("--device", "device")) from None
+    if c.size > 4096:
+        raise bad("size", f"must be at most 4096, got {c.size}")
     for key in ("single", "forward", "backward"):
-        if getattr(c.stages, key) < 0:
-            raise bad(f"stages.{key}", "must be >= 0")
+        if not 0 <= getattr(c.stages, key) <= MAX_CANDIDATES:
+            raise bad(f"stages.{key}", f"must be in [0, {MAX_CANDIDATES}]")
     if c.stages.forward and not c.stages.single:
         raise bad("stages.forward", "the forward stage pairs single-stage results: needs stages.single > 0")
     unknown = [s for s in c.sources.subjects if s not in SUBJECT_SOURCES]
@@ -175,5 +191,12 @@ def _check(c: BmpdsConfig, file: Path) -> None:
     if not 0.0 < c.filter.keep_top <= 1.0:
         raise bad("filter.keep_top", f"must be in (0, 1], got {c.filter.keep_top}")
     for key in ("steps", "fill_steps"):
-        if getattr(c.models_cfg, key) < 1:
-            raise bad(f"models_cfg.{key}", "must be >= 1")
+        if not 1 <= getattr(c.models_cfg, key) <= MAX_STEPS:
+            raise bad(f"models_cfg.{key}", f"must be in [1, {MAX_STEPS}]")
+    for key in ("fill_guidance", "render_guidance"):
+        if not 0.0 <= getattr(c.models_cfg, key) <= MAX_GUIDANCE:
+            raise bad(f"models_cfg.{key}", f"must be in [0, {MAX_GUIDANCE:g}]")
+    if not 0.0 <= c.models_cfg.detector_threshold <= 1.0:
+        raise bad("models_cfg.detector_threshold", "must be in [0, 1]")
+    if not 1 <= c.models_cfg.max_sequence_length <= 512:
+        raise bad("models_cfg.max_sequence_length", "must be in [1, 512] (T5's length in FLUX)")

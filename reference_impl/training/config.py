@@ -2,13 +2,16 @@
 
 A config file has the tables `[model]`, `[data]`, `[train]`, `[optim]`, `[checkpoint]`, `[eval]`
 and one `[[stages]]` table per curriculum stage. Unknown keys and impossible values are refused
-with the file and the key (`stages[1].lr`) before any model is built; defaults are the paper's
+with the file and the key (`stages[1].lr`) before any model is built: every number is finite and
+within bounds no sane run leaves (`MAX_STEPS`, `MAX_LR`, `MAX_GUIDANCE`, ...), so a typo such as
+`lr = 1e30` or `guidance = nan` never reaches the loop; defaults are the paper's
 recipe (`configs/paper.toml` spells them out) and where they come from is said per field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +23,13 @@ import tomllib
 from picbench.errors import PicbenchError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_STEPS = 10**8
+"""Bound on step counts and intervals (the paper trains 18k steps)."""
+MAX_LR = 1.0
+MAX_GUIDANCE = 100.0
+MAX_SIGMA_DELTA = 1000.0
+MAX_RANK = 4096
+MAX_BATCH = 2**16
 
 
 class ConfigError(PicbenchError, ValueError):
@@ -220,7 +230,9 @@ def _coerce(value: Any, hint: Any, path: Path, key: str) -> Any:
             raise ConfigError(f"{path}: {key} must have {len(items)} entries, got {value!r}")
         return tuple(_coerce(v, h, path, f"{key}[{i}]") for i, (v, h) in enumerate(zip(value, items)))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {key} must be a finite number, got {value!r}")
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise ConfigError(f"{path}: {key} must be {hint.__name__}, got {value!r}")
     return value
@@ -231,7 +243,9 @@ def _check_values(c: Config, path: Path) -> None:
         if not ok:
             raise ConfigError(f"{path}: {key} {what}")
 
-    need(c.model.rank >= 1, "model.rank", "must be >= 1")
+    need(1 <= c.model.rank <= MAX_RANK, "model.rank", f"must be in [1, {MAX_RANK}]")
+    need(0 < c.model.sigma <= MAX_SIGMA_DELTA, "model.sigma", f"must be in (0, {MAX_SIGMA_DELTA:g}] (VWR's sigma)")
+    need(0 < c.model.delta <= MAX_SIGMA_DELTA, "model.delta", f"must be in (0, {MAX_SIGMA_DELTA:g}] (VWR's delta)")
     need(
         c.model.attention_backend in ("auto", "sdpa", "sdpa_lowrank", "flex"),
         "model.attention_backend",
@@ -242,7 +256,9 @@ def _check_values(c: Config, path: Path) -> None:
         need(w >= 16 and h >= 16 and w % 16 == 0 and h % 16 == 0, f"data.buckets[{i}]", f"({w}, {h}) must be multiples of 16")
     need(0.0 <= c.data.caption_dropout < 1.0, "data.caption_dropout", "must be in [0, 1)")
     need(c.data.ref_long_side == 0 or c.data.ref_long_side >= 16, "data.ref_long_side", "must be 0 (UNO's rule) or >= 16")
-    need(c.train.micro_batch >= 1, "train.micro_batch", "must be >= 1")
+    need(1 <= c.train.micro_batch <= MAX_BATCH, "train.micro_batch", f"must be in [1, {MAX_BATCH}]")
+    need(c.train.global_batch <= MAX_BATCH, "train.global_batch", f"must be <= {MAX_BATCH}")
+    need(0.0 <= c.train.guidance <= MAX_GUIDANCE, "train.guidance", f"must be in [0, {MAX_GUIDANCE:g}]")
     need(c.train.global_batch >= c.train.micro_batch, "train.global_batch", "must be >= train.micro_batch")
     need(
         c.train.global_batch % c.train.micro_batch == 0,
@@ -250,23 +266,26 @@ def _check_values(c: Config, path: Path) -> None:
         f"{c.train.global_batch} is not divisible by train.micro_batch {c.train.micro_batch}",
     )
     need(c.train.max_grad_norm > 0, "train.max_grad_norm", "must be > 0")
+    need(0 <= c.train.seed < 2**63, "train.seed", "must be in [0, 2**63)")
     need(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1)")
     need(all(0.0 <= b < 1.0 for b in c.optim.betas), "optim.betas", "must lie in [0, 1)")
     need(
-        c.optim.warmup_steps >= 0 and c.optim.weight_decay >= 0 and c.optim.eps > 0,
+        0 <= c.optim.warmup_steps <= MAX_STEPS and 0 <= c.optim.weight_decay <= 1 and 0 < c.optim.eps < 1,
         "optim",
-        "warmup_steps, weight_decay must be >= 0 and eps > 0",
+        f"warmup_steps must be in [0, {MAX_STEPS}], weight_decay in [0, 1] and eps in (0, 1)",
     )
-    need(c.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
-    need(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
+    need(1 <= c.checkpoint.every <= MAX_STEPS, "checkpoint.every", f"must be in [1, {MAX_STEPS}]")
+    need(1 <= c.checkpoint.keep <= 1000, "checkpoint.keep", "must be in [1, 1000]")
     need(
-        c.eval.every >= 0 and c.eval.n_single >= 0 and c.eval.n_multi >= 0 and c.eval.steps >= 1,
+        0 <= c.eval.every <= MAX_STEPS and 0 <= c.eval.n_single <= 10**4 and 0 <= c.eval.n_multi <= 10**4 and 1 <= c.eval.steps <= 1000,
         "eval",
-        "every, n_single, n_multi must be >= 0 and steps >= 1",
+        "every, n_single, n_multi must be >= 0 (at most 1e8, 1e4, 1e4) and steps in [1, 1000]",
     )
+    need(0.0 <= c.eval.guidance <= MAX_GUIDANCE, "eval.guidance", f"must be in [0, {MAX_GUIDANCE:g}]")
+    need(0 <= c.eval.seed < 2**63, "eval.seed", "must be in [0, 2**63)")
     names = [s.name for s in c.stages]
     need(len(set(names)) == len(names), "stages", f"names must be distinct, got {names}")
     for i, s in enumerate(c.stages):
-        need(s.steps >= 1, f"stages[{i}].steps", "must be >= 1")
-        need(s.lr > 0, f"stages[{i}].lr", "must be > 0")
+        need(1 <= s.steps <= MAX_STEPS, f"stages[{i}].steps", f"must be in [1, {MAX_STEPS}]")
+        need(0 < s.lr <= MAX_LR, f"stages[{i}].lr", f"must be in (0, {MAX_LR:g}]")
         need(1 <= s.min_subjects <= s.max_subjects, f"stages[{i}].min_subjects", "must be >= 1 and <= max_subjects")

@@ -16,6 +16,7 @@ or multi-process run sees exactly the batches an uninterrupted single process se
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from picbench.errors import BenchFormatError
 from picbench.imaging import load_rgb
-from picbench.pairs import read_pairs, reference_paths, target_path
+from picbench.pairs import pairs_file, read_pairs, reference_paths, target_path
 from picbench.records import Bench, Sample
 from picbench.reference_impl.conditioning import PATCH, fit_reference, uno_ref_long_side
 from picbench.reference_impl.training.config import Config, StageConfig
@@ -75,11 +76,23 @@ def fitted_size(width: int, height: int, long_side: int) -> tuple[int, int]:
 def _header_size(path: Path, sample: Sample, field: str) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
-            return im.size
+            size = im.size
+    except Image.DecompressionBombError as exc:
+        raise BenchFormatError(
+            f"image {path} is too large to decode safely ({exc}); downscale it", sample_id=sample.id, field=field
+        ) from None
     except FileNotFoundError:
         raise BenchFormatError(f"image {path} does not exist", sample_id=sample.id, field=field) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise BenchFormatError(f"image {path} cannot be read: {exc}", sample_id=sample.id, field=field) from None
+    if Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+        raise BenchFormatError(
+            f"image {path} is too large to decode safely ({size[0]}x{size[1]} pixels, more than PIL's decompression-bomb "
+            f"limit of {Image.MAX_IMAGE_PIXELS}); downscale it",
+            sample_id=sample.id,
+            field=field,
+        )
+    return size
 
 
 class PairSource:
@@ -88,7 +101,10 @@ class PairSource:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.path = config.resolve(config.data.pairs)
+        self.file = pairs_file(self.path)
         self.pairs: Bench = read_pairs(self.path)
+        self.pairs_hash = hashlib.sha256(self.file.read_bytes()).hexdigest()[:16]
+        """What a checkpoint records of the pair set, so a resume can tell it changed."""
         self.entries = [self._entry(s) for s in self.pairs.samples]
         self.by_stage = {stage.name: [e for e in self.entries if _selected(e.sample, stage)] for stage in config.stages}
         for stage in config.stages:

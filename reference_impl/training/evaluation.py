@@ -5,7 +5,8 @@ The subset is the first `n_single` single-subject and `n_multi` multi-subject sa
 of `eval.bench` (default positionic-open, built with `picbench bench build positionic-open`; a
 `.jsonl` path also works), generated at one fixed seed with VAA on, through the training
 pipeline itself (same transformer, LoRA active), so nothing is reloaded. Images land in
-`OUT/eval/step-NNNNNNN/`.
+`OUT/eval/step-NNNNNNN/`, named by the sample id made safe the way `picbench run` names its
+images (`picbench.paths.safe_file_stem`), so no id can write outside that folder.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from picbench.benches import load_bench
 from picbench.imaging import load_rgb
-from picbench.paths import resolve_in_root
+from picbench.paths import resolve_in_root, safe_file_stem
 from picbench.records import Sample
 from picbench.reference_impl.training.config import Config
 
@@ -64,7 +65,7 @@ class Validator:
                     delta=m.delta,
                     attention_backend=m.attention_backend,
                 ).images[0]
-                path = folder / f"{sample.id}.png"
+                path = folder / f"{safe_file_stem(sample.id)}.png"
                 image.save(path)
                 items.append(ScoreItem(sample=sample, seed=ev.seed, image_path=path, image=image))
         finally:
