@@ -50,6 +50,11 @@ class Coverage(Counts):
 
     splits: Mapping[str, Counts] = field(default_factory=dict)
 
+    def summary(self, unit: str = "") -> str:
+        """``scored k of n (f with failures)UNIT``, each split's in parentheses where there are two."""
+        splits = "; ".join(f"{name}: {counts.text()}" for name, counts in self.splits.items())
+        return self.text() + unit + (f" ({splits})" if len(self.splits) > 1 else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "partial": self.partial, "splits": {k: v.to_dict() for k, v in self.splits.items()}}
 

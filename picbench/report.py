@@ -246,11 +246,8 @@ def coverage_banners(results: Sequence[tuple[str | None, RunResult]]) -> list[st
 
 
 def coverage_text(coverage: Coverage | None) -> str:
-    """``scored k of n (f failed)`` with the splits, or ``unknown``."""
-    if coverage is None:
-        return "unknown"
-    splits = "; ".join(f"{name}: {c.text()}" for name, c in coverage.splits.items())
-    return coverage.text() + (f" ({splits})" if len(coverage.splits) > 1 else "")
+    """``scored k of n (f with failures)`` with the splits, or ``unknown``."""
+    return "unknown" if coverage is None else coverage.summary()
 
 
 def protocol_header(r: RunResult) -> str:

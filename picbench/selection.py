@@ -6,7 +6,7 @@ an overlapping multi-subject layout). With S splits present, each split gets N /
 the first N % S splits (``single`` before ``multi``) one more; a split with too few samples gives
 its remainder to the others. Within a split the samples taken are those with the smallest
 sha256 of ``"SEED:SAMPLE_ID"``: deterministic, independent of the file's order, and a sample added
-to the bench displaces at most one sample of its split. The chosen samples keep the bench's order.
+to the bench swaps at most one sample of the selection. The chosen samples keep the bench's order.
 """
 
 from __future__ import annotations

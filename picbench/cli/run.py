@@ -302,11 +302,10 @@ def print_summary(result: RunResult, out: Path, *, allow_partial: bool = False) 
 def print_coverage(result: RunResult, *, allow_partial: bool) -> None:
     """``scored k of n`` (per split too), and for a partial run its banner and what the exit code says."""
     coverage = result.coverage
-    if coverage is None:
+    if coverage is None:  # a result always records it; the type allows results read from older files
         console.print("[bold red]coverage unknown[/]")
         return
-    splits = "; ".join(f"{name}: {counts.text()}" for name, counts in coverage.splits.items())
-    console.print(f"[bold]{coverage.text()}[/] item(s)" + (f" ({splits})" if len(coverage.splits) > 1 else ""), highlight=False)
+    console.print(f"[bold]{coverage.summary(' item(s)')}[/]", highlight=False)
     if coverage.partial:
         verdict = "allowed by --allow-partial" if allow_partial else "exit 1 (pass --allow-partial to accept a partial run)"
         console.print(Panel(f"{PARTIAL_BANNER}: {coverage.text()}; {verdict}", style="bold white on red", expand=False))
