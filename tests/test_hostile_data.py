@@ -16,6 +16,7 @@ from run_bench_helpers import write_tiny_bench
 from typer.testing import CliRunner
 
 from picbench.cli import app
+from picbench.coverage import Coverage
 from picbench.records import Score
 from picbench.results import RunResult, save_result
 
@@ -72,6 +73,7 @@ def _run(folder: Path, bench: str, bench_hash: str, directions: dict[str, bool],
         False,
         higher_is_better=directions,
         protocol=protocol,
+        coverage=Coverage(12, 12, 0),
     )
     save_result(result, folder)
     return folder
