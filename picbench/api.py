@@ -67,7 +67,7 @@ def evaluate(
 ) -> Evaluation:
     """Run (or resume) ``method`` on ``bench`` and return the run, as ``picbench run --method
     METHOD --bench BENCH ...``. ``options`` are :class:`~picbench.runner.RunConfig`'s fields, the
-    CLI's options by their Python names: ``seeds``, ``limit``, ``device``, ``models`` ("tiny": a
+    CLI's options by their Python names: ``seeds``, ``limit``, ``split``, ``samples`` (ids), ``device``, ``models`` ("tiny": a
     smoke run, ``result.smoke``), ``data_dir``, ``detector`` (None: no box metrics; default the
     bench's own), ``metrics`` (names; default every default metric), ``params``, ``weights``,
     ``weights_dir``, ``batch_size``, ``retry_failed``, ``precision``, ``identity_sets`` (the CLI's
@@ -80,7 +80,7 @@ def evaluate(
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise PicbenchError(f"evaluate: unknown option(s) {unknown}; the options are {sorted(allowed)}")
-    for name in ("seeds", "metrics", "identity_sets"):  # sequences -> the tuples RunConfig records
+    for name in ("seeds", "metrics", "identity_sets", "samples"):  # sequences -> the tuples RunConfig records
         if options.get(name) is not None:
             options[name] = tuple(options[name])
     for name in ("data_dir", "weights_dir"):

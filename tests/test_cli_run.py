@@ -75,7 +75,11 @@ def test_unknown_bench_unwritable_out_and_incompatible_store(tmp_path: Path, dat
     bench = write_tiny_bench(tmp_path, data_dir, n=2)
     (tmp_path / "file").write_text("x")
     unwritable = _run("--method", "paste", *_base(bench, data_dir, tmp_path / "file" / "run"))
-    assert unwritable.exit_code == 2 and "cannot be created" in _text(unwritable.output)
+    assert (
+        unwritable.exit_code == 2
+        and "cannot create the lock file" in _text(unwritable.output)
+        and "Not a directory" in _text(unwritable.output)
+    )
     old = tmp_path / "old"
     old.mkdir()
     with sqlite3.connect(old / STORE_FILE) as db:

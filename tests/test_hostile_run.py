@@ -302,6 +302,18 @@ def test_a_second_run_on_a_locked_folder_is_refused_naming_the_holder(tmp_path: 
     assert _run(bench, data_dir, out, "--method", "paste").exit_code == 0
 
 
+def test_the_lock_is_taken_before_the_bench_is_read(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run is refused before it reads or validates the bench (a big bench takes seconds)."""
+    import picbench.runner
+
+    bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
+    read: list[str] = []
+    monkeypatch.setattr(picbench.runner, "load_bench", lambda name, *args: read.append(name))
+    with RunLock(out, "0/1"):
+        refused = _run(bench, data_dir, out, "--method", "paste")
+    assert refused.exit_code == 2 and "being worked on" in _text(refused.output) and read == []
+
+
 def test_temporary_files_of_killed_writers_are_removed_on_the_next_run(tmp_path: Path, data_dir: Path) -> None:
     bench, out = write_tiny_bench(tmp_path, data_dir, n=2), tmp_path / "run"
     (out / "images").mkdir(parents=True)

@@ -22,6 +22,7 @@ from picbench.methods import METHODS
 from picbench.records import Sample, Subject
 from picbench.results import iter_sample_scores, load_result
 from picbench.runner import BenchRefusedError, RunConfig, Shard, merge, run
+from picbench.selection import select_samples
 from picbench.store import STORE_FILE
 from picbench.store.sqlite import SMOKE_PNG_KEY
 
@@ -80,7 +81,9 @@ def test_run_writes_a_run_folder_and_a_rerun_recomputes_nothing(tmp_path: Path, 
     assert prov["method"]["params"]["models"] == "tiny" and prov["libraries"]["torch"] and prov["device"] == "cpu"
     assert prov["metric_engine"], "the metric engine's provenance (model ids, weight hashes) is recorded"
     rows = list(iter_sample_scores(out))
-    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in ("s00", "m01") for seed in (0, 1)]
+    chosen = [s.id for s in select_samples(tiny_samples(4), bench="b", limit=2)]
+    assert sorted(sid[0] for sid in chosen) == ["m", "s"], "--limit 2 takes one single- and one multi-subject sample"
+    assert [(s.sample_id, s.seed) for s, _ in rows] == [(sid, seed) for sid in chosen for seed in (0, 1)]
     assert all(s.smoke and (out / image).is_file() for s, image in rows)
     with Image.open(out / rows[0][1]) as image:
         assert image.size == (64, 64) and "random-weight" in image.text[SMOKE_PNG_KEY]

@@ -433,3 +433,16 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(tmp_path: Path, p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)  # gradient sums in another order
     worlds = {json.loads(line)["world"] for line in (two / "run" / "train_log.jsonl").read_text().splitlines()}
     assert worlds == {2}
+
+
+def test_resume_of_a_finished_training_says_so_and_its_report_is_labelled_smoke(tmp_path: Path, pairs: Path) -> None:
+    config_path = tiny_config(tmp_path, pairs)
+    first = Trainer(load_config(config_path), progress=False).run()
+    assert not first.already_finished
+    resumed = runner.invoke(app, ["train", str(config_path), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    text = " ".join(resumed.output.split())
+    assert f"is already finished ({first.global_step} steps); nothing was trained" in text and "nan" not in text
+    page = tmp_path / "train.html"
+    assert runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(page)]).exit_code == 0
+    assert '<div class="smoke" role="alert">SMOKE RUN: random-weight models' in page.read_text()
