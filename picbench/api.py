@@ -7,11 +7,11 @@ per-sample scores as pandas DataFrames.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from picbench.errors import PicbenchError
 from picbench.results import RESULTS_FILE, RunResult, iter_sample_scores, load_result
 
 if TYPE_CHECKING:
@@ -63,49 +63,32 @@ class Evaluation:
 
 
 def evaluate(
-    method: str,
-    bench: str | Path,
-    *,
-    out: str | Path | None = None,
-    seeds: Sequence[int] = (0,),
-    limit: int | None = None,
-    device: str = "cpu",
-    models: Literal["default", "tiny"] = "default",
-    data_dir: str | Path | None = None,
-    detector: str | None = "default",
-    metrics: Sequence[str] | None = None,
-    params: Mapping[str, Any] | None = None,
-    weights: Mapping[str, str | Path] | None = None,
-    weights_dir: str | Path | None = None,
-    batch_size: int = 4,
-    retry_failed: bool = False,
-    progress: Progress | None = None,
+    method: str, bench: str | Path, *, out: str | Path | None = None, progress: Progress | None = None, **options: Any
 ) -> Evaluation:
     """Run (or resume) ``method`` on ``bench`` and return the run, as ``picbench run --method
-    METHOD --bench BENCH ...`` with the same options: ``out`` defaults to
-    ``runs/METHOD__BENCH``, a rerun recomputes nothing finished, ``models="tiny"`` is a smoke run
-    (``result.smoke``), ``detector="default"`` is the bench's own (:func:`picbench.benches.default_detector`), ``detector=None`` computes no box metric, ``metrics`` names metrics
-    (default: every default metric). Raises :class:`~picbench.errors.PicbenchError` where the CLI
-    exits 2. Under ``torchrun`` only rank 0 writes results.json: call it there."""
+    METHOD --bench BENCH ...``. ``options`` are :class:`~picbench.runner.RunConfig`'s fields, the
+    CLI's options by their Python names: ``seeds``, ``limit``, ``split``, ``samples`` (ids), ``device``, ``models`` ("tiny": a
+    smoke run, ``result.smoke``), ``data_dir``, ``detector`` (None: no box metrics; default the
+    bench's own), ``metrics`` (names; default every default metric), ``params``, ``weights``,
+    ``weights_dir``, ``batch_size``, ``retry_failed``, ``precision``, ``identity_sets`` (the CLI's
+    ``--protocols``). ``out`` defaults to ``runs/METHOD__BENCH``; a rerun recomputes nothing
+    finished. Raises :class:`~picbench.errors.PicbenchError` where the CLI exits 2. Under
+    ``torchrun`` only rank 0 writes results.json: call it there."""
     from picbench.runner import RunConfig, default_out, run
 
-    config = RunConfig(
-        method=method,
-        bench=str(bench),
-        out=Path(out) if out is not None else default_out(method, str(bench)),
-        seeds=tuple(seeds),
-        limit=limit,
-        device=device,
-        models=models,
-        data_dir=Path(data_dir) if data_dir is not None else None,
-        detector=detector,
-        metrics=tuple(metrics) if metrics is not None else None,
-        params=dict(params or {}),
-        weights={role: str(folder) for role, folder in (weights or {}).items()},
-        weights_dir=Path(weights_dir) if weights_dir is not None else None,
-        batch_size=batch_size,
-        retry_failed=retry_failed,
-    )
+    allowed = {f.name for f in fields(RunConfig)} - {"method", "bench", "out", "shard"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise PicbenchError(f"evaluate: unknown option(s) {unknown}; the options are {sorted(allowed)}")
+    for name in ("seeds", "metrics", "identity_sets", "samples"):  # sequences -> the tuples RunConfig records
+        if options.get(name) is not None:
+            options[name] = tuple(options[name])
+    for name in ("data_dir", "weights_dir"):
+        if options.get(name) is not None:
+            options[name] = Path(options[name])
+    options["params"] = dict(options.get("params") or {})
+    options["weights"] = {role: str(folder) for role, folder in (options.get("weights") or {}).items()}
+    config = RunConfig(method=method, bench=str(bench), out=Path(out) if out is not None else default_out(method, str(bench)), **options)
     run(config, progress)
     return load_results(config.out)  # what results.json holds, read back: equal to what any reader of the folder gets
 

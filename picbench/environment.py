@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import re
 
-from picbench.errors import DeviceError, EnvironmentProblem
+from picbench.errors import DeviceError, EnvironmentProblem, MissingExtraError
 
 _DEVICE = re.compile(r"^(?P<type>[a-z]+)(?::(?P<index>\d+))?$")
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM}
@@ -50,6 +50,8 @@ def environment_cause(exc: BaseException) -> str | None:
     the input: a sample's failure is recorded, an environment's stops the run."""
     if isinstance(exc, EnvironmentProblem):
         return "the environment"
+    if isinstance(exc, ImportError):  # a package missing here: an outcome computed without it must not be kept
+        return f"a missing package ({exc.name or exc})"
     if isinstance(exc, MemoryError):
         return "out of memory"
     if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
@@ -71,10 +73,6 @@ GENERATE_MODULES = ("diffusers", "peft", "accelerate")
 """The import names of the ``generate`` extra's libraries (pyproject ``[project.optional-dependencies]``)."""
 
 
-class MissingExtraError(EnvironmentProblem):
-    """An optional group of dependencies (a pip extra) this verb needs is not installed."""
-
-
 def require_extra(what: str, modules: tuple[str, ...] = GENERATE_MODULES, extra: str = GENERATE_EXTRA) -> None:
     """Import ``modules`` now, before any work, or raise :class:`MissingExtraError` naming ``what``
     needs them and the extra to install (an evaluation-only install lacks the generation stack)."""
@@ -87,7 +85,4 @@ def require_extra(what: str, modules: tuple[str, ...] = GENERATE_MODULES, extra:
         except ImportError:
             missing.append(name)
     if missing:
-        raise MissingExtraError(
-            f"{what} needs the '{extra}' extra, which is not installed here (missing: {', '.join(missing)}); "
-            f"install it with: pip install 'picbench[{extra}]'"
-        )
+        raise MissingExtraError(what, extra, ", ".join(missing))

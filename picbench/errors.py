@@ -71,10 +71,14 @@ class UnknownNameError(PicbenchError, KeyError):
         return str(self.args[0])
 
 
-class MissingExtraError(PicbenchError, ImportError):
-    """An optional dependency is not installed; the message names the extra that installs it."""
+class MissingExtraError(EnvironmentProblem, ImportError):
+    """An optional group of dependencies (a pip extra) is not installed; the message names what
+    needs it, what is missing and the extra that installs it. A problem of the machine: a run
+    stops on it, and records nothing as a sample's outcome."""
 
-    def __init__(self, purpose: str, extra: str, cause: ImportError) -> None:
+    def __init__(self, purpose: str, extra: str, missing: ImportError | str) -> None:
+        names = (missing.name or str(missing)) if isinstance(missing, ImportError) else missing
         super().__init__(
-            f"{purpose} needs the optional package {cause.name or 'it imports'} ({cause}); install it with: pip install 'picbench[{extra}]'"
+            f"{purpose} needs the '{extra}' extra, which is not installed here (missing: {names}); "
+            f"install it with: pip install 'picbench[{extra}]'"
         )

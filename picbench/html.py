@@ -31,7 +31,7 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:1400px}
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.6rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.9rem}th,td{padding:.25rem .6rem;border-bottom:1px solid #eee;text-align:right}
 table.facts th,table.facts td{text-align:left}table.facts td{font-family:monospace;word-break:break-all}
-.smoke{background:#c62828;color:#fff;font-weight:bold;padding:.8rem 1rem;font-size:1.1rem;margin:1rem 0}
+.smoke,.partial{background:#c62828;color:#fff;font-weight:bold;padding:.8rem 1rem;font-size:1.1rem;margin:1rem 0}
 .warning{background:#fff3cd;border:1px solid #e0c36a;padding:.5rem .8rem;margin:.4rem 0}
 .plot{max-width:100%}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:1rem}

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picbench.atomic import atomic_write
+from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError, ResultFormatError
 from picbench.protocols import UNKNOWN, ProtocolMismatchError, label, parse_record
 from picbench.results import RESULTS_FILE, RunResult, load_result
@@ -44,6 +46,9 @@ PROVENANCE_COLUMNS = [
     "origin",
 ]
 COUNT_COLUMNS = ["n_items", "n_failures"]
+COVERAGE_COLUMNS = ["coverage", "n_expected", "n_scored"]
+"""``coverage``: ``scored/expected`` (``PARTIAL`` added when short, ``unknown`` for a measured row
+of an older results file, empty for a reported number); the counts beside it feed ``regress``."""
 BASE_METRICS = [
     "clip_i",
     "clip_t",
@@ -91,6 +96,7 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
     for key in COUNT_COLUMNS:
         value = result.counts.get(key, result.metrics.get(key))
         row[key] = int(value) if value is not None else None
+    row.update(coverage_cells(result.coverage))
     for key, value in result.metrics.items():
         if key not in COUNT_COLUMNS:
             row[key] = _metric_value(value, result.method, key, origin)
@@ -98,6 +104,32 @@ def result_row(result: RunResult, origin: str | Path | None = None) -> dict[str,
         if key in result.metrics:
             row[key + CI_SUFFIXES[0]], row[key + CI_SUFFIXES[1]] = low, high
     return row
+
+
+def coverage_cells(coverage: Coverage | None) -> dict[str, Any]:
+    """The coverage columns of a measured row."""
+    if coverage is None:
+        return {"coverage": "unknown", "n_expected": None, "n_scored": None}
+    text = f"{coverage.scored}/{coverage.expected}" + (" PARTIAL" if coverage.partial else "")
+    return {"coverage": text, "n_expected": coverage.expected, "n_scored": coverage.scored}
+
+
+def coverage_label(row: Mapping[str, Any]) -> str:
+    """A row's coverage cell: ``scored/expected`` (``PARTIAL`` when short), ``unknown`` for a
+    measured row without coverage, empty for a reported number."""
+    value = row.get("coverage")
+    if isinstance(value, str) and value:
+        return value
+    return "" if row.get("source") == "reported" else "unknown"
+
+
+def row_coverage(row: Mapping[str, Any]) -> Counts | None:
+    """A row's coverage counts, None where it records none (an older results file, a reported number)."""
+    expected, scored = row.get("n_expected"), row.get("n_scored")
+    if not _number(expected) or not _number(scored):
+        return None
+    failed = row.get("n_failures")  # the engine's count: every item with a recorded failure, scored or not
+    return Counts(int(expected), int(scored), int(failed) if _number(failed) else int(expected) - int(scored))
 
 
 def protocol_columns(result: RunResult) -> dict[str, str]:
@@ -271,7 +303,7 @@ def read_leaderboard(path: str | Path, *, allow_nonfinite: bool = False) -> pd.D
 
     path = Path(path)
     try:
-        frame = pd.read_csv(path, dtype={c: str for c in PROVENANCE_COLUMNS})
+        frame = pd.read_csv(path, dtype={c: str for c in [*PROVENANCE_COLUMNS, "coverage"]})
     except FileNotFoundError:
         raise PicbenchError(f"no leaderboard file at {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
@@ -326,7 +358,7 @@ def _restore_cell(value: Any) -> Any:
 
 def metric_columns(table: pd.DataFrame) -> list[str]:
     """The columns of ``table`` that hold metric values (not keys, counts, intervals or provenance)."""
-    fixed = set(KEY_COLUMNS) | set(PROVENANCE_COLUMNS) | set(COUNT_COLUMNS)
+    fixed = set(KEY_COLUMNS) | set(PROVENANCE_COLUMNS) | set(COUNT_COLUMNS) | set(COVERAGE_COLUMNS)
     return [c for c in table.columns if c not in fixed and not c.endswith(CI_SUFFIXES)]
 
 
@@ -340,7 +372,7 @@ def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     other = sorted(m for m in metrics if m not in KNOWN_METRICS)
     present = set(frame.columns)
     with_intervals = [c for m in known + other for c in (m, m + CI_SUFFIXES[0], m + CI_SUFFIXES[1]) if c == m or c in present]
-    columns = KEY_COLUMNS + with_intervals + COUNT_COLUMNS + PROVENANCE_COLUMNS
+    columns = KEY_COLUMNS + with_intervals + COUNT_COLUMNS + COVERAGE_COLUMNS + PROVENANCE_COLUMNS
     return frame.reindex(columns=columns)
 
 
@@ -350,6 +382,11 @@ def _metric_value(value: Any, method: str, key: str, origin: str | Path | None) 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PicbenchError(f"{origin or 'results'}: method {method!r}, metric {key!r} is {value!r}, not a finite number")
     return float(value)
+
+
+def _number(value: Any) -> bool:
+    """A finite number (numpy's integer and float scalars included), not a bool or an empty cell."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _first(mapping: Any, *keys: str) -> str:

@@ -47,6 +47,10 @@ def default_data_dir() -> Path:
 def picbench_home() -> Path:
     """Per-user state (built benches, caches): ``$PICBENCH_HOME`` or ``~/.cache/picbench``."""
     home = Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "picbench")
+    if home.exists() and not home.is_dir():
+        raise PicbenchError(
+            f"picbench's home {home} (${HOME_ENV} or ~/.cache/picbench) is a file, not a folder; point ${HOME_ENV} at a folder"
+        )
     return home
 
 

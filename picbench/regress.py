@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from picbench.coverage import ALLOW_HINT, ALLOWED, gate
 from picbench.errors import PicbenchError
-from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_protocol
+from picbench.leaderboard import build_leaderboard, higher_is_better, load_rows, metric_columns, row_coverage, row_protocol
 from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ def compare(
     per_metric: Mapping[str, float] | None = None,
     allow_smoke: bool = False,
     allow_missing: bool = False,
+    allow_partial: bool = False,
     significance: float | None = None,
     allow_protocol_mismatch: bool = False,
 ) -> RegressReport:
@@ -129,9 +131,11 @@ def compare(
     hold. Where the baseline has rows with the run's smoke flag, only those are used. The gate
     fails closed: a smoke run checked against real numbers (or the reverse) and a run lacking
     metrics the baseline holds block the pass unless ``allow_smoke`` / ``allow_missing`` say
-    otherwise (then they are warnings). Rows of different (or unknown) protocols are refused with
-    :class:`ProtocolMismatchError` unless ``allow_protocol_mismatch`` (then their checks are labelled
-    with both protocols and a warning names the fields). With ``significance`` (a level such as 0.05), every change
+    otherwise (then they are warnings); so does a run that covers fewer items, or has more failed
+    items, than its baseline row, or whose coverage is unknown, unless ``allow_partial``. Rows of
+    different (or unknown) protocols are refused with :class:`ProtocolMismatchError` unless
+    ``allow_protocol_mismatch`` (then their checks are labelled with both protocols and a warning
+    names the fields). With ``significance`` (a level such as 0.05), every change
     beyond its tolerance is tested with a paired bootstrap; a run-level metric (AP) has no paired
     test and counts on its tolerance alone."""
     if significance is not None and not 0.0 < significance < 1.0:
@@ -158,6 +162,9 @@ def compare(
             rows = same_smoke
         for _, base in rows.iterrows():
             protocols = _protocol_check(run, base, allow_protocol_mismatch, warnings)
+            reason = coverage_reason(run, base)
+            if reason:
+                (warnings if allow_partial else blocking).append(reason + (ALLOWED if allow_partial else ALLOW_HINT))
             if _text(run.get("limit")) and _text(run.get("limit")) != _text(base.get("limit")):
                 warnings.append(
                     f"{run['method']} on {run['bench']}: the run used --limit {_text(run.get('limit'))}, the baseline row "
@@ -198,6 +205,12 @@ def compare(
     if unused:
         warnings.append(f"--tolerance-for names metric(s) that were not compared: {', '.join(unused)}")
     return RegressReport(tuple(checks), tuple(warnings), tuple(dict.fromkeys(blocking)))
+
+
+def coverage_reason(run: Mapping, base: Mapping) -> str | None:
+    """Why the run's row cannot be vouched for against the baseline row on coverage (None: it can)."""
+    label = f"{run['method']} on {run['bench']} (baseline {base['source']} {base.get('origin', '')})".replace(" )", ")")
+    return gate(label, row_coverage(run), row_coverage(base), reported_baseline=base["source"] == "reported")
 
 
 def _protocol_check(run: pd.Series, base: pd.Series, allow: bool, warnings: list[str]) -> str:

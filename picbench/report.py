@@ -27,6 +27,7 @@ from PIL import Image
 
 from picbench.atomic import atomic_write
 from picbench.benches import load_bench
+from picbench.coverage import PARTIAL_BANNER, Coverage
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.html import escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
@@ -36,6 +37,8 @@ from picbench.protocols import label as protocol_name
 from picbench.protocols import spread
 from picbench.records import Bench, Sample, Score, SubjectScore
 from picbench.results import RESULTS_FILE, SAMPLES_FILE, RunResult, iter_sample_scores, load_result
+from picbench.trainlog import TRAIN_LOG, finite
+from picbench.trainlog import read_training_log as read_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,7 +86,13 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
         view.scores = list(iter_sample_scores(run_dir))
     else:
         view.warnings.append(f"no {SAMPLES_FILE} beside {RESULTS_FILE}: only the aggregate table can be shown")
-    if bench is None and _names_a_file(result.bench):
+    recorded = recorded_bench_file(result) if bench is None else None
+    if recorded is not None:
+        bench, data_dir, refused = _recorded_bench(recorded, data_dir)
+        if refused:
+            view.warnings.append(refused)
+            return view
+    elif bench is None and _names_a_file(result.bench):
         view.warnings.append(
             f"the run names bench {result.bench[:200]!r}, which is not a registered or built bench, so it is not read "
             "(a results file must not make the report open arbitrary files); pass --bench to draw target boxes"
@@ -101,6 +110,34 @@ def load_run_view(results: str | Path, *, data_dir: str | Path | None = None, be
             f"bench {loaded.name!r} has changed since this run (its hash differs from the run's): target boxes may not match"
         )
     return view
+
+
+def recorded_bench_file(result: RunResult) -> Mapping[str, Any] | None:
+    """The bench file a run recorded reading (path, sha256, data root), if it recorded one."""
+    bench = result.provenance.get("bench")
+    record = bench.get("file") if isinstance(bench, Mapping) else None
+    if isinstance(record, Mapping) and isinstance(record.get("path"), str) and isinstance(record.get("sha256"), str):
+        return record
+    return None
+
+
+def _recorded_bench(record: Mapping[str, Any], data_dir: str | Path | None) -> tuple[str | None, str | Path | None, str | None]:
+    """(bench path, data root, None) to read the run's own bench file again, or (None, None, why
+    not). The file is read only when its bytes still hash to what the run recorded: a results file
+    cannot make the report parse any other file, and a bench edited since the run is not taken for it."""
+    from picbench.records import file_sha256
+
+    path = Path(record["path"])
+    if not path.name.endswith(".jsonl") or not path.is_file():  # never a device, a pipe or a folder
+        return None, None, f"the run's bench file {path} is not a .jsonl file here: pass --bench to draw target boxes"
+    try:
+        found = file_sha256(path)
+    except OSError as exc:
+        return None, None, f"the run's bench file {path} cannot be read ({exc.strerror or exc}): pass --bench to draw target boxes"
+    if found != record["sha256"]:
+        return None, None, f"the run's bench file {path} has changed since the run (its sha256 differs): pass --bench to draw target boxes"
+    root = data_dir or (record.get("data_root") if isinstance(record.get("data_root"), str) and record.get("data_root") else None)
+    return str(path), root, None
 
 
 def _names_a_file(name: str) -> bool:
@@ -126,6 +163,7 @@ def build_report(
     parts = [f"<h1>{escape(title)}</h1>"]
     if view.smoke:
         parts.append(f'<div class="smoke" role="alert">{escape(SMOKE_NOTE)}. Do not quote or compare them.</div>')
+    parts += coverage_banners([(None, r)])
     parts += [f'<div class="warning">warning: {escape(w)}</div>' for w in view.warnings]
     parts.append(protocol_header(r))
     parts += [
@@ -193,6 +231,25 @@ def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str,
     return frame.dropna(axis=1, how="all")
 
 
+def coverage_banners(results: Sequence[tuple[str | None, RunResult]]) -> list[str]:
+    """A banner per partial run (its aggregates leave items out) and per run of unknown coverage."""
+    banners = []
+    for label, r in results:
+        who = f"{label}: " if label else ""
+        if r.coverage is None:
+            banners.append(
+                f'<div class="partial" role="alert">{escape(who)}coverage unknown: this results file predates coverage records</div>'
+            )
+        elif r.coverage.partial:
+            banners.append(f'<div class="partial" role="alert">{escape(who + PARTIAL_BANNER)}: {escape(coverage_text(r.coverage))}</div>')
+    return banners
+
+
+def coverage_text(coverage: Coverage | None) -> str:
+    """``scored k of n (f with failures)`` with the splits, or ``unknown``."""
+    return "unknown" if coverage is None else coverage.summary()
+
+
 def protocol_header(r: RunResult) -> str:
     """The protocol the numbers were computed under, at the top of the page (``unknown`` for results
     that record none), the other identity sets' labels, and the spread between protocols."""
@@ -230,6 +287,7 @@ def run_facts(r: RunResult) -> dict[str, str]:
         "bench": f"{r.bench} {r.bench_version}".strip(),
         "bench hash": r.bench_hash,
         "seeds": ", ".join(map(str, r.seeds)),
+        "coverage": coverage_text(r.coverage) + (" (PARTIAL)" if r.partial else ""),
         "counts": ", ".join(f"{k} {v}" for k, v in r.counts.items()),
         "source": r.source,
         "smoke": "yes: random-weight models" if r.smoke else "no",
@@ -402,6 +460,7 @@ def build_comparison(
     parts = [f"<h1>{escape(title)}</h1>"]
     if smoke:
         parts.append(f'<div class="smoke" role="alert">{escape(SMOKE_NOTE)}. Do not quote or compare them.</div>')
+    parts += coverage_banners([(label, v.result) for label, v in zip(labels, views)])
     if len({v.result.bench for v in views}) > 1:
         parts.append(
             f'<div class="warning">warning: the runs are on different benches ({escape(", ".join(sorted({v.result.bench for v in views})))}); '
@@ -518,12 +577,16 @@ for (const table of document.querySelectorAll('table.leaderboard')) {
 def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboard") -> str:
     """Measured and reported rows in separate tables (a paper's numbers are not measurements),
     a column per metric with its interval where known and its direction, sortable by a click."""
-    from picbench.leaderboard import higher_is_better, metric_columns
+    from picbench.leaderboard import coverage_label, higher_is_better, metric_columns
 
     metrics = [m for m in metric_columns(table) if table[m].notna().any()]
     parts = [f"<h1>{escape(title)}</h1>"]
     if bool(table["smoke"].any()):
         parts.append(f'<div class="smoke" role="alert">rows marked SMOKE: {escape(SMOKE_NOTE)}</div>')
+    partial = [r for r in table.to_dict("records") if "PARTIAL" in coverage_label(r)]
+    if partial:
+        names = ", ".join(f"{r['method']} on {r['bench']}" for r in partial)
+        parts.append(f'<div class="partial" role="alert">rows marked PARTIAL ({escape(names)}): {escape(PARTIAL_BANNER)}</div>')
     parts.append(
         "<p>Click a column to sort. &uarr; higher is better, &darr; lower is better; "
         "brackets hold the bootstrap 95% interval where the run measured one.</p>"
@@ -537,11 +600,12 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
         head = "".join(f"<th>{escape(c)}</th>" for c in ("method", "bench"))
         head += "".join(f"<th>{escape(m)} {'&uarr;' if higher_is_better(m, *records) else '&darr;'}</th>" for m in shown)
         extra = "citation" if source == "reported" else "date"
-        head += f"<th>protocol</th><th>{extra}</th>"
+        head += f"<th>coverage</th><th>protocol</th><th>{extra}</th>"
         body = []
         for row in records:
             cells = [
-                f'<td data-value="{escape(row["method"])}">{escape(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}</td>',
+                f'<td data-value="{escape(row["method"])}">{escape(row["method"])}{" <b>SMOKE</b>" if row["smoke"] else ""}'
+                f"{' <b>PARTIAL</b>' if 'PARTIAL' in coverage_label(row) else ''}</td>",
                 f'<td data-value="{escape(row["bench"])}">{escape(row["bench"])}</td>',
             ]
             for m in shown:
@@ -552,6 +616,8 @@ def build_leaderboard_page(table: pd.DataFrame, title: str = "picbench leaderboa
                 low, high = row.get(m + "_ci_low"), row.get(m + "_ci_high")
                 ci = f'<br><span class="ci">[{low:.3f}, {high:.3f}]</span>' if _number(low) and _number(high) else ""
                 cells.append(f'<td data-value="{float(value)!r}">{value:.3f}{ci}</td>')
+            covered = escape(coverage_label(row))
+            cells.append(f'<td class="coverage" data-value="{covered}">{covered}</td>')
             protocol = protocol_label(row)
             cells.append(f'<td class="protocol" data-value="{escape(protocol)}">{escape(protocol)}</td>')
             note = row.get(extra)
@@ -571,9 +637,8 @@ def _number(value: object) -> bool:
 
 # -- a training run -------------------------------------------------------------------------------
 
-TRAIN_LOG = "train_log.jsonl"
-"""What `picbench train` writes per step (picbench.reference_impl.training.loop.LOG_FILE)."""
 TRAIN_CURVES = ("loss", "lr", "grad_norm")
+TRAIN_SMOKE_NOTE = "SMOKE RUN: random-weight models (a tiny base or tiny metric models); these losses and scores mean nothing"
 
 
 def is_training_folder(path: str | Path) -> bool:
@@ -581,19 +646,10 @@ def is_training_folder(path: str | Path) -> bool:
 
 
 def read_training_log(folder: str | Path) -> list[dict[str, Any]]:
-    """The step records of a training folder; a malformed line is an error naming file and line."""
+    """The step records of a training folder (:mod:`picbench.trainlog`: a torn last line is left
+    out, any other damaged line is an error naming file and line)."""
     log = Path(folder) / TRAIN_LOG
-    records = []
-    for number, line in enumerate(log.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PicbenchError(f"{log}:{number}: not a JSON object: {exc}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise PicbenchError(f"{log}:{number}: field 'step' is missing or not an integer")
-        records.append(record)
+    records, _ = read_log(log)
     if not records:
         raise PicbenchError(f"{log}: no training steps logged yet")
     return records
@@ -604,14 +660,16 @@ def build_training_report(folder: str | Path) -> str:
     benchmark's scores of the validation subset (CLIP-I, DINO, IoU/mIoU, ...) at each evaluation."""
     folder = Path(folder)
     records = read_training_log(folder)
-    curves = {name: [(r["step"], r[name]) for r in records if isinstance(r.get(name), (int, float))] for name in TRAIN_CURVES}
+    curves = {name: [(r["step"], v) for r in records if (v := finite(r.get(name))) is not None] for name in TRAIN_CURVES}
     scores: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         for key, value in (r.get("eval") or {}).items():
-            if isinstance(value, (int, float)) and not key.startswith("n_") and math.isfinite(value):
-                scores.setdefault(key, []).append((r["step"], float(value)))
+            if (number := finite(value)) is not None and not key.startswith("n_"):
+                scores.setdefault(key, []).append((r["step"], number))
+    smoke = any(r.get("smoke") is True for r in records)
     body = [
-        f"<h1>training: {escape(folder.name)}</h1>",
+        f"<h1>training: {escape(folder.name)}{' (SMOKE RUN)' if smoke else ''}</h1>",
+        *([f'<div class="smoke" role="alert">{escape(TRAIN_SMOKE_NOTE)}</div>'] if smoke else []),
         key_value_table(
             {
                 "steps logged": str(len(records)),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from picbench.atomic import atomic_write
+from picbench.coverage import Coverage
 from picbench.errors import PicbenchError, ResultFormatError
 from picbench.limits import SEED_LIMIT
 from picbench.protocols import parse_record
@@ -49,6 +50,13 @@ class RunResult:
     source: str = "measured"  # or "reported" for numbers copied from a paper
     higher_is_better: Mapping[str, bool] = field(default_factory=dict)  # base metric key -> direction; absent = higher is better
     intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric key -> bootstrap 95% interval
+    coverage: Coverage | None = None  # None: unknown (a results file written before coverage was recorded)
+
+    @property
+    def partial(self) -> bool:
+        """True when the aggregates cover fewer items than the run was asked for."""
+        return self.coverage is not None and self.coverage.partial
+
     protocol: Mapping[str, Any] | None = None  # {"name", "hash", "fields"} of the plain metric keys; None: unknown (older results)
     extra_protocols: tuple[Mapping[str, Any], ...] = ()  # the other identity sets of the run, whose keys read KEY@SET
 
@@ -61,6 +69,7 @@ class RunResult:
         d["schema"] = RESULTS_SCHEMA
         d["seeds"] = list(self.seeds)
         d["intervals"] = {k: list(v) for k, v in self.intervals.items()}
+        d["coverage"] = self.coverage.to_dict() if self.coverage is not None else None
         d["extra_protocols"] = [dict(p) for p in self.extra_protocols]
         return d
 
@@ -137,6 +146,7 @@ class RunResult:
             source=d.get("source", "measured"),
             higher_is_better=dict(directions),
             intervals={k: (float(v[0]), float(v[1])) for k, v in intervals.items()},
+            coverage=Coverage.from_dict(d["coverage"], file=file) if d.get("coverage") is not None else None,
             protocol=protocol,
             extra_protocols=extra_protocols,
         )

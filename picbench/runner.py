@@ -17,7 +17,8 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -30,7 +31,8 @@ from PIL import Image
 
 import picbench
 from picbench.atomic import atomic_write
-from picbench.benches import default_detector, load_bench
+from picbench.benches import bench_file_record, default_detector, load_bench
+from picbench.coverage import Coverage, measure
 from picbench.environment import check_device, environment_cause, is_out_of_memory
 from picbench.errors import EnvironmentProblem, PicbenchError
 from picbench.limits import SEED_LIMIT
@@ -46,6 +48,7 @@ from picbench.records import (
     generation_key,
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
+from picbench.selection import LIMIT_SEED, select_samples
 from picbench.store import RunLock, RunStore
 
 if TYPE_CHECKING:
@@ -104,7 +107,9 @@ class RunConfig:
     bench: str
     out: Path
     seeds: tuple[int, ...] = (0,)
-    limit: int | None = None
+    limit: int | None = None  # an even, seeded share of each split (picbench.selection)
+    split: str | None = None  # only "single" or only "multi" samples
+    samples: tuple[str, ...] | None = None  # only these sample ids
     device: str = "cpu"
     models: Literal["default", "tiny"] = "default"
     shard: Shard | None = None
@@ -163,7 +168,7 @@ def default_out(method: str, bench: str) -> Path:
 
 _PER_INVOCATION = ("out", "shard", "retry_failed")
 _PATH_FIELDS = ("data_dir", "weights_dir")
-_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets")
+_TUPLE_FIELDS = ("seeds", "metrics", "identity_sets", "samples")
 
 
 class Progress(Protocol):
@@ -239,7 +244,8 @@ def _work_items(method: Method, cache_params: Mapping[str, Any], samples: list[S
 def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     """Run (or resume) one method on one bench. Raises before generating anything when the bench,
     the method, the device, any model's weights or the output folder is unusable, or when another
-    process works on the same part of the same folder (a lock)."""
+    process works on the same part of the same folder (a lock, taken before the bench is read, so
+    a second run on the folder is refused at once)."""
     progress = progress or SilentProgress()
     shard, dist_state = _resolve_shard(config)
     device = check_device(_rank_device(config.device, dist_state))
@@ -247,13 +253,47 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
     bad_seeds = [s for s in config.seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < SEED_LIMIT]
     if bad_seeds or not config.seeds:
         raise PicbenchError(f"seeds must be integers in [0, 2**63), got {list(config.seeds)[:5]!r}")
-    bench = load_bench(config.bench, config.data_dir)
-    if config.detector == BENCH_DEFAULT:
-        config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
-    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
-    _refuse_invalid(bench.with_samples(samples), given=config.bench)
+    with _locked(config.out, str(shard)):
+        bench = load_bench(config.bench, config.data_dir)
+        if config.detector == BENCH_DEFAULT:
+            config = replace(config, detector=default_detector(bench.name))  # recorded resolved: a merge scores with the same
+        samples = _selected(bench, config)
+        _refuse_invalid(bench.with_samples(samples), given=config.bench)
+        outcome = _run_locked(config, progress, shard, dist_state, device, bench, samples)
+    if dist_state is not None:
+        dist_state.destroy_process_group()
+    return outcome
+
+
+@contextmanager
+def _locked(out: Path, part: str) -> Iterator[RunLock]:
+    """Hold the folder's lock for this part. A run refused before writing anything (unknown bench,
+    invalid bench, bad selection) leaves no folder behind where there was none."""
+    out = Path(out)
+    created = not out.exists()
+    lock = RunLock(out, part)
+    lock.acquire()
+    try:
+        yield lock
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [lock.path.name]:
+            lock.path.unlink()
+            out.rmdir()
+        raise
+    finally:
+        lock.release()
+
+
+def _selected(bench: Bench, config: RunConfig) -> list[Sample]:
+    return select_samples(bench.samples, bench=config.bench, split=config.split, ids=config.samples, limit=config.limit)
+
+
+def _run_locked(
+    config: RunConfig, progress: Progress, shard: Shard, dist_state: Any, device: str, bench: Bench, samples: list[Sample]
+) -> RunOutcome:
+    """Generate, score and (for the whole run or rank 0) finalize, under the folder's lock."""
     method = METHODS.get(config.method)(models=config.models, device=device, params=dict(config.params), weights_dir=config.weights_dir)
-    with RunStore(config.out) as store, RunLock(config.out, str(shard)):
+    with RunStore(config.out) as store:
         store.remove_stale_tmp()
         engine = _engine(config, device, store)  # resolves every metric model's weights now, before any generation
         cache_params = method.cache_params()
@@ -275,8 +315,6 @@ def run(config: RunConfig, progress: Progress | None = None) -> RunOutcome:
             dist_state.wait_for_everyone()
         if shard.count == 1 or (dist_state is not None and dist_state.is_main_process):
             outcome.result = _finalize(store, config, bench, samples, items, engine, scorer, provenance_method, device)
-    if dist_state is not None:
-        dist_state.destroy_process_group()
     return outcome
 
 
@@ -309,7 +347,7 @@ def merge(out: str | Path, *, device: str | None = None) -> RunResult:
     bench = load_bench(config.bench, config.data_dir)
     if bench.spec_hash() != cfg["bench_spec_hash"]:
         raise PicbenchError(f"{out}: bench {config.bench} changed since the run (spec hash differs); rerun instead of merging")
-    samples = list(bench.samples[: config.limit] if config.limit is not None else bench.samples)
+    samples = _selected(bench, config)
     method = METHODS.get(config.method)(models=config.models, device="cpu", params=dict(config.params), weights_dir=config.weights_dir)
     items = _work_items(method, cfg["cache_params"], samples, config.seeds)  # builds no network: only the items' keys
     with RunStore(out) as store:
@@ -595,6 +633,7 @@ def _finalize(
         generation_failures=sum(1 for i in items if generations[i.key].failure is not None),
     )
     smoke = config.smoke or bool(engine_provenance.get("smoke"))
+    coverage = _coverage(items, ordered, generations)
     result = RunResult(
         method=method_provenance["name"],
         method_version=method_provenance["version"],
@@ -609,11 +648,26 @@ def _finalize(
         provenance=_provenance(config, bench, method_provenance, engine_provenance, device, smoke),
         higher_is_better=engine.directions(),
         intervals=engine.intervals(ordered, {s.id: s for s in samples}),
+        coverage=coverage,
         protocol=protocols[0],
         extra_protocols=tuple(protocols[1:]),
     )
     save_result(result, store.out_dir)
     return result
+
+
+def _coverage(items: list[_Item], scores: list[Score], generations: Mapping[str, Generation]) -> Coverage:
+    """Expected, scored and failed items, per split (:mod:`picbench.coverage`): an item is scored
+    when its image was generated and the engine computed a value from it (an image it could not
+    decode has none), failed when its score records any failure (the engine's n_failures)."""
+    return measure(
+        (
+            item.sample.split,
+            generations[item.key].failure is None and any(v is not None for v in score.metrics.values()),
+            bool(score.failures),
+        )
+        for item, score in zip(items, scores)
+    )
 
 
 def _write_samples(
@@ -694,6 +748,10 @@ def _provenance(
             "spec_hash": bench.spec_hash(),
             "reconstruction": bench.reconstruction,
             "limit": config.limit,
+            "limit_seed": LIMIT_SEED if config.limit is not None else None,
+            "split": config.split,
+            "samples": list(config.samples) if config.samples is not None else None,
+            "file": bench_file_record(config.bench, config.data_dir),
         },
         "method": dict(method),
         "seeds": list(config.seeds),

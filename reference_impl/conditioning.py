@@ -72,8 +72,13 @@ def encode_image_tokens(
 
 
 def encode_posterior(pipe: FluxPipeline, image: Image.Image, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The VAE posterior's mean and standard deviation [1, C, H/8, W/8], in the VAE's dtype."""
-    pixels = pipe.image_processor.preprocess(image, height=image.height, width=image.width).to(device, pipe.vae.dtype)
+    """The VAE posterior's mean and standard deviation [1, C, H/8, W/8], in the VAE's dtype.
+
+    The pixels are made contiguous (NCHW) as UNO's ``TVF.to_tensor`` gives them
+    (`uno/flux/pipeline.py:268` @ d305981): diffusers' ``preprocess`` returns a channels-last view,
+    and the convolutions then take another kernel path (7e-4 off in float32 on a tiny VAE, found by
+    tests/parity/test_parity_uno.py)."""
+    pixels = pipe.image_processor.preprocess(image, height=image.height, width=image.width).contiguous().to(device, pipe.vae.dtype)
     posterior = pipe.vae.encode(pixels).latent_dist
     return posterior.mean, posterior.std
 

@@ -92,6 +92,8 @@ def test_evaluate_returns_what_results_json_holds_with_frames(tmp_path: Path, da
         "paste", bench, out=tmp_path / "run", data_dir=data_dir, models="tiny", detector=None, metrics=["clip_i", "dino"], seeds=(0, 1)
     )
     assert _stable(again.folder) == first and again.result.metrics == run.result.metrics  # resumed: the same result
+    with pytest.raises(PicbenchError, match=r"unknown option\(s\) \['seed'\]"):
+        picbench.evaluate("paste", bench, out=tmp_path / "bad", seed=3)
     with pytest.raises(PicbenchError, match="unknown method"):
         picbench.evaluate("nope", bench, out=tmp_path / "bad", data_dir=data_dir, models="tiny")
 

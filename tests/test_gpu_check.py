@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 import sysconfig
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -80,16 +80,21 @@ def test_picbench_runs_from_the_checkout_uninstalled(tmp_path: Path) -> None:
     assert Path(checkpoints) == REPO / "adapters" / "__init__.py"
 
 
-def test_parts_run_in_turn_until_the_budget_is_spent() -> None:
+def test_parts_run_in_turn_until_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock the test moves (each slow part takes 5 s of it), not the wall clock."""
+    clock = [0.0]
+    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
     def slow() -> dict:
-        time.sleep(0.05)
+        clock[0] += 5.0
         return {"figure": 1}
 
     calls = {"attention": slow, "pipeline": lambda: 1 / 0, "metrics": slow, "trainer": slow}
     parts = gpu_check.run_parts(calls, ["attention", "pipeline", "metrics"], budget_s=10.0)
     assert parts == {"attention": {"figure": 1}, "pipeline": {"error": "ZeroDivisionError: division by zero"}, "metrics": {"figure": 1}}
-    late = gpu_check.run_parts(calls, ["attention", "trainer"], budget_s=0.01)
-    assert late["attention"] == {"figure": 1} and late["trainer"]["error"].startswith("skipped: 0 s of the 0 s budget")
+    clock[0] = 0.0
+    late = gpu_check.run_parts(calls, ["attention", "trainer"], budget_s=4.0)
+    assert late["attention"] == {"figure": 1} and late["trainer"]["error"].startswith("skipped: 5 s of the 4 s budget")
 
 
 def test_parity_part_runs_uno_in_bf16_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from picbench.benches.jsonl import write_bench_jsonl
 from picbench.cli import app
+from picbench.coverage import Counts, Coverage
 from picbench.leaderboard import export_leaderboard, read_leaderboard
 from picbench.methods.images import ImagesMethod
 from picbench.records import Bench, Sample, Score, Subject, SubjectScore
@@ -34,9 +35,9 @@ def _text(output: str) -> str:
 
 
 def _result(method: str = "paste", *, smoke: bool = False, metrics: dict | None = None, bench: str = "dreambench") -> RunResult:
-    return RunResult(
-        method, "1", {}, bench, "1", "0" * 64, (0,), metrics or {"clip_i": 0.8, "dino": 0.7}, {"items": 2}, smoke, protocol=PROTOCOL
-    )
+    metrics = metrics or {"clip_i": 0.8, "dino": 0.7}
+    full = Coverage(2, 2, 0, {"single": Counts(2, 2, 0)})
+    return RunResult(method, "1", {}, bench, "1", "0" * 64, (0,), metrics, {"items": 2}, smoke, protocol=PROTOCOL, coverage=full)
 
 
 def _run_folder(folder: Path, names: tuple[str, ...] = ("dog", "cat"), **result: object) -> Path:
@@ -106,7 +107,8 @@ def test_invalid_utf8_results_and_samples_lines_name_file_and_line(tmp_path: Pat
 def test_non_finite_csv_values_are_refused_naming_line_and_field(tmp_path: Path, value: str) -> None:
     csv = tmp_path / "board.csv"
     csv.write_text(
-        f"method,bench,source,smoke,clip_i,dino\npaste,dreambench,measured,false,0.8,0.7\nuno,dreambench,measured,false,{value},0.7\n"
+        "method,bench,source,smoke,clip_i,dino,n_expected,n_scored\n"
+        f"paste,dreambench,measured,false,0.8,0.7,2,2\nuno,dreambench,measured,false,{value},0.7,2,2\n"
     )
     with pytest.raises(Exception, match=r"board\.csv:3, field 'clip_i': .*not a finite number"):
         read_leaderboard(csv)

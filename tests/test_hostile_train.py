@@ -61,6 +61,24 @@ def _stop_at(path: Path, step: int, signum: int = signal.SIGTERM) -> Path:
     return out / "checkpoints" / f"step-{step:07d}"
 
 
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory: pytest.TempPathFactory, pairs: Path) -> Path:
+    """A training folder stopped by SIGTERM after step 2 (its config in `train.toml`), trained once
+    for every test that only damages or changes it: use it through :func:`_copy_of`."""
+    root = tmp_path_factory.mktemp("stopped")
+    _stop_at(_config(root, pairs, checkpoint={"every": 100}), 2)
+    return root
+
+
+def _copy_of(stopped: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(config, checkpoint folder of step 2) of a private copy of the `stopped` training folder."""
+    root = tmp_path / "copy"
+    shutil.copytree(stopped, root)
+    config = root / "train.toml"
+    config.write_text(config.read_text().replace(json.dumps(str(stopped / "run")), json.dumps(str(root / "run"))))
+    return config, root / "run" / "checkpoints" / "step-0000002"
+
+
 def _cli(*args: str) -> tuple[int, str]:
     result = runner.invoke(app, [*args], env={"COLUMNS": "300"})
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
@@ -85,14 +103,13 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_pickle_payload_in_a_checkpoint_never_runs(tmp_path: Path, pairs: Path) -> None:
+def test_pickle_payload_in_a_checkpoint_never_runs(tmp_path: Path, stopped: Path) -> None:
     live = tmp_path / "live.pt"
     torch.save({"state": {0: _Payload(tmp_path / "proof")}, "param_groups": []}, live)
     torch.load(live, weights_only=False)  # the payload is real: an unsafe load runs it
     assert (tmp_path / "proof").exists()
 
-    path = _config(tmp_path / "t", pairs, checkpoint={"every": 100})
-    folder = _stop_at(path, 2)
+    path, folder = _copy_of(stopped, tmp_path)
     state_before = (folder / "state.json").read_bytes()
     marker = tmp_path / "payload-ran"
     torch.save({"state": {0: _Payload(marker)}, "param_groups": []}, folder / "optimizer.pt")
@@ -104,8 +121,8 @@ def test_pickle_payload_in_a_checkpoint_never_runs(tmp_path: Path, pairs: Path) 
     assert (folder / "state.json").read_bytes() == state_before and (folder / LORA).is_file()
 
 
-def test_rng_states_are_json_and_optimizer_loads_with_weights_only(tmp_path: Path, pairs: Path) -> None:
-    folder = _stop_at(_config(tmp_path, pairs, checkpoint={"every": 100}), 2)
+def test_rng_states_are_json_and_optimizer_loads_with_weights_only(stopped: Path) -> None:
+    folder = stopped / "run" / "checkpoints" / "step-0000002"
     rng = json.loads((folder / "rng-0.json").read_text())
     assert set(rng) == {"python", "numpy", "torch"} and not list(folder.glob("rng-*.pt"))
     assert set(torch.load(folder / "optimizer.pt", weights_only=True)) == {"state", "param_groups"}
@@ -222,19 +239,17 @@ def test_sigterm_saves_exits_143_and_resume_after_a_torn_log_line_is_bit_identic
     ],
     ids=["state-torn", "state-type", "optimizer-truncated", "lora-truncated", "rng-torn", "latest-escapes"],
 )
-def test_damaged_checkpoint_file_is_named_without_a_traceback(tmp_path: Path, pairs: Path, damage, message: str) -> None:
-    path = _config(tmp_path, pairs, checkpoint={"every": 100})
-    folder = _stop_at(path, 1)
+def test_damaged_checkpoint_file_is_named_without_a_traceback(tmp_path: Path, stopped: Path, damage, message: str) -> None:
+    path, folder = _copy_of(stopped, tmp_path)
     damage(folder)
     code, output = _cli("train", str(path), "--resume", "--no-progress")
     assert code == 2 and message in " ".join(output.split()), output
     assert (folder / "uno_dit_lora.safetensors").is_file()  # the rest of the checkpoint is left as it was
 
 
-def test_damaged_log_line_before_the_last_is_named(tmp_path: Path, pairs: Path) -> None:
-    path = _config(tmp_path, pairs, checkpoint={"every": 100})
-    _stop_at(path, 2)
-    log = tmp_path / "run" / "train_log.jsonl"
+def test_damaged_log_line_before_the_last_is_named(tmp_path: Path, stopped: Path) -> None:
+    path, folder = _copy_of(stopped, tmp_path)
+    log = folder.parent.parent / "train_log.jsonl"
     lines = log.read_text().splitlines()
     log.write_text(lines[0][:10] + "\n" + lines[1] + "\n")
     code, output = _cli("train", str(path), "--resume", "--no-progress")
@@ -313,9 +328,8 @@ def test_resume_refuses_a_changed_pair_set_unless_allowed(tmp_path: Path, pairs:
     assert code == 0 and "although it was written with another pair set" in " ".join(output.split()), output
 
 
-def test_resume_names_the_changed_config_table(tmp_path: Path, pairs: Path) -> None:
-    path = _config(tmp_path, pairs, checkpoint={"every": 100})
-    _stop_at(path, 2)
+def test_resume_names_the_changed_config_table(tmp_path: Path, stopped: Path) -> None:
+    path, _ = _copy_of(stopped, tmp_path)
     path.write_text(path.read_text().replace("[optim]\n", "[optim]\nweight_decay = 0.02\n"))
     code, output = _cli("train", str(path), "--resume", "--no-progress")
     assert code == 2 and "another config (optim changed)" in " ".join(output.split()), output
@@ -336,16 +350,34 @@ def _without_generation_extra(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_missing_generation_extra_is_named_by_train_and_bmpds(tmp_path: Path, pairs: Path, data_dir: Path) -> None:
+def test_missing_generation_extra_is_named_by_train_bmpds_and_run(tmp_path: Path, pairs: Path, data_dir: Path) -> None:
     path = _config(tmp_path, pairs)
     config = tmp_path / "bmpds.toml"
     config.write_text('models = "tiny"\n')
-    for args in (["train", str(path)], ["data", "build", "bmpds", str(config), "--out", str(tmp_path / "b"), "--data-dir", str(data_dir)]):
+    bench = write_tiny_bench(tmp_path, data_dir, n=2)
+    run = [
+        "run",
+        "--method",
+        "positionic",
+        "--bench",
+        str(bench),
+        "--data-dir",
+        str(data_dir),
+        "--models",
+        "tiny",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    for args in (
+        ["train", str(path)],
+        ["data", "build", "bmpds", str(config), "--out", str(tmp_path / "b"), "--data-dir", str(data_dir)],
+        run,
+    ):
         proc = _without_generation_extra(*args)
         assert proc.returncode == 2, proc.stderr[-2000:]
         flat = " ".join(proc.stderr.split())
         assert "needs the 'generate' extra" in flat and "pip install 'picbench[generate]'" in flat and "Traceback" not in flat
-    assert not (tmp_path / "run").exists() and not (tmp_path / "b").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "b").exists() and not list(tmp_path.rglob("*.png"))
 
 
 # -- 15. file permissions -------------------------------------------------------------------------
@@ -356,3 +388,75 @@ def test_checkpoint_and_lora_files_follow_the_umask(tmp_path: Path, pairs: Path)
     want = 0o666 & ~current_umask()
     files = [p for p in (tmp_path / "run" / "checkpoints").rglob("*") if p.is_file()] + list(result.lora.parent.iterdir())
     assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(want)}
+
+
+# -- 8. a full disk or a file-size limit -----------------------------------------------------------
+
+
+def _with_file_size_limit(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a process whose files cannot grow past `limit` bytes (writes past it fail with
+    EFBIG, as on a full disk; Python ignores SIGXFSZ)."""
+    import resource
+
+    return subprocess.run(
+        [sys.executable, "-c", "from picbench.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "300"},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+
+
+def test_file_size_limit_during_training_exits_2_and_keeps_the_last_checkpoint(tmp_path: Path, stopped: Path) -> None:
+    path, folder = _copy_of(stopped, tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    proc = _with_file_size_limit(8000, "train", str(path), "--resume", "--no-progress")
+    flat = " ".join(proc.stderr.split())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "File too large" in flat and f"The checkpoint {folder} is whole; free space and continue with --resume" in flat
+    assert "Traceback" not in proc.stderr
+    assert (folder.parent / "latest").read_text() == folder.name
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not list(folder.parent.glob(".step-*.tmp"))
+    assert Trainer(load_config(path), resume=True, progress=False).run().global_step == 12
+
+
+def test_file_size_limit_while_writing_a_report_exits_2(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-3, "grad_norm": 1.0}) + "\n" for s in range(1, 30))
+    )
+    proc = _with_file_size_limit(1000, "report", str(run), "--out", str(tmp_path / "page.html"))
+    assert proc.returncode == 2 and "File too large" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "page.html").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# -- 13. oversized images, backends the device lacks ----------------------------------------------
+
+
+def test_decompression_bomb_in_a_pair_set_is_refused_before_any_model(tmp_path: Path, pairs: Path) -> None:
+    from PIL import Image
+
+    mine = tmp_path / "pairs"
+    shutil.copytree(pairs, mine)
+    first = json.loads((mine / "pairs.jsonl").read_text().splitlines()[1])
+    reference = mine / first["subjects"][0]["references"][0]
+    Image.new("1", (14000, 14000)).save(reference.with_suffix(".png"))
+    reference.with_suffix(".png").replace(reference)
+    path = _config(tmp_path, mine)
+    code, output = _cli("train", str(path), "--no-progress")
+    flat = " ".join(output.split())
+    assert code == 2 and f"sample {first['id']!r}" in flat and "too large to decode safely" in flat and "downscale it" in flat, output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_flex_attention_on_a_cpu_is_refused_before_work(tmp_path: Path, pairs: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("flex trains on CUDA")
+    path = _config(tmp_path, pairs, model={"attention_backend": "flex"})
+    code, output = _cli("train", str(path), "--no-progress")
+    assert code == 2 and "model.attention_backend = 'flex' trains only on CUDA" in " ".join(output.split()), output
+    assert not (tmp_path / "run").exists()

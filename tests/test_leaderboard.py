@@ -12,6 +12,7 @@ from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.cli import app
+from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError
 from picbench.leaderboard import build_leaderboard, export_leaderboard, read_leaderboard, result_row
 from picbench.results import RunResult, save_result
@@ -35,6 +36,7 @@ def make_result(method: str, bench: str, metrics: dict, *, smoke: bool = False, 
         counts={"n_items": 8, "n_failures": 1},
         smoke=smoke,
         provenance={"picbench_version": "0.1.0", "git_hash": "abc1234", "date": "2026-11-26T12:00:00Z"},
+        coverage=Coverage(8, 7, 1, {"single": Counts(8, 7, 1)}),
         protocol=PROTOCOL,
     )
 
@@ -202,6 +204,7 @@ def test_intervals_and_directions_travel_through_the_csv(tmp_path: Path) -> None
         smoke=False,
         higher_is_better={"clip_i": True, "missing": False},
         intervals={"clip_i": (0.75, 0.85), "missing": (0.1, 0.3)},
+        coverage=Coverage(4, 4, 0, {"multi": Counts(4, 4, 0)}),
         protocol=PROTOCOL,
     )
     save_result(result, tmp_path / "run")

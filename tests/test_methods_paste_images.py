@@ -154,7 +154,8 @@ def test_images_run_scores_twice_the_bench_size_and_names_an_aspect_mismatch(tmp
         big = big.resize((big.width * 2, big.height * 2 - (score.sample_id == "s02") * 32), Image.Resampling.BICUBIC)  # s02: 128x96
         big.save(folder / f"{score.sample_id}.png")
     result = CliRunner().invoke(
-        app, ["run", "--method", "images", "--param", f"dir={tmp_path / 'gens'}", *common, "--out", str(tmp_path / "images")]
+        app,
+        ["run", "--method", "images", "--param", f"dir={tmp_path / 'gens'}", *common, "--out", str(tmp_path / "images"), "--allow-partial"],
     )
     assert result.exit_code == 0, result.output
     scored = load_result(tmp_path / "images")

@@ -14,6 +14,7 @@ from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.cli import app
+from picbench.coverage import measure
 from picbench.metrics.bootstrap import mean_intervals, paired_bootstrap, resample_weights
 from picbench.records import Sample, Score, Subject, SubjectScore
 from picbench.results import RunResult, save_result
@@ -89,6 +90,7 @@ def write_run(folder: Path, scored: list[Score], method: str = "m") -> Path:
             {"n_items": len(scored)},
             False,
             higher_is_better={"clip_i": True, "missing": False},
+            coverage=measure(("multi", True, bool(s.failures)) for s in scored),
             protocol=PROTOCOL,
         ),
         folder,

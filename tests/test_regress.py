@@ -13,6 +13,7 @@ from run_bench_helpers import PROTOCOL
 from typer.testing import CliRunner
 
 from picbench.cli import app
+from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError
 from picbench.leaderboard import read_leaderboard
 from picbench.regress import compare, load_table, parse_tolerances, tolerance_for
@@ -22,13 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 REPORTED_CSV = REPO / "leaderboards" / "paper_reported.csv"
 CI_EXAMPLE = REPO / "examples" / "ci" / "regress.yml"
 WIDE = {"COLUMNS": "200"}
+FULL = Coverage(4, 4, 0, {"single": Counts(4, 4, 0)})
 runner = CliRunner()
 
 
 PAPER = "--allow-protocol-mismatch"  # a paper's reported rows carry no protocol
 
 
-def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: bool = False, protocol: dict | None = PROTOCOL) -> Path:
+def save_run(
+    folder: Path,
+    method: str,
+    bench: str,
+    metrics: dict,
+    *,
+    smoke: bool = False,
+    protocol: dict | None = PROTOCOL,
+    coverage: Coverage | None = FULL,
+) -> Path:
     result = RunResult(
         method=method,
         method_version="1",
@@ -41,6 +52,7 @@ def save_run(folder: Path, method: str, bench: str, metrics: dict, *, smoke: boo
         counts={"n_items": 4, "n_failures": 0},
         smoke=smoke,
         provenance={"picbench_version": "0.1.0"},
+        coverage=coverage,
         protocol=protocol,
     )
     save_result(result, folder)

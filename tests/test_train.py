@@ -17,13 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
@@ -283,12 +282,11 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path
     killed.mkdir()
     text = tiny_config(killed, pairs, **long).read_text().replace("steps = 4\n", "steps = 10\n").replace("steps = 8\n", "steps = 10\n")
     (killed / "train.toml").write_text(text)
-    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1), *_train_cmd(killed / "train.toml")[3:]]
-    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # waits for the kill at its second checkpoint
+    marker = tmp_path / "held"
+    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1, marker), *_train_cmd(killed / "train.toml")[3:]]
+    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = killed / "run" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300  # a guard against a hang only
-    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until_held(proc, marker)  # at its second checkpoint, the first published
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
@@ -435,3 +433,16 @@ def test_two_gloo_processes_equal_one_at_the_same_global_batch(tmp_path: Path, p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)  # gradient sums in another order
     worlds = {json.loads(line)["world"] for line in (two / "run" / "train_log.jsonl").read_text().splitlines()}
     assert worlds == {2}
+
+
+def test_resume_of_a_finished_training_says_so_and_its_report_is_labelled_smoke(tmp_path: Path, pairs: Path) -> None:
+    config_path = tiny_config(tmp_path, pairs)
+    first = Trainer(load_config(config_path), progress=False).run()
+    assert not first.already_finished
+    resumed = runner.invoke(app, ["train", str(config_path), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    text = " ".join(resumed.output.split())
+    assert f"is already finished ({first.global_step} steps); nothing was trained" in text and "nan" not in text
+    page = tmp_path / "train.html"
+    assert runner.invoke(app, ["report", str(tmp_path / "run"), "--out", str(page)]).exit_code == 0
+    assert '<div class="smoke" role="alert">SMOKE RUN: random-weight models' in page.read_text()

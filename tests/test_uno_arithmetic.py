@@ -233,7 +233,8 @@ def test_trainer_draws_posterior_samples_as_unos_train(refs: list[Image.Image]) 
     pipe = PositionICPipeline(**tiny_components(seed=0))
     target, ref = refs[0].resize((32, 32)), fit_reference(refs[1], 32)
     pair = encode_pair(pipe, LoadedPair("a dog", target, (ref,), ((0.0, 0.0, 1.0, 1.0),), (0,)))
-    posterior = pipe.vae.encode(pipe.image_processor.preprocess(target, height=32, width=32)).latent_dist
+    pixels = pipe.image_processor.preprocess(target, height=32, width=32).contiguous()  # NCHW, as UNO's TVF.to_tensor
+    posterior = pipe.vae.encode(pixels).latent_dist
     scale, shift = pipe.vae.config.scaling_factor, pipe.vae.config.shift_factor
     pack = PositionICPipeline._pack_latents
     assert torch.equal(pair.target, pack((posterior.mean - shift) * scale, 1, 4, 4, 4))

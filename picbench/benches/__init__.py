@@ -87,6 +87,27 @@ def load_bench(name: str, data_dir: str | Path | None = None) -> Bench:
     return BENCHES.get(name)(root)
 
 
+def bench_file(name: str) -> Path | None:
+    """The JSONL file ``load_bench(name)`` reads (a path, or a built bench), None for a registered loader."""
+    if name.endswith(".jsonl"):
+        return Path(name)
+    built = built_benches()
+    return built[name] if name in built and name not in BENCHES else None
+
+
+def bench_file_record(name: str, data_dir: str | Path | None = None) -> dict[str, str] | None:
+    """What a run records of the bench file it read, so that ``report`` and ``compare`` can read it
+    again for any run and see (by the hash) whether it changed since: its absolute path, sha256
+    and data root. None for a registered loader (found again by its name)."""
+    from picbench.records import file_sha256
+
+    path = bench_file(name)
+    if path is None or not path.is_file():
+        return None
+    root = find_data_dir(data_dir)
+    return {"path": str(path.resolve()), "sha256": file_sha256(path), "data_root": str(Path(root).resolve()) if root else ""}
+
+
 def build_on_first_use(name: str, root: Path) -> Path:
     """Build a buildable bench asked for by name but not built yet, as ``picbench bench build NAME``
     does with its default seed 0, so a fresh machine needs no separate build step."""

@@ -14,7 +14,8 @@ import picbench.cli.train  # noqa: F401
 import picbench.cli.validate  # noqa: F401
 import picbench.cli.weights  # noqa: F401
 from picbench.cli.app import app
+from picbench.cli.errors import guarded
 
 
 def main() -> None:
-    app()
+    guarded(app)

@@ -1,8 +1,14 @@
 """``picbench compare RUN_A RUN_B``: is A better than B, or is the difference noise? A paired
-bootstrap over the (sample, seed) items both runs scored (:mod:`picbench.metrics.bootstrap`)."""
+bootstrap over the (sample, seed) items both runs scored (:mod:`picbench.metrics.bootstrap`).
+
+Exit codes: 0 compared; 1 the comparison fails closed on coverage: either run scored fewer items,
+or has more failed items, than the other, or its coverage is unknown (``--allow-partial`` compares
+anyway, labelled); 2 unusable input (runs of different protocols without
+``--allow-protocol-mismatch`` included)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,12 +16,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from picbench.cli.app import app, console
-from picbench.cli.errors import fail, warn
+from picbench.cli.app import app, console, err_console
+from picbench.cli.errors import EXIT_CHECK_FAILED, fail, warn
+from picbench.cli.output import append_step_summary, emit_json, human_output_to_stderr, markdown_table
+from picbench.coverage import ALLOW_HINT, ALLOWED, gate
 from picbench.errors import PicbenchError
 from picbench.protocols import ProtocolMismatchError, differing_fields, label, mismatch_message, spread
 
 if TYPE_CHECKING:
+    from picbench.metrics.bootstrap import PairedDifference
     from picbench.results import RunResult
 
 
@@ -32,10 +41,41 @@ def compare(
         bool,
         typer.Option("--allow-protocol-mismatch", help="compare runs scored under different (or unknown) protocols, labelled"),
     ] = False,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="compare even when one run covers fewer items or has more failures (labelled)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the differences as JSON on stdout")] = False,
 ) -> None:
     """Per metric: A minus B over the items both runs share, its 95% interval and a p-value; runs of
     different protocols are refused (exit 2) unless --allow-protocol-mismatch; the spread between the
-    protocols a run computed (--protocols default,references) follows."""
+    protocols a run computed (--protocols default,references) follows. Runs that do not cover the
+    same items fail closed (exit 1) unless --allow-partial. With GITHUB_STEP_SUMMARY set, the table
+    is appended to it as Markdown."""
+    with human_output_to_stderr(as_json):
+        results, found, blocking = _compare(run_a, run_b, metrics, resamples, seed, allow_protocol_mismatch, allow_partial)
+    append_step_summary(markdown_summary(results, found, blocking, allow_partial))
+    if as_json:
+        emit_json(
+            {
+                "verdict": "fail" if blocking and not allow_partial else "compared",
+                "a": {"run": str(run_a), "method": results[0].method, "coverage": _coverage_record(results[0])},
+                "b": {"run": str(run_b), "method": results[1].method, "coverage": _coverage_record(results[1])},
+                "bench": results[0].bench,
+                "coverage_problems": blocking,
+                "resamples": resamples,
+                "seed": seed,
+                "differences": [{**asdict(d), "better_high": results[0].better_high(d.metric)} for d in found],
+            }
+        )
+    if blocking and not allow_partial:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _compare(
+    run_a: Path, run_b: Path, metrics: str | None, resamples: int, seed: int, allow_protocol_mismatch: bool, allow_partial: bool
+) -> tuple[list[RunResult], list[PairedDifference], list[str]]:
+    """Load both runs, check their protocols and coverage, bootstrap, print the tables: (results,
+    differences, coverage problems)."""
     from picbench.metrics.bootstrap import paired_bootstrap
     from picbench.results import bench_and_direction_mismatches, iter_sample_scores, load_result
 
@@ -49,6 +89,12 @@ def compare(
         fail(exc)
     if mismatch:
         warn(mismatch.split("; numbers of different")[0] + "; compared anyway (--allow-protocol-mismatch)")
+    blocking = coverage_problems(results[0], results[1])
+    for reason in blocking:
+        if allow_partial:
+            warn(reason + ALLOWED)
+        else:
+            err_console.print(f"[bold red]not comparable:[/] {escape(reason + ALLOW_HINT)}")
     keys = [k.strip() for k in metrics.split(",") if k.strip()] if metrics else _shared_keys(scores[0], scores[1])
     mismatches = bench_and_direction_mismatches(results[0], results[1], keys)
     if mismatches:
@@ -60,6 +106,7 @@ def compare(
     table = Table(
         title=f"{escape(label_a)} (A) vs {escape(label_b)} (B) on {escape(results[0].bench)}"
         + (" [SMOKE]" if any(r.smoke for r in results) else "")
+        + (" [PARTIAL]" if any(r.partial for r in results) else "")
     )
     for column in ("metric", "better", "A", "B", "A - B", "95% CI", "p", "items"):
         table.add_column(column, justify="left" if column in ("metric", "better") else "right")
@@ -86,6 +133,40 @@ def compare(
         f"paired bootstrap: {resamples} resamples of the samples (seeds nested), seed {seed}; "
         "p: two-sided, for 'A and B do not differ'; green/red: A significantly better/worse at 0.05"
     )
+    return results, found, blocking
+
+
+def coverage_problems(a: RunResult, b: RunResult) -> list[str]:
+    """Why the two runs' items do not cover the same ground: each is held to the other as its
+    baseline (a paired comparison is only as good as the side that lost items)."""
+    reasons = [gate("A vs B", a.coverage, b.coverage), gate("B vs A", b.coverage, a.coverage)]
+    return list(dict.fromkeys(r for r in reasons if r))
+
+
+def _coverage_record(result: RunResult) -> dict | None:
+    return result.coverage.to_dict() if result.coverage is not None else None
+
+
+def markdown_summary(results: list[RunResult], found: list[PairedDifference], blocking: list[str], allow_partial: bool) -> str:
+    """The comparison as Markdown (GitHub's job summary)."""
+    a, b = results
+    verdict = "FAIL (coverage)" if blocking and not allow_partial else "compared" + (" (partial, allowed)" if blocking else "")
+    lines = [f"### picbench compare: {a.method} (A) vs {b.method} (B) on {a.bench}: {verdict}", ""]
+    lines += [f"- not comparable: {reason}" for reason in blocking]
+    rows = [
+        (
+            d.metric,
+            "higher" if a.better_high(d.metric) else "lower",
+            f"{d.a:.4f}",
+            f"{d.b:.4f}",
+            f"{d.difference:+.4f}",
+            f"{d.ci_low:+.4f} .. {d.ci_high:+.4f}",
+            f"{d.p_value:.3f}",
+            d.n_items,
+        )
+        for d in found
+    ]
+    return "\n".join(lines) + "\n\n" + markdown_table(("metric", "better", "A", "B", "A - B", "95% CI", "p", "items"), rows)
 
 
 def _shared_keys(a: list, b: list) -> list[str]:

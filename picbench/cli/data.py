@@ -152,11 +152,6 @@ def bmpds(
         raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
     except (PicbenchError, ValueError) as exc:  # ValueError: the subject method's parameter check
         fail(exc)
-    except OSError as exc:  # full disk, file-size limit: what is finished is in the store
-        fail(
-            f"cannot write {exc.filename or escape(str(out))}: {exc.strerror or exc}. Every finished unit is saved in "
-            f"{out}/store.sqlite; free space and run the same command again to resume"
-        )
     ran = ", ".join(f"{stage} {outcome.ran[stage]} ({outcome.reused[stage]} reused)" for stage in totals)
     console.print(f"part {outcome.part}: ran {ran}")
     if outcome.pairs is not None and outcome.verdicts is not None:

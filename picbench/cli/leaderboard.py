@@ -84,7 +84,7 @@ def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
     columns the CSV has."""
     from rich.markup import escape
 
-    from picbench.leaderboard import higher_is_better, metric_columns
+    from picbench.leaderboard import coverage_label, higher_is_better, metric_columns
 
     views = []
     for bench, rows in table.groupby("bench", sort=True):
@@ -96,6 +96,7 @@ def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
                 escape(str(row["method"]))
                 + (" (reported)" if row["source"] == "reported" else "")
                 + (" [bold red]SMOKE[/]" if row["smoke"] else "")
+                + (" [bold red]PARTIAL[/]" if "PARTIAL" in coverage_label(row) else "")
             )
             view.add_column(label, justify="right")
         records = rows.to_dict("records")
@@ -109,6 +110,7 @@ def leaderboard_tables(table: pd.DataFrame) -> list[Table]:
                     else f"{value:.3f}" + ("" if _missing(low) or _missing(high) else f" [dim][{low:.3f}, {high:.3f}][/]")
                 )
             view.add_row(escape(metric) + ("" if higher_is_better(metric, *records) else " (lower better)"), *cells)
+        view.add_row("[dim]coverage (scored/expected)[/]", *(escape(coverage_label(row)) for row in records))
         views.append(view)
     return views
 

@@ -1,7 +1,9 @@
 """``picbench run`` and ``picbench merge``: the main job, with progress bars, a clean Ctrl-C and a
 summary; smoke runs (``--models tiny``) are labelled loudly at the start and the end.
 
-Exit codes (the table of :mod:`picbench.cli.errors`): 0 done; 2 unusable input (unknown method or
+Exit codes (the table of :mod:`picbench.cli.errors`): 0 done; 1 a partial run (it scored fewer
+items than it was asked for; its results are written, labelled partial) without ``--allow-partial``;
+2 unusable input (unknown method or
 bench, a bench failing validation, an unwritable output folder, an incompatible store, missing
 weights, a device this machine lacks, another run holding the folder's lock, and any other problem
 of the environment: memory, disk); 130 interrupted by Ctrl-C, 143 by SIGTERM (finished work is kept).
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -27,12 +29,17 @@ from rich.progress import (
 from rich.table import Table
 
 from picbench.cli.app import app, console, err_console
-from picbench.cli.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, fail
+from picbench.cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, fail
+from picbench.cli.output import emit_json, human_output_to_stderr
+from picbench.coverage import PARTIAL_BANNER
 from picbench.errors import PicbenchError
 from picbench.interrupts import Terminated, sigterm_as_interrupt
 from picbench.limits import SEED_LIMIT
 from picbench.protocols import label
 from picbench.results import RunResult
+
+if TYPE_CHECKING:
+    from picbench.runner import RunConfig
 
 SMOKE_BANNER = "SMOKE RUN: --models tiny uses random-weight models; its images and numbers mean nothing"
 
@@ -103,7 +110,9 @@ def run_command(
     method: Annotated[str, typer.Option("--method", "-m", help="method name (picbench ls methods)")],
     bench: Annotated[str, typer.Option("--bench", "-b", help="bench name or bench .jsonl path")],
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/METHOD__BENCH); rerunning resumes")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="only the first N samples")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="N samples: an even, seeded share of each split (same N, same samples)")] = None,  # noqa: UP007
+    split: Annotated[str | None, typer.Option("--split", help="only the single- or only the multi-subject samples")] = None,  # noqa: UP007
+    samples: Annotated[str | None, typer.Option("--samples", help="only these sample ids: ID,ID,... or @FILE (one id per line)")] = None,  # noqa: UP007
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps ...")] = "cpu",
     models: Annotated[str, typer.Option(help="default, or tiny: random-weight models, a smoke run")] = "default",
@@ -149,10 +158,16 @@ def run_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="samples per generate call and metric batch")] = 4,
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="exit 0 even when some items were not scored (the results say partial)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout; the human output goes to stderr")] = False,
 ) -> None:
-    """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone."""
+    """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone.
+    Ends with "scored k of n"; exit 1 when k < n unless --allow-partial."""
     from picbench.protocols import check_precision, parse_identity_sets
-    from picbench.runner import RunConfig, Shard, default_out, run
+    from picbench.runner import RunConfig, Shard, default_out
+    from picbench.selection import parse_sample_ids
 
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
@@ -163,6 +178,8 @@ def run_command(
             out=out or default_out(method, bench),
             seeds=parse_seeds(seeds),
             limit=limit,
+            split=split,
+            samples=parse_sample_ids(samples) if samples is not None else None,
             device=device,
             models=models,
             shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
@@ -179,8 +196,24 @@ def run_command(
         )
     except PicbenchError as exc:
         fail(exc)
+    with human_output_to_stderr(as_json):
+        result = _execute(config, allow_partial=allow_partial)
+    if result is None:  # a shard: the results come with the merge
+        if as_json:
+            emit_json({"out": str(config.out), "shard": str(config.shard), "results": None, "merge": f"picbench merge {config.out}"})
+        return
+    if as_json:
+        emit_json(result.to_dict())
+    if result.partial and not allow_partial:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _execute(config: RunConfig, *, allow_partial: bool) -> RunResult | None:
+    """The run with its bars and summary; its result, or None for a shard that awaits its merge."""
+    from picbench.runner import run
+
     if config.smoke:
-        console.print(Panel(SMOKE_BANNER, style="bold white on red"))
+        console.print(Panel(SMOKE_BANNER, style="bold white on red", expand=False))
     bars = Progress(
         TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console
     )
@@ -197,14 +230,18 @@ def run_command(
     )
     if outcome.result is None:
         console.print(f"shard {outcome.part} done; when every shard is done: [bold]picbench merge {config.out}[/]")
-        return
-    print_summary(outcome.result, config.out)
+        return None
+    print_summary(outcome.result, config.out, allow_partial=allow_partial)
+    return outcome.result
 
 
 @app.command("merge")
 def merge_command(
     out: Annotated[Path, typer.Argument(help="the run folder the shards wrote")],
     device: Annotated[str | None, typer.Option(help="device for the metric engine (default: the run's)")] = None,
+    allow_partial: Annotated[
+        bool, typer.Option("--allow-partial", help="exit 0 even when some items were not scored (the results say partial)")
+    ] = False,
 ) -> None:
     """Write results.json and samples.jsonl of a sharded run from its store."""
     from picbench.runner import merge
@@ -216,7 +253,9 @@ def merge_command(
         _stopped(exc, out)
     except PicbenchError as exc:
         fail(exc)
-    print_summary(result, out)
+    print_summary(result, out, allow_partial=allow_partial)
+    if result.partial and not allow_partial:
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _stopped(exc: KeyboardInterrupt, out: Path) -> NoReturn:
@@ -229,8 +268,12 @@ def _stopped(exc: KeyboardInterrupt, out: Path) -> NoReturn:
     raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
 
 
-def print_summary(result: RunResult, out: Path) -> None:
-    table = Table(title=f"{result.method} on {result.bench}" + (" [SMOKE]" if result.smoke else ""))
+def print_summary(result: RunResult, out: Path, *, allow_partial: bool = False) -> None:
+    """The aggregate table, where the files are, and last the coverage line ("scored k of n"),
+    with a banner when the run is partial or a smoke run."""
+    table = Table(
+        title=f"{result.method} on {result.bench}" + (" [SMOKE]" if result.smoke else "") + (" [PARTIAL]" if result.partial else "")
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% CI", justify="right")
@@ -252,4 +295,17 @@ def print_summary(result: RunResult, out: Path) -> None:
     )
     console.print(f"results: {out / 'results.json'}, per sample: {out / 'samples.jsonl'}")
     if result.smoke:
-        console.print(Panel(SMOKE_BANNER, style="bold white on red"))
+        console.print(Panel(SMOKE_BANNER, style="bold white on red", expand=False))
+    print_coverage(result, allow_partial=allow_partial)
+
+
+def print_coverage(result: RunResult, *, allow_partial: bool) -> None:
+    """``scored k of n`` (per split too), and for a partial run its banner and what the exit code says."""
+    coverage = result.coverage
+    if coverage is None:  # a result always records it; the type allows results read from older files
+        console.print("[bold red]coverage unknown[/]")
+        return
+    console.print(f"[bold]{coverage.summary(' item(s)')}[/]", highlight=False)
+    if coverage.partial:
+        verdict = "allowed by --allow-partial" if allow_partial else "exit 1 (pass --allow-partial to accept a partial run)"
+        console.print(Panel(f"{PARTIAL_BANNER}: {coverage.text()}; {verdict}", style="bold white on red", expand=False))

@@ -47,8 +47,12 @@ def train(
         raise typer.Exit(exc.exit_code) from None
     except (PicbenchError, ValueError) as exc:
         fail(exc)
-    except OSError as exc:  # a write the trainer does not guard (the checkpoints and the log are): name it, no traceback
-        fail(f"cannot write or read {exc.filename or 'a file'}: {exc.strerror or exc}; checkpoints already saved are kept")
+    if main and result.already_finished:
+        console.print(
+            f"training in {result.out} is already finished ({result.global_step} steps); nothing was trained. "
+            f"Its LoRA: {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)"
+        )
+        return
     if main:
         console.print(f"trained {result.global_step} steps -> {result.lora} (diffusers/peft) and {result.uno_lora} (UNO's layout)")
         if result.skipped:

@@ -3,7 +3,6 @@ the bench cannot be read at all (the table of :mod:`picbench.cli.errors`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from picbench.cli.app import app, console
 from picbench.cli.errors import EXIT_CHECK_FAILED, fail
+from picbench.cli.output import emit_json
 from picbench.errors import PicbenchError
 from picbench.validate import ValidationReport, validate_named
 
@@ -47,7 +47,7 @@ def validate(
     except PicbenchError as exc:
         fail(exc)
     if as_json:
-        console.print_json(json.dumps(report.to_dict()))
+        emit_json(report.to_dict())
     else:
         print_report(report)
     if not report.ok:

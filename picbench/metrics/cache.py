@@ -1,8 +1,10 @@
 """On-disk embedding cache, so that a reference image is encoded once per model, ever.
 
 Embeddings live in a SQLite table (WAL mode, so several scoring processes can share the run's
-``store.sqlite``) keyed by (model id, sha256 of the image bytes or text). The model id includes
-the weight hash, so different weights never share an entry.
+``store.sqlite``) keyed by (model id, sha256 of the image bytes or text). The model id
+(:attr:`picbench.metrics.encoders.Encoder.model_id`) includes the weight hash, preprocessing,
+activation, precision and device type, so different weights, or an fp32 and a bf16 run, never share
+an entry.
 """
 
 from __future__ import annotations

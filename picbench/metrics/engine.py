@@ -265,6 +265,9 @@ class MetricEngine:
         self.folders = {role: self._folder(role, role) for role in self.roles}
         if self.uses_detector:
             self.folders["detector"] = self._folder("detector", detector)  # type: ignore[arg-type]
+        # the metrics' own models (vlm_judge's judge) are found now, like the encoders': missing
+        # weights stop a run before it generates anything
+        self.metric_folders = {role: folder for m in self.metrics for role, folder in m.model_folders(self).items()}
         self._encoders: dict[str, Encoder] | None = None
         self._detector: Detector | None = None
         self._identity: dict[str, Any] | None = None
@@ -385,7 +388,7 @@ class MetricEngine:
             "detector_queries": DETECTORS.get(self.detector_name).query_settings() if self.uses_detector else None,  # type: ignore[arg-type]
             "metrics": {m.name: f"{type(m).__module__}:{type(m).__qualname__}" for m in self.metrics},
             "weights": {role: weights_sha256(folder) if folder is not None else None for role, folder in sorted(self.folders.items())},
-            "metric_models": {role: weights_sha256(folder) for m in self.metrics for role, folder in m.model_folders(self).items()},
+            "metric_models": {role: weights_sha256(folder) for role, folder in self.metric_folders.items()},
             "clip_arch": self.clip_arch,
             "clip_openai": self._clip_is_openai() if "clip" in self.roles else None,
             "precision": self.precision,

@@ -167,6 +167,27 @@ def validate_pairs(path: str | Path, *, check_images: bool = True) -> Validation
     return report
 
 
+BMPDS_TABLES = ("scores", "filter", "models")
+"""The tables inside a BMPDS pair's ``meta.bmpds``."""
+
+
+def bmpds_meta(sample: Sample, file: str | Path | None = None) -> dict:
+    """``meta.bmpds`` of a pair ({} when absent), checked as the stats and the page read it: a
+    table whose ``scores``, ``filter`` and ``models`` are tables and ``stage`` a string; anything
+    else is a :class:`BenchFormatError` naming the file, pair and field."""
+    meta = sample.meta.get("bmpds") or {}
+    if not isinstance(meta, dict):
+        raise BenchFormatError(f"must be a table, got {type(meta).__name__}", file=file, sample_id=sample.id, field="meta.bmpds")
+    for key in BMPDS_TABLES:
+        if not isinstance(meta.get(key) or {}, dict):
+            raise BenchFormatError(
+                f"must be a table, got {type(meta[key]).__name__}", file=file, sample_id=sample.id, field=f"meta.bmpds.{key}"
+            )
+    if not isinstance(meta.get("stage") or "", str):
+        raise BenchFormatError("must be a string", file=file, sample_id=sample.id, field="meta.bmpds.stage")
+    return meta
+
+
 def save_pairs_hf(pairs: Bench, folder: str | Path) -> Path:
     """A ``datasets`` folder with one row per pair, its target and reference bytes included."""
     from picbench.benches.hf import save_bench_hf

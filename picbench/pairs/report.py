@@ -13,7 +13,7 @@ from picbench.atomic import atomic_write
 from picbench.errors import ImageError
 from picbench.html import escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
-from picbench.pairs import read_pairs, reference_paths, target_path
+from picbench.pairs import bmpds_meta, pairs_file, read_pairs, reference_paths, target_path
 from picbench.pairs.stats import pair_stats
 from picbench.records import Bench, Sample
 from picbench.report import SUBJECT_COLOURS, THUMBNAIL_PX
@@ -60,11 +60,11 @@ def pair_card(pairs: Bench, sample: Sample) -> str:
             f'<img alt="reference of {escape(sub.name)}" style="height:3rem;vertical-align:middle;margin-left:.2rem" '
             f'src="data:image/jpeg;base64,{refs[i]}"></span>'
         )
-    bmpds = sample.meta.get("bmpds") or {}
+    bmpds = bmpds_meta(sample)
     scores = bmpds.get("scores") or {}
     verdict = (bmpds.get("filter") or {}).get("reason")
     facts = "".join(f"<div>{escape(k)}: {escape(_fmt(v))}</div>" for k, v in scores.items())
-    stage = bmpds.get("stage") or sample.meta.get("builder", "")
+    stage = str(bmpds.get("stage") or sample.meta.get("builder", ""))
     return (
         f'<figure class="card"><div class="frame"><img alt="{escape(sample.id)}" src="data:image/jpeg;base64,{data}">'
         f'<svg viewBox="0 0 {width} {height}" preserveAspectRatio="none">{"".join(boxes)}</svg></div>'
@@ -86,7 +86,7 @@ def write_pairs_report(path: str | Path, out: str | Path, *, max_pairs: int = DE
     """Write the page; the first ``max_pairs`` pairs get a card (the stats cover all)."""
     pairs = read_pairs(path)
     stats = pair_stats(path)
-    smoke = any((s.meta.get("bmpds") or {}).get("models", {}).get("models") == "tiny" for s in pairs.samples)
+    smoke = any((bmpds_meta(s, pairs_file(path)).get("models") or {}).get("models") == "tiny" for s in pairs.samples)
     facts = {
         "pairs": str(stats.n_pairs),
         "splits": ", ".join(f"{k} {v}" for k, v in sorted(stats.splits.items())),

@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 
 from picbench.benches.jsonl import iter_json_lines
-from picbench.pairs import pairs_file, read_pairs
+from picbench.errors import BenchFormatError
+from picbench.pairs import bmpds_meta, pairs_file, read_pairs
 from picbench.problems import RaiseFirst
 from picbench.records import BENCH_SCHEMA, PAIRS_KIND, Bench
 
 CANDIDATES_FILE = "candidates.jsonl"
 SCORE_NAMES = ("clip_i", "dino", "vlm", "clip_t")
 HISTOGRAM_BINS = 10
+SCORE_BOUND = 1e6
+"""Scores are similarities and probabilities; one beyond this is damage, not a score to bin."""
 
 
 @dataclass
@@ -45,8 +48,8 @@ class PairStats:
         }
 
 
-def _stage(meta: dict[str, Any]) -> str:
-    return str((meta.get("bmpds") or {}).get("stage") or meta.get("builder") or "unknown")
+def _stage(sample: Any, file: Path) -> str:
+    return str(bmpds_meta(sample, file).get("stage") or sample.meta.get("builder") or "unknown")
 
 
 def _reason_kind(reason: str) -> str:
@@ -68,20 +71,27 @@ def pair_stats(path: str | Path) -> PairStats:
     values: dict[str, list[float]] = {name: [] for name in SCORE_NAMES}
     candidates = file.parent / CANDIDATES_FILE
     if candidates.is_file():
-        for _, record in iter_json_lines(candidates, RaiseFirst(candidates)):
+        for line, record in iter_json_lines(candidates, RaiseFirst(candidates)):
             stages.setdefault(str(record.get("stage")), Counter())[str(record.get("status"))] += 1
             if record.get("level"):
                 levels[str(record["level"])] += 1
             if record.get("status") == "failed":
                 reasons[_reason_kind(str(record.get("reason", "")))] += 1
-            _collect(record.get("scores") or {}, values)
+            scores = record.get("scores") or {}
+            if not isinstance(scores, dict):
+                raise BenchFormatError(f"must be a table, got {type(scores).__name__}", file=candidates, line=line, field="scores")
+            _collect(scores, values)
     else:
         for sample in pairs.samples:
-            stages.setdefault(_stage(dict(sample.meta)), Counter())["kept"] += 1
-            _collect((sample.meta.get("bmpds") or {}).get("scores") or {}, values)
+            stages.setdefault(_stage(sample, file), Counter())["kept"] += 1
+            _collect(bmpds_meta(sample, file).get("scores") or {}, values)
     histograms = {}
     for name, vals in values.items():
         if vals:
+            if max(abs(v) for v in vals) > SCORE_BOUND:
+                raise BenchFormatError(
+                    f"a {name} score of {max(vals, key=abs):g} lies outside [-{SCORE_BOUND:g}, {SCORE_BOUND:g}]", file=file
+                )
             counts, edges = np.histogram(np.asarray(vals, dtype=float), bins=HISTOGRAM_BINS)
             histograms[name] = {"n": len(vals), "edges": [round(float(e), 4) for e in edges], "counts": [int(c) for c in counts]}
     return PairStats(pairs.name, len(pairs), dict(splits), {k: dict(v) for k, v in stages.items()}, dict(levels), dict(reasons), histograms)

@@ -76,11 +76,23 @@ def fitted_size(width: int, height: int, long_side: int) -> tuple[int, int]:
 def _header_size(path: Path, sample: Sample, field: str) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
-            return im.size
+            size = im.size
+    except Image.DecompressionBombError as exc:
+        raise BenchFormatError(
+            f"image {path} is too large to decode safely ({exc}); downscale it", sample_id=sample.id, field=field
+        ) from None
     except FileNotFoundError:
         raise BenchFormatError(f"image {path} does not exist", sample_id=sample.id, field=field) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise BenchFormatError(f"image {path} cannot be read: {exc}", sample_id=sample.id, field=field) from None
+    if Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS:
+        raise BenchFormatError(
+            f"image {path} is too large to decode safely ({size[0]}x{size[1]} pixels, more than PIL's decompression-bomb "
+            f"limit of {Image.MAX_IMAGE_PIXELS}); downscale it",
+            sample_id=sample.id,
+            field=field,
+        )
+    return size
 
 
 class PairSource:

@@ -29,7 +29,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ from picbench.reference_impl.training.objective import (
     flow_matching_loss,
     prepare_inputs,
 )
+from picbench.trainlog import TRAIN_LOG, read_training_log
 
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TRAIN_LOG
 ADAPTER = "positionic"
 
 
@@ -81,6 +82,7 @@ class TrainResult:
     lora: Path
     uno_lora: Path
     skipped: dict[str, str]
+    already_finished: bool = False  # `--resume` of a training that had run every step: nothing was trained
 
 
 def learning_rate(base: float, step: int, steps: int, warmup: int) -> float:
@@ -329,7 +331,7 @@ class Trainer:
         log = self.out / LOG_FILE
         if not self.accelerator.is_main_process or not log.is_file():
             return
-        records, torn = read_log(log)
+        records, torn = read_training_log(log)
         if torn:
             self.accelerator.print(f"warning: {log}: dropped a torn last line ({torn!r:.80}), what a kill during the append leaves")
         with atomic_write(log) as f:
@@ -342,6 +344,8 @@ class Trainer:
         total = sum(s.steps for s in cfg.stages)
         progress = self._progress(total) if self.show_progress and acc.is_local_main_process else contextlib.nullcontext()
         try:
+            if self.finished:  # resumed after the last step: nothing to train, and no bar showing "loss nan"
+                return replace(self._export(), already_finished=True)
             with stop_requests() as self._stop, progress as bar:
                 fields = {"loss": float("nan"), "mem": "", "rate": 0.0}
                 task = bar.add_task("training", total=total, completed=self.state.global_step, **fields) if bar else None
@@ -366,6 +370,16 @@ class Trainer:
         finally:
             self._release()
             acc.end_training()
+
+    @property
+    def finished(self) -> bool:
+        """Every stage has run all its steps (a resumed training that had already ended)."""
+        return self.state.stage >= len(self.config.stages)
+
+    @property
+    def smoke(self) -> bool:
+        """Random-weight models (a tiny base or tiny metric models): its losses and scores mean nothing."""
+        return self.config.model.base == "tiny" or self.config.eval.models == "tiny"
 
     def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
@@ -420,6 +434,7 @@ class Trainer:
             "seconds": time.perf_counter() - started,
             "skipped": len(self.state.skipped),
             "world": acc.num_processes,
+            "smoke": self.smoke,
         }
 
     def _load(self, entries: list[PairEntry]) -> list[EncodedPair]:
@@ -447,7 +462,10 @@ class Trainer:
         step = self.state.global_step
         if cfg.eval.every and step % cfg.eval.every == 0:
             if self.validator is not None:
-                record["eval"] = self.validator(self.pipe, step, self.out)
+                try:
+                    record["eval"] = self.validator(self.pipe, step, self.out)
+                except OSError as exc:  # an evaluation image that cannot be written: the same words as a checkpoint's
+                    raise self._disk_error(Path(exc.filename) if exc.filename else self.out / "eval", exc) from None
             acc.wait_for_everyone()
         if acc.is_main_process:
             try:
@@ -581,29 +599,6 @@ class _NonFinite(Exception):
     def __init__(self, what: str, stage: str, lr: float) -> None:
         super().__init__(what)
         self.stage, self.lr = stage, lr
-
-
-def read_log(file: Path) -> tuple[list[dict[str, Any]], str]:
-    """The records of a training log and its torn last line ("" when none): a line a kill cut
-    short is dropped; a damaged line elsewhere raises :class:`PicbenchError` naming file and line."""
-    try:
-        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise PicbenchError(f"cannot read {file}: {exc.strerror or exc}") from None
-    records, torn = [], ""
-    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-    for n, (i, line) in enumerate(numbered):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            if n == len(numbered) - 1:
-                torn = line
-                break
-            raise PicbenchError(f"{file}:{i}: not a JSON record ({exc}); only a torn last line is dropped on its own") from None
-        if not isinstance(record, dict) or not isinstance(record.get("step", 0), int):
-            raise PicbenchError(f"{file}:{i}: a log record must be an object with an integer 'step'")
-        records.append(record)
-    return records, torn
 
 
 def _flat(record: dict[str, Any]) -> dict[str, Any]:

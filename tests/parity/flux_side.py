@@ -4,6 +4,7 @@ into the ``--weights-dir`` layout a user would download, and a method run throug
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,7 @@ STAGES = (
     "noise",
     "ref_pixels",
     "ref_tokens",
-    "schedule",
+    "ref_tokens_fed",
     "guidance",
     "timesteps",
     "step_inputs",
@@ -65,14 +66,22 @@ STAGES = (
 )
 """The stages both sides record, in pipeline order (the first one over tolerance is named)."""
 
+POSTERIOR_DRAW_SITES = ("diffusers.models.autoencoders.vae", "picbench.reference_impl.conditioning")
+"""Modules whose ``randn_tensor`` draws a reference's VAE posterior noise (diffusers' own sampler,
+picbench's UNO-style sample): recorded there and handed to the authors' side."""
+
 LATENT_STAGES = ("noise", "ref_tokens", "step_inputs", "predictions", "latents")
 
 
-def parity_tolerance(final_latents: torch.Tensor, exact: bool) -> dict[str, float]:
-    """Per stage: 0 when ``exact`` (bit for bit); else latent-space stages within 1e-4 of the largest
-    final latent, pixels, times and guidance to fp32 round-off, ids exactly, the 8-bit image within one level."""
-    if exact:  # the schedule is float32/float64 arithmetic on both sides, never in the model dtype
-        return {**dict.fromkeys(STAGES, 0.0), "schedule": 1e-6}
+def parity_tolerance(final_latents: torch.Tensor, exact: bool, ref_tokens: torch.Tensor | None = None) -> dict[str, float]:
+    """Per stage. ``exact`` (bf16): 0 for everything the transformer and sampler compute (they get
+    the same reference tokens); the reference encoding within one bf16 rounding step of its largest
+    value and the 8-bit image within one grey level (BFL's VAE and diffusers' conversion of it differ
+    by fp32 round-off). fp32: latent-space stages within 1e-4 of the largest final latent, pixels,
+    times and guidance to fp32 round-off, ids exactly, the image within one level."""
+    if exact:
+        step = float(ref_tokens.double().abs().max()) * 2.0**-7 if ref_tokens is not None else 0.0
+        return {**dict.fromkeys(STAGES, 0.0), "ref_tokens": step, "ref_tokens_fed": 0.0, "image": 1.0}
     latent = 1e-4 * float(final_latents.double().abs().max())
     return {
         **dict.fromkeys(STAGES, 1e-6),
@@ -212,7 +221,8 @@ def run_picbench(method: Any, sample: Sample, seed: int, data_root: Path) -> tup
 
     handle = pipe.transformer.register_forward_hook(step_hook, with_kwargs=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(diffusers_vae, "randn_tensor", recorded_randn)
+        for module in POSTERIOR_DRAW_SITES:  # where a reference's posterior noise is drawn
+            patch.setattr(importlib.import_module(module), "randn_tensor", recorded_randn)
         patch.setattr(pipe, "_unpack_latents", unpack_recorded)
         patch.setattr(pipe.vae, "encode", encode_recorded)
         image = method.generate([sample], seed, data_root)[0]
@@ -220,14 +230,13 @@ def run_picbench(method: Any, sample: Sample, seed: int, data_root: Path) -> tup
     import numpy as np
 
     ours = {k: v for k, v in seen.items() if k not in ("txt", "vec")}  # attention_kwargs: how many the transformer got (VAA: 1)
+    ours["ref_tokens_fed"] = ours["ref_tokens"]
     ours.update({k: torch.stack(v) for k, v in steps.items()})
     ours["ref_pixels"] = torch.cat(pixels)
-    ours["schedule"] = pipe.scheduler.sigmas.double()
     ours["image"] = torch.from_numpy(np.asarray(image).copy())
-    n_refs = len(sample.subjects)
-    eps = draws if len(draws) == n_refs else [None] * n_refs  # None: picbench took the posterior mean
-    inputs = {"txt": seen["txt"], "vec": seen["vec"]}
-    return ours, inputs | {f"ref_eps.{i}": e for i, e in enumerate(eps) if e is not None}
+    if len(draws) != len(sample.subjects):
+        raise AssertionError(f"picbench drew {len(draws)} posterior samples for {len(sample.subjects)} references (UNO samples each once)")
+    return ours, {"txt": seen["txt"], "vec": seen["vec"]} | {f"ref_eps.{i}": e for i, e in enumerate(draws)}
 
 
 def uno_sample(n_refs: int, *, full_box: bool = False) -> Sample:
@@ -275,8 +284,16 @@ def compare_with_uno(
         "seed": SEED,
         "refs": [str(data_dir / s.references[0]) for s in sample.subjects],
     }
+    exact = dtype != torch.float32
+    if exact:
+        inputs["picbench_ref_tokens"] = ours["ref_tokens"]
+    else:
+        ours = {k: v for k, v in ours.items() if k != "ref_tokens_fed"}
     theirs = run_side("UNO", "uno_side.py", work / "uno_run", settings, inputs)
-    return compare_stages(ours, theirs, STAGES, parity_tolerance(theirs["latents"], exact=dtype != torch.float32)), ours
+    if not exact:
+        theirs = {k: v for k, v in theirs.items() if k != "ref_tokens_fed"}
+    tolerance = parity_tolerance(theirs["latents"], exact, theirs["ref_tokens"])
+    return compare_stages(ours, theirs, [s for s in STAGES if s in ours or s in theirs], tolerance), ours
 
 
 def mode_name(dtype: torch.dtype, lora_dtype: torch.dtype, n_refs: int) -> str:

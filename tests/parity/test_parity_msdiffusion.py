@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parity_harness import ParityMismatch, assert_parity, compare_stages, run_side
+from parity_harness import assert_parity, compare_stages, run_side
 from sd_capture import SDCapture
 
 from picbench.records import Sample, Subject
@@ -130,10 +130,5 @@ def test_msdiffusion_matches_the_authors_in_fp32(weights: Path, tmp_path: Path, 
     _check(weights, tmp_path, data_dir, torch.float32)
 
 
-@pytest.mark.xfail(
-    raises=ParityMismatch,
-    strict=True,
-    reason="issue 20 item 5: the resampler's and the masked cross-attention's attention use SDPA, the authors matmul + softmax",
-)
 def test_msdiffusion_is_bit_exact_in_fp16(weights: Path, tmp_path: Path, data_dir: Path) -> None:
     _check(weights, tmp_path, data_dir, torch.float16)

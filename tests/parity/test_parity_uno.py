@@ -7,7 +7,9 @@ through ``UNOPipeline(only_lora=True)``. Both get the same text embeddings (picb
 reference files (UNO sized by ``inference.py``'s rule, picbench by its own), the same seed and the
 same posterior draw for the references. fp32: every latent-space stage within 1e-4 of the largest
 final latent, times and ids to round-off, the 8-bit image within one grey level. bf16 (UNO's GPU
-dtype, here on the CPU): bit for bit.
+dtype, here on the CPU): the transformer and sampler bit for bit (given the same reference tokens);
+the reference encoding within one bf16 rounding step (BFL's VAE against diffusers' conversion of
+it: fp32 round-off before the cast) and the image within one grey level.
 """
 
 from __future__ import annotations
@@ -17,16 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from flux_side import compare_with_uno, mode_name, uno_sample
-from parity_harness import ParityMismatch, assert_parity
-
-PENDING_SIZES = pytest.mark.xfail(
-    raises=ParityMismatch, strict=True, reason="issue 20 item 1: picbench sizes 3+ references at 256 px, UNO at 320 (inference.py:94-95)"
-)
-PENDING_BF16 = pytest.mark.xfail(
-    raises=ParityMismatch,
-    strict=True,
-    reason="issue 20 item 2: picbench's bf16 arithmetic (reference encoding, time rounding, Euler step, decoding) is not yet UNO's",
-)
+from parity_harness import assert_parity
 
 
 def _check(uno_files: Path, tmp_path: Path, data_dir: Path, n_refs: int, dtype: torch.dtype, lora_dtype: torch.dtype) -> None:
@@ -36,7 +29,7 @@ def _check(uno_files: Path, tmp_path: Path, data_dir: Path, n_refs: int, dtype: 
     assert_parity("uno", mode_name(dtype, lora_dtype, n_refs), diffs)
 
 
-@pytest.mark.parametrize("n_refs", [1, pytest.param(3, marks=PENDING_SIZES)])
+@pytest.mark.parametrize("n_refs", [1, 3])
 def test_uno_matches_the_authors_in_fp32(uno_files: Path, tmp_path: Path, data_dir: Path, n_refs: int) -> None:
     _check(uno_files, tmp_path, data_dir, n_refs, torch.float32, torch.float32)
 
@@ -44,9 +37,9 @@ def test_uno_matches_the_authors_in_fp32(uno_files: Path, tmp_path: Path, data_d
 @pytest.mark.parametrize(
     ("n_refs", "lora_dtype"),
     [
-        pytest.param(1, torch.float32, marks=PENDING_BF16, id="1ref-lora_fp32"),
-        pytest.param(3, torch.float32, marks=[PENDING_SIZES, PENDING_BF16], id="3refs-lora_fp32"),
-        pytest.param(1, torch.bfloat16, marks=PENDING_BF16, id="1ref-lora_bf16"),
+        pytest.param(1, torch.float32, id="1ref-lora_fp32"),
+        pytest.param(3, torch.float32, id="3refs-lora_fp32"),
+        pytest.param(1, torch.bfloat16, id="1ref-lora_bf16"),
     ],
 )
 def test_uno_is_bit_exact_in_bf16(uno_files: Path, tmp_path: Path, data_dir: Path, n_refs: int, lora_dtype: torch.dtype) -> None:

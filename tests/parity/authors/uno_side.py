@@ -13,7 +13,12 @@ Runtime patches (UNO's files are not edited):
 - ``UNOPipeline.forward`` hard-codes bf16 for the noise and the references; the fp32 comparison
   runs it with ``torch.bfloat16`` read as float32 inside ``uno/flux/pipeline.py`` only;
 - the VAE posterior's ``torch.randn_like`` returns the draw picbench made (UNO draws from the
-  global RNG), zero when picbench took the mean.
+  unseeded global RNG);
+- given ``picbench_ref_tokens`` (the bf16 check), UNO's encoding is recorded as ``ref_tokens`` and
+  then replaced by picbench's tokens, so that the transformer and sampler are compared bit for
+  bit on equal inputs: BFL's encoder and diffusers' conversion of it differ by fp32 round-off
+  (x * sigmoid(x) against SiLU, ~1e-5), which one bf16 cast turns into one rounding step on a
+  few values.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from side_io import DtypeProxy, FixedEmbedder, finish, start
 
 checkout, work, settings, inputs = start()
@@ -88,19 +94,29 @@ def run() -> None:
 
     pipeline = uno_pipeline.UNOPipeline("flux-dev", torch.device("cpu"), offload=False, only_lora=True, lora_rank=settings["lora_rank"])
     out: dict[str, torch.Tensor] = {}
-    eps = [inputs.get(f"ref_eps.{i}") for i in range(len(settings["refs"]))]  # None: picbench took the mean
+    eps = [inputs[f"ref_eps.{i}"] for i in range(len(settings["refs"]))]
     encode = pipeline.ae.encode
     pixels: list[torch.Tensor] = []
+
+    own_tokens: list[torch.Tensor] = []
+    fed = inputs.get("picbench_ref_tokens")  # given: downstream of the VAE both sides use picbench's reference tokens
 
     def encode_with_picbench_draw(x: torch.Tensor) -> torch.Tensor:
         drawn = eps.pop(0)
         pixels.append(x.flatten())
         randn_like = torch.randn_like
-        torch.randn_like = lambda t, **kw: torch.zeros_like(t) if drawn is None else drawn.to(t.dtype)
+        torch.randn_like = lambda t, **kw: drawn.to(t.dtype)
         try:
-            return encode(x)
+            latent = encode(x)
         finally:
             torch.randn_like = randn_like
+        h, w = latent.shape[2] // 2, latent.shape[3] // 2
+        own_tokens.append(rearrange(latent, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2))
+        if fed is None:
+            return latent
+        start = sum(t.shape[1] for t in own_tokens[:-1])
+        tokens = fed[:, start : start + h * w].float()
+        return rearrange(tokens, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=h, w=w, ph=2, pw=2)
 
     pipeline.ae.encode = encode_with_picbench_draw
     prepare = uno_pipeline.prepare_multi_ip
@@ -114,14 +130,6 @@ def run() -> None:
         return inp
 
     uno_pipeline.prepare_multi_ip = prepare_captured
-    get_schedule = uno_pipeline.get_schedule
-
-    def schedule_captured(*a, **kw):
-        timesteps = get_schedule(*a, **kw)
-        out["schedule"] = torch.tensor(timesteps, dtype=torch.float64)
-        return timesteps
-
-    uno_pipeline.get_schedule = schedule_captured
     steps: dict[str, list[torch.Tensor]] = {"timesteps": [], "step_inputs": [], "predictions": []}
 
     def step_hook(module, args, kwargs, output):
@@ -155,6 +163,8 @@ def run() -> None:
     )
     out.update({k: torch.stack(v) for k, v in steps.items()})
     out["ref_pixels"] = torch.cat(pixels)
+    out["ref_tokens_fed"] = out["ref_tokens"]
+    out["ref_tokens"] = torch.cat(own_tokens, dim=1).to(out["ref_tokens_fed"].dtype)  # UNO's own encoding, as it casts it
     out["image"] = torch.from_numpy(np.asarray(image).copy())
     finish(work, out)
 
