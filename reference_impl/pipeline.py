@@ -21,7 +21,8 @@ The arithmetic is UNO's `UNOPipeline.forward` and `denoise` (bytedance/UNO @ d30
 UNO's does: the time is handed over as a model-dtype tensor of t in [0, 1] (the transformer
 multiplies by 1000 after the cast, as UNO's `timestep_embedding`), and the Euler update is
 `latents + (t_prev - t_curr) * prediction` in the model dtype with UNO's float32 time grid
-(`schedule.sampling_times`), not the scheduler's float32 step. The latents are decoded in the
+(`schedule.sampling_times`), not the scheduler's float32 step (the `scheduler` component stays
+for diffusers' folder layout: `from_pretrained`, `save_pretrained`). The latents are decoded in the
 VAE's dtype (float32 in the methods, as UNO); `to_8bit="truncate"` converts to 8 bits as UNO does
 (`(127.5 * (x + 1)).byte()`), `"round"` as diffusers does.
 

@@ -11,12 +11,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from PIL import Image
 
 from picbench.errors import BenchFormatError
@@ -284,11 +283,10 @@ def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_build(tmp_path: 
     full, killed = tmp_path / "full", tmp_path / "killed"
     command = [*CLI, "data", "build", "bmpds", str(config), "--data-dir", str(data_dir), "--out"]
     subprocess.run([*command, str(full)], check=True, capture_output=True, timeout=600)
-    held = [*cli_holding_after("picbench.reference_impl.bmpds.store:BmpdsStore.put_unit", 2), *command[3:]]  # stops after two units
+    marker = tmp_path / "held"
+    held = [*cli_holding_after("picbench.reference_impl.bmpds.store:BmpdsStore.put_unit", 2, marker), *command[3:]]
     proc = subprocess.Popen([*held, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300  # a guard against a hang only: the build waits for the kill after two units
-    while time.monotonic() < deadline and proc.poll() is None and _units_done(killed) < 2:
-        time.sleep(0.02)
+    wait_until_held(proc, marker)  # two units stored, the third computed and waiting to be stored
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the build ended before it could be killed"
     done_before = _units_done(killed)

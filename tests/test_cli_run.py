@@ -8,11 +8,10 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from run_bench_helpers import write_tiny_bench
 from slow_methods_plugin import install_plugin
 from typer.testing import CliRunner
@@ -32,14 +31,6 @@ def _run(*args: str):
 def _text(output: str) -> str:
     """Rich wraps lines at the terminal width: compare with whitespace collapsed."""
     return " ".join(output.split())
-
-
-def _count_generations(out: Path) -> int:
-    try:
-        with sqlite3.connect(out / STORE_FILE, timeout=30) as db:
-            return db.execute("SELECT count(*) FROM generations").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
 def _base(bench: Path, data_dir: Path, out: Path) -> list[str]:
@@ -132,7 +123,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_work(tmp_path: Path, data_dir: 
     bench = write_tiny_bench(tmp_path, data_dir, n=4)
     out = tmp_path / "run"
     cmd = [
-        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2),  # waits for the signal after two generations
+        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2, tmp_path / "held"),  # holds after two generations
         "run",
         "--method",
         "slowpaste",
@@ -141,18 +132,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_work(tmp_path: Path, data_dir: 
         *_base(bench, data_dir, out),
     ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _count_generations(out) >= 2:
-            proc.send_signal(signal.SIGINT)
-            break
-        time.sleep(0.05)
+    wait_until_held(proc, tmp_path / "held")
+    proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "run the same command again to resume" in _text(stderr)
     with sqlite3.connect(out / STORE_FILE) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         saved = db.execute("SELECT count(*) FROM generations").fetchone()[0]
+    assert saved == 2  # held after two generations
     METHODS.register("slowpaste", "slow_methods_plugin:SlowPasteMethod")
     resumed = _run("--method", "slowpaste", "--batch-size", "1", *_base(bench, data_dir, out))
     assert resumed.exit_code == 0 and f"({saved} reused)" in _text(resumed.output), resumed.output

@@ -12,13 +12,12 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import torch
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from slow_methods_plugin import install_plugin
@@ -375,19 +374,15 @@ def test_sigterm_keeps_finished_work_and_the_rerun_equals_an_uninterrupted_run(t
         "none",
     ]
     cmd = [
-        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2),
+        *cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2, tmp_path / "held"),
         "run",
         *base,
         "--out",
         str(out),
     ]  # waits for SIGTERM after two generations
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(_generations(out)) >= 2:
-            proc.send_signal(signal.SIGTERM)
-            break
-        time.sleep(0.05)
+    wait_until_held(proc, tmp_path / "held")
+    proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     assert "terminated (SIGTERM)" in stderr and "run the same command again to resume" in _text(stderr)

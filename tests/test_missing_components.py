@@ -96,6 +96,7 @@ class NeedsAPackageMetric(Metric):
     name = "needs_a_package"
     summary = "imports a package this machine lacks"
     needs = frozenset({"image"})
+    default = False  # registered for the whole session: runs that ask for the default metrics must not get it
 
     def item(self, features, subjects):
         raise ModuleNotFoundError("No module named 'skimage'", name="skimage")

@@ -9,11 +9,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from PIL import Image
 from run_bench_helpers import tiny_samples, write_tiny_bench
 from slow_methods_plugin import install_plugin
@@ -200,15 +199,12 @@ def _cli_run(out: Path, bench: Path, data_dir: Path, method: str = "slowpaste") 
     ]
 
 
-def _kill_when(proc: subprocess.Popen, out: Path, ready, what: str) -> None:
-    """SIGKILL ``proc`` as soon as ``ready(generations, scores)`` holds for its store."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if ready(_rows(out), _rows(out, "scores")):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    assert proc.wait(timeout=60) == -signal.SIGKILL, f"the run ended before it could be killed {what}"
+def _kill_when_held(command: list[str], env: dict[str, str], held: Path) -> None:
+    """Start ``command`` (built with cli_holding_after(..., held)) and SIGKILL it where it holds."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until_held(proc, held)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -223,26 +219,13 @@ def test_a_run_killed_with_sigkill_resumes_to_identical_results(tmp_path: Path, 
     run(_config(bench, data_dir, tmp_path / "full", method="slowpaste", batch_size=1, detector=None))
     killed = tmp_path / "killed"
     cli = [*_cli_run(killed, bench, data_dir), "--detector", "none"]
-    _kill_when(
-        subprocess.Popen(
-            [*cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2), *cli[len(CLI) :]],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-        killed,
-        lambda gens, scores: len(gens) == 2,
-        "while generating",
-    )
+    generating = tmp_path / "held-generating"
+    _kill_when_held([*cli_holding_after("slow_methods_plugin:SlowPasteMethod.generate", 2, generating), *cli[len(CLI) :]], env, generating)
     gens_before = _rows(killed)
     assert len(gens_before) == 2 and not _rows(killed, "scores")  # generation held after two
-    held = [*cli_holding_after("picbench.store.sqlite:RunStore.put_score", 2), *cli[len(CLI) :]]  # waits for the kill after two scores
-    _kill_when(
-        subprocess.Popen(held, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-        killed,
-        lambda gens, scores: len(gens) == n_items and len(scores) == 2,
-        "while scoring",
-    )
+    scoring = tmp_path / "held-scoring"
+    _kill_when_held([*cli_holding_after("picbench.store.sqlite:RunStore.put_score", 2, scoring), *cli[len(CLI) :]], env, scoring)
+    assert len(_rows(killed)) == n_items and len(_rows(killed, "scores")) == 2  # killed while scoring
     gens_mid, scores_mid = _rows(killed), _rows(killed, "scores")
     assert all(gens_mid[k] == v for k, v in gens_before.items()), "a finished generation was recomputed"
     subprocess.run(cli, env=env, check=True, capture_output=True, timeout=300)

@@ -17,13 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from holding import cli_holding_after
+from holding import cli_holding_after, wait_until_held
 from PIL import Image
 from run_bench_helpers import write_tiny_bench
 from safetensors.torch import load_file
@@ -283,12 +282,11 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(tmp_path: Path
     killed.mkdir()
     text = tiny_config(killed, pairs, **long).read_text().replace("steps = 4\n", "steps = 10\n").replace("steps = 8\n", "steps = 10\n")
     (killed / "train.toml").write_text(text)
-    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1), *_train_cmd(killed / "train.toml")[3:]]
-    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # waits for the kill at its second checkpoint
+    marker = tmp_path / "held"
+    held = [*cli_holding_after("picbench.reference_impl.training.checkpoint:publish", 1, marker), *_train_cmd(killed / "train.toml")[3:]]
+    proc = subprocess.Popen(held, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = killed / "run" / "checkpoints" / "latest"
-    deadline = time.monotonic() + 300  # a guard against a hang only
-    while not latest.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until_held(proc, marker)  # at its second checkpoint, the first published
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]

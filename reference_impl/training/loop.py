@@ -462,7 +462,10 @@ class Trainer:
         step = self.state.global_step
         if cfg.eval.every and step % cfg.eval.every == 0:
             if self.validator is not None:
-                record["eval"] = self.validator(self.pipe, step, self.out)
+                try:
+                    record["eval"] = self.validator(self.pipe, step, self.out)
+                except OSError as exc:  # an evaluation image that cannot be written: the same words as a checkpoint's
+                    raise self._disk_error(Path(exc.filename) if exc.filename else self.out / "eval", exc) from None
             acc.wait_for_everyone()
         if acc.is_main_process:
             try:
