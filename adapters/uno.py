@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from picbench.methods.base import Capabilities
-from picbench.methods.positionic import FLUX_DEV, UNO_LORA, UNO_LORA_CHECKPOINT, PositionICMethod
+from picbench.adapters.positionic import FLUX_DEV, UNO_LORA, UNO_LORA_CHECKPOINT, PositionICMethod
 
 
 class UnoMethod(PositionICMethod):

@@ -9,7 +9,7 @@ import pytest
 
 from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.methods import METHODS
-from picbench.methods.positionic import PositionICMethod
+from picbench.adapters.positionic import PositionICMethod
 from picbench.records import Sample, Subject
 
 FAST = {"steps": 2, "ref_long_side": 32}

@@ -110,7 +110,7 @@ def test_plugin_backends_resolve_and_a_wrong_type_is_refused(plugin_env: dict[st
 
 
 def test_an_unknown_backend_is_refused_when_the_method_is_built() -> None:
-    from picbench.methods.positionic import PositionICMethod
+    from picbench.adapters.positionic import PositionICMethod
 
     with pytest.raises(ValueError, match=r"parameter 'attention_backend': unknown attention backend 'flexx'; did you mean 'flex'\?"):
         PositionICMethod(models="tiny", params={"attention_backend": "flexx"})

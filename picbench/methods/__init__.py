@@ -8,7 +8,7 @@ from picbench.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", entry_point_group="picbench.methods", base=Method)
 
-METHODS.register("positionic", "picbench.methods.positionic:PositionICMethod", "reference PositionIC on FLUX (UnoPE + VWR + VAA)")
+METHODS.register("positionic", "picbench.adapters.positionic:PositionICMethod", "reference PositionIC on FLUX (UnoPE + VWR + VAA)")
 METHODS.register(
     "paste", "picbench.methods.paste:PasteMethod", "references pasted into their boxes: layout upper bound, realism lower bound"
 )

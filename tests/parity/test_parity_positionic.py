@@ -13,7 +13,7 @@ from parity_harness import assert_parity
 
 
 def test_positionic_with_one_full_box_reduces_to_uno(uno_files: Path, tmp_path: Path, data_dir: Path) -> None:
-    from picbench.methods.positionic import PositionICMethod
+    from picbench.adapters.positionic import PositionICMethod
 
     sample = uno_sample(1, full_box=True)
     assert sample.has_layout  # VAA is on: the box and depth reach the attention processors
