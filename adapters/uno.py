@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from picbench.methods.base import Capabilities
 from picbench.adapters.positionic import FLUX_DEV, UNO_LORA, UNO_LORA_CHECKPOINT, PositionICMethod
+from picbench.methods.base import Capabilities
 
 
 class UnoMethod(PositionICMethod):

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from picbench.adapters.positionic import PositionICMethod
 from picbench.errors import BenchFormatError, MissingWeightsError
 from picbench.methods import METHODS
-from picbench.adapters.positionic import PositionICMethod
 from picbench.records import Sample, Subject
 
 FAST = {"steps": 2, "ref_long_side": 32}
