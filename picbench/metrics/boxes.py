@@ -1,6 +1,6 @@
 """Box geometry and the one-to-one matching of subjects to detections.
 
-Convention (README, "Metric conventions"): each subject is matched to one detection of its class word; where a class
+Convention (docs/metrics.md, "Metric conventions"): each subject is matched to one detection of its class word; where a class
 repeats, the assignment maximizes total IoU (Hungarian); an unmatched subject scores IoU 0.
 """
 
