@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from picbench.benches.positionic import OVERLAP_SHARE, THREE_SUBJECT_SHARE, depth_order, multi_layout, noun_phrase, random_box
+from picbench.layouts import OVERLAP_SHARE, SINGLE_AREA, THREE_SUBJECT_SHARE, depth_order, listed, multi_layout, noun_phrase, random_box
 from picbench.methods.paste import back_to_front
 from picbench.metrics.boxes import normalize_label
 from picbench.records import BoxXYXY, Sample, Subject, canonical_json
 
-SINGLE_AREA = (0.04, 0.5)  # positionic-open's single-subject box areas
 MIN_MASK_SHARE = 0.002  # a segment smaller than this share of the rendered image is "not found"
 STAGES = ("single", "forward", "backward")
 
@@ -89,10 +88,6 @@ class StageContext:
 
 def unit_key(stage: str, index: int, identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": identity}).encode()).hexdigest()
-
-
-def listed(nouns: Sequence[str]) -> str:
-    return nouns[0] if len(nouns) == 1 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
 
 
 def checked_image(array: np.ndarray, size: int, what: str) -> Image.Image:
