@@ -23,6 +23,7 @@ from typing import Any
 
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.imaging import load_rgb
+from picbench.layouts import depth_rank_problem
 from picbench.paths import resolve_in_root
 from picbench.problems import Collect, Problem, ProblemSink, Severity
 from picbench.records import Bench, check_samples, is_int, path_problem
@@ -75,8 +76,8 @@ def check_layout(obj: Mapping[str, Any], problems: ProblemSink, require_layout: 
     if require_layout:
         if not all(boxed) or len(depths) != len(subs):
             problems.error("missing-layout", "a positioned bench needs a box and a depth rank for every subject", "subjects")
-        elif len(set(depths)) == len(depths) and sorted(depths) != list(range(len(depths))):
-            problems.error("bad-depth", f"depth ranks must be 0..{len(depths) - 1}, got {sorted(depths)}", "subjects.depth")
+        elif len(set(depths)) == len(depths) and (problem := depth_rank_problem(depths)) is not None:
+            problems.error("bad-depth", problem, "subjects.depth")
     elif any(boxed) and not all(boxed):
         problems.warning("partial-layout", "some subjects have a box and others do not", "subjects")
 

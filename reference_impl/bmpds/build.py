@@ -34,8 +34,8 @@ from PIL import Image
 from picbench.atomic import atomic_write, remove_stale_tmp
 from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes, single_references
 from picbench.benches.msbench import read_spec, subject_files
-from picbench.benches.positionic import template_contexts
 from picbench.errors import ImageError, PicbenchError
+from picbench.layouts import noun_phrase, template_contexts
 from picbench.locks import FolderLock
 from picbench.pairs import copy_into, write_pairs
 from picbench.pairs.stats import CANDIDATES_FILE
@@ -188,8 +188,6 @@ class Models:
 
     def render_subject(self, reference: str, subject: SubjectSource, seed: int) -> Image.Image:
         """The subject model's picture of a subject from one reference (a path in the build folder)."""
-        from picbench.benches.positionic import noun_phrase
-
         size = self.config.size
         sample = Sample(
             f"render-{subject.name}",
