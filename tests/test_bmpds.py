@@ -294,7 +294,10 @@ def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_build(tmp_path: 
     assert done_before == 2 and not (killed / "pairs.jsonl").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     nested = [p.parent for p in (killed / "images").rglob("*.png")][0]
-    stale = [nested / f".target.png.{_HOST}-{dead.stdout.strip()}.k2.tmp", killed / "dreambench" / f".00.jpg.{_HOST}-{dead.stdout.strip()}.x9.tmp"]
+    stale = [
+        nested / f".target.png.{_HOST}-{dead.stdout.strip()}.k2.tmp",
+        killed / "dreambench" / f".00.jpg.{_HOST}-{dead.stdout.strip()}.x9.tmp",
+    ]
     for path in stale:  # what writers killed mid-write leave in nested folders
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half a file")
