@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "picbench.regress",
             "picbench.downloads",
             "picbench.data",
+            "picbench.testing",
             "picbench.reference_impl.training",
             "picbench.reference_impl.bmpds",
         ),
