@@ -73,7 +73,7 @@ EXCEPTIONS: Mapping[tuple[str, str], str] = {
     (
         "picbench.adapters.uno",
         "picbench.adapters.positionic",
-    ): "UNO runs PositionIC's pipeline in its UNO mode: its Method extends PositionIC's",
+    ): "UNO is the PositionIC pipeline with UNO's LoRA and VAA off: its Method subclasses PositionIC's",
 }
 """(importer, imported) pairs allowed across the rules, each with its reason."""
 
