@@ -147,6 +147,13 @@ def test_every_relative_link_and_anchor_resolves(path: Path) -> None:
     assert link_problems(path) == []
 
 
+def test_the_readme_stays_short() -> None:
+    """The README is the entry point (what it is, install, the main and test commands, a line per
+    verb, links); everything longer has a page under docs/."""
+    readme = (REPO / "README.md").read_bytes()
+    assert len(readme) < 25_000 and readme.count(b"\n") <= 250
+
+
 def test_every_docs_page_is_in_the_index_and_the_readme_links_the_index() -> None:
     index = DOCS / "README.md"
     linked = {target.partition("#")[0] for target in LINK.findall(prose(index.read_text(encoding="utf-8")))}

@@ -8,7 +8,7 @@ from ``random.Random(seed)`` so the same seed gives the same bytes (pairs.jsonl 
 * multi pairs: 2 subjects, or 3 with ``THREE_SUBJECT_SHARE``; boxes, overlaps (``OVERLAP_SHARE``
   put the first two boxes over each other) and depth ranks by positionic-open's rules
   (``picbench.layouts.multi_layout``); single pairs: one box by its single rule;
-* compositing: ``picbench.methods.paste.paste_subjects`` (stretch to the box, back to front) onto
+* compositing: ``picbench.imaging.paste_subjects`` (stretch to the box, back to front) onto
   the scene, centre-cropped and resized to ``SIZE`` square;
 * the pasted picture of a subject is one of its DreamBench images *other than* its reference
   (drawn by the rng), so a target is never a copy of its reference; the reference is the image
@@ -29,9 +29,8 @@ from picbench.atomic import atomic_write
 from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes, single_references, subject_images
 from picbench.benches.msbench import read_spec, subject_files
 from picbench.errors import PicbenchError
-from picbench.imaging import load_rgb
+from picbench.imaging import load_rgb, paste_subjects
 from picbench.layouts import OVERLAP_SHARE, SINGLE_AREA, THREE_SUBJECT_SHARE, listed, multi_layout, noun_phrase, random_box
-from picbench.methods.paste import paste_subjects
 from picbench.pairs import TARGETS_DIR, write_pairs
 from picbench.paths import resolve_in_root
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject

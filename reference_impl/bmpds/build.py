@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from picbench.atomic import atomic_write
+from picbench.atomic import atomic_write, remove_stale_tmp
 from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes, single_references
 from picbench.benches.msbench import read_spec, subject_files
 from picbench.errors import ImageError, PicbenchError
@@ -263,6 +263,7 @@ def build(
         remedy="Wait for that build to finish (then rerun to resume), or choose another --out",
     )
     with lock, BmpdsStore(out) as store:
+        remove_stale_tmp(out, recursive=True)  # what a killed build left half-written, in any folder below
         models = Models(config, device, out)
         smoke = config.models == "tiny"
 
