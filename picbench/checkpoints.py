@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from picbench.errors import MissingWeightsError
+from picbench.paths import WEIGHTS_ENV
 
 T = TypeVar("T")
 
-WEIGHTS_ENV = "PICBENCH_WEIGHTS_DIR"
-"""The weights folder when none is given."""
 
 DIFFUSERS_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
 """A diffusers pipeline folder: its index and each component's configs, tokenizer files and

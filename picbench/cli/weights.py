@@ -36,8 +36,9 @@ def download(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files and sizes, fetch nothing")] = False,
 ) -> None:
     """List the files each method (and --metrics, the metric engine) loads, with sizes, then fetch those not yet there."""
-    from picbench.checkpoints import WEIGHTS_ENV, weights_root
+    from picbench.checkpoints import weights_root
     from picbench.downloads import fetch, metric_downloads, plan
+    from picbench.paths import WEIGHTS_ENV
 
     folder = weights_root(weights_dir)
     if folder is None:

@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from picbench.checkpoints import WEIGHTS_ENV, candidates, local_checkpoint, missing_weights, weights_root
+from picbench.checkpoints import candidates, local_checkpoint, missing_weights, weights_root
 from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.paths import WEIGHTS_ENV
 from picbench.records import file_sha256
 from picbench.registry import Registry
 
