@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "picbench.checkpoints",
             "picbench.environment",
             "picbench.locks",
+            "picbench.database",
             "picbench.trainlog",
             "picbench.database",
         ),
