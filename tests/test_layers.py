@@ -56,7 +56,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "picbench.checkpoints",
             "picbench.environment",
             "picbench.locks",
-            "picbench.database",
             "picbench.trainlog",
             "picbench.database",
         ),
