@@ -21,6 +21,7 @@ from typing import Any, Literal
 import tomllib
 
 from picbench.errors import PicbenchError
+from picbench.reference_impl.vaa import VAASettings
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_STEPS = 10**8
@@ -54,6 +55,11 @@ class ModelConfig:
     delta: float = 1.0
     gradient_checkpointing: bool = True
     """Per block, as UNO's `gradient_checkpoint=True` (diffusers' `enable_gradient_checkpointing`)."""
+
+    @property
+    def vaa_settings(self) -> VAASettings:
+        """`vaa`, `sigma`, `delta` and `attention_backend` as the one record training and evaluation pass on."""
+        return VAASettings(self.vaa, self.sigma, self.delta, self.attention_backend)
 
 
 @dataclass(frozen=True)

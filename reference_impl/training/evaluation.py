@@ -60,10 +60,7 @@ class Validator:
                     num_inference_steps=ev.steps,
                     guidance_scale=ev.guidance,
                     generator=torch.Generator().manual_seed(ev.seed),
-                    vaa=m.vaa,
-                    sigma=m.sigma,
-                    delta=m.delta,
-                    attention_backend=m.attention_backend,
+                    vaa=m.vaa_settings,
                 ).images[0]
                 path = folder / f"{safe_file_stem(sample.id)}.png"
                 image.save(path)
