@@ -229,6 +229,7 @@ class MetricEngine:
         metrics: Sequence[str] | None = None,
         detector: str | None = "grounding-dino",
         weights: Mapping[str, str | Path] | None = None,
+        weights_dir: str | Path | None = None,
         cache: EmbeddingCache | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -248,6 +249,7 @@ class MetricEngine:
             raise PicbenchError(f"identity sets must be among {sorted(IDENTITY_SETS)}, got {list(identity_sets)}")
         self.identity_sets = tuple(dict.fromkeys(identity_sets))
         self.weights = dict(weights or {})
+        self.weights_dir = weights_dir  # the weights folder (DIR/<hub id>); None: $PICBENCH_WEIGHTS_DIR
         self.metrics = select_metrics(metrics, detector)
         self.needs = frozenset(n for m in self.metrics for n in m.needs)
         self.batch_size, self.num_workers = max(1, batch_size), num_workers
@@ -283,25 +285,25 @@ class MetricEngine:
                 return None
             if role not in self.weights and self.smoke:
                 return cls.smoke_folder()
-            return resolve(role, cls.hub_id or model, self.weights).folder
+            return resolve(role, cls.hub_id or model, self.weights, self.weights_dir).folder
         if role in self.weights:
-            return resolve(role, hub_id(role), self.weights).folder
+            return resolve(role, hub_id(role), self.weights, self.weights_dir).folder
         if self.smoke:
             from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(model)
-        return resolve(role, hub_id(role)).folder
+        return resolve(role, hub_id(role), None, self.weights_dir).folder
 
     def model_folder(self, role: str, tiny: str) -> Path:
         """For metrics with models of their own (``Metric.load``): ``--weights ROLE=DIR``, the
         tiny model ``tiny`` of a smoke run, else the hub id registered for ``role``."""
         if role in self.weights:
-            return resolve(role, hub_id(role), self.weights).folder
+            return resolve(role, hub_id(role), self.weights, self.weights_dir).folder
         if self.smoke:
             from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(tiny)
-        return resolve(role, hub_id(role)).folder
+        return resolve(role, hub_id(role), None, self.weights_dir).folder
 
     def _build(self) -> None:
         """Build every model the metrics need, once, on first use."""
