@@ -87,8 +87,8 @@ class StageContext:
     copy_source: Callable[[str], str]
 
 
-def unit_key(stage: str, index: int, identity: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": identity}).encode()).hexdigest()
+def unit_key(stage: str, index: int, fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": fingerprint}).encode()).hexdigest()
 
 
 def listed(nouns: Sequence[str]) -> str:
