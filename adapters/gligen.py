@@ -23,7 +23,7 @@ grounded objects, and per variant the authors' ``alpha_type`` (scheduled samplin
 ``[1.0, 0.0, 0.0]`` for the text-image model (grounding on for every step: beta 1.0) and
 ``[0.3, 0.0, 0.7]`` for the text-box model (on for the first 30%: beta 0.3), see
 :data:`SCHEDULED_SAMPLING_BETA`; ``int(beta * steps)`` counts the authors' PLMS steps
-(``alpha_generator``), and PNDM's first PLMS step takes two timestep entries (:func:`plms_step`). The default negative prompt is the authors' argparse default
+(``alpha_generator``), and PNDM's first PLMS step takes two timestep entries (:func:`~picbench.methods.sd_grounding.plms_step`). The default negative prompt is the authors' argparse default
 (:data:`AUTHORS_NEGATIVE_PROMPT`); ``negative_prompt=""`` gives the empty unconditional prompt.
 Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed).
 diffusers' text-image pipeline computes the beta cut-off but never applies it, and the text-box
@@ -47,6 +47,7 @@ from picbench.checkpoints import HubFiles, hub_files, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
+from picbench.methods.sd_grounding import generation_size, grounded_boxes, plms_step
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
@@ -85,24 +86,6 @@ class GligenCall:
     height: int
 
 
-def generation_size(width: int, height: int, resolution: int) -> tuple[int, int]:
-    """GLIGEN is trained at 512x512: generate with the longer side at ``resolution``, keeping the
-    sample's aspect ratio, each side a multiple of 8 (the pipeline's requirement)."""
-    scale = resolution / max(width, height)
-    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
-
-
-def grounded_boxes(sample: Sample, method: str, max_objects: int) -> tuple[tuple[float, float, float, float], ...]:
-    """The subjects' normalised xyxy boxes, for a box-grounded method: every subject needs one,
-    and at most ``max_objects`` are grounded."""
-    missing = [s.name for s in sample.subjects if s.box is None]
-    if missing:
-        raise ValueError(f"{method}: sample {sample.id} has no box for subject(s) {missing}")
-    if len(sample.subjects) > max_objects:
-        raise ValueError(f"{method}: sample {sample.id} has {len(sample.subjects)} subjects, at most {max_objects} are grounded")
-    return tuple(tuple(s.box) for s in sample.subjects)  # type: ignore[misc]
-
-
 def gligen_call(sample: Sample, resolution: int) -> GligenCall:
     """Boxes stay normalised xyxy (GLIGEN's format), phrases are the class words, and each
     subject contributes its first reference image (one image per box)."""
@@ -138,13 +121,6 @@ def plms_scheduler(config: Mapping[str, Any]) -> Any:
 
     pinned = {"skip_prk_steps": True, "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
     return PNDMScheduler.from_config({k: v for k, v in config.items() if not k.startswith("_")}, **pinned)
-
-
-def plms_step(entry: int) -> int:
-    """The authors' PLMS step of diffusers' PNDM (``skip_prk_steps``) timestep entry ``entry``:
-    PNDM repeats its second timestep, so entries 0 and 1 are the authors' first step (LDM PLMS
-    evaluates the model at t and at t_next before it has a history), entry j >= 1 is step j - 1."""
-    return max(0, entry - 1)
 
 
 @contextlib.contextmanager
@@ -316,9 +292,7 @@ __all__ = [
     "GligenMethod",
     "SCHEDULED_SAMPLING_BETA",
     "VARIANTS",
-    "generation_size",
     "gligen_call",
     "grounding_steps",
     "plms_scheduler",
-    "plms_step",
 ]

@@ -39,7 +39,7 @@ Defaults are the authors' quantitative evaluation, not ``inference.py``'s argpar
 which adds "cartoon style, painting style" to ``inference.py``'s): grounding at every step.
 Step counts are the authors' PLMS steps: diffusers' PNDM runs the first PLMS step (LDM's
 pseudo-improved Euler, two UNet calls) as two scheduler entries, so entry ``j`` is the authors'
-step ``max(0, j - 1)`` (:func:`plms_step`); ``int(alpha * 50)`` and ``int(mis * 50)`` count
+step ``max(0, j - 1)`` (:func:`~picbench.methods.sd_grounding.plms_step`); ``int(alpha * 50)`` and ``int(mis * 50)`` count
 those steps (``alpha`` 0.75 grounds 37 steps, ``mis`` 0.36 runs 18 multi-instance steps).
 """
 
@@ -60,11 +60,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from picbench.adapters.gligen import generation_size, grounded_boxes, plms_step
 from picbench.checkpoints import HubFiles, download_file, hub_files, load_pretrained
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
+from picbench.methods.sd_grounding import generation_size, grounded_boxes, plms_step
 from picbench.paths import picbench_home
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder

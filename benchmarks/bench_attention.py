@@ -38,7 +38,7 @@ def timed(fns: dict[str, Callable[[], object]], device: torch.device, reps: int)
     """Seconds of each call, the variants interleaved after one warm-up each, so a load change on a
     shared machine hits every variant alike instead of skewing one ratio. Each rep runs them in a
     fresh (seeded) order: in a fixed order the call after a compiled flex kernel always paid for
-    its lingering OpenMP threads (auto, the same kernel as sdpa_lowrank, read 1.19x vs 1.11x)."""
+    its lingering OpenMP threads (docs/benchmarks.md, "Figures behind defaults")."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()

@@ -51,15 +51,19 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def remove_stale_tmp(folder: str | Path) -> list[Path]:
-    """Delete the temporary files in ``folder`` (not below it) whose writer on this host has
-    exited: what a run killed mid-write leaves. Returns what was removed."""
+def remove_stale_tmp(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files in ``folder`` (and, with ``recursive``, in every folder below
+    it, symbolic links not followed) whose writer on this host has exited: what a run killed
+    mid-write leaves. Returns what was removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return removed
     for entry in entries:
+        if recursive and entry.is_dir(follow_symlinks=False):
+            removed += remove_stale_tmp(entry.path, recursive=True)
+            continue
         match = _TMP_NAME.match(entry.name)
         if match is None or match["host"] != _HOST or _alive(int(match["pid"])) or not entry.is_file(follow_symlinks=False):
             continue

@@ -1,10 +1,18 @@
 """The HTML building blocks every picbench page shares (run reports, comparisons, the leaderboard
-page, pair-set reports): escaping, box outlines, fact tables, and one page shell with its style."""
+page, pair-set reports): escaping, box outlines, fact tables, and one page shell with its style, the
+subject colours and thumbnail sizes."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping
+
+SUBJECT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+"""A subject's colour (its boxes, its references' frames, its legend swatch) by subject index, on every page."""
+THUMBNAIL_PX = 320
+"""The longer side of a generated or target image as a page inlines it."""
+REFERENCE_PX = 96
+"""The longer side of a reference image as a page inlines it."""
 
 
 def svg_rect(x0: float, y0: float, x1: float, y1: float, colour: str, stroke: float, dash: float | None, label: str) -> str:

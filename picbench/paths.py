@@ -1,4 +1,5 @@
-"""Where data lives: the data root, safe resolution of bench-relative paths, picbench's home."""
+"""Where data lives: the data root, safe resolution of bench-relative paths, picbench's home, and
+the variable naming the weights folder."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from picbench.errors import PicbenchError, UnsafePathError
 
 DATA_DIR_ENV = "PICBENCH_DATA_DIR"
 HOME_ENV = "PICBENCH_HOME"
+WEIGHTS_ENV = "PICBENCH_WEIGHTS_DIR"
+"""The folder of model weights (methods' checkpoints and metric models) that runs read."""
 
 
 def find_data_dir(explicit: str | Path | None = None, *, required: bool = True) -> Path | None:

@@ -381,12 +381,6 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def iter_subjects(samples: Iterable[Sample]) -> Iterable[tuple[Sample, Subject]]:
-    for s in samples:
-        for sub in s.subjects:
-            yield s, sub
-
-
 # -- record rules ----------------------------------------------------------------------------------
 # Each rule reports into a sink and never raises; later rules must cope with fields an earlier
 # rule found broken, because `picbench validate` goes on after the first problem.

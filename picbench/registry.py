@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -92,15 +92,3 @@ class Registry(Generic[T]):
         """The one-line description an entry was registered (or declared as a plugin) with."""
         self._scan_plugins()
         return self._entries[name].summary
-
-
-def lazy(factory: Callable[[], T]) -> Callable[[], T]:
-    """Cache a zero-argument factory's result (for heavy module-level objects)."""
-    cache: list[T] = []
-
-    def get() -> T:
-        if not cache:
-            cache.append(factory())
-        return cache[0]
-
-    return get

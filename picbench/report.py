@@ -29,7 +29,7 @@ from picbench.atomic import atomic_write
 from picbench.benches import load_bench
 from picbench.coverage import PARTIAL_BANNER, Coverage
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
-from picbench.html import escape, html_page, key_value_table, svg_rect
+from picbench.html import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX, escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
 from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, protocol_label, provenance_summary
 from picbench.paths import resolve_contained
@@ -43,10 +43,7 @@ from picbench.trainlog import read_training_log as read_log
 if TYPE_CHECKING:
     import pandas as pd
 
-SUBJECT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 DEFAULT_MAX_IMAGES = 48
-THUMBNAIL_PX = 320
-REFERENCE_PX = 96
 SCORE_KEYS = ("clip_i", "dino", "clip_t", "iou", "occlusion_order", "vlm_judge")
 """The per-item scores a side-by-side cell shows (those present), in this order."""
 LABEL_CHARS = 40

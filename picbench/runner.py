@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from PIL import Image
 
-import picbench
+from picbench import __version__
 from picbench.atomic import atomic_write
 from picbench.benches import bench_file_record, default_detector, load_bench
 from picbench.coverage import Coverage, measure
@@ -740,7 +740,7 @@ def _provenance(
     config: RunConfig, bench: Bench, method: Mapping[str, Any], engine: Mapping[str, Any], device: str, smoke: bool
 ) -> dict[str, Any]:
     return {
-        "picbench_version": picbench.__version__,
+        "picbench_version": __version__,
         "git": _git_state(),
         "bench": {
             "name": bench.name,
@@ -768,7 +768,7 @@ def _provenance(
 
 def _git_state() -> dict[str, Any] | None:
     """The commit of the picbench checkout (None for an install outside git) and whether it is dirty."""
-    root = Path(picbench.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # the checkout holding picbench/
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:

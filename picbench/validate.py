@@ -13,7 +13,6 @@ truncated or corrupt files are errors.
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from picbench.errors import ImageError, PicbenchError, UnsafePathError
+from picbench.errors import ImageError, UnsafePathError
 from picbench.imaging import load_rgb
+from picbench.layouts import depth_rank_problem
 from picbench.paths import resolve_in_root
 from picbench.problems import Collect, Problem, ProblemSink, Severity
 from picbench.records import Bench, check_samples, is_int, path_problem
 
-__all__ = ["Problem", "Severity", "ValidationReport", "validate_bench", "validate_bench_file", "validate_named"]
+__all__ = ["Problem", "Severity", "ValidationReport", "validate_bench", "validate_bench_file"]
 
 LAYOUT_BENCH_PREFIX = "positionic"
 
@@ -75,8 +75,8 @@ def check_layout(obj: Mapping[str, Any], problems: ProblemSink, require_layout: 
     if require_layout:
         if not all(boxed) or len(depths) != len(subs):
             problems.error("missing-layout", "a positioned bench needs a box and a depth rank for every subject", "subjects")
-        elif len(set(depths)) == len(depths) and sorted(depths) != list(range(len(depths))):
-            problems.error("bad-depth", f"depth ranks must be 0..{len(depths) - 1}, got {sorted(depths)}", "subjects.depth")
+        elif len(set(depths)) == len(depths) and (problem := depth_rank_problem(depths)) is not None:
+            problems.error("bad-depth", problem, "subjects.depth")
     elif any(boxed) and not all(boxed):
         problems.warning("partial-layout", "some subjects have a box and others do not", "subjects")
 
@@ -198,33 +198,4 @@ def validate_bench_file(
     if require_layout is None:
         require_layout = report.bench.startswith(LAYOUT_BENCH_PREFIX)
     _check_images(records, report, sink, Path(data_root), check_images=check_images, require_layout=require_layout, workers=workers)
-    return report
-
-
-def validate_named(name: str, data_dir: str | Path | None = None, *, check_images: bool = True) -> ValidationReport:
-    """Validate a registered bench, a built bench or a .jsonl path. Files are checked raw; a
-    loader's warnings become warnings of the report and its failure an error, never a crash."""
-    from picbench.benches import BENCHES, built_benches, load_bench
-    from picbench.pairs import is_pair_set, validate_pairs
-    from picbench.paths import find_data_dir
-
-    if is_pair_set(name):  # its own data root, checked with the trainer's rules
-        return validate_pairs(name, check_images=check_images)
-    root = find_data_dir(data_dir)
-    assert root is not None
-    built = built_benches()
-    if name.endswith(".jsonl"):
-        return validate_bench_file(name, root, check_images=check_images)
-    if name in built and name not in BENCHES:
-        return validate_bench_file(built[name], root, check_images=check_images)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            bench = load_bench(name, root)
-        except PicbenchError as exc:
-            report = ValidationReport(name)
-            report.problems.append(Problem("error", "load-failed", str(exc)))
-            return report
-    report = validate_bench(bench, check_images=check_images)
-    report.problems[:0] = [Problem("warning", "loader-warning", str(w.message)) for w in caught]
     return report

@@ -1,7 +1,7 @@
 """Masked attention backends: one VAA semantics (`vaa.dense_vaa_mask`), several ways to compute it.
 
 - `sdpa`: `scaled_dot_product_attention` with the dense additive mask. Any device, backward
-  everywhere; the readable exact path. Memory grows as L^2 (1.25 GB fp32 at 2048 px, 3 refs).
+  everywhere; the readable exact path. Memory grows as L^2.
 - `sdpa_lowrank`: the VAA mask has rank 2K (log w_k(p) on target-ref_k pairs, -inf on
   ref_i-ref_j pairs), so it rides in 2K extra head dimensions of q and k; SDPA then runs
   unmasked with its fused kernel. O(L K) memory, backward everywhere, exact in fp32/bf16.
@@ -9,16 +9,11 @@
   tensor: each token carries one integer code, and `table[code[q] + code[kv]]` is the bias
   (see `vaa_lookup`). The BlockMask is counted directly from the token groups and weight maps
   (`vaa_block_mask`), so blocks that VAA masks entirely are skipped. No backward on CPU.
-- `auto`: the fastest exact backend per device. Measured with `benchmarks/bench_attention.py`
-  (text 512 + target 64x64 + 2 refs of 20x20 tokens, block 128, fp32) on a CPU of 2 cores
-  shared with other jobs (run-to-run noise about +-10%). At FLUX's head size (H=1, D=128):
-  dense-mask SDPA 1.04x unmasked SDPA, low-rank bias 1.06x, compiled flex 2.4x (the CPU flex
-  kernel is 3.5x slower than SDPA's even unmasked, and only ~11% of blocks are fully masked
-  here). At H=2, D=64 (five runs) dense 1.02-1.35x, low-rank 1.05-1.34x, flex 2.3-3.0x. The
-  two SDPA paths tie within the noise; the low-rank one needs 0.2 MB instead of a 112 MB mask
-  (1 MB instead of 1.25 GB at 2048 px with 3 refs) and builds in ~10 ms instead of ~150-300 ms,
-  so CPU -> `sdpa_lowrank`. On CUDA the Triton flex kernel skips masked blocks and never builds
-  the L^2 mask, so CUDA -> `flex` (expected, not measured: no GPU was at hand for this build).
+- `auto`: the fastest exact backend per device, chosen on `benchmarks/bench_attention.py`'s
+  figures (docs/benchmarks.md, "Figures behind defaults"). On CPU the CPU flex kernel is slow
+  even unmasked, and the low-rank bias is faster than the dense mask at a small fraction of its
+  memory, so CPU -> `sdpa_lowrank`. On CUDA the Triton flex kernel skips masked blocks and never
+  builds the L^2 mask, so CUDA -> `flex` (expected, not measured yet).
 """
 
 from __future__ import annotations

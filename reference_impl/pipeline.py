@@ -11,7 +11,7 @@ generator=torch.Generator().manual_seed(0)).images[0]`. What it adds:
   prediction; the clean reference tokens are the same at every step;
 - with `vaa=True` the prepared VAA mask (VWR weights from boxes and depth ranks) goes to the
   attention processors through `joint_attention_kwargs`; with `vaa=False` attention is plain,
-  which with UNO's LoRA is the UNO method (:meth:`PositionICPipeline.enable_uno_mode`).
+  which with UNO's LoRA (`reference_impl.lora.load_uno_lora`) is the UNO method (`adapters/uno.py`).
 Layout, ids and mask come from :func:`~picbench.reference_impl.conditioning.build_conditioning`,
 the function the trainer uses too; the time shift from :mod:`~picbench.reference_impl.schedule`
 (UNO's sampling rule by default, `schedule="flux"` for diffusers').
@@ -53,7 +53,6 @@ from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPV
 from picbench.errors import MissingWeightsError
 from picbench.reference_impl.conditioning import PATCH, build_conditioning, encode_image_tokens, fit_reference, uno_ref_long_side
 from picbench.reference_impl.layout import validate_layout
-from picbench.reference_impl.lora import load_uno_lora
 from picbench.reference_impl.processors import set_positionic_processors
 from picbench.reference_impl.schedule import Schedule, sampling_mu, sampling_times
 from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA
@@ -134,11 +133,6 @@ class PositionICPipeline(FluxPipeline):
                 f"({type(exc).__name__}: {exc}); download them with `hf download {source} --local-dir DIR` "
                 "and pass DIR"
             ) from exc
-
-    def enable_uno_mode(self, lora: str | Path | dict[str, torch.Tensor], scale: float = 1.0) -> None:
-        """UNO = this pipeline with VAA off and UNO's released LoRA (converted to diffusers names)."""
-        load_uno_lora(self, lora, scale=scale)
-        self.vaa_default = False
 
     @torch.no_grad()
     def __call__(  # type: ignore[override]

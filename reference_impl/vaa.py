@@ -1,6 +1,6 @@
 """Visibility-Aware Attention: the additive mask over the joint sequence, written out densely.
 
-Rules (README, "Reference PositionIC"), for the sequence `[text, target, ref_0 .. ref_{K-1}]`:
+Rules (docs/reference_impl.md), for the sequence `[text, target, ref_0 .. ref_{K-1}]`:
 - ref_i <-> ref_j, i != j: -inf (references never see each other);
 - target token p <-> ref_k, both directions: log w_k(p), so -inf where subject k is not visible at p;
 - everything else 0. In particular text <-> ref stays open: the prompt's class words must bind to

@@ -13,13 +13,12 @@ from grounded_samples import BOXES, _one_thread, dreambench_multi_sample  # noqa
 from picbench.adapters.gligen import (
     GligenMethod,
     build_tiny_gligen,
-    generation_size,
     gligen_call,
     grounding_steps,
     plms_scheduler,
-    plms_step,
 )
 from picbench.errors import MissingWeightsError
+from picbench.methods.sd_grounding import generation_size, plms_step
 from picbench.records import Sample, Subject
 
 

@@ -26,11 +26,11 @@ from picbench.adapters.instancediffusion import (
     load_released_weights,
     low_frequency_scale,
     mis_steps,
-    plms_step,
     read_released_checkpoint,
     to_released_layout,
 )
 from picbench.errors import PicbenchError
+from picbench.methods.sd_grounding import plms_step
 from picbench.records import Sample, Subject
 from picbench.tiny import sd as tiny
 

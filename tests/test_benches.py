@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 import pytest
 
+from picbench import layouts
 from picbench.benches import BENCHES, built_bench_dir, dreambench, load_bench, msbench, positionic
 from picbench.benches.hf import bench_to_dataset, dataset_to_bench, load_bench_hf, save_bench_hf
 from picbench.benches.jsonl import write_bench_jsonl
@@ -146,7 +147,7 @@ def test_positionic_open_counts_and_layout(open_bench) -> None:
     assert {len(s.subjects) for s in multi} == {2, 3}
     overlapping = 0
     for s in open_bench.samples:
-        assert positionic.layout_problems(s) == []
+        assert layouts.layout_problems(s) == []
         boxes = [x.box for x in s.subjects]
         depths = [x.depth for x in s.subjects]
         assert len({x.name for x in s.subjects}) == len(s.subjects)
@@ -154,7 +155,7 @@ def test_positionic_open_counts_and_layout(open_bench) -> None:
         overlap = any(min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1]) for a, b in pairs)
         assert overlap == s.meta["overlap"]
         overlapping += overlap
-        assert all(positionic.visible_fraction(boxes, depths, i) >= positionic.MIN_VISIBLE for i in range(len(boxes)))
+        assert all(layouts.visible_fraction(boxes, depths, i) >= layouts.MIN_VISIBLE for i in range(len(boxes)))
     assert 0.2 * len(multi) <= overlapping <= 0.6 * len(multi)
     areas = [(b[2] - b[0]) * (b[3] - b[1]) for s in open_bench.samples for b in (x.box for x in s.subjects)]
     aspects = [(b[2] - b[0]) / (b[3] - b[1]) for s in open_bench.samples for b in (x.box for x in s.subjects)]

@@ -18,6 +18,7 @@ import pytest
 from holding import cli_holding_after, wait_until_held
 from PIL import Image
 
+from picbench.atomic import _HOST
 from picbench.errors import BenchFormatError
 from picbench.pairs import read_pairs, reference_paths, target_path, validate_pairs
 from picbench.reference_impl.bmpds import build, load_config, plan, subject_pool
@@ -291,6 +292,15 @@ def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_build(tmp_path: 
     assert proc.wait(timeout=60) == -signal.SIGKILL, "the build ended before it could be killed"
     done_before = _units_done(killed)
     assert done_before == 2 and not (killed / "pairs.jsonl").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    nested = [p.parent for p in (killed / "images").rglob("*.png")][0]
+    stale = [
+        nested / f".target.png.{_HOST}-{dead.stdout.strip()}.k2.tmp",
+        killed / "dreambench" / f".00.jpg.{_HOST}-{dead.stdout.strip()}.x9.tmp",
+    ]
+    for path in stale:  # what writers killed mid-write leave in nested folders
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a file")
     rerun = subprocess.run([*command, str(killed)], capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"single {3 - min(done_before, 3)} ({min(done_before, 3)} reused)" in rerun.stdout

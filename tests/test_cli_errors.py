@@ -1,4 +1,4 @@
-"""One CLI error path and one table of exit codes: the README's table is the helper's, no verb
+"""One CLI error path and one table of exit codes: the CLI reference's table is the helper's, no verb
 writes its own error line or exit number, and every verb exits 2 on input it cannot use."""
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def _table_rows(text: str) -> dict[int, str]:
     return {int(code): name for code, name in re.findall(r"^\W*(\d+)\W+`*(EXIT_[A-Z_]+)`*", text, flags=re.MULTILINE)}
 
 
-def test_readme_table_is_the_helpers_table() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+def test_cli_reference_table_is_the_helpers_table() -> None:
+    reference = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = reference.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     expected = {code: name for name, code in cli_errors.EXIT_CODES.items()}
     assert _table_rows(section) == expected
     assert _table_rows(cli_errors.__doc__ or "") == expected

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from picbench.errors import MissingWeightsError
 from picbench.imaging import load_rgb
 from picbench.metrics.detectors import load_detector
+from picbench.metrics.detectors.base import Detector
 from picbench.metrics.detectors.vision_r1 import (
     MAX_NEW_TOKENS,
     MAX_PIXELS,
@@ -22,6 +24,7 @@ from picbench.metrics.detectors.vision_r1 import (
     queries,
     vision_resize,
 )
+from picbench.metrics.weights import weights_sha256
 from picbench.tiny.metric_models import tiny_weights
 
 
@@ -165,3 +168,34 @@ def test_vision_r1_bad_boxes_are_dropped_with_reasons(vision_r1):
     out = vision_r1.boxes_from_answer(answer, (112, 112), (224, 224))
     assert [d.label for d in out.detections] == ["vase"]
     assert any("zero area" in p for p in out.problems) and any("inverted" in p for p in out.problems)
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("grounding-dino", "grounding-dino"), ("owlv2", "owlv2"), ("vision-r1", "vision-r1:qwen2_5_vl")]
+)
+def test_every_detector_ends_its_constructor_with_the_shared_weights_identity(name, family):
+    """``Detector.identify_weights`` is the one constructor tail: the weights' fingerprint, the model id
+    each detector has always had (``<family>@<16 hex digits>``), a zeroed forward-time counter."""
+    folder = tiny_weights(name)
+    detector = load_detector(name, folder)
+    sha = weights_sha256(folder)
+    assert detector.weights_sha256 == sha and detector.provenance()["weights_sha256"] == sha
+    assert detector.model_id == f"{family}@{sha[:16]}" == detector.provenance()["model_id"]
+    assert detector.forward_seconds == 0.0
+
+
+def test_a_plug_in_detector_gets_the_same_identity_from_the_base_class(tmp_path: Path):
+    class PlugIn(Detector):
+        name = "plug-in"
+
+        def __init__(self, folder: Path, device: str = "cpu") -> None:
+            self.identify_weights(folder)
+
+    (tmp_path / "model.safetensors").write_bytes(b"not really weights")
+    first = PlugIn(tmp_path)
+    assert first.model_id == f"plug-in@{weights_sha256(tmp_path)[:16]}" and first.forward_seconds == 0.0
+    (tmp_path / "model.safetensors").write_bytes(b"other weights")
+    assert PlugIn(tmp_path).model_id != first.model_id
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingWeightsError):
+        PlugIn(tmp_path / "empty")

@@ -20,10 +20,11 @@ from picbench.benches import built_bench_dir
 from picbench.benches.jsonl import write_bench_jsonl
 from picbench.benches.positionic import build_open
 from picbench.cli import app
+from picbench.html import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX
 from picbench.imaging import load_rgb
 from picbench.paths import resolve_in_root
 from picbench.records import Bench, Score, SubjectScore
-from picbench.report import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX, build_report, write_report
+from picbench.report import build_report, write_report
 from picbench.results import RunResult, load_result, save_result
 
 runner = CliRunner()

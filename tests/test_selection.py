@@ -80,7 +80,7 @@ def test_bad_selections_exit_2_and_run_nothing(tmp_path: Path, data_dir: Path, a
 
 def test_the_main_command_with_limit_4_scores_2_single_and_2_multi(tmp_path: Path, data_dir: Path) -> None:
     """The README's main command on the built positionic-open (paste stands in for positionic: the
-    selection does not depend on the method; the README's output is positionic's)."""
+    selection does not depend on the method; the output docs/cli.md shows is positionic's)."""
     write_open(data_dir, tmp_path / "positionic-open.jsonl")
     bench = load_bench(str(tmp_path / "positionic-open.jsonl"), data_dir)
     chosen = select_samples(bench.samples, bench=bench.name, limit=4)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from picbench.tiny.publish import publish_folder
-from picbench.tiny.tokenizers import CLIP_SPECIAL_TOKENS, byte_clip_vocab, clip_tokenizer, write_clip_tokenizer
+from picbench.tiny.tokenizers import CLIP_SPECIAL_TOKENS, QWEN_CORPUS, byte_clip_vocab, clip_tokenizer, write_clip_tokenizer
 
 
 def test_byte_vocabulary_is_transformers_byte_table_then_word_final_then_specials() -> None:
@@ -80,3 +80,10 @@ def test_publish_keeps_the_folder_another_process_published_first(tmp_path: Path
     assert publish_folder(folder, racing) == folder
     assert [p.name for p in folder.iterdir()] == ["theirs"]
     assert [p.name for p in tmp_path.iterdir()] == ["tiny-z"]
+
+
+def test_qwen_corpus_holds_vision_r1s_own_query() -> None:
+    """The tiny Qwen BPE learns Vision-R1's real query: its corpus spells out the detector's prompt."""
+    from picbench.metrics.detectors.vision_r1 import PROMPT
+
+    assert QWEN_CORPUS[0] == PROMPT.format(category="dog and backpack")

@@ -115,7 +115,7 @@ def test_training_times_follow_unos_shifted_schedule() -> None:
 def test_lora_is_unos_parametrization_and_round_trips_to_its_layout() -> None:
     """Initialized from a LoRA in UNO's released layout (bytedance/UNO @ d305981 uno/flux/util.py
     set_lora), the trainable LoRA saves back to exactly that file; at FLUX.1-dev's widths and rank
-    512 it has the 0.956 B parameters the README's memory arithmetic uses."""
+    512 it has the 0.956 B parameters docs/training.md's memory arithmetic uses."""
     from types import SimpleNamespace
 
     from picbench.reference_impl.lora import (

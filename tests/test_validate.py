@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from picbench.cli.validate import validate_named
 from picbench.imaging import load_rgb
 from picbench.records import BENCH_SCHEMA, SAMPLE_SCHEMA, canonical_json
-from picbench.validate import validate_bench_file, validate_named
+from picbench.validate import validate_bench_file
 
 REAL = ["dreambench/dataset/backpack/00.jpg", "dreambench/dataset/dog/00.jpg"]
 

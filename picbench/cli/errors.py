@@ -17,7 +17,7 @@ code    constant               meaning
                                kept, rerun to resume (``run``, ``train``, ``data build bmpds``)
 ======  =====================  ====================================================================
 
-The README's "Exit codes" section holds the same table; a test keeps the two equal.
+The "Exit codes" section of docs/cli.md holds the same table; a test keeps the two equal.
 """
 
 from __future__ import annotations

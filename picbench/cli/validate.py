@@ -3,6 +3,7 @@ the bench cannot be read at all (the table of :mod:`picbench.cli.errors`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import typer
@@ -13,7 +14,38 @@ from picbench.cli.app import app, console
 from picbench.cli.errors import EXIT_CHECK_FAILED, fail
 from picbench.cli.output import emit_json
 from picbench.errors import PicbenchError
-from picbench.validate import ValidationReport, validate_named
+from picbench.problems import Problem
+from picbench.validate import ValidationReport, validate_bench, validate_bench_file
+
+
+def validate_named(name: str, data_dir: str | Path | None = None, *, check_images: bool = True) -> ValidationReport:
+    """Validate a pair set, a registered bench, a built bench or a .jsonl path. Files are checked
+    raw; a loader's warnings become warnings of the report and its failure an error, never a crash.
+    The verb's dispatch lives here, above both the bench validator and the pair sets it tells apart."""
+    from picbench.benches import BENCHES, built_benches, load_bench
+    from picbench.pairs import is_pair_set, validate_pairs
+    from picbench.paths import find_data_dir
+
+    if is_pair_set(name):  # its own data root, checked with the trainer's rules
+        return validate_pairs(name, check_images=check_images)
+    root = find_data_dir(data_dir)
+    assert root is not None
+    built = built_benches()
+    if name.endswith(".jsonl"):
+        return validate_bench_file(name, root, check_images=check_images)
+    if name in built and name not in BENCHES:
+        return validate_bench_file(built[name], root, check_images=check_images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            bench = load_bench(name, root)
+        except PicbenchError as exc:
+            report = ValidationReport(name)
+            report.problems.append(Problem("error", "load-failed", str(exc)))
+            return report
+    report = validate_bench(bench, check_images=check_images)
+    report.problems[:0] = [Problem("warning", "loader-warning", str(w.message)) for w in caught]
+    return report
 
 
 def print_report(report: ValidationReport) -> None:

@@ -34,7 +34,7 @@ def download(
 ) -> None:
     """List the files each method (and --metrics, the metric engine) loads, with sizes, then fetch those not yet there."""
     from picbench.downloads import fetch, metric_downloads, plan
-    from picbench.metrics.weights import WEIGHTS_ENV
+    from picbench.paths import WEIGHTS_ENV
 
     folder = weights_dir or (Path(os.environ[WEIGHTS_ENV]) if os.environ.get(WEIGHTS_ENV) else None)
     if folder is None:

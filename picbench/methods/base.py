@@ -17,7 +17,7 @@ from PIL import Image
 
 from picbench.checkpoints import HubFiles
 from picbench.methods.params import Param, check_params
-from picbench.metrics.weights import WEIGHTS_ENV
+from picbench.paths import WEIGHTS_ENV
 from picbench.records import Sample
 
 ModelSize = Literal["default", "tiny"]

@@ -1,6 +1,6 @@
 """Box geometry and the one-to-one matching of subjects to detections.
 
-Convention (README, "Metric conventions"): each subject is matched to one detection of its class word; where a class
+Convention (docs/metrics.md, "Metric conventions"): each subject is matched to one detection of its class word; where a class
 repeats, the assignment maximizes total IoU (Hungarian); an unmatched subject scores IoU 0.
 """
 
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from picbench.layouts import area, intersection
 
 Box = tuple[float, float, float, float]
 
@@ -31,9 +33,7 @@ def box_problem(box: Sequence[float]) -> str | None:
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two xyxy boxes (0 when either is empty)."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
+    inter = area(intersection(a, b))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return float(inter / union) if union > 0 else 0.0
 

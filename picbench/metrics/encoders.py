@@ -45,10 +45,9 @@ row comes out the same whatever the batch (tests/test_metrics_encoders.py)."""
 CPU_FORWARD_CHUNK = 8
 """On CPU a batch is run through the model 8 images at a time: a ViT's activations for 8 images
 stay in cache where 32 do not, and the element-wise layers (GELU, QuickGELU, the attention copies)
-slow down on memory. Measured on 2 cores (random-weight ViT-B/32 and ViT-S/16): CLIP 52.9 ms an
-image in chunks of 8 vs 66.7 in one batch of 32, DINO 44.9 vs 62.8; bench_metrics 39.7 s vs 47.4.
-Rows do not depend on their batch (see :data:`MIN_BATCH`), so the numbers are the same. On CUDA
-the whole batch goes at once."""
+slow down on memory (measured: docs/benchmarks.md, "Figures behind defaults"). Rows do not
+depend on their batch (see :data:`MIN_BATCH`), so the numbers are the same. On CUDA the whole
+batch goes at once."""
 
 
 class Encoder:

@@ -73,10 +73,9 @@ class AveragePrecision(Metric):
         return out
 
     def bootstrap_statistic(self, scores: Sequence[Score], samples: Mapping[str, Sample]) -> Mapping[str, float | None]:
-        """Resamples are evaluated by faster-coco-eval where it is installed (the ``dev`` extra),
-        equal to pycocotools (tests/test_metrics_coco.py) and faster; else by pycocotools, which
-        every install has, so the interval is always computed (benchmarks/bench_ap_bootstrap.py
-        measures both). The point estimate stays pycocotools'."""
+        """Resamples are evaluated by faster-coco-eval (a core dependency), equal to pycocotools
+        (tests/test_metrics_coco.py) and faster (docs/benchmarks.md); by pycocotools where it is
+        missing, so the interval is always computed. The point estimate stays pycocotools'."""
         return self.aggregate(scores, samples, backend=resample_backend())
 
     def _ap(self, scores: Sequence[Score], samples: Mapping[str, Sample], backend: str) -> dict[str, float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from picbench.layouts import intersection
 from picbench.metrics.base import Features, Metric, Unscorable, mean
 from picbench.records import BoxXYXY, Sample
 
@@ -35,8 +36,8 @@ def overlapping_pairs(sample: Sample) -> list[tuple[int, int, BoxXYXY]]:
             sa, sb = subs[a], subs[b]
             if sa.box is None or sb.box is None or sa.depth is None or sb.depth is None or sa.depth == sb.depth:
                 continue
-            box = (max(sa.box[0], sb.box[0]), max(sa.box[1], sb.box[1]), min(sa.box[2], sb.box[2]), min(sa.box[3], sb.box[3]))
-            if box[0] < box[2] and box[1] < box[3]:
+            box = intersection(sa.box, sb.box)
+            if box is not None:
                 front, back = (a, b) if sa.depth < sb.depth else (b, a)
                 pairs.append((front, back, box))
     return pairs

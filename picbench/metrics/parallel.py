@@ -6,12 +6,10 @@ and start in no time.
 Forward passes on CPU: at the engine's chunk size (8 images) a ViT gains little from a second
 OpenMP thread, and an OpenMP parallel region stalls whenever one of its threads is pre-empted
 (by a decoding thread, say). So each chunk runs on a worker thread that runs torch on one thread,
-one worker per core, and the chunks of every model go through the workers together. Measured on
-2 cores (random-weight ViT-B/32 and ViT-S/16, chunks of 8): one chunk at a time on 2 OpenMP
-threads, 89.2 ms an image through both models (CLIP 44.2 ms, DINO 53.3 ms; 78.2 and 80.6 on one
-thread); two chunks at once on single-threaded workers, 80.8 ms. With no OpenMP region left to
-stall, the next batch is decoded while this one's chunks run. A row's embedding does not depend
-on the chunk it shares (encoders.MIN_BATCH), so spreading chunks over workers changes no number;
+one worker per core, and the chunks of every model go through the workers together: faster than
+one chunk at a time on all OpenMP threads (measured: docs/benchmarks.md, "Figures behind
+defaults"). With no OpenMP region left to stall, the next batch is decoded while this one's
+chunks run. A row's embedding does not depend on the chunk it shares (encoders.MIN_BATCH), so spreading chunks over workers changes no number;
 one OpenMP thread instead of several may change the last bit of a matrix product (about 1e-7).
 """
 
@@ -67,9 +65,8 @@ def decode_batches(jobs: Jobs, batch_size: int, threads: int, overlap: bool) -> 
 
     ``overlap``: the next batch is decoded while the caller runs the models on this one. Without
     it decoding and the forward passes take turns, for when the forward passes run on OpenMP
-    threads (a CPU detector): a thread pre-empted by a decoder holds up the whole parallel region.
-    On 2 cores (bench_metrics, n=200) overlapping decoders with 2-thread OpenMP forward passes took
-    68.3 s, 44.6 s of it in forward passes; taking turns 39.7 s, 28.8 s in forward passes."""
+    threads (a CPU detector): a thread pre-empted by a decoder holds up the whole parallel region
+    (measured: docs/benchmarks.md, "Figures behind defaults")."""
     n = len(jobs)
     starts = list(range(0, n, batch_size))
     if threads <= 0:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.paths import WEIGHTS_ENV
 from picbench.records import file_sha256
 from picbench.registry import Registry
-
-WEIGHTS_ENV = "PICBENCH_WEIGHTS_DIR"
 
 
 @dataclass(frozen=True)

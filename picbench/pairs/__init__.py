@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from picbench.atomic import atomic_write
 from picbench.benches.jsonl import read_bench_jsonl, write_bench_jsonl
 from picbench.errors import BenchFormatError, PicbenchError
+from picbench.layouts import layout_problems
 from picbench.paths import resolve_in_root
 from picbench.records import PAIRS_KIND, Bench, Sample
 
@@ -77,8 +78,6 @@ def is_pair_set(path: str | Path) -> bool:
 def pair_problems(sample: Sample) -> list[str]:
     """What keeps a sample from being a training pair (empty when it is one): the one rule set of
     ``read_pairs`` (what ``train`` reads), ``write_pairs`` and ``validate_pairs``."""
-    from picbench.benches.positionic import layout_problems
-
     problems = [] if sample.target else ["no target image"]
     return problems + layout_problems(sample)
 

@@ -7,8 +7,8 @@ from ``random.Random(seed)`` so the same seed gives the same bytes (pairs.jsonl 
 
 * multi pairs: 2 subjects, or 3 with ``THREE_SUBJECT_SHARE``; boxes, overlaps (``OVERLAP_SHARE``
   put the first two boxes over each other) and depth ranks by positionic-open's rules
-  (``picbench.benches.positionic.multi_layout``); single pairs: one box by its single rule;
-* compositing: ``picbench.methods.paste.paste_subjects`` (stretch to the box, back to front) onto
+  (``picbench.layouts.multi_layout``); single pairs: one box by its single rule;
+* compositing: ``picbench.imaging.paste_subjects`` (stretch to the box, back to front) onto
   the scene, centre-cropped and resized to ``SIZE`` square;
 * the pasted picture of a subject is one of its DreamBench images *other than* its reference
   (drawn by the rng), so a target is never a copy of its reference; the reference is the image
@@ -28,10 +28,9 @@ from PIL import Image, ImageOps
 from picbench.atomic import atomic_write
 from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes, single_references, subject_images
 from picbench.benches.msbench import read_spec, subject_files
-from picbench.benches.positionic import OVERLAP_SHARE, THREE_SUBJECT_SHARE, multi_layout, noun_phrase, random_box
 from picbench.errors import PicbenchError
-from picbench.imaging import load_rgb
-from picbench.methods.paste import paste_subjects
+from picbench.imaging import load_rgb, paste_subjects
+from picbench.layouts import OVERLAP_SHARE, SINGLE_AREA, THREE_SUBJECT_SHARE, listed, multi_layout, noun_phrase, random_box
 from picbench.pairs import TARGETS_DIR, write_pairs
 from picbench.paths import resolve_in_root
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject
@@ -41,7 +40,6 @@ VERSION = "1"
 SIZE = 512
 DEFAULT_MULTI = 24
 DEFAULT_SINGLE = 8
-SINGLE_AREA = (0.04, 0.5)
 
 
 def scene_images(data_root: Path) -> list[tuple[str, str]]:
@@ -76,12 +74,11 @@ def build_paste_pairs(data_root: Path, out: Path, seed: int = 0, n_multi: int = 
             boxes, depths = multi_layout(rng, k, overlap)
         pasted = [rng.choice([p for p in subject_images(data_root, n) if p != refs[n]] or [refs[n]]) for n in chosen]
         nouns = [noun_phrase(spec.classes[n]) for n in chosen]
-        listed = nouns[0] if k == 1 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
         sample_id = f"paste-{i:04d}-{'+'.join(chosen)}"
         subjects = tuple(Subject(n, spec.classes[n], (refs[n],), (), b, d) for n, b, d in zip(chosen, boxes, depths))
         sample = Sample(
             sample_id,
-            f"{listed} with a {scene_word} in the background",
+            f"{listed(nouns)} with a {scene_word} in the background",
             SIZE,
             SIZE,
             split,

@@ -1,7 +1,7 @@
 """One self-contained HTML page of a pair set: its stats, then a card per pair with the references,
 the target with every subject's box (a colour per subject, depth rank in the legend) and the
 filter's scores and verdict. Images are inlined as JPEG thumbnails; the page fetches nothing.
-Built from the run report's parts (``picbench.report``) so both pages look and escape alike."""
+Built from the parts every page shares (``picbench.html``) so it looks and escapes like the run report."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ from pathlib import Path
 
 from picbench.atomic import atomic_write
 from picbench.errors import ImageError
-from picbench.html import escape, html_page, key_value_table, svg_rect
+from picbench.html import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX, escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
 from picbench.pairs import bmpds_meta, pairs_file, read_pairs, reference_paths, target_path
 from picbench.pairs.stats import pair_stats
 from picbench.records import Bench, Sample
-from picbench.report import SUBJECT_COLOURS, THUMBNAIL_PX
 
 DEFAULT_MAX_PAIRS = 96
-REFERENCE_PX = 96
 
 
 def _jpeg(path: Path, size: int) -> tuple[str, tuple[int, int]]:

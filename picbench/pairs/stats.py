@@ -120,7 +120,3 @@ def _collect(scores: dict[str, Any], values: dict[str, list[float]]) -> None:
         for x in v if isinstance(v, list) else [v]:
             if isinstance(x, (int, float)) and np.isfinite(x):
                 values[name].append(float(x))
-
-
-def stats_json(path: str | Path) -> str:
-    return json.dumps(pair_stats(path).to_dict(), indent=2, sort_keys=True)

@@ -95,6 +95,14 @@ def t5_tokenizer(model_max_length: int) -> T5Tokenizer:
 
 
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN_CORPUS = (
+    "Locate every dog and backpack in the image and output the coordinates in JSON format.",
+    '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
+    'system user assistant You are a helpful assistant. 0123456789 {}[],:"',
+)
+"""What the tiny Qwen BPE learns its merges from: a Vision-R1 query (its detector's prompt,
+written out so that ``tiny`` stays below ``metrics``; tests/test_tiny.py checks it still matches
+``picbench.metrics.detectors.vision_r1.PROMPT``), an answer in Vision-R1's format, and chat words."""
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for part in message['content'] %}"
@@ -109,18 +117,12 @@ def qwen_tokenizer() -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from picbench.metrics.detectors.vision_r1 import PROMPT
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [
-        PROMPT.format(category="dog and backpack"),
-        '```json\n[{"bbox_2d": [12, 40, 200, 310], "label": "dog"}]\n```',
-        'system user assistant You are a helpful assistant. 0123456789 {}[],:"',
-    ]
     tok.train_from_iterator(
-        corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        list(QWEN_CORPUS),
+        trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
     )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.chat_template = QWEN_CHAT_TEMPLATE

@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from picbench.atomic import atomic_write
+from picbench.atomic import atomic_write, remove_stale_tmp
 from picbench.benches.dreambench import PROMPTS_FILE, parse_prompts_and_classes, single_references
 from picbench.benches.msbench import read_spec, subject_files
-from picbench.benches.positionic import template_contexts
 from picbench.errors import ImageError, PicbenchError
+from picbench.layouts import noun_phrase, template_contexts
 from picbench.locks import FolderLock
 from picbench.pairs import copy_into, write_pairs
 from picbench.pairs.stats import CANDIDATES_FILE
@@ -188,8 +188,6 @@ class Models:
 
     def render_subject(self, reference: str, subject: SubjectSource, seed: int) -> Image.Image:
         """The subject model's picture of a subject from one reference (a path in the build folder)."""
-        from picbench.benches.positionic import noun_phrase
-
         size = self.config.size
         sample = Sample(
             f"render-{subject.name}",
@@ -265,6 +263,7 @@ def build(
         remedy="Wait for that build to finish (then rerun to resume), or choose another --out",
     )
     with lock, BmpdsStore(out) as store:
+        remove_stale_tmp(out, recursive=True)  # what a killed build left half-written, in any folder below
         models = Models(config, device, out)
         smoke = config.models == "tiny"
 

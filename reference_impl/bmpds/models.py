@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from picbench.layouts import listed
 from picbench.metrics.weights import resolve, weights_sha256
 
 HUB_IDS = {
@@ -171,11 +172,11 @@ class CaptionWriter:
         self.device, self.max_new_tokens = device, max_new_tokens
 
     def write(self, nouns: Sequence[str], class_words: Sequence[str], contexts: Sequence[str], rng: random.Random) -> Caption:
-        listed = nouns[0] if len(nouns) == 1 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
-        template = rng.choice(CAPTION_TEMPLATES).format(subjects=listed, context=rng.choice(contexts))
+        subjects = listed(nouns)
+        template = rng.choice(CAPTION_TEMPLATES).format(subjects=subjects, context=rng.choice(contexts))
         if self.model is None:
             return Caption(template, "template", "no caption_lm configured")
-        answer = self._generate(CAPTION_INSTRUCTION.format(subjects=listed))
+        answer = self._generate(CAPTION_INSTRUCTION.format(subjects=subjects))
         absent = [w for w in class_words if w.lower() not in answer.lower()]
         if not answer or absent:
             return Caption(template, "template", f"the LM's caption {answer[:80]!r} does not name {absent or 'anything'}")

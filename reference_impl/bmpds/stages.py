@@ -7,7 +7,7 @@ reason) and writes its images into the build folder, which is the pair set's own
   inside the box, and the pair's box is where it landed); FLUX Fill repaints everything but the
   subject (mask white = repaint) from the caption. Pair: the reference, the target, the box.
 * **forward**: 2 or 3 single-stage cut-outs placed together at positionic-open's multi layout
-  (overlaps, depth ranks), pasted back to front (``picbench.methods.paste.back_to_front``) and
+  (overlaps, depth ranks), pasted back to front (``picbench.imaging.back_to_front``) and
   outpainted the same way. References: those of the single-stage pairs.
 * **backward**: the caption writer (a local LM, or a seeded template) writes a multi-subject
   caption; FLUX renders it; the detector finds each subject's class word; each crop is re-rendered
@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from picbench.benches.positionic import OVERLAP_SHARE, THREE_SUBJECT_SHARE, depth_order, multi_layout, noun_phrase, random_box
-from picbench.methods.paste import back_to_front
+from picbench.imaging import back_to_front
+from picbench.layouts import OVERLAP_SHARE, SINGLE_AREA, THREE_SUBJECT_SHARE, depth_order, listed, multi_layout, noun_phrase, random_box
 from picbench.metrics.boxes import normalize_label
 from picbench.records import BoxXYXY, Sample, Subject, canonical_json
 
-SINGLE_AREA = (0.04, 0.5)  # positionic-open's single-subject box areas
 MIN_MASK_SHARE = 0.002  # a segment smaller than this share of the rendered image is "not found"
 STAGES = ("single", "forward", "backward")
 
@@ -91,10 +90,6 @@ def unit_key(stage: str, index: int, fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": fingerprint}).encode()).hexdigest()
 
 
-def listed(nouns: Sequence[str]) -> str:
-    return nouns[0] if len(nouns) == 1 else f"{', '.join(nouns[:-1])} and {nouns[-1]}"
-
-
 def checked_image(array: np.ndarray, size: int, what: str) -> Image.Image:
     """An HxWx3 float array in [0, 1] from a pipeline (``output_type="np"``) as an image, or a
     failure when it has the wrong size or non-finite pixels."""
@@ -134,7 +129,7 @@ def place(
     canvas = Image.new("RGB", (size, size), (127, 127, 127))
     keep = Image.new("L", (size, size), 0)
     placed: list[BoxXYXY] = [(0.0, 0.0, 1.0, 1.0)] * len(cutouts)
-    # the paste method's drawing order, on a stand-in sample whose subject i is cut-out i
+    # the one drawing order of picbench.imaging, on a stand-in sample whose subject i is cut-out i
     stand_in = Sample(
         "place",
         "place",

@@ -11,6 +11,7 @@ from PIL import Image
 
 from picbench.errors import PicbenchError
 from picbench.metrics.boxes import box_problem
+from picbench.metrics.weights import weights_sha256
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class DetectorOutput:
 
 
 class Detector:
-    """Subclasses implement ``__init__(folder, device)``, ``detect`` and ``provenance``;
-    ``model_id`` names the weights. Registered in ``DETECTORS`` (entry-point group
+    """Subclasses implement ``__init__(folder, device)`` (ending with :meth:`identify_weights`
+    when they load weights), ``detect`` and ``provenance``; ``model_id`` names the weights. Registered in ``DETECTORS`` (entry-point group
     ``picbench.detectors``): ``hub_id`` is where the default weights come from (None: the detector
     needs no weights, and gets ``folder=None``); :meth:`smoke_folder` gives the random-weight model
     of ``--models tiny``."""
@@ -42,6 +43,15 @@ class Detector:
 
     def __init__(self, folder: Path | None, device: str = "cpu") -> None:
         raise NotImplementedError
+
+    def identify_weights(self, folder: Path, family: str | None = None) -> None:
+        """The tail of every weights-backed constructor: fingerprint the weights in ``folder``
+        (``weights_sha256``, which keys cached outputs and goes into provenance), name the model
+        ``<family>@<16 hex digits>`` (family: the detector's name unless given) and start the
+        forward-time counter."""
+        self.weights_sha256 = weights_sha256(folder)
+        self.model_id = f"{family or self.name}@{self.weights_sha256[:16]}"
+        self.forward_seconds = 0.0
 
     @classmethod
     def smoke_folder(cls) -> Path | None:

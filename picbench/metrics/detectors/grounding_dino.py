@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from picbench.metrics.detectors.base import Detection, Detector, DetectorOutput, clean_detections
-from picbench.metrics.weights import weights_sha256
 
 
 class GroundingDinoDetector(Detector):
@@ -31,9 +30,7 @@ class GroundingDinoDetector(Detector):
         self.model = GroundingDinoForObjectDetection.from_pretrained(self.folder).eval().to(self.device)
         self.processor = AutoProcessor.from_pretrained(self.folder)
         self.box_threshold = box_threshold
-        self.weights_sha256 = weights_sha256(self.folder)
-        self.model_id = f"grounding-dino@{self.weights_sha256[:16]}"
-        self.forward_seconds = 0.0
+        self.identify_weights(self.folder)
 
     @classmethod
     def query_settings(cls) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import torch
 from PIL import Image
 
 from picbench.metrics.detectors.base import Detection, Detector, DetectorOutput, clean_detections
-from picbench.metrics.weights import weights_sha256
 
 
 class Owlv2Detector(Detector):
@@ -30,9 +29,7 @@ class Owlv2Detector(Detector):
         self.model = Owlv2ForObjectDetection.from_pretrained(self.folder).eval().to(self.device)
         self.processor = Owlv2Processor.from_pretrained(self.folder)
         self.threshold = threshold
-        self.weights_sha256 = weights_sha256(self.folder)
-        self.model_id = f"owlv2@{self.weights_sha256[:16]}"
-        self.forward_seconds = 0.0
+        self.identify_weights(self.folder)
 
     @classmethod
     def query_settings(cls) -> dict[str, Any]:

@@ -37,7 +37,6 @@ from PIL import Image
 
 from picbench.metrics.detectors.base import Detection, Detector, DetectorOutput, clean_detections
 from picbench.metrics.detectors.parse import AnswerFormatError, parse_answer
-from picbench.metrics.weights import weights_sha256
 
 EVALUATION = "jefferyZhan/Griffon@9866875e7d18e705239f3e03115a55aef30ab635:Vision-R1/eval/eval_localization.py"
 PROMPT = "Locate every {category} in the image and output the coordinates in JSON format."  # eval_localization.sh:6
@@ -83,9 +82,7 @@ class VisionR1Detector(Detector):
         self.max_new_tokens = MAX_NEW_TOKENS
         self.score = SCORE
         self.batch_size = batch_size
-        self.weights_sha256 = weights_sha256(self.folder)
-        self.model_id = f"vision-r1:qwen2_5_vl@{self.weights_sha256[:16]}"
-        self.forward_seconds = 0.0
+        self.identify_weights(self.folder, family="vision-r1:qwen2_5_vl")
 
     @classmethod
     def query_settings(cls) -> dict[str, Any]:

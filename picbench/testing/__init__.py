@@ -1,0 +1,21 @@
+"""Conformance suites over picbench's registries, for picbench's own tests and for plug-in authors.
+
+Each ``check_*`` function runs one registry's contract on one entry (a registered name or the
+class itself), with tiny random-weight models (:mod:`picbench.tiny`) and the real data where the
+contract needs images, and raises AssertionError naming the entry (kind, name and import target)
+and what broke. :func:`parametrize` turns a registry, or one distribution's entry points in it,
+into a pytest parametrization; nothing here needs pytest fixtures. Docs: docs/contributing.md,
+"Conformance suites"."""
+
+from __future__ import annotations
+
+from picbench.testing.methods import check_method
+from picbench.testing.metrics import check_metric
+from picbench.testing.registries import parametrize, registered
+
+__all__ = [
+    "check_method",
+    "check_metric",
+    "parametrize",
+    "registered",
+]
