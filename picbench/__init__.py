@@ -1,7 +1,8 @@
 """picbench: benchmark and reference implementation for position-controlled, identity-preserving
 multi-subject image customization.
 
-Dependencies point inwards: cli -> runner -> (benches, methods, metrics, store) -> records.
+Dependencies point inwards: cli -> runner -> (benches, methods, metrics, store) -> records; the
+full layer rules are in docs/contributing.md ("Layers"), enforced by tests/test_layers.py.
 
 The Python front door (docs/python.md): ``picbench.evaluate``, ``picbench.load_results`` and the
 functional metrics ``picbench.clip_i``, ``dino``, ``clip_t`` and ``iou``. They are imported on

@@ -1,18 +1,25 @@
-"""Where a method's released weights come from: a local folder or file, else the Hugging Face
-hub (or its cache). Offline and absent, the error names the checkpoint and how to provide it.
-Shared by the adapters, the positionic method and the trainer (a base module, so that
-``reference_impl`` can use it without importing an adapter)."""
+"""Where weights come from, for every user (methods, the trainer, BMPDS's roles, the metric
+models): a local path, else the weights folder laid out as ``DIR/<hub id>/`` (the hub repository's
+own layout, as ``picbench weights download`` writes it; ``DIR/<last part of the id>/`` and a role's
+``DIR/<role>/`` are read as aliases), else the Hugging Face hub (or its cache). The weights folder
+is the one given (``--weights-dir``, a config's ``weights_dir``), else ``$PICBENCH_WEIGHTS_DIR``.
+Offline and absent, :func:`missing_weights` is the one error: what is missing, where it was looked
+for, and the ``picbench weights download`` command that fetches it. A base module, so that
+``reference_impl`` and the metrics can use it without importing an adapter."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from picbench.errors import MissingWeightsError
+from picbench.paths import WEIGHTS_ENV
 
 T = TypeVar("T")
+
 
 DIFFUSERS_FILES = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
 """A diffusers pipeline folder: its index and each component's configs, tokenizer files and
@@ -54,40 +61,69 @@ def hub_files(checkpoint: str, filename: str | None = None) -> HubFiles | None:
     return HubFiles(checkpoint, (filename,)) if filename else diffusers_folder(checkpoint)
 
 
-def local_checkpoint(checkpoint: str, weights_dir: Path | None) -> Path | None:
-    """``checkpoint`` itself if it is an existing path, else ``weights_dir/<hub id>`` or
-    ``weights_dir/<last part of the id>`` if present; None means "ask the hub"."""
+def weights_root(given: str | Path | None = None) -> Path | None:
+    """The weights folder: ``given`` (``--weights-dir``, a config's ``weights_dir``), else
+    ``$PICBENCH_WEIGHTS_DIR``, else None (the hub and its cache only)."""
+    if given:
+        return Path(given).expanduser()
+    env_dir = os.environ.get(WEIGHTS_ENV)
+    return Path(env_dir).expanduser() if env_dir else None
+
+
+def candidates(checkpoint: str, weights_dir: Path | None, role: str | None = None) -> list[Path]:
+    """Where a checkpoint is looked for under the weights folder, in order: ``DIR/<hub id>``, then
+    the aliases ``DIR/<last part of the id>`` and ``DIR/<role>`` (the layout metric models and
+    BMPDS's roles were read from before one layout)."""
+    if weights_dir is None:
+        return []
+    found = [weights_dir / checkpoint, weights_dir / checkpoint.rsplit("/", 1)[-1], *([weights_dir / role] if role else [])]
+    return list(dict.fromkeys(found))
+
+
+def local_checkpoint(checkpoint: str, weights_dir: Path | None, role: str | None = None) -> Path | None:
+    """``checkpoint`` itself if it is an existing path, else the first of :func:`candidates` that
+    exists; None means "ask the hub"."""
     direct = Path(checkpoint).expanduser()
     if direct.exists():
         return direct
-    if weights_dir is not None:
-        for candidate in (weights_dir / checkpoint, weights_dir / checkpoint.rsplit("/", 1)[-1]):
-            if candidate.exists():
-                return candidate
-    return None
+    return next((c for c in candidates(checkpoint, weights_dir, role) if c.exists()), None)
 
 
 def missing_weights(
-    method: str,
+    subject: str,
     checkpoint: str,
-    cause: BaseException | None = None,
+    cause: BaseException | str | None = None,
     *,
+    download: str,
     filename: str | None = None,
-    weights_dir: Path | None = None,
+    looked: Sequence[Path] = (),
     remedy: str | None = None,
 ) -> MissingWeightsError:
-    """The offline error: what is missing, where it was looked for, and how to provide it
-    (``remedy``: the ways other than downloading, where they are not --weights-dir and the
-    'checkpoint' parameter)."""
+    """The one missing-weights error: what is missing (``subject`` before its hub id: "method gligen:
+    checkpoint", "weights for the clip model"), where it was looked for, the ``picbench weights download`` command that fetches it
+    (``download``), and the other ways to provide it (``remedy``). ``cause``: why the hub did not
+    serve it (its error, or a sentence)."""
     what = f"{checkpoint}/{filename}" if filename else checkpoint
-    looked = f" (not in {weights_dir / checkpoint} nor {weights_dir / checkpoint.rsplit('/', 1)[-1]})" if weights_dir is not None else ""
-    download = f"picbench weights download {method} --weights-dir DIR` or `hf download {checkpoint}" + (f" {filename}" if filename else "")
+    paths = [str(p) for p in looked]
+    where = f" (not in {', '.join(paths[:-1])} nor {paths[-1]})" if len(paths) > 1 else f" (not in {paths[0]})" if paths else ""
+    reason = f" ({cause})" if isinstance(cause, str) else ""
+    if isinstance(cause, BaseException):
+        reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})"
+    download += f"` or `hf download {checkpoint}" + (f" {filename}" if filename else "")
     remedy = remedy or f"put it under --weights-dir DIR as DIR/{checkpoint}, or pass the local path as the 'checkpoint' parameter"
     return MissingWeightsError(
-        f"method {method}: checkpoint {what!r} is not available locally{looked} and the hub could not be reached"
-        + (f" ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})" if cause else "")
-        + f". Download it with `{download}` (with network), or {remedy}."
+        f"{subject} {what!r}: not found locally{where}, and the hub could not be reached{reason}. "
+        f"Download it with `{download}` (with network), or {remedy}."
     )
+
+
+def _method_missing(
+    method: str, checkpoint: str, cause: BaseException | None = None, *, weights_dir: Path | None, **more: Any
+) -> MissingWeightsError:
+    """:func:`missing_weights` for a method's checkpoint (``method`` may say more after its name)."""
+    download = f"picbench weights download {method.split()[0]} --weights-dir DIR"
+    looked = candidates(checkpoint, weights_dir)
+    return missing_weights(f"method {method}: checkpoint", checkpoint, cause, download=download, looked=looked, **more)
 
 
 def load_pretrained(method: str, checkpoint: str, weights_dir: Path | None, loader: Callable[[str], T]) -> T:
@@ -99,7 +135,7 @@ def load_pretrained(method: str, checkpoint: str, weights_dir: Path | None, load
     try:
         return loader(checkpoint)
     except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
-        raise missing_weights(method, checkpoint, exc, weights_dir=weights_dir) from exc
+        raise _method_missing(method, checkpoint, exc, weights_dir=weights_dir) from exc
 
 
 def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path | None, *, remedy: str | None = None) -> Path:
@@ -109,10 +145,10 @@ def download_file(method: str, checkpoint: str, filename: str, weights_dir: Path
         path = local / filename if local.is_dir() else local
         if path.is_file():
             return path
-        raise missing_weights(method, checkpoint, filename=filename, weights_dir=weights_dir, remedy=remedy)
+        raise _method_missing(method, checkpoint, filename=filename, weights_dir=weights_dir, remedy=remedy)
     from huggingface_hub import hf_hub_download
 
     try:
         return Path(hf_hub_download(checkpoint, filename))
     except OSError as exc:
-        raise missing_weights(method, checkpoint, exc, filename=filename, weights_dir=weights_dir, remedy=remedy) from exc
+        raise _method_missing(method, checkpoint, exc, filename=filename, weights_dir=weights_dir, remedy=remedy) from exc

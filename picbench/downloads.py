@@ -1,10 +1,10 @@
 """Fetching the weights a run needs into one weights folder, listing what and how much first
 (``picbench weights download``).
 
-Method checkpoints land in the --weights-dir layout (``DIR/<hub id>/``, as the hub repository is
-laid out, which is where :func:`picbench.checkpoints.local_checkpoint` looks), the metric models as
-``DIR/<role>/`` (``$PICBENCH_WEIGHTS_DIR/<role>/``, where :func:`picbench.metrics.weights.resolve`
-looks), so that ``--weights-dir DIR`` and ``PICBENCH_WEIGHTS_DIR=DIR`` serve a later run offline.
+Everything lands in the one weights layout, ``DIR/<hub id>/`` as the hub repository is laid out
+(where :func:`picbench.checkpoints.local_checkpoint` looks for methods, the trainer, BMPDS's roles
+and the metric models), so that ``--weights-dir DIR`` or ``PICBENCH_WEIGHTS_DIR=DIR`` serves a
+later run offline.
 Everything goes through huggingface_hub's Python API (``HfApi.model_info`` with file sizes, then
 ``hf_hub_download`` of each file with ``local_dir``), so its environment applies: ``HF_ENDPOINT``
 (a mirror), ``HF_TOKEN`` (gated repositories), ``HF_HUB_OFFLINE``.
@@ -44,18 +44,18 @@ class PlannedFile:
 
 
 def metric_downloads(detector: str | None) -> tuple[HubFiles, ...]:
-    """The default metric models (CLIP and DINO encoders, and the detector unless None) as
-    ``DIR/<role>/``; a role a plug-in repointed to another repository gets all its files."""
+    """The default metric models (CLIP and DINO encoders, and the detector unless None); a role a
+    plug-in repointed to another repository gets all its files."""
     from picbench.metrics.detectors import DETECTORS
     from picbench.metrics.weights import CLIP, DINO, hub_id
 
     own_files = {CLIP.hub_id: ("open_clip_config.json", "open_clip_model.safetensors"), DINO.hub_id: ("config.json", "model.safetensors")}
-    wanted = [HubFiles(hub_id(role), own_files.get(hub_id(role)), folder=role) for role in ("clip", "dino")]
+    wanted = [HubFiles(hub_id(role), own_files.get(hub_id(role))) for role in ("clip", "dino")]
     if detector is not None:
         repo = DETECTORS.get(detector).hub_id
         if repo is None:
             raise PicbenchError(f"detector {detector!r} has no hub repository to download; give its weights with --weights detector=DIR")
-        wanted.append(HubFiles(repo, TRANSFORMERS_FILES, folder="detector"))
+        wanted.append(HubFiles(repo, TRANSFORMERS_FILES))
     return tuple(wanted)
 
 
@@ -79,7 +79,7 @@ def plan(sources: Iterable[HubFiles], weights_dir: Path) -> list[PlannedFile]:
                 + (f" (skipping {list(source.skip)})" if source.skip else "")
                 + f"; its files: {sorted(sizes)[:20]}"
             )
-        folder = weights_dir / source.target
+        folder = weights_dir / source.repo
         planned.extend(PlannedFile(source, path, sizes[path], str(info.sha), folder / path) for path in chosen)
     return planned
 
@@ -93,7 +93,7 @@ def fetch(files: Sequence[PlannedFile], weights_dir: Path, done: Callable[[Plann
         if not f.present:
             _hub_call(
                 f.source.repo,
-                lambda f=f: hf_hub_download(f.source.repo, f.path, revision=f.commit, local_dir=weights_dir / f.source.target),
+                lambda f=f: hf_hub_download(f.source.repo, f.path, revision=f.commit, local_dir=weights_dir / f.source.repo),
             )
             fetched += 1
         done(f)

@@ -542,6 +542,7 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
         precision=config.precision,
         identity_sets=config.identity_sets,
         weights=dict(config.weights) or None,
+        weights_dir=config.weights_dir,
         cache=EmbeddingCache(store.path),
         batch_size=max(1, config.batch_size),
         num_workers=min(4, os.cpu_count() or 1),  # decoding threads: stored images and references decode in parallel

@@ -45,6 +45,11 @@ class MaskedAttention(ABC):
     ``block_size`` is a tiling hint; backends without tiles ignore it."""
 
     name: ClassVar[str]
+    # device types ("cpu", "cuda") where gradients flow through the backend (training); the
+    # conformance suite checks its gradient against the dense reference's on each it can reach
+    backward_devices: ClassVar[frozenset[str]] = frozenset()
+    # True where every new shape compiles a kernel (seconds): suites run such a backend on one layout
+    compiles_per_shape: ClassVar[bool] = False
 
     def __init__(self, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
         self.block_size = block_size
@@ -60,6 +65,7 @@ class SdpaAttention(MaskedAttention):
     """Dense additive VAA mask through `F.scaled_dot_product_attention` (prepared = the mask or None)."""
 
     name = "sdpa"
+    backward_devices = frozenset({"cpu", "cuda"})
 
     def prepare(
         self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
@@ -120,6 +126,7 @@ class LowRankSdpaAttention(MaskedAttention):
     """
 
     name = "sdpa_lowrank"
+    backward_devices = frozenset({"cpu", "cuda"})
 
     def prepare(
         self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype
@@ -279,6 +286,8 @@ class FlexAttention(MaskedAttention):
     """VAA through compiled FlexAttention with a block-sparse mask and a one-lookup score_mod."""
 
     name = "flex"
+    backward_devices = frozenset({"cuda"})  # the compiled CPU kernel has no backward
+    compiles_per_shape = True
 
     def prepare(self, layout: TokenLayout, weights: torch.Tensor | None, *, device: str | torch.device, dtype: torch.dtype) -> FlexPlan:
         if weights is None:

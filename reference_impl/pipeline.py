@@ -51,7 +51,14 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, T5EncoderModel, T5TokenizerFast
 
 from picbench.errors import MissingWeightsError
-from picbench.reference_impl.conditioning import PATCH, build_conditioning, encode_image_tokens, fit_reference, uno_ref_long_side
+from picbench.reference_impl.conditioning import (
+    PATCH,
+    build_conditioning,
+    encode_image_tokens,
+    fit_reference,
+    transformer_step,
+    uno_ref_long_side,
+)
 from picbench.reference_impl.layout import validate_layout
 from picbench.reference_impl.processors import set_positionic_processors
 from picbench.reference_impl.schedule import Schedule, sampling_mu, sampling_times
@@ -176,7 +183,6 @@ class PositionICPipeline(FluxPipeline):
         channels = self.transformer.config.in_channels // 4
         target_hw = (gen_h // PATCH, gen_w // PATCH)
         latents = self._initial_noise((1, channels, 2 * target_hw[0], 2 * target_hw[1]), generator, noise, device, dtype)
-        n_target = latents.shape[1]
 
         long_side = ref_long_side or uno_ref_long_side(len(references))
         encoded = [encode_image_tokens(self, fit_reference(ref, long_side), device, dtype, generator) for ref in references]
@@ -200,17 +206,17 @@ class PositionICPipeline(FluxPipeline):
 
         with self.progress_bar(total=num_inference_steps) as progress:
             for t_curr, t_prev in zip(times[:-1], times[1:]):
-                prediction = self.transformer(
-                    hidden_states=torch.cat([latents, ref_tokens], dim=1),
-                    timestep=torch.full([1], t_curr, device=device, dtype=dtype),
+                prediction = transformer_step(
+                    self.transformer,
+                    latents,
+                    ref_tokens,
+                    torch.full([1], t_curr, device=device, dtype=dtype),
+                    cond,
+                    prompt_embeds=prompt_embeds,
+                    pooled=pooled,
+                    text_ids=text_ids,
                     guidance=guidance_t,
-                    pooled_projections=pooled,
-                    encoder_hidden_states=prompt_embeds,
-                    txt_ids=text_ids,
-                    img_ids=cond.img_ids,
-                    joint_attention_kwargs=cond.joint_attention_kwargs,
-                    return_dict=False,
-                )[0][:, :n_target]
+                )
                 latents = latents + (t_prev - t_curr) * prediction
                 progress.update()
 

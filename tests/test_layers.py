@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "picbench.environment",
             "picbench.locks",
             "picbench.trainlog",
+            "picbench.database",
         ),
     ),
     ("records", ("picbench.records",)),

@@ -90,6 +90,7 @@ def test_a_well_formed_metric_passes_the_checks_that_need_no_registration() -> N
         (CountsUnscoredAsZero, "aggregate over no scores gives {'counts_zero': 0}: unscored items must be left out"),
         (EmptySplitValue, "gives empty_split.multi=0.5, but no multi item was scored"),
     ],
+    ids=lambda case: getattr(case, "name", ""),
 )
 def test_a_broken_metric_fails_the_suite_naming_it(metric: type[Metric], message: str) -> None:
     with pytest.raises(AssertionError) as failed:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,12 +9,19 @@ from hypothesis import strategies as st
 
 from picbench.reference_impl import TokenLayout, dense_vaa_mask, get_backend, volume_weights
 from picbench.reference_impl.attention import (
+    ATTENTION_BACKENDS,
     FlexAttention,
     LowRankSdpaAttention,
     SdpaAttention,
     vaa_block_counts,
     vaa_lookup,
 )
+from picbench.testing.attention import BLOCK, CASES, LENGTH, reference_attention
+from picbench.testing.attention import TARGET as CASE_TARGET
+
+# every registered backend that compiles no kernel per shape (property tests draw many shapes)
+UNCOMPILED = [n for n in ATTENTION_BACKENDS.names() if not ATTENTION_BACKENDS.get(n).compiles_per_shape]
+TRAIN_ON_CPU = [n for n in ATTENTION_BACKENDS.names() if "cpu" in ATTENTION_BACKENDS.get(n).backward_devices]
 
 
 @st.composite
@@ -38,14 +43,6 @@ def layout_and_weights(draw: st.DrawFn) -> tuple[TokenLayout, torch.Tensor]:
     )
     refs = tuple((draw(st.integers(1, 5)), draw(st.integers(1, 5))) for _ in range(k))
     return TokenLayout(draw(st.integers(0, 9)), grid, refs), weights
-
-
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v, written out."""
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        scores = scores + mask
-    return torch.softmax(scores, dim=-1) @ v
 
 
 @settings(max_examples=80, deadline=None)
@@ -76,7 +73,7 @@ def test_block_counts_match_the_dense_mask(case: tuple[TokenLayout, torch.Tensor
     assert torch.equal(counts.total, torch.outer(size, size).double())
 
 
-@pytest.mark.parametrize("name", ["sdpa", "sdpa_lowrank"])
+@pytest.mark.parametrize("name", UNCOMPILED)
 @settings(max_examples=30, deadline=None)
 @given(case=layout_and_weights())
 def test_sdpa_backends_equal_written_out_attention(name: str, case: tuple[TokenLayout, torch.Tensor]) -> None:
@@ -92,7 +89,7 @@ def test_sdpa_backends_equal_written_out_attention(name: str, case: tuple[TokenL
     torch.testing.assert_close(plain, reference_attention(q, k, v, None), rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["sdpa", "sdpa_lowrank"])
+@pytest.mark.parametrize("name", TRAIN_ON_CPU)
 def test_sdpa_backends_train_on_cpu_with_the_reference_gradient(name: str) -> None:
     layout = TokenLayout(3, (4, 4), ((2, 2), (2, 3)))
     weights = volume_weights([(0, 0, 0.6, 0.6), (0.4, 0.4, 1, 1)], [0, 1], layout.target_hw)
@@ -142,21 +139,7 @@ def test_flex_prepare_builds_no_square_tensor() -> None:
 
 # --- compiled FlexAttention: one sequence length, block size and table capacity, so one compile ---
 
-FLEX_LEN, FLEX_BLOCK, TARGET = 320, 32, (12, 12)
-FLEX_CASES = {
-    "one-ref-border-box": ([(0.0, 0.0, 1.0, 0.5)], [(8, 8)], "any"),
-    "two-refs-overlap": ([(0.1, 0.1, 0.6, 0.7), (0.4, 0.3, 1.0, 1.0)], [(8, 8), (6, 6)], "any"),
-    "three-refs-single-token-box": (
-        [(0.0, 0.5, 0.5, 1.0), (0.45, 0.45, 0.46, 0.46), (0.3, 0.0, 1.0, 0.8)],
-        [(6, 6), (4, 4), (5, 7)],
-        "any",
-    ),
-    "three-refs-fraction-coverage": (
-        [(0.05, 0.05, 0.55, 0.62), (0.33, 0.41, 0.97, 0.93), (0.0, 0.7, 0.4, 1.0)],
-        [(6, 6), (5, 5), (4, 6)],
-        "fraction",
-    ),
-}
+FLEX_LEN, FLEX_BLOCK, TARGET, FLEX_CASES = LENGTH, BLOCK, CASE_TARGET, CASES  # the suite's cases (picbench.testing.attention)
 
 
 @pytest.mark.slow

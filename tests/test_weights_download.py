@@ -74,9 +74,9 @@ def test_download_lists_sizes_fetches_what_runs_read_and_an_offline_run_uses_it(
         sizes = re.findall(r"│ (\S+) +│ (\S+) +│ +([\d.]+ [KMG]?B) │ to fetch", done.stdout)
         assert {f"{repo}/{name}" for repo, name, _ in sizes} == set(wanted)  # listed, with sizes, before fetching
         assert f"{len(wanted)} of {len(wanted)} file(s) to fetch" in done.stdout
-        for repo, target in ((GLIGEN, GLIGEN), (CLIP.hub_id, "clip"), (DINO.hub_id, "dino")):
+        for repo in (GLIGEN, CLIP.hub_id, DINO.hub_id):  # one layout: DIR/<hub id>/
             for name, data in released[repo].items():
-                local = weights / target / name
+                local = weights / repo / name
                 assert (local.read_bytes() == data) if name not in DECOYS[repo] else not local.exists(), local
         assert local_checkpoint(GLIGEN, weights) == weights / GLIGEN  # where a run looks
         fetched_before = len(hub.fetched())
@@ -88,7 +88,7 @@ def test_download_lists_sizes_fetches_what_runs_read_and_an_offline_run_uses_it(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    monkeypatch.setenv("PICBENCH_WEIGHTS_DIR", str(weights))  # the metric models: DIR/clip, DIR/dino
+    monkeypatch.delenv("PICBENCH_WEIGHTS_DIR", raising=False)  # --weights-dir serves the metric models too
     bench = write_tiny_bench(tmp_path, data_dir, samples=tiny_samples(2)[:1])
     run = [
         "run", "--method", "gligen", "--bench", str(bench), "--data-dir", str(data_dir), "--weights-dir", str(weights),

@@ -154,7 +154,9 @@ def run_command(
     ] = [],  # noqa: B006
     weights_dir: Annotated[
         Path | None,
-        typer.Option(help="local folder of method checkpoints, as DIR/<hub id> or DIR/<repo name> (default $PICBENCH_WEIGHTS_DIR)"),
+        typer.Option(
+            help="the weights folder: method checkpoints and metric models as DIR/<hub id> (default $PICBENCH_WEIGHTS_DIR; docs/weights.md)"
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="samples per generate call and metric batch")] = 4,
     retry_failed: Annotated[bool, typer.Option(help="generate again the samples whose generation failed before")] = False,

@@ -1,10 +1,10 @@
-"""``picbench weights download METHOD... [--metrics]``: the weights a run needs, fetched into one
-folder for offline runs (``--weights-dir DIR``, ``PICBENCH_WEIGHTS_DIR=DIR``), sizes listed first.
+"""``picbench weights download METHOD... [--metrics] [--data]``: the weights a run (or a BMPDS
+build) needs, fetched into one folder as ``DIR/<hub id>/`` for offline runs (``--weights-dir DIR``,
+``PICBENCH_WEIGHTS_DIR=DIR``), sizes listed first.
 Exit 2 when the hub cannot be reached or a repository is gated (files fetched so far are kept)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +24,10 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("download")
 def download(
     methods: Annotated[list[str] | None, typer.Argument(help="methods whose checkpoints to fetch (picbench ls methods)")] = None,
-    metrics: Annotated[bool, typer.Option("--metrics", help="also the metric models (CLIP, DINO, the detector), as DIR/<role>/")] = False,
+    metrics: Annotated[bool, typer.Option("--metrics", help="also the metric models (CLIP, DINO, the detector)")] = False,
+    data: Annotated[
+        bool, typer.Option("--data", help="also the models of `picbench data build bmpds` (segmenter, outpainter, renderer, caption LM)")
+    ] = False,
     detector: Annotated[str, typer.Option(help="the detector --metrics fetches, or 'none'")] = "grounding-dino",
     weights_dir: Annotated[Path | None, typer.Option(help="where to put them (default $PICBENCH_WEIGHTS_DIR)")] = None,
     param: Annotated[
@@ -33,18 +36,23 @@ def download(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files and sizes, fetch nothing")] = False,
 ) -> None:
     """List the files each method (and --metrics, the metric engine) loads, with sizes, then fetch those not yet there."""
+    from picbench.checkpoints import weights_root
     from picbench.downloads import fetch, metric_downloads, plan
     from picbench.paths import WEIGHTS_ENV
 
-    folder = weights_dir or (Path(os.environ[WEIGHTS_ENV]) if os.environ.get(WEIGHTS_ENV) else None)
+    folder = weights_root(weights_dir)
     if folder is None:
         fail(f"give --weights-dir DIR (or set {WEIGHTS_ENV}): the folder the weights go to, and that runs read")
-    if not methods and not metrics:
-        fail("name at least one method (picbench ls methods), or --metrics for the metric models")
+    if not methods and not metrics and not data:
+        fail("name at least one method (picbench ls methods), or --metrics for the metric models, or --data for BMPDS's")
     try:
         sources = [s for name in methods or () for s in _method_downloads(name, parse_assignments(param, "--param"))]
         if metrics:
             sources.extend(metric_downloads(None if detector.lower() == "none" else detector))
+        if data:
+            from picbench.reference_impl.bmpds.models import downloads as data_downloads
+
+            sources.extend(data_downloads())
         files = plan(sources, folder)
     except PicbenchError as exc:
         fail(exc)
@@ -60,12 +68,12 @@ def download(
     if dry_run or not missing:
         return
     try:
-        fetched = fetch(files, folder, lambda f: console.print(f"[green]ok[/] {escape(f.source.target)}/{escape(f.path)}"))
+        fetched = fetch(files, folder, lambda f: console.print(f"[green]ok[/] {escape(f.source.repo)}/{escape(f.path)}"))
     except PicbenchError as exc:
         fail(exc)
     console.print(
-        f"fetched {fetched} file(s) into {escape(str(folder))}: run with --weights-dir {escape(str(folder))}"
-        + (f", and {WEIGHTS_ENV}={escape(str(folder))} for the metric models" if metrics else "")
+        f"fetched {fetched} file(s) into {escape(str(folder))}: run with --weights-dir {escape(str(folder))} "
+        f"(or {WEIGHTS_ENV}={escape(str(folder))})"
     )
 
 

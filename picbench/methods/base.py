@@ -6,7 +6,6 @@ of Samples into images. It never imports the runner: the runner caches, scores a
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,9 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
-from picbench.checkpoints import HubFiles
+from picbench.checkpoints import HubFiles, weights_root
 from picbench.methods.params import Param, check_params
-from picbench.paths import WEIGHTS_ENV
 from picbench.records import Sample
 
 ModelSize = Literal["default", "tiny"]
@@ -80,8 +78,7 @@ class Method(ABC):
         self.params: dict[str, Any] = {**self.default_params, **(self.smoke_params if models == "tiny" else {}), **(params or {})}
         check_params(self.name, self.params, self.default_params, self.param_specs)
         # where checkpoints are looked up before the hub: the argument, else $PICBENCH_WEIGHTS_DIR
-        env_dir = os.environ.get(WEIGHTS_ENV)
-        self.weights_dir = Path(weights_dir).expanduser() if weights_dir else Path(env_dir).expanduser() if env_dir else None
+        self.weights_dir = weights_root(weights_dir)
         self._loaded: Any = None
 
     @property

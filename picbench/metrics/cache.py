@@ -1,22 +1,25 @@
 """On-disk embedding cache, so that a reference image is encoded once per model, ever.
 
-Embeddings live in a SQLite table (WAL mode, so several scoring processes can share the run's
-``store.sqlite``) keyed by (model id, sha256 of the image bytes or text). The model id
-(:attr:`picbench.metrics.encoders.Encoder.model_id`) includes the weight hash, preprocessing,
-activation, precision and device type, so different weights, or an fp32 and a bf16 run, never share
-an entry.
+Embeddings live in a SQLite table of the run's ``store.sqlite``, opened as the store opens it
+(:func:`picbench.database.open_store_file`: WAL mode, so several scoring processes share it; its
+tables under the store's schema version), keyed by (model id, sha256 of the image bytes or text).
+The model id (:attr:`picbench.metrics.encoders.Encoder.model_id`) includes the weight hash,
+preprocessing, activation, precision and device type, so different weights, or an fp32 and a bf16
+run, never share an entry.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-TABLE = "emb_vectors"
+from picbench.database import open_store_file, transaction
+
+TABLE = "emb_vectors"  # the schema of both tables is picbench.database.TABLES
 JSON_TABLE = "emb_json"
 _CHUNK = 500  # SQLite's bound-parameter limit is 999 on old builds
 
@@ -27,17 +30,8 @@ class EmbeddingCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (model_id TEXT NOT NULL, key TEXT NOT NULL, "
-            "dim INTEGER NOT NULL, vec BLOB NOT NULL, PRIMARY KEY (model_id, key))"
-        )
-        self._conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {JSON_TABLE} (kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, key))"
-        )
-        self._conn.commit()
+        self._conn = open_store_file(self.path, check_same_thread=False)
+        self._writing = threading.Lock()  # one connection serves the engine's threads: one transaction at a time
 
     def get_many(self, model_id: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         """The cached vectors among ``keys`` (missing keys are simply absent)."""
@@ -58,7 +52,7 @@ class EmbeddingCache:
         for key, vec in items.items():
             arr = np.ascontiguousarray(np.asarray(vec, dtype=np.float32).reshape(-1))
             rows.append((model_id, key, int(arr.shape[0]), arr.tobytes()))
-        with self._conn:
+        with self._writing, transaction(self._conn):
             self._conn.executemany(f"INSERT OR REPLACE INTO {TABLE} (model_id, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
 
     def get_json(self, kind: str, key: str) -> dict | None:
@@ -67,7 +61,7 @@ class EmbeddingCache:
         return json.loads(row[0]) if row else None
 
     def put_json(self, kind: str, key: str, value: dict) -> None:
-        with self._conn:
+        with self._writing, transaction(self._conn):
             self._conn.execute(
                 f"INSERT OR REPLACE INTO {JSON_TABLE} (kind, key, value) VALUES (?, ?, ?)",
                 (kind, key, json.dumps(value, sort_keys=True, default=str)),

@@ -71,6 +71,7 @@ class MetricEngine:
         metrics: Sequence[str] | None = None,
         detector: str | None = "grounding-dino",
         weights: Mapping[str, str | Path] | None = None,
+        weights_dir: str | Path | None = None,
         cache: EmbeddingCache | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -87,6 +88,7 @@ class MetricEngine:
         self.precision = check_precision(precision)
         self.identity_sets = check_identity_sets(identity_sets)
         self.weights = dict(weights or {})
+        self.weights_dir = weights_dir  # the weights folder (DIR/<hub id>); None: $PICBENCH_WEIGHTS_DIR
         self.metrics = select_metrics(metrics, detector)
         self.selection = Selection(self.metrics, self.identity_sets)
         self.needs = self.selection.needs
@@ -100,6 +102,7 @@ class MetricEngine:
             roles=self.roles,
             detector=detector if self.uses_detector else None,
             weights=self.weights,
+            weights_dir=weights_dir,
             clip_arch=clip_arch,
             precision=self.precision,
         )

@@ -26,12 +26,14 @@ class MetricModels:
         roles: tuple[str, ...],
         detector: str | None,
         weights: Mapping[str, str | Path],
+        weights_dir: str | Path | None,
         clip_arch: str,
         precision: str,
     ) -> None:
-        """``detector``: the registered name of the detector the engine runs, None for none."""
+        """``detector``: the registered name of the detector the engine runs, None for none;
+        ``weights_dir``: the weights folder (DIR/<hub id>), None for $PICBENCH_WEIGHTS_DIR."""
         self.smoke, self.device, self.roles, self.detector_name = smoke, device, roles, detector
-        self.clip_arch, self.precision, self.weights = clip_arch, precision, weights
+        self.clip_arch, self.precision, self.weights, self.weights_dir = clip_arch, precision, weights, weights_dir
         self.folders = {role: self._folder(role, role) for role in roles}
         if detector is not None:
             self.folders["detector"] = self._folder("detector", detector)
@@ -45,25 +47,25 @@ class MetricModels:
                 return None
             if role not in self.weights and self.smoke:
                 return cls.smoke_folder()
-            return resolve(role, cls.hub_id or model, self.weights).folder
+            return resolve(role, cls.hub_id or model, self.weights, self.weights_dir).folder
         if role in self.weights:
-            return resolve(role, hub_id(role), self.weights).folder
+            return resolve(role, hub_id(role), self.weights, self.weights_dir).folder
         if self.smoke:
             from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(model)
-        return resolve(role, hub_id(role)).folder
+        return resolve(role, hub_id(role), None, self.weights_dir).folder
 
     def model_folder(self, role: str, tiny: str) -> Path:
         """For metrics with models of their own (``Metric.load``): ``--weights ROLE=DIR``, the
         tiny model ``tiny`` of a smoke run, else the hub id registered for ``role``."""
         if role in self.weights:
-            return resolve(role, hub_id(role), self.weights).folder
+            return resolve(role, hub_id(role), self.weights, self.weights_dir).folder
         if self.smoke:
             from picbench.tiny.metric_models import tiny_weights
 
             return tiny_weights(tiny)
-        return resolve(role, hub_id(role)).folder
+        return resolve(role, hub_id(role), None, self.weights_dir).folder
 
     def clip_is_openai(self) -> bool | None:
         """True where the CLIP role is the registered model and that is OpenAI's (the tiny model of a

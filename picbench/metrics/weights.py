@@ -1,6 +1,7 @@
-"""Where model weights come from: an explicit folder, ``$PICBENCH_WEIGHTS_DIR/<role>/``, the
-Hugging Face cache, or the hub; offline without them, a :class:`MissingWeightsError` that says
-which model is missing and how to supply it."""
+"""The metric engine's models by role, and where their weights come from: an explicit folder
+(``--weights ROLE=DIR``), the weights folder (:mod:`picbench.checkpoints`: ``DIR/<hub id>/``, with
+``DIR/<role>/`` read as an alias), the Hugging Face cache, or the hub; offline without them,
+:func:`picbench.checkpoints.missing_weights` says which model is missing and how to supply it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from picbench.checkpoints import candidates, local_checkpoint, missing_weights, weights_root
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.paths import WEIGHTS_ENV
 from picbench.records import file_sha256
@@ -50,33 +52,49 @@ class ResolvedWeights:
     role: str
     model_id: str
     folder: Path
-    source: str  # "argument", "env", "hf-cache", "hub", "tiny"
+    source: str  # "argument", "weights-dir", "hf-cache", "hub"
 
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def missing(role: str, model_id: str, detail: str) -> MissingWeightsError:
-    return MissingWeightsError(
-        f"weights for the {role} model {model_id!r} are not available ({detail}). Supply them with "
-        f"`--weights {role}=DIR` (a folder holding the checkpoint in its loader's layout), or set "
-        f"{WEIGHTS_ENV} so that ${WEIGHTS_ENV}/{role}/ holds them, or download {model_id!r} into the "
-        f"Hugging Face cache (`hf download {model_id}`) on a machine with hub access; `picbench weights download --metrics "
-        f"--weights-dir DIR` fetches every default metric model as DIR/<role>/ for {WEIGHTS_ENV}=DIR."
+def missing(role: str, model_id: str, detail: BaseException | str, roots: list[Path], download: str) -> MissingWeightsError:
+    """:func:`picbench.checkpoints.missing_weights` for the model of a role, looked for under ``roots``."""
+    return missing_weights(
+        f"weights for the {role} model",
+        model_id,
+        detail,
+        looked=[c for root in roots for c in candidates(model_id, root, role)],
+        download=download,
+        remedy=f"pass `--weights {role}=DIR` (a folder holding the checkpoint in its loader's layout), or set {WEIGHTS_ENV}=DIR "
+        f"(or --weights-dir DIR) with DIR/{model_id}/ holding it",
     )
 
 
-def resolve(role: str, model_id: str, weights: Mapping[str, str | Path] | None = None) -> ResolvedWeights:
-    """The local folder holding ``model_id`` for ``role``, looked up in the documented order."""
+def resolve(
+    role: str,
+    model_id: str,
+    weights: Mapping[str, str | Path] | None = None,
+    weights_dir: str | Path | None = None,
+    *,
+    download: str = "picbench weights download --metrics --weights-dir DIR",
+) -> ResolvedWeights:
+    """The local folder holding ``model_id`` for ``role``: ``weights[role]``, else the weights folder
+    ``weights_dir``, then ``$PICBENCH_WEIGHTS_DIR`` (both: a run's --weights-dir adds to the folder
+    metric models were read from before it served them), else the Hugging Face cache, else the hub;
+    ``download`` is the command the missing-weights error names."""
     if weights and role in weights:
         folder = Path(weights[role]).expanduser()
         if not folder.exists():
-            raise missing(role, model_id, f"the folder {folder} given with --weights does not exist")
+            raise MissingWeightsError(
+                f"weights for the {role} model {model_id!r}: the folder {folder} given with --weights {role}=DIR does not exist"
+            )
         return ResolvedWeights(role, model_id, folder, "argument")
-    env_dir = os.environ.get(WEIGHTS_ENV)
-    if env_dir and (Path(env_dir) / role).is_dir():
-        return ResolvedWeights(role, model_id, Path(env_dir) / role, "env")
+    roots = [r for r in dict.fromkeys((weights_root(weights_dir), weights_root())) if r is not None]
+    local = next((found for root in roots if (found := local_checkpoint(model_id, root, role)) is not None), None)
+    if local is not None:
+        return ResolvedWeights(role, model_id, local, "weights-dir")
     from huggingface_hub import snapshot_download
 
     try:
@@ -84,11 +102,11 @@ def resolve(role: str, model_id: str, weights: Mapping[str, str | Path] | None =
     except Exception:  # not cached: any error of the hub client means "not here"
         pass
     if _offline():
-        raise missing(role, model_id, "not in the Hugging Face cache and HF_HUB_OFFLINE is set")
+        raise missing(role, model_id, "not in the Hugging Face cache and HF_HUB_OFFLINE is set", roots, download)
     try:
         return ResolvedWeights(role, model_id, Path(snapshot_download(model_id)), "hub")
     except Exception as exc:
-        raise missing(role, model_id, f"the hub could not be reached: {type(exc).__name__}") from exc
+        raise missing(role, model_id, exc, roots, download) from exc
 
 
 def weights_sha256(folder: Path) -> str:

@@ -2,7 +2,8 @@
 
 It holds generation records keyed by ``Generation.key``, Score records keyed by (generation key,
 scorer key) and the run parts (one per shard) that a merge needs; the metric engine's embedding
-cache keeps its ``emb_*`` tables in the same file. Every record is committed as soon as it is
+cache keeps its ``emb_*`` tables in the same file, under one schema version (the file's opening,
+schema and transactions: :mod:`picbench.database`). Every record is committed as soon as it is
 finished, and an image is on disk (written atomically) before its record exists, so a run killed at
 any point loses only the work in flight. Several processes (shards, ranks) may write one store at
 once: WAL lets readers run beside the one writer, and a busy timeout makes writers queue.
@@ -22,41 +23,15 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from picbench import __version__
 from picbench.atomic import atomic_write, remove_stale_tmp
-from picbench.errors import PicbenchError
+from picbench.database import StoreError, open_store_file, transaction, write_error
 from picbench.paths import safe_file_stem
 from picbench.records import Generation, Score, canonical_json
 
 STORE_FILE = "store.sqlite"
 IMAGES_DIR = "images"
-# Bump when a table's meaning changes: a store of another schema is refused, never silently reused.
-STORE_SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 300.0
 SMOKE_PNG_KEY = "picbench-smoke"
-_CACHE_TABLE_PREFIX = "emb_"  # the metric engine's EmbeddingCache owns these tables
 _CHUNK = 500  # keys per IN (...) query, well under SQLite's variable limit
-
-_TABLES = """
-CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE generations (
-    key TEXT PRIMARY KEY, method TEXT NOT NULL, method_version TEXT NOT NULL, params TEXT NOT NULL,
-    sample_id TEXT NOT NULL, seed INTEGER NOT NULL, image TEXT, failure TEXT, smoke INTEGER NOT NULL,
-    created REAL NOT NULL, pid INTEGER NOT NULL, writes INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE scores (
-    generation_key TEXT NOT NULL, scorer_key TEXT NOT NULL, sample_id TEXT NOT NULL, seed INTEGER NOT NULL,
-    score TEXT NOT NULL, created REAL NOT NULL, pid INTEGER NOT NULL, writes INTEGER NOT NULL DEFAULT 1,
-    PRIMARY KEY (generation_key, scorer_key));
-CREATE TABLE run_parts (part TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL, updated REAL NOT NULL);
-"""
-
-
-class StoreError(PicbenchError):
-    """The store cannot be opened or written (unwritable folder, full disk, corrupt file)."""
-
-
-class IncompatibleStoreError(StoreError):
-    """The store was written under a store schema this picbench does not read."""
 
 
 class RunStore:
@@ -72,81 +47,17 @@ class RunStore:
             raise StoreError(f"output folder {self.out_dir} cannot be created: {exc.strerror or exc}; choose another --out") from exc
         if not os.access(self.out_dir, os.W_OK | os.X_OK):
             raise StoreError(f"output folder {self.out_dir} is not writable; choose another --out")
-        try:
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._enable_wal()
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable picbench store ({exc}); move it away or choose another --out") from exc
-
-    def _enable_wal(self) -> None:
-        """Switch to WAL. SQLite answers a journal-mode change that races another connection (two
-        ranks opening a new store at once) with "database is locked" at once, without its busy
-        handler, so the switch is retried here up to the busy timeout."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_S
-        while True:
-            try:
-                self._db.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def _init_schema(self) -> None:
-        """Create the tables in an empty store; refuse a store of another schema version."""
-        with self._write():
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            ours = {t for t in tables if not t.startswith(_CACHE_TABLE_PREFIX)}
-            if "store_meta" in ours:
-                meta = dict(self._db.execute("SELECT key, value FROM store_meta"))
-                found = meta.get("schema_version")
-                if found != str(STORE_SCHEMA_VERSION):
-                    raise IncompatibleStoreError(
-                        f"{self.path} was written by picbench {meta.get('picbench_version', '?')} with store schema "
-                        f"{found}; this picbench {__version__} reads store schema {STORE_SCHEMA_VERSION}. Its records "
-                        "are not reused: choose another --out, or move the old folder away to start afresh"
-                    )
-                return
-            if ours:
-                raise IncompatibleStoreError(
-                    f"{self.path} holds tables {sorted(ours)} but no picbench store header: it is not a store this "
-                    "picbench can reuse; choose another --out"
-                )
-            for statement in filter(str.strip, _TABLES.split(";")):
-                self._db.execute(statement)
-            self._db.executemany(
-                "INSERT INTO store_meta (key, value) VALUES (?, ?)",
-                [("schema_version", str(STORE_SCHEMA_VERSION)), ("picbench_version", __version__), ("created", repr(time.time()))],
-            )
+        self._db = open_store_file(self.path)
 
     @contextmanager
     def _write(self) -> Iterator[None]:
-        """One immediate transaction: writers queue on the busy timeout, a failure rolls back."""
+        """One immediate transaction (:func:`picbench.database.transaction`) whose sqlite3 errors
+        say that finished records are kept."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            with transaction(self._db):
+                yield
         except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise self._write_error(exc) from exc
-        except BaseException:
-            self._rollback()
-            raise
-
-    def _rollback(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-
-    def _write_error(self, exc: BaseException) -> StoreError:
-        return StoreError(
-            f"cannot write {self.path}: {exc}. Finished records are kept; fix the cause (disk space, permissions) and rerun to resume"
-        )
+            raise write_error(self.path, exc) from exc
 
     def close(self) -> None:
         self._db.close()

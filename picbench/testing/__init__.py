@@ -9,11 +9,18 @@ into a pytest parametrization; nothing here needs pytest fixtures. Docs: docs/co
 
 from __future__ import annotations
 
+from picbench.testing.attention import check_attention_backend
+from picbench.testing.benches import check_bench, check_buildable_bench
+from picbench.testing.detectors import check_detector
 from picbench.testing.methods import check_method
 from picbench.testing.metrics import check_metric
 from picbench.testing.registries import parametrize, registered
 
 __all__ = [
+    "check_attention_backend",
+    "check_bench",
+    "check_buildable_bench",
+    "check_detector",
     "check_method",
     "check_metric",
     "parametrize",

@@ -111,7 +111,7 @@ class Models:
     _hashes: dict[str, str] = field(default_factory=dict)
 
     def _folder(self, role: str) -> Path:
-        folder = model_folder(role, self.config.models, self.config.weights)
+        folder = model_folder(role, self.config.models, self.config.weights, self.config.weights_dir or None)
         self._hashes.setdefault(role, folder_hash(folder))
         return folder
 
@@ -121,7 +121,7 @@ class Models:
         for stage in stages:
             for role in _STAGE_MODELS[stage]:
                 if role in HUB_IDS and (role != "caption_lm" or self.config.models_cfg.caption_lm):
-                    model_folder(role, self.config.models, self.config.weights)
+                    model_folder(role, self.config.models, self.config.weights, self.config.weights_dir or None)
 
     def release(self, keep: set[str]) -> None:
         """Drop every built model whose role is not in ``keep`` (the later stages' and the
@@ -171,7 +171,9 @@ class Models:
         m = self.config.models_cfg
 
         def build() -> Any:
-            det = load_detector(m.detector, self.config.models, self.config.weights, self.device, m.detector_threshold)
+            det = load_detector(
+                m.detector, self.config.models, self.config.weights, self.device, m.detector_threshold, self.config.weights_dir or None
+            )
             self._hashes["detector"] = getattr(det, "weights_sha256", det.model_id)
             return det
 
@@ -183,7 +185,10 @@ class Models:
 
         m = self.config.models_cfg
         return self._get(
-            "subject", lambda: METHODS.get(m.subject_method)(models=self.config.models, device=self.device, params=dict(m.subject_params))
+            "subject",
+            lambda: METHODS.get(m.subject_method)(
+                models=self.config.models, device=self.device, params=dict(m.subject_params), weights_dir=self.config.weights_dir or None
+            ),
         )
 
     def render_subject(self, reference: str, subject: SubjectSource, seed: int) -> Image.Image:
@@ -360,6 +365,7 @@ def _score(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig,
         metrics=_engine_metrics(config),
         detector=None,
         weights={k: v for k, v in config.weights.items() if k in ("clip", "dino", VLM_METRIC)},
+        weights_dir=config.weights_dir or None,
     )
     scorer = hashlib.sha256(canonical_json({"engine": engine.fingerprint(), "metrics": _engine_metrics(config)}).encode()).hexdigest()
     mine = [u for stage in STAGES for u in units[stage]][rank::world]

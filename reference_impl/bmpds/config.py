@@ -6,6 +6,7 @@ names the file and the key). Sections and defaults::
     size = 512                # target width = height (the paper trains at 512)
     models = "default"        # or "tiny": random-weight models of the real architectures (smoke build)
     device = "cpu"
+    weights_dir = ""          # the weights folder (DIR/<hub id>/, as `picbench weights download` fills it); "": $PICBENCH_WEIGHTS_DIR
 
     [sources]   subjects = ["dreambench", "msbench"]     # real subjects: DreamBench's 30, MS-Bench's living + object
     [stages]    single = 8, forward = 4, backward = 4     # candidates per stage
@@ -14,7 +15,7 @@ names the file and the key). Sections and defaults::
                 detector_threshold = 0.35, caption_lm = false, steps = 28, fill_steps = 50,
                 fill_guidance = 30.0, render_guidance = 3.5, max_sequence_length = 512
     [filter]    clip_i = 0.0, dino = 0.0, vlm = 0.0, use_vlm = false, keep_top = 0.25
-    [weights]   ROLE = "DIR"  (segmenter, outpainter, renderer, caption_lm, detector, clip, dino, vlm_judge)
+    [weights]   ROLE = "DIR"  (segmenter, outpainter, renderer, caption_lm, detector, clip, dino, vlm_judge): a role's own folder
 
 ``fill_steps`` 50 and ``fill_guidance`` 30 are the defaults of diffusers' ``FluxFillPipeline`` (as on
 FLUX.1-Fill-dev's model card); ``steps`` 28 and ``render_guidance`` 3.5 those of ``FluxPipeline``
@@ -84,6 +85,7 @@ class BmpdsConfig:
     size: int = 512
     models: str = "default"
     device: str = "cpu"
+    weights_dir: str = ""
     sources: Sources = Sources()
     stages: Stages = Stages()
     models_cfg: ModelsCfg = ModelsCfg()

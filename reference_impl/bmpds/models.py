@@ -1,10 +1,11 @@
 """The pluggable models of BMPDS, each loaded from a local folder on first use.
 
 Roles and their default checkpoints (hub ids of the released models; a folder is found by
-``picbench.metrics.weights.resolve``: ``[weights] ROLE = DIR`` in the config, else
-``$PICBENCH_WEIGHTS_DIR/ROLE/``, else the Hugging Face cache, else a :class:`MissingWeightsError`
-naming the model when offline). ``models = "tiny"`` takes the random-weight models of
-``picbench.tiny.data_models`` instead (a smoke build).
+``picbench.metrics.weights.resolve``: ``[weights] ROLE = DIR`` in the config, else the weights
+folder (``weights_dir``, else ``$PICBENCH_WEIGHTS_DIR``) as ``DIR/<hub id>/`` (or ``DIR/<role>/``),
+else the Hugging Face cache, else a :class:`MissingWeightsError` naming the model and
+``picbench weights download --data`` when offline). ``models = "tiny"`` takes the random-weight
+models of ``picbench.tiny.data_models`` instead (a smoke build).
 
 * ``segmenter``: SAM through transformers (``SamModel``), prompted with one box;
 * ``outpainter``: diffusers ``FluxFillPipeline``; in its mask white = repaint, black = keep;
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from picbench.checkpoints import TRANSFORMERS_FILES, HubFiles, diffusers_folder
 from picbench.layouts import listed
 from picbench.metrics.weights import resolve, weights_sha256
 
@@ -36,6 +38,18 @@ HUB_IDS = {
     "caption_lm": "Qwen/Qwen2.5-7B-Instruct",
 }
 _TINY_ROLE = {"segmenter": "sam", "outpainter": "flux_fill", "renderer": "flux", "caption_lm": "caption_lm"}
+DOWNLOAD = "picbench weights download --data --weights-dir DIR"
+"""The command that fetches the roles' weights (the missing-weights error names it)."""
+
+
+def downloads() -> tuple[HubFiles, ...]:
+    """What ``picbench weights download --data`` fetches: each role's checkpoint as its loader reads it."""
+    return (
+        HubFiles(HUB_IDS["segmenter"], TRANSFORMERS_FILES),
+        diffusers_folder(HUB_IDS["outpainter"]),
+        diffusers_folder(HUB_IDS["renderer"]),
+        HubFiles(HUB_IDS["caption_lm"], TRANSFORMERS_FILES),
+    )
 
 
 def dtype_for(device: str) -> torch.dtype:
@@ -43,10 +57,10 @@ def dtype_for(device: str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def model_folder(role: str, models: str, weights: Mapping[str, str | Path]) -> Path:
+def model_folder(role: str, models: str, weights: Mapping[str, str | Path], weights_dir: str | Path | None = None) -> Path:
     """The local folder of a role's model (see the module docstring for the lookup order)."""
     if role in weights or models != "tiny":
-        return resolve(role, HUB_IDS[role], weights).folder
+        return resolve(role, HUB_IDS[role], weights, weights_dir, download=DOWNLOAD).folder
     from picbench.tiny.data_models import tiny_data_weights
 
     return tiny_data_weights(_TINY_ROLE[role])
@@ -193,13 +207,15 @@ class CaptionWriter:
         return text.splitlines()[0].strip() if text else ""
 
 
-def load_detector(name: str, models: str, weights: Mapping[str, str | Path], device: str, threshold: float | None) -> Any:
+def load_detector(
+    name: str, models: str, weights: Mapping[str, str | Path], device: str, threshold: float | None, weights_dir: str | Path | None = None
+) -> Any:
     """A picbench detector (as ``picbench run --detector NAME`` loads it)."""
     from picbench.metrics.detectors import DETECTORS
 
     cls = DETECTORS.get(name)
     if "detector" in weights or models != "tiny":
-        folder = resolve("detector", cls.hub_id or name, weights).folder
+        folder = resolve("detector", cls.hub_id or name, weights, weights_dir).folder
     else:
         folder = cls.smoke_folder()
     kwargs = {"box_threshold": threshold} if threshold is not None and name == "grounding-dino" else {}

@@ -41,7 +41,8 @@ class ModelConfig:
     base: str = "black-forest-labs/FLUX.1-dev"
     """A local diffusers FLUX folder, a hub id (from the local cache offline), or "tiny" (random weights, CPU)."""
     weights_dir: str = ""
-    """Where local copies live (DIR/FLUX.1-dev, DIR/UNO/dit_lora.safetensors), as `picbench run --weights-dir`."""
+    """The weights folder (DIR/black-forest-labs/FLUX.1-dev, DIR/bytedance-research/UNO/dit_lora.safetensors), as
+    `picbench run --weights-dir`; "": $PICBENCH_WEIGHTS_DIR (docs/weights.md)."""
     init_lora: str = "uno"
     """"uno": UNO's released LoRA (PositionIC is initialized from UNO); "none": fresh; or a LoRA file."""
     rank: int = 512

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from picbench.atomic import atomic_write
-from picbench.checkpoints import download_file, local_checkpoint
+from picbench.checkpoints import download_file, load_pretrained, local_checkpoint, weights_root
 from picbench.errors import MissingWeightsError, PicbenchError
 from picbench.interrupts import StopRequest, stop_requests
 from picbench.locks import FolderLock, FolderLockedError
@@ -219,8 +219,9 @@ class Trainer:
 
     @property
     def _weights_dir(self) -> Path | None:
+        """The weights folder (DIR/<hub id>): the config's, else $PICBENCH_WEIGHTS_DIR."""
         wd = self.config.model.weights_dir
-        return self.config.resolve(wd) if wd else None
+        return weights_root(self.config.resolve(wd) if wd else None)
 
     def _local(self, ref: str) -> Path | None:
         return local_checkpoint(ref, self._weights_dir)
@@ -234,8 +235,9 @@ class Trainer:
 
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
         else:
-            local = self._local(base)
-            pipe = PositionICPipeline.from_pretrained(local or base, dtype=dtype)
+            pipe = load_pretrained(
+                "positionic (model.base)", base, self._weights_dir, lambda path: PositionICPipeline.from_pretrained(path, dtype=dtype)
+            )
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.accelerator.device)
         pipe.vae.to(torch.float32)  # UNO encodes in float32 (train.py:364-365 @ d305981)
