@@ -87,6 +87,7 @@ class Metric:
     per_subject: ClassVar[bool] = False  # item value = mean over subjects of subject_value
     higher_is_better: ClassVar[bool] = True
     default: ClassVar[bool] = True  # computed when no metric list is given (if its needs can be met)
+    headline: ClassVar[bool] = False  # its per-item values are shown beside each image in the report
 
     def keys(self) -> tuple[str, ...]:
         """The per-item value keys this metric writes into a Score (keys starting ``n_`` are counts)."""

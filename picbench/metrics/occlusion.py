@@ -50,6 +50,7 @@ def region_key(front: int, back: int) -> str:
 class OcclusionOrder(Metric):
     name = "occlusion_order"
     summary = "fraction of overlapping subject pairs whose overlap looks more like the front subject (DINO); n_occlusion_pairs counts them"
+    headline = True
     needs = frozenset({ROLE, "references"})
     identity = True
 

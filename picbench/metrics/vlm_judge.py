@@ -127,6 +127,7 @@ class VlmJudgeMetric(Metric):
 
     name = "vlm_judge"
     summary = "a VLM's 0-4 identity grade (normalized 0..1) of each subject's box crop vs its reference (Qwen2.5-VL)"
+    headline = True
     needs = frozenset({"image"})
     identity = True
     per_subject = True
