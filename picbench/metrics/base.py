@@ -56,7 +56,7 @@ class Features:
 
     sample: Sample
     seed: int
-    identity: bool  # False for a method given no references: identity metrics do not apply
+    uses_references: bool  # False for a method given no references: identity metrics do not apply
     size: tuple[int, int]
     data_root: Path
     embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)

@@ -21,7 +21,7 @@ class _Identity(Metric):
     per_subject = True
 
     def subject_value(self, features: Features, subject: int) -> float | None:
-        if not features.identity:
+        if not features.uses_references:
             return None
         if self.crop:
             embedding = features.subject_crops.get((subject, self.role))
