@@ -330,3 +330,26 @@ def test_vision_r1_in_the_engine_records_its_raw_answer(generated, data_dir):
     assert engine.provenance()["detector"]["prompt"] == "Locate every {category} in the image and output the coordinates in JSON format."
     assert engine.provenance()["detector"]["query_mode"] == "one query per category"
     assert engine.fingerprint()["detector_queries"]["query_mode"] == "one query per category"  # a change of query mode rescores
+
+
+def test_the_fingerprint_keeps_the_field_names_stored_keys_are_made_of():
+    """The fingerprint's hash keys every stored score (runner._scorer_key, BMPDS' scorer key), the
+    cached intervals and the cached provenance: a renamed field would rescore every run made
+    before (docs/metrics.md, "Inside the metric engine")."""
+    engine = MetricEngine(models="tiny", metrics=["clip_i", "clip_t"], detector=None, identity_sets=("default", "references"))
+    fingerprint = engine.fingerprint()
+    assert list(fingerprint) == [
+        "smoke",
+        "models",
+        "detector",
+        "detector_queries",
+        "metrics",
+        "weights",
+        "metric_models",
+        "clip_arch",
+        "clip_openai",
+        "precision",
+        "identity_sets",
+    ]
+    assert fingerprint["identity_sets"] == ["default", "references"] and set(fingerprint["weights"]) == {"clip"}
+    assert not engine.built  # known without building a model

@@ -13,13 +13,13 @@ from typing import Any
 
 from picbench.metrics.base import Metric
 from picbench.metrics.cache import EmbeddingCache
-from picbench.metrics.selection import Selection
+from picbench.metrics.selection import MetricSelection
 from picbench.records import Sample, Score
 
 log = logging.getLogger(__name__)
 
 
-def aggregate(selection: Selection, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float | int | None]:
+def aggregate(selection: MetricSelection, scores: Sequence[Score], samples: Mapping[str, Sample]) -> dict[str, float | int | None]:
     """Each metric's aggregate (means over items, failed items excluded, per split where the
     split occurs; AP over the run), plus item and failure counts. A plug-in whose aggregate
     raises gets None values and a logged warning."""
@@ -38,7 +38,7 @@ def aggregate(selection: Selection, scores: Sequence[Score], samples: Mapping[st
     return out
 
 
-def identity_view(selection: Selection, scores: Sequence[Score], metric: Metric, identity: str) -> Sequence[Score]:
+def identity_view(selection: MetricSelection, scores: Sequence[Score], metric: Metric, identity: str) -> Sequence[Score]:
     """The scores as ``metric`` sees them under an identity set: its ``KEY@SET`` values under
     its plain keys (the scores themselves for the primary set)."""
     if identity == selection.primary:
@@ -48,7 +48,7 @@ def identity_view(selection: Selection, scores: Sequence[Score], metric: Metric,
 
 
 def intervals(
-    selection: Selection,
+    selection: MetricSelection,
     scores: Sequence[Score],
     samples: Mapping[str, Sample],
     fingerprint: Mapping[str, Any],

@@ -44,7 +44,7 @@ from picbench.metrics.features import batch_features
 from picbench.metrics.item_scores import score_item, unscored
 from picbench.metrics.models import ENCODER_ROLES, MetricModels
 from picbench.metrics.scheduling import Scheduler
-from picbench.metrics.selection import Selection, check_identity_sets, select_metrics
+from picbench.metrics.selection import MetricSelection, check_identity_sets, select_metrics
 from picbench.metrics.weights import weights_sha256
 from picbench.paths import resolve_in_root
 from picbench.protocols import check_precision
@@ -90,7 +90,7 @@ class MetricEngine:
         self.weights = dict(weights or {})
         self.weights_dir = weights_dir  # the weights folder (DIR/<hub id>); None: $PICBENCH_WEIGHTS_DIR
         self.metrics = select_metrics(metrics, detector)
-        self.selection = Selection(self.metrics, self.identity_sets)
+        self.selection = MetricSelection(self.metrics, self.identity_sets)
         self.needs = self.selection.needs
         self.batch_size, self.num_workers = max(1, batch_size), num_workers
         self.cache = cache

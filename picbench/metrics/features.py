@@ -19,7 +19,7 @@ from picbench.metrics.decoding import DecodedItem, ScoreItem, crop_to_box
 from picbench.metrics.detectors import Detector, DetectorOutput
 from picbench.metrics.encoders import ClipEncoder, Encoder
 from picbench.metrics.scheduling import Scheduler
-from picbench.metrics.selection import Selection, identity_images
+from picbench.metrics.selection import MetricSelection, identity_images
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
 
@@ -66,7 +66,7 @@ def batch_features(
     decoded: Sequence[DecodedItem],
     data_root: Path,
     *,
-    selection: Selection,
+    selection: MetricSelection,
     encoders: Mapping[str, Encoder],
     detector: Detector | None,
     scheduler: Scheduler,

@@ -10,16 +10,16 @@ from picbench.environment import environment_cause
 from picbench.metrics.base import Unscorable, check_value
 from picbench.metrics.decoding import ScoreItem
 from picbench.metrics.features import ItemFeatures
-from picbench.metrics.selection import Selection
+from picbench.metrics.selection import MetricSelection
 from picbench.records import Score, SubjectScore
 
 
-def unscored(selection: Selection, item: ScoreItem, reason: str, smoke: bool) -> Score:
+def unscored(selection: MetricSelection, item: ScoreItem, reason: str, smoke: bool) -> Score:
     """The Score of an item without an image: every key None, ``reason`` its failure."""
     return Score(item.sample.id, item.seed, dict.fromkeys(selection.item_keys()), failures=(reason,), smoke=smoke)
 
 
-def score_item(selection: Selection, item: ItemFeatures, smoke: bool) -> Score:
+def score_item(selection: MetricSelection, item: ItemFeatures, smoke: bool) -> Score:
     """Run every metric on the item's features, under each identity set for the metrics that
     score identity; a metric's exception or bad value is that metric's recorded failure, and the
     other metrics go on."""

@@ -66,7 +66,7 @@ def identity_images(subject: Subject, identity: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Selection:
+class MetricSelection:
     """The metrics of a run and the identity sets they are computed under; the first set is the
     primary one, whose keys are plain (``clip_i``), every other set's read ``KEY@SET``."""
 

@@ -12,8 +12,8 @@
 - through the real engine (tiny models, real references pasted by the ``paste`` method, a tiny
   detector where the metric needs one): every score holds exactly the metric's keys, the metric
   neither raises nor returns a bad value on any item, ``Unscorable`` leaves its keys None, identity
-  metrics give None for a method given no references, the aggregate and the bootstrap intervals
-  cover the outputs and the engine reports a direction for each."""
+  metrics give None for a method given no references, the aggregate covers the outputs, the engine
+  reports a direction for each, and bootstrap intervals are of outputs only, low <= high."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def check_in_engine(entry: str, root: Path | None = None, detector: str = DETECT
     scores = list(engine.score(items, root))
     require(len(scores) == len(items), label, f"the engine gave {len(scores)} scores for {len(items)} items")
     own = [m for m in engine.metrics if m.name == name][0]
-    keys = set(engine.item_keys()) if len(engine.metrics) == 1 else set(own.keys())
+    keys = set(engine.item_keys())
     for item, score in zip(items, scores):
         where = f"sample {item.sample.id} seed {item.seed}"
         require(keys <= set(score.metrics), label, f"{where}: the score lacks keys {sorted(keys - set(score.metrics))}")
