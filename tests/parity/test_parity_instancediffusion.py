@@ -47,6 +47,7 @@ EXACT = ("noise", *(g for g in GROUNDING if "tokens" not in g), "timesteps")
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DIR laid out for --weights-dir: a tiny SD 1.5 folder and the authors' tiny ``instancediffusion_sd15.pth``."""
+    checkout("InstanceDiffusion")  # skips here, before any import or building, when the suite is off
     from picbench.adapters.instancediffusion import (
         INSTANCEDIFFUSION_CHECKPOINT,
         INSTANCEDIFFUSION_FILE,
@@ -54,7 +55,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_tiny_instancediffusion,
     )
 
-    checkout("InstanceDiffusion")  # skips here, before any building, when the suite is off
     root = tmp_path_factory.mktemp("instancediffusion")
     base = build_tiny_instancediffusion(root / "base")  # its own random .pth is not used
     weights = root / "weights"

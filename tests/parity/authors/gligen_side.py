@@ -1,20 +1,25 @@
 """GLIGEN's side of the parity test (gligen/GLIGEN @ f9dccb9), run inside its checkout.
 
 ``build``: tiny random weights made by the authors' code: their LDM ``UNetModel`` with the gated
-self-attention fusers and the box ``PositionNet``, configured by their
-``configs/GoldG+SBU+CC3M+O365_box_text.yaml`` (the text-box generation model) with the widths made
-tiny; the parts their init leaves at zero (fuser gates, null features, zero convolutions) drawn;
+self-attention fusers and the ``PositionNet`` of the variant, configured by their
+``configs/GoldG+SBU+CC3M+O365_box_text.yaml`` (text-box) or ``..._box_text_image.yaml``
+(text-image) with the widths made tiny; the parts their init leaves at zero (fuser gates, null
+features, zero convolutions) drawn; for text-image a random tiny ``projection_matrix`` (the file
+``get_clip_feature`` reads, CLIP's 768 x 768 in the checkout);
 saved in the released container's layout (``model``, ``diffusion``, ``config_dict``), and SD's first
 convolution (``SD_input_conv_weight_bias.pth``, which ``restore_first_conv_from_SD`` reads) is the
 model's own, as in the released generation models, whose first convolution is SD's and frozen in
-training (``trainer.py:218-238``). ``run``: ``gligen_inference.py``'s ``run()`` for the text-box
-model (``prepare_batch``, ``GroundingNetInput``, ``alpha_generator``, ``PLMSSampler``), every stage
-recorded with hooks.
+training (``trainer.py:218-238``). ``run``: ``gligen_inference.py``'s ``run()`` for that model
+(``prepare_batch``, ``get_clip_feature``, the variant's ``GroundingNetInput``, ``alpha_generator``,
+``PLMSSampler``), every stage recorded with hooks.
 
 Runtime patches (the authors' files are not edited; each replaces one hard-coded value or call):
 - ``prepare_batch`` loads CLIP ViT-L/14 (a download, ``.cuda()``) and hard-codes its width 768
-  (``gligen_inference.py:151-159``): no model is loaded, the width is the tiny one, and
-  ``get_clip_feature`` returns the phrase embeddings picbench computed (text only: no images);
+  (``gligen_inference.py:151-159``): no model is loaded and the width is the tiny one; a phrase's
+  feature is the embedding picbench computed; a reference image's feature is computed by the
+  authors' ``get_clip_feature`` (its ``.cuda()`` calls removed, ``projection_matrix`` the tiny one)
+  from CLIP's ``image_embeds`` as picbench's image encoder gives them (the authors' ``CLIPModel``
+  normalizes them first, which the final normalization to 28.7 makes immaterial);
 - ``device`` is ``"cpu"`` (``gligen_inference.py:21`` sets ``"cuda"``);
 - ``restore_first_conv_from_SD`` hard-codes 320 channels and reads ``SD_input_conv_weight_bias.pth``
   from the working folder (``openaimodel.py:404-407``): the tiny width and the tiny file;
@@ -70,6 +75,12 @@ def patched(obj: Any, replacements: dict[str, tuple[str, int]]) -> Any:
 
 
 gligen_inference.device = "cpu"
+PROJECTION_MATRIX = settings.get("projection_matrix")
+authors_clip_feature = patched(
+    gligen_inference.get_clip_feature,
+    {".cuda()": ("", 6), "torch.load('projection_matrix')": ("torch.load(PROJECTION_MATRIX)", 1)},
+)
+gligen_inference.PROJECTION_MATRIX = PROJECTION_MATRIX
 gligen_inference.prepare_batch = patched(
     gligen_inference.prepare_batch,
     {
@@ -88,8 +99,11 @@ openaimodel.UNetModel.restore_first_conv_from_SD = patched(
 )
 
 
+CONFIGS = {"text-box": "GoldG+SBU+CC3M+O365_box_text.yaml", "text-image": "GoldG+SBU+CC3M+O365_box_text_image.yaml"}
+
+
 def build() -> None:
-    config = OmegaConf.load(checkout / "configs" / "GoldG+SBU+CC3M+O365_box_text.yaml")
+    config = OmegaConf.load(checkout / "configs" / CONFIGS[settings["variant"]])
     config.model.params.update(settings["unet"])
     config.model.params.grounding_tokenizer.params.update(settings["position_net"])
     torch.manual_seed(settings["seed"])
@@ -101,6 +115,8 @@ def build() -> None:
                 param.normal_(std=settings["gate_std"] if name.endswith(("alpha_attn", "alpha_dense")) else settings["zero_std"])
     torch.save({"model": model.state_dict(), "diffusion": diffusion.state_dict(), "config_dict": vars(config)}, settings["out"])
     torch.save(model.input_blocks[0][0].state_dict(), settings["sd_conv_in_out"])
+    if settings["variant"] == "text-image":
+        torch.save(torch.randn(TEXT_DIM, TEXT_DIM) / TEXT_DIM**0.5, settings["projection_matrix_out"])
     finish(work, {})
 
 
@@ -112,6 +128,31 @@ class FixedTextEncoder:
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         return torch.cat([self.table[p] for p in prompts])
+
+
+class ImageEmbedsOnly:
+    """Stands in for CLIPModel and CLIPProcessor in ``get_clip_feature``: the processor's output is
+    a placeholder, the model answers with the ``image_embeds`` picbench's image encoder gave."""
+
+    def __init__(self, image_embeds: torch.Tensor) -> None:
+        self.image_embeds = image_embeds
+
+    def __call__(self, **inputs: Any) -> Any:
+        if "images" in inputs:
+            return {"pixel_values": torch.zeros(1, 3, 224, 224)}
+        return types.SimpleNamespace(image_embeds=self.image_embeds)
+
+
+STAGE_NAMES = {
+    "boxes": "boxes",
+    "masks": "masks",
+    "positive_embeddings": "phrase_embeddings",
+    "text_embeddings": "phrase_embeddings",
+    "text_masks": "phrase_masks",
+    "image_masks": "image_masks",
+    "image_embeddings": "image_embeddings",
+}
+"""The position net's inputs, named as the test names both sides' records."""
 
 
 class Recorder:
@@ -135,8 +176,7 @@ class Recorder:
         kind = "cond" if self.cond else "null"
         if f"tokens_{kind}" not in self.grounding:
             self.grounding[f"tokens_{kind}"] = output.clone()
-            for name, key in (("boxes", "boxes"), ("masks", "masks"), ("embeddings", "positive_embeddings")):
-                self.grounding[f"{name}_{kind}"] = kwargs[key].clone()
+            self.grounding.update({f"{STAGE_NAMES[key]}_{kind}": value.clone() for key, value in kwargs.items()})
 
     def _after(self, module: Any, args: Any, output: torch.Tensor) -> None:
         self.evals[-1]["cond" if self.cond else "uncond"] = output.clone()
@@ -154,12 +194,22 @@ def run() -> None:
     grounding_tokenizer_input = instantiate_from_config(config["grounding_tokenizer_input"])
     model.grounding_tokenizer_input = grounding_tokenizer_input
 
-    phrases = settings["phrases"]
+    phrases, images = settings["phrases"], settings.get("images")
     pooled = dict(zip(phrases, inputs["phrase_pooled"].split(1)))
-    gligen_inference.get_clip_feature = lambda model, processor, input, is_image=False: None if input is None else pooled[input]
+    image_embeds = dict(zip(images or [], inputs["image_embeds"].split(1))) if images else {}
+
+    def clip_feature(model: Any, processor: Any, input: Any, is_image: bool = False) -> Any:
+        if input is None:
+            return None
+        if is_image:
+            stand_in = ImageEmbedsOnly(image_embeds[input])
+            return authors_clip_feature(stand_in, stand_in, input, is_image=True)
+        return pooled[input]
+
+    gligen_inference.get_clip_feature = clip_feature
     text_encoder = FixedTextEncoder({settings["prompt"]: inputs["context"], settings["negative_prompt"]: inputs["uncond"]})
     beta = settings["beta"]
-    meta = dict(prompt=settings["prompt"], phrases=phrases, locations=settings["boxes"], alpha_type=[beta, 0.0, 1 - beta])
+    meta = dict(prompt=settings["prompt"], phrases=phrases, images=images, locations=settings["boxes"], alpha_type=[beta, 0.0, 1 - beta])
 
     batch = gligen_inference.prepare_batch(meta, 1)
     context = text_encoder.encode([meta["prompt"]])
