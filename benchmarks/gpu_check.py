@@ -324,7 +324,8 @@ def check_metrics(device: Any, n: int) -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_metrics import build_models
 
-    from picbench.metrics.engine import MetricEngine, ScoreItem
+    from picbench.metrics.decoding import ScoreItem
+    from picbench.metrics.engine import MetricEngine
     from picbench.records import Sample, Subject
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 author would run them: a distribution (a package and its ``*.dist-info`` with ``entry_points.txt``)
 on the path of a fresh Python, and a test file of the author's that parametrizes the suites over
 the distribution's own entry points with ``picbench.testing.parametrize``. A well-formed plug-in
-(a metric, a method, a detector, an attention backend and a bench builder) passes; a broken one
+(a metric, a method, a detector, an attention backend, a bench loader and a bench builder) passes; a broken one
 fails, each failure naming the plug-in's entry."""
 
 from __future__ import annotations
@@ -72,9 +72,13 @@ class PlainSdpa(SdpaAttention):
     name = "plain_sdpa"
 
 
-def build_one_dog(data_root, out, seed):
+def load_one_dog(data_root, seed=0):
     dog = Subject("dog", "dog", ("dreambench/dataset/dog/00.jpg",), box=(0.1, 0.1, 0.5 + 0.1 * seed, 0.9), depth=0)
-    bench = Bench("one-dog", "1", (Sample("dog-0", "a dog", 64, 64, "single", (dog,)),), data_root, reconstruction=True)
+    return Bench("one-dog", "1", (Sample("dog-0", "a dog", 64, 64, "single", (dog,)),), data_root, reconstruction=True)
+
+
+def build_one_dog(data_root, out, seed):
+    bench = load_one_dog(data_root, seed)
     write_bench_jsonl(bench, out)
     return bench
 '''
@@ -86,6 +90,8 @@ mirror_paste = conformance_good:MirrorPaste
 whole_image = conformance_good:WholeImage
 [picbench.attention_backends]
 plain_sdpa = conformance_good:PlainSdpa
+[picbench.benches]
+one-dog-loader = conformance_good:load_one_dog
 [picbench.buildable_benches]
 one-dog = conformance_good:build_one_dog
 """
@@ -123,13 +129,14 @@ claims_seeds = conformance_broken:ClaimsSeeds
 AUTHOR_TESTS = """
 import os
 
-from picbench.benches import BUILDABLE
+from picbench.benches import BENCHES, BUILDABLE
 from picbench.methods import METHODS
 from picbench.metrics import METRICS
 from picbench.metrics.detectors import DETECTORS
 from picbench.reference_impl.attention import ATTENTION_BACKENDS
 from picbench.testing import (
     check_attention_backend,
+    check_bench,
     check_buildable_bench,
     check_detector,
     check_method,
@@ -139,7 +146,7 @@ from picbench.testing import (
 )
 
 DIST = os.environ["PLUGIN_DISTRIBUTION"]
-REGISTRIES = {"metric": METRICS, "method": METHODS, "detector": DETECTORS, "backend": ATTENTION_BACKENDS, "builder": BUILDABLE}
+REGISTRIES = {"metric": METRICS, "method": METHODS, "detector": DETECTORS, "backend": ATTENTION_BACKENDS, "bench": BENCHES, "builder": BUILDABLE}
 
 
 def test_the_registries_hold_the_plugin_beside_the_built_ins():
@@ -167,6 +174,11 @@ def test_detector(name):
 @parametrize(ATTENTION_BACKENDS, DIST)
 def test_attention_backend(name):
     check_attention_backend(name)
+
+
+@parametrize(BENCHES, DIST)
+def test_bench_loader(name):
+    check_bench(name)
 
 
 @parametrize(BUILDABLE, DIST)
@@ -216,6 +228,7 @@ def test_the_suites_run_on_every_entry_of_an_installed_plugin(tmp_path: Path, da
         "test_method[mirror_paste]",
         "test_detector[whole_image]",
         "test_attention_backend[plain_sdpa]",
+        "test_bench_loader[one-dog-loader]",
         "test_bench_builder[one-dog]",
     ):
         assert f"{test} PASSED" in done.stdout, done.stdout[-4000:]

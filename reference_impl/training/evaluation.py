@@ -39,7 +39,7 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, pipe: Any, step: int, out: Path) -> dict[str, Any]:
-        from picbench.metrics.engine import ScoreItem
+        from picbench.metrics.decoding import ScoreItem
 
         ev, m = self.config.eval, self.config.model
         folder = out / "eval" / f"step-{step:07d}"
