@@ -34,7 +34,11 @@ class Validator:
         multis = [s for s in self.bench.samples if s.split == "multi" and s.has_layout][: ev.n_multi]
         self.samples: list[Sample] = singles + multis
         self.engine = MetricEngine(
-            models=ev.models, device=str(device), detector=None if ev.detector in ("", "none") else ev.detector, batch_size=8
+            models=config.models,
+            device=str(device),
+            detector=None if ev.detector in ("", "none") else ev.detector,
+            batch_size=8,
+            weights_dir=config.resolve(config.weights_dir) if config.weights_dir else None,
         )
 
     @torch.no_grad()
