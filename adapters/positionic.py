@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -51,6 +51,9 @@ from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, MAX_RESOLUTION, STEPS, Param
 from picbench.paths import resolve_in_root
 from picbench.records import Sample
+
+if TYPE_CHECKING:
+    from picbench.reference_impl.vaa import VAASettings
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 UNO_LORA = "uno"
@@ -115,9 +118,11 @@ class PositionICMethod(Method):
         return f"{lora} (trained PositionIC LoRA)" if self.uses_vaa else lora
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        from dataclasses import replace
 
         prepared = [self._inputs(sample, data_root) for sample in samples]
         pipe = self.load()
+        vaa = self._vaa_settings()
         return [
             pipe(
                 sample.prompt,
@@ -126,12 +131,19 @@ class PositionICMethod(Method):
                 depths,
                 width=sample.width,
                 height=sample.height,
-                vaa=boxes is not None,
+                vaa=vaa if boxes is not None else replace(vaa, vaa=False),
                 generator=self._generator(seed),
                 **self._call_params(),
             ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
+
+    def _vaa_settings(self) -> VAASettings:
+        """The VAA parameters as the pipeline's record (a sample without boxes runs with VAA off)."""
+        from picbench.reference_impl.vaa import VAASettings
+
+        p = self.params
+        return VAASettings(True, p["sigma"], float(p["delta"]), str(p["attention_backend"]))
 
     def _generator(self, seed: int) -> Any:
         """UNO's generator on the device (``noise=uno``), or picbench's earlier CPU generator (``noise=float32``)."""
@@ -147,9 +159,6 @@ class PositionICMethod(Method):
             "ref_long_side": p["ref_long_side"],
             "schedule": str(p["schedule"]),
             "noise": str(p["noise"]),
-            "sigma": p["sigma"],
-            "delta": float(p["delta"]),
-            "attention_backend": str(p["attention_backend"]),
         }
 
     def _inputs(self, sample: Sample, data_root: Path) -> tuple[list[Image.Image], list[tuple[float, ...]] | None, list[int] | None]:

@@ -68,7 +68,7 @@ def build_models(folder: Path) -> dict[str, Path]:
 def build_items(data_dir: Path, n: int):
     """n (sample, generated image) pairs: every DreamBench photo in turn as the generated image,
     scored against two images of a subject chosen in a fixed rotation."""
-    from picbench.metrics.engine import ScoreItem
+    from picbench.metrics.decoding import ScoreItem
     from picbench.records import Sample, Subject
 
     root = data_dir / "dreambench" / "dataset"

@@ -111,7 +111,7 @@ def _identity(
 
 def _generated(image: Image.Image | str | Path) -> Image.Image:
     """The scored image as the engine decodes a generation: RGB, refusing unreadable, non-finite or blank images."""
-    from picbench.metrics.engine import decode_generated, refuse_blank
+    from picbench.metrics.decoding import decode_generated, refuse_blank
 
     if isinstance(image, (str, Path)):
         return decode_generated(Path(image))

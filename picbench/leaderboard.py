@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from picbench.atomic import atomic_write
 from picbench.coverage import Counts, Coverage
 from picbench.errors import PicbenchError, ResultFormatError
+from picbench.metrics import output_keys
 from picbench.protocols import UNKNOWN, ProtocolMismatchError, label, parse_record
 from picbench.results import RESULTS_FILE, RunResult, load_result
 
@@ -49,25 +50,14 @@ COUNT_COLUMNS = ["n_items", "n_failures"]
 COVERAGE_COLUMNS = ["coverage", "n_expected", "n_scored"]
 """``coverage``: ``scored/expected`` (``PARTIAL`` added when short, ``unknown`` for a measured row
 of an older results file, empty for a reported number); the counts beside it feed ``regress``."""
-BASE_METRICS = [
-    "clip_i",
-    "clip_t",
-    "dino",
-    "clip_i_crop",
-    "dino_crop",
-    "vlm_judge",
-    "iou",
-    "ap",
-    "ap50",
-    "ap75",
-    "occlusion_order",
-    "present_once",
-    "missing",
-    "duplicated",
-]
 SPLITS = ["", ".single", ".multi"]
-KNOWN_METRICS = [m + s for m in BASE_METRICS for s in SPLITS]
-"""Metric columns in the order a reader expects them; unknown metric keys follow, sorted."""
+
+
+def known_metrics() -> list[str]:
+    """Metric columns in the order a reader expects them: every registered metric's outputs
+    (:func:`picbench.metrics.output_keys`), each overall then per split; unknown keys follow, sorted."""
+    return [m + s for m in output_keys() for s in SPLITS]
+
 
 CI_SUFFIXES = ("_ci_low", "_ci_high")
 """``clip_i_ci_low`` / ``clip_i_ci_high``: the bootstrap 95% interval of ``clip_i`` (beside it)."""
@@ -368,8 +358,9 @@ def interval_columns(table: pd.DataFrame) -> list[str]:
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
     metrics = metric_columns(frame)
-    known = [m for m in KNOWN_METRICS if m in metrics]
-    other = sorted(m for m in metrics if m not in KNOWN_METRICS)
+    order = known_metrics()
+    known = [m for m in order if m in metrics]
+    other = sorted(m for m in metrics if m not in order)
     present = set(frame.columns)
     with_intervals = [c for m in known + other for c in (m, m + CI_SUFFIXES[0], m + CI_SUFFIXES[1]) if c == m or c in present]
     columns = KEY_COLUMNS + with_intervals + COUNT_COLUMNS + COVERAGE_COLUMNS + PROVENANCE_COLUMNS

@@ -50,9 +50,11 @@ class Registry(Generic[T]):
             if ep.name not in self._entries:
                 self._entries[ep.name] = Entry(ep.name, ep.value, f"plugin from {ep.dist.name if ep.dist else 'unknown'}")
 
-    def names(self) -> list[str]:
+    def names(self, *, registration_order: bool = False) -> list[str]:
+        """Every name, sorted; with ``registration_order``, as registered (built-ins in the order
+        their package lists them, then plug-ins as found): the order readers' columns follow."""
         self._scan_plugins()
-        return sorted(self._entries)
+        return list(self._entries) if registration_order else sorted(self._entries)
 
     def entries(self) -> Iterator[Entry]:
         for name in self.names():

@@ -31,7 +31,8 @@ from picbench.coverage import PARTIAL_BANNER, Coverage
 from picbench.errors import ImageError, PicbenchError, UnsafePathError
 from picbench.html import REFERENCE_PX, SUBJECT_COLOURS, THUMBNAIL_PX, escape, html_page, key_value_table, svg_rect
 from picbench.imaging import load_rgb
-from picbench.leaderboard import BASE_METRICS, SMOKE_NOTE, protocol_label, provenance_summary
+from picbench.leaderboard import SMOKE_NOTE, protocol_label, provenance_summary
+from picbench.metrics import headline_keys, output_keys
 from picbench.paths import resolve_contained
 from picbench.protocols import label as protocol_name
 from picbench.protocols import spread
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_MAX_IMAGES = 48
-SCORE_KEYS = ("clip_i", "dino", "clip_t", "iou", "occlusion_order", "vlm_judge")
-"""The per-item scores a side-by-side cell shows (those present), in this order."""
 LABEL_CHARS = 40
 MAX_PLOT_SUBJECTS = 200
 
@@ -223,7 +222,8 @@ def aggregate_table(metrics: Mapping[str, float | None], intervals: Mapping[str,
         if intervals is not None and value is not None:
             value = f"{value:.4f}" + (f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>' if interval else "")
         table.setdefault(escape(base) if intervals is not None else base, {})[split or "all"] = value
-    order = [m for m in BASE_METRICS if m in table] + sorted(m for m in table if m not in BASE_METRICS)
+    known = output_keys()
+    order = [m for m in known if m in table] + sorted(m for m in table if m not in known)
     frame = pd.DataFrame.from_dict(table, orient="index").reindex(index=order, columns=["all", "single", "multi"])
     return frame.dropna(axis=1, how="all")
 
@@ -309,7 +309,8 @@ def per_subject_table(scores: Sequence[Score]) -> pd.DataFrame:
         return pd.DataFrame()
     long = pd.DataFrame(rows)
     table = long.pivot_table(index="subject", columns="metric", values="value", aggfunc="mean")
-    order = [m for m in BASE_METRICS if m in table.columns] + sorted(c for c in table.columns if c not in BASE_METRICS)
+    known = output_keys()
+    order = [m for m in known if m in table.columns] + sorted(c for c in table.columns if c not in known)
     counts = pd.Series({name: sum(1 for s in scores for sub in s.subjects if sub.name == name) for name in table.index}, name="n")
     return table[order].join(counts)
 
@@ -518,7 +519,8 @@ def _protocol_lines(views: Sequence[RunView], labels: Sequence[str]) -> str:
 
 def _side_by_side_aggregates(views: Sequence[RunView], labels: Sequence[str]) -> str:
     keys = list(dict.fromkeys(k for v in views for k in v.result.metrics))
-    order = sorted(keys, key=lambda k: (BASE_METRICS.index(k.split(".")[0]) if k.split(".")[0] in BASE_METRICS else len(BASE_METRICS), k))
+    known = output_keys()
+    order = sorted(keys, key=lambda k: (known.index(k.split(".")[0]) if k.split(".")[0] in known else len(known), k))
     head = "".join(f"<th>{escape(label)}</th>" for label in labels)
     body = []
     for key in order:
@@ -544,7 +546,7 @@ def _comparison_cell(view: RunView, sample: Sample | None, found: tuple[Score, s
         frame, legend = framed_image(view.run_dir, image, sample, score)
     except (ImageError, UnsafePathError) as exc:
         return f'<div class="missing">{escape("; ".join(score.failures) or str(exc))}</div>'
-    values = " · ".join(f"{k} {score.metrics[k]:.3f}" for k in SCORE_KEYS if isinstance(score.metrics.get(k), (int, float)))
+    values = " · ".join(f"{k} {score.metrics[k]:.3f}" for k in headline_keys() if isinstance(score.metrics.get(k), (int, float)))
     failures = f'<div class="fail">{escape("; ".join(score.failures))}</div>' if score.failures else ""
     return f'{frame}<div class="scores">{escape(values) or "no scores"}</div><div>{legend}</div>{failures}'
 

@@ -330,11 +330,11 @@ def _run_locked(
         outcome = RunOutcome(out=Path(config.out), result=None, part=str(shard), items=len(mine))
         fresh = FreshImages()
         _generate(store, method, mine, bench.data_root, config, outcome, progress, fresh)
-        identity, provenance_method = method.capabilities.references, _method_provenance(method)
+        uses_references, provenance_method = method.capabilities.references, _method_provenance(method)
         del method
         _free_accelerator_memory()
         scorer = _scorer_key(engine, config)
-        _score(store, engine, scorer, mine, bench.data_root, identity, outcome, progress, fresh)
+        _score(store, engine, scorer, mine, bench.data_root, uses_references, outcome, progress, fresh)
         fresh.clear()
         store.put_part(str(shard), {**run_cfg, "scorer_key": scorer, "method_provenance": provenance_method}, "done")
         if dist_state is not None:
@@ -577,7 +577,7 @@ def _engine(config: RunConfig, device: str, store: RunStore) -> MetricEngine:
 
 def _scorer_key(engine: MetricEngine, config: RunConfig) -> str:
     """Scores are reused only under the same engine: models, weights, detector, metrics."""
-    payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine.identity()}
+    payload = {"models": config.models, "detector": config.detector, "metrics": config.metrics, "engine": engine.fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -587,12 +587,12 @@ def _score(
     scorer: str,
     items: list[_Item],
     data_root: Path,
-    identity: bool,
+    uses_references: bool,
     outcome: RunOutcome,
     progress: Progress,
     fresh: FreshImages,
 ) -> None:
-    from picbench.metrics.engine import ScoreItem
+    from picbench.metrics.decoding import ScoreItem
 
     generations = store.get_generations(i.key for i in items)
     scored = store.get_scores(scorer, (i.key for i in items))
@@ -603,7 +603,7 @@ def _score(
         ScoreItem(
             sample=i.sample,
             seed=i.seed,
-            identity=identity,
+            uses_references=uses_references,
             failure=generations[i.key].failure,
             image_path=store.out_dir / generations[i.key].image_path if generations[i.key].image_path else None,
             image=fresh.get(i.key),

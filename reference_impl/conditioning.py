@@ -1,12 +1,13 @@
-"""What conditions one PositionIC transformer call, built in one place for the pipeline and the trainer.
+"""One PositionIC transformer call and what conditions it, in one place for the pipeline and the trainer.
 
 A call sees the joint sequence `[text, target, ref_1 .. ref_K]`. Its conditioning is the token
 layout, UnoPE position ids for the image tokens, and (with VAA) the VWR weights of each batch
 element's boxes turned into a prepared mask for the chosen attention backend, handed to every
 double- and single-stream block through `joint_attention_kwargs`. Inference
 (:class:`~picbench.reference_impl.pipeline.PositionICPipeline`) and training
-(:mod:`picbench.reference_impl.training`) both call :func:`build_conditioning` and
-:func:`encode_image_tokens`, so what the model learns from is exactly what it is sampled with.
+(:mod:`picbench.reference_impl.training`) both call :func:`build_conditioning`,
+:func:`encode_image_tokens` and :func:`transformer_step`, so what the model learns from is exactly
+what it is sampled with.
 
 Reference preprocessing follows UNO's `preprocess_ref` (bytedance/UNO @ d305981,
 `uno/flux/pipeline.py:70-98`): the long side becomes `long_side`, the short side is *floored*
@@ -32,7 +33,8 @@ from picbench.reference_impl.attention import get_backend
 from picbench.reference_impl.layout import TokenLayout
 from picbench.reference_impl.processors import VAA_KWARG, JointMask
 from picbench.reference_impl.unope import unope_image_ids
-from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+from picbench.reference_impl.vaa import VAASettings
+from picbench.reference_impl.vwr import volume_weights
 
 PATCH = 16
 """Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
@@ -109,24 +111,25 @@ def build_conditioning(
     ref_hws: Sequence[tuple[int, int]],
     layouts: Sequence[tuple[Sequence[Box], Sequence[int]]] | None,
     *,
-    sigma: float | Sequence[float] = DEFAULT_SIGMA,
-    delta: float = DEFAULT_DELTA,
-    attention_backend: str = "auto",
+    vaa: VAASettings = VAASettings(),
     device: torch.device | str,
     dtype: torch.dtype,
 ) -> Conditioning:
-    """`layouts` holds (boxes, depth ranks) per batch element, reference k paired with box k; None = VAA off.
+    """`layouts` holds (boxes, depth ranks) per batch element, reference k paired with box k (needed
+    only with VAA on); `vaa.vaa` false: plain attention.
 
     One backend plan serves the whole batch when every element has the same boxes; otherwise each
     element gets its own plan (the VAA mask is per sample)."""
     layout = TokenLayout(n_text, tuple(target_hw), tuple(tuple(hw) for hw in ref_hws))
     img_ids = unope_image_ids(layout.target_hw, layout.ref_hws, device=device, dtype=dtype)
-    if layouts is None:
+    if not vaa.vaa:
         return Conditioning(layout, img_ids, None)
-    backend = get_backend(attention_backend, device)
+    if layouts is None:
+        raise ValueError("build_conditioning: VAA is on but no layouts (boxes and depth ranks) were given")
+    backend = get_backend(vaa.attention_backend, device)
     plans: list[Any] = []
     for boxes, depths in _distinct(layouts):
-        weights = volume_weights(boxes, depths, layout.target_hw, sigma=sigma, delta=delta).to(device)
+        weights = volume_weights(boxes, depths, layout.target_hw, sigma=vaa.sigma, delta=vaa.delta).to(device)
         plans.append(backend.prepare(layout, weights, device=device, dtype=dtype))
     if len(plans) == 1:
         mask = JointMask(backend, plans[0])
@@ -139,3 +142,34 @@ def _distinct(layouts: Sequence[tuple[Sequence[Box], Sequence[int]]]) -> list[tu
     """The layouts as lists, collapsed to one when all elements share it."""
     as_lists = [([tuple(float(v) for v in b) for b in boxes], [int(d) for d in depths]) for boxes, depths in layouts]
     return as_lists[:1] if all(x == as_lists[0] for x in as_lists) else as_lists
+
+
+def transformer_step(
+    transformer: torch.nn.Module,
+    target: torch.Tensor,
+    references: torch.Tensor,
+    timestep: torch.Tensor,
+    conditioning: Conditioning,
+    *,
+    prompt_embeds: torch.Tensor,
+    pooled: torch.Tensor,
+    text_ids: torch.Tensor,
+    guidance: torch.Tensor | None,
+) -> torch.Tensor:
+    """The transformer on `[text, target, refs]`, keeping only the prediction for the target tokens.
+
+    The reference tokens and the time (t in [0, 1]) are cast to the target's dtype first: the time
+    is multiplied by 1000 inside the transformer after that cast, as UNO's `timestep_embedding`
+    (bytedance/UNO @ d305981, `uno/flux/modules/layers.py:43-64`)."""
+    out = transformer(
+        hidden_states=torch.cat([target, references.to(target.dtype)], dim=1),
+        timestep=timestep.to(target.dtype),
+        guidance=guidance,
+        pooled_projections=pooled,
+        encoder_hidden_states=prompt_embeds,
+        txt_ids=text_ids,
+        img_ids=conditioning.img_ids,
+        joint_attention_kwargs=conditioning.joint_attention_kwargs,
+        return_dict=False,
+    )[0]
+    return out[:, : target.shape[1]]

@@ -20,7 +20,8 @@ from picbench.cli import app
 from picbench.errors import PicbenchError
 from picbench.imaging import load_rgb
 from picbench.metrics.boxes import match_subjects, to_pixels
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.decoding import ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.records import Sample, Subject
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,6 +15,7 @@ import torch
 
 from picbench.errors import PicbenchError
 from picbench.metrics.cache import TABLE, EmbeddingCache
+from picbench.metrics.decoding import ScoreItem
 from picbench.metrics.encoders import (
     HFClipEncoder,
     OpenClipEncoder,
@@ -24,7 +25,7 @@ from picbench.metrics.encoders import (
     load_dino,
     names_openai,
 )
-from picbench.metrics.engine import CONVENTIONS, MetricEngine, ScoreItem
+from picbench.metrics.engine import CONVENTIONS, MetricEngine
 from picbench.records import Sample, Subject
 from picbench.tiny.metric_models import tiny_weights
 

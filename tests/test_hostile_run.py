@@ -184,10 +184,8 @@ def test_out_of_memory_while_scoring_stops_the_run_and_stores_no_score(
 
 
 def test_a_detector_losing_the_device_is_not_an_items_failure() -> None:
-    from types import SimpleNamespace
-
     from picbench.metrics.detectors.base import Detector as DetectorBase
-    from picbench.metrics.engine import MetricEngine
+    from picbench.metrics.scheduling import detect_or_fail
 
     class Detector(DetectorBase):
         name = "flaky"
@@ -200,15 +198,10 @@ def test_a_detector_losing_the_device_is_not_an_items_failure() -> None:
                 raise self.exc
             return DetectorOutput((), "fine")
 
-    def engine(exc: Exception) -> SimpleNamespace:
-        fake = SimpleNamespace(forward_seconds=0.0, _detector=Detector(exc))
-        fake._detect_or_fail = lambda images, classes: MetricEngine._detect_or_fail(fake, images, classes)
-        return fake
-
     bad, good = Image.new("RGB", (8, 8)), Image.new("RGB", (9, 9))
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        MetricEngine._detect(engine(RuntimeError("CUDA error: an illegal memory access")), [good, bad], [["dog"], ["dog"]])
-    outputs = MetricEngine._detect(engine(ValueError("no JSON in the answer")), [good, bad, good], [["dog"]] * 3)
+        detect_or_fail(Detector(RuntimeError("CUDA error: an illegal memory access")), [good, bad], [["dog"], ["dog"]])
+    outputs = detect_or_fail(Detector(ValueError("no JSON in the answer")), [good, bad, good], [["dog"]] * 3)
     assert [o.failed for o in outputs] == [False, True, False]  # the batch failed: retried image by image
     assert "no JSON in the answer" in outputs[1].problems[0] and outputs[0].raw == outputs[2].raw == "fine"
 

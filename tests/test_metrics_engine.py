@@ -13,7 +13,8 @@ from PIL import Image
 from picbench.errors import MissingWeightsError, UnknownNameError
 from picbench.imaging import load_rgb
 from picbench.metrics.cache import EmbeddingCache
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.decoding import ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.metrics.layout import AP_KEYS
 from picbench.records import Sample, Subject
 from picbench.tiny.metric_models import tiny_weights
@@ -77,7 +78,7 @@ def run(engine: MetricEngine, generated: dict[str, Path], data_dir: Path):
         ScoreItem(SINGLE, 1, generated["corrupt"]),
         ScoreItem(SINGLE, 2, generated["blank"]),
         ScoreItem(SINGLE, 3, generated["nan"]),
-        ScoreItem(MULTI, 2, generated["cat"], identity=False),
+        ScoreItem(MULTI, 2, generated["cat"], uses_references=False),
     ]
     return items, list(engine.score(items, data_dir))
 
@@ -328,4 +329,27 @@ def test_vision_r1_in_the_engine_records_its_raw_answer(generated, data_dir):
         assert score.metrics["iou"] == 0.0 and any("unparseable" in f or "found none" in f for f in score.failures)
     assert engine.provenance()["detector"]["prompt"] == "Locate every {category} in the image and output the coordinates in JSON format."
     assert engine.provenance()["detector"]["query_mode"] == "one query per category"
-    assert engine.identity()["detector_queries"]["query_mode"] == "one query per category"  # a change of query mode rescores
+    assert engine.fingerprint()["detector_queries"]["query_mode"] == "one query per category"  # a change of query mode rescores
+
+
+def test_the_fingerprint_keeps_the_field_names_stored_keys_are_made_of():
+    """The fingerprint's hash keys every stored score (runner._scorer_key, BMPDS' scorer key), the
+    cached intervals and the cached provenance: a renamed field would rescore every run made
+    before (docs/metrics.md, "Inside the metric engine")."""
+    engine = MetricEngine(models="tiny", metrics=["clip_i", "clip_t"], detector=None, identity_sets=("default", "references"))
+    fingerprint = engine.fingerprint()
+    assert list(fingerprint) == [
+        "smoke",
+        "models",
+        "detector",
+        "detector_queries",
+        "metrics",
+        "weights",
+        "metric_models",
+        "clip_arch",
+        "clip_openai",
+        "precision",
+        "identity_sets",
+    ]
+    assert fingerprint["identity_sets"] == ["default", "references"] and set(fingerprint["weights"]) == {"clip"}
+    assert not engine.built  # known without building a model

@@ -12,8 +12,9 @@ from PIL import Image
 from picbench.benches.positionic import build_open
 from picbench.imaging import load_rgb
 from picbench.methods.paste import PasteMethod
+from picbench.metrics.decoding import ScoreItem
 from picbench.metrics.detectors import DETECTORS
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.metrics.occlusion import MIN_SIDE_PX, overlapping_pairs
 from picbench.metrics.presence import count_instances
 from picbench.records import Sample, Subject

@@ -13,8 +13,9 @@ from PIL import Image
 
 import picbench.metrics.parallel as parallel_module
 from picbench.imaging import load_rgb
+from picbench.metrics.decoding import ScoreItem
 from picbench.metrics.encoders import CPU_FORWARD_CHUNK, Encoder
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.metrics.parallel import decode_batches, torch_workers
 from picbench.records import Sample, Subject
 
@@ -162,9 +163,9 @@ def test_cpu_decoding_runs_ahead_only_where_no_openmp_region_shares_the_cores(
         engine = MetricEngine(models="tiny", metrics=metrics, detector=detector, batch_size=1, num_workers=2)
         stream = engine.score(items, data_dir)
         next(stream)
-        assert engine._overlap is ahead, (detector, cores)
-        images = [i for kind, i in decode_submissions if kind == "_Items"]
+        assert engine.scheduler.overlap is ahead, (detector, cores)
+        images = [i for kind, i in decode_submissions if kind == "GeneratedImages"]
         assert images == ([0, 1] if ahead else [0]), (detector, cores)  # the next image asked for while this one is scored, or not
-        assert engine._pool is not None and engine._pool.submit(torch.get_num_threads).result() == worker_threads
+        assert engine.scheduler.pool is not None and engine.scheduler.pool.submit(torch.get_num_threads).result() == worker_threads
         assert len(list(stream)) == 2
         assert torch.get_num_threads() == cores

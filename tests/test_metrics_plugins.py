@@ -19,7 +19,8 @@ from picbench.cli import app
 from picbench.errors import PicbenchError
 from picbench.metrics import METRICS
 from picbench.metrics.base import Metric
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.decoding import ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.registry import Registry
 from picbench.results import iter_sample_scores, load_result
 
@@ -135,13 +136,13 @@ def test_ls_metrics_shows_each_key_with_its_direction_and_survives_a_broken_plug
 
 
 def test_a_broken_plugin_is_left_out_of_the_defaults_but_refused_by_name(monkeypatch, caplog):
-    from picbench.metrics.engine import select_metrics
+    from picbench.metrics.selection import select_metrics
 
     plugins: Registry[type[Metric]] = Registry("metric", base=Metric)
     plugins.register("clip_i", "picbench.metrics.similarity:ClipI")
     plugins.register("broken", "metrics_plugin:NoSuchMetric")
-    monkeypatch.setattr("picbench.metrics.engine.METRICS", plugins)
-    with caplog.at_level("WARNING", logger="picbench.metrics.engine"):
+    monkeypatch.setattr("picbench.metrics.selection.METRICS", plugins)
+    with caplog.at_level("WARNING", logger="picbench.metrics.selection"):
         assert [m.name for m in select_metrics(None, None)] == ["clip_i"]
     assert "metric broken is left out" in caplog.text
     with pytest.raises(PicbenchError, match="metric 'broken' cannot be loaded: AttributeError"):

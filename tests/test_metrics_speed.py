@@ -11,7 +11,8 @@ from pathlib import Path
 
 from run_bench_helpers import write_tiny_bench
 
-import picbench.metrics.engine as engine_module
+import picbench.metrics.decoding as decoding_module
+import picbench.metrics.models as models_module
 from picbench.runner import RunConfig, run
 
 
@@ -27,7 +28,7 @@ def test_fresh_generations_are_scored_from_memory_and_a_finished_rerun_builds_no
         raise AssertionError(f"{path} was decoded again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(engine_module, "decode_generated", no_decoding)
+        patch.setattr(decoding_module, "decode_generated", no_decoding)
         first = run(_config(bench, data_dir, out))
     assert first.scored == 3 and first.result.counts["n_failures"] == 0
     results = json.loads((out / "results.json").read_text())
@@ -35,8 +36,8 @@ def test_fresh_generations_are_scored_from_memory_and_a_finished_rerun_builds_no
     def no_models(*args, **kwargs):
         raise AssertionError("a model was built for a run with nothing left to score")
 
-    monkeypatch.setattr(engine_module, "load_clip", no_models)
-    monkeypatch.setattr(engine_module, "load_dino", no_models)
+    monkeypatch.setattr(models_module, "load_clip", no_models)
+    monkeypatch.setattr(models_module, "load_dino", no_models)
     again = run(_config(bench, data_dir, out))
     assert (again.generated, again.scored, again.score_reused) == (0, 0, 3)
     rerun = json.loads((out / "results.json").read_text())

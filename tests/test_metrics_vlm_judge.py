@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from picbench.imaging import load_rgb
-from picbench.metrics.engine import MetricEngine, ScoreItem
+from picbench.metrics.decoding import ScoreItem
+from picbench.metrics.engine import MetricEngine
 from picbench.metrics.vlm_judge import PROMPT, SCALE, JudgeAnswerError, VlmJudge, parse_grade
 from picbench.records import Sample, Subject
 from picbench.tiny.metric_models import tiny_weights

@@ -219,6 +219,7 @@ def test_tiny_training_overfits_a_few_pairs(tmp_path: Path, pairs: Path) -> None
         flow_matching_loss,
         prepare_inputs,
     )
+    from picbench.reference_impl.vaa import VAASettings
 
     config = load_config(
         tiny_config(
@@ -250,8 +251,7 @@ def test_tiny_training_overfits_a_few_pairs(tmp_path: Path, pairs: Path) -> None
                                 torch.Generator().manual_seed(100 + s),
                                 caption_dropout=0.0,
                                 guidance=1.0,
-                                vaa=True,
-                                attention_backend="sdpa_lowrank",
+                                vaa=VAASettings(attention_backend="sdpa_lowrank"),
                             ),
                         ).item()
                         for s in range(4)
@@ -330,6 +330,7 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
         predict,
         prepare_inputs,
     )
+    from picbench.reference_impl.vaa import VAASettings
     from picbench.reference_impl.vwr import volume_weights
     from picbench.tiny.flux import tiny_components
 
@@ -346,7 +347,12 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
 
     def grads(vaa: bool) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = prepare_inputs(
-            pipe, [pair], torch.Generator().manual_seed(1), caption_dropout=0.0, guidance=1.0, vaa=vaa, attention_backend="sdpa_lowrank"
+            pipe,
+            [pair],
+            torch.Generator().manual_seed(1),
+            caption_dropout=0.0,
+            guidance=1.0,
+            vaa=VAASettings(vaa=vaa, attention_backend="sdpa_lowrank"),
         )
         out = []
         for region in (~inside, inside):

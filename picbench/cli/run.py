@@ -66,7 +66,7 @@ def parse_metrics(text: str | None, detector: str | None) -> tuple[str, ...] | N
     if not names:
         raise PicbenchError(f"--metrics needs at least one metric name, got {text!r}")
     if "default" in names:
-        from picbench.metrics.engine import select_metrics
+        from picbench.metrics.selection import select_metrics
 
         defaults = [m.name for m in select_metrics(None, detector)]
         names = [d for n in names for d in (defaults if n == "default" else [n])]

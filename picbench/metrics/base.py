@@ -56,7 +56,7 @@ class Features:
 
     sample: Sample
     seed: int
-    identity: bool  # False for a method given no references: identity metrics do not apply
+    uses_references: bool  # False for a method given no references: identity metrics do not apply
     size: tuple[int, int]
     data_root: Path
     embeddings: Mapping[str, np.ndarray] = field(default_factory=dict)
@@ -87,6 +87,7 @@ class Metric:
     per_subject: ClassVar[bool] = False  # item value = mean over subjects of subject_value
     higher_is_better: ClassVar[bool] = True
     default: ClassVar[bool] = True  # computed when no metric list is given (if its needs can be met)
+    headline: ClassVar[bool] = False  # its per-item values are shown beside each image in the report
 
     def keys(self) -> tuple[str, ...]:
         """The per-item value keys this metric writes into a Score (keys starting ``n_`` are counts)."""

@@ -56,7 +56,7 @@ class EmbeddingCache:
             self._conn.executemany(f"INSERT OR REPLACE INTO {TABLE} (model_id, key, dim, vec) VALUES (?, ?, ?, ?)", rows)
 
     def get_json(self, kind: str, key: str) -> dict | None:
-        """A JSON document kept beside the vectors (the engine's provenance under its identity)."""
+        """A JSON document kept beside the vectors (the engine's provenance under its fingerprint)."""
         row = self._conn.execute(f"SELECT value FROM {JSON_TABLE} WHERE kind = ? AND key = ?", (kind, key)).fetchone()
         return json.loads(row[0]) if row else None
 

@@ -29,6 +29,7 @@ class IoU(Metric):
 
     name = "iou"
     summary = "IoU of each subject's target box and its matched detection (0 when unmatched); mIoU over subjects"
+    headline = True
     needs = frozenset({"detector"})
     per_subject = True
 

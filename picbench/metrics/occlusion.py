@@ -50,6 +50,7 @@ def region_key(front: int, back: int) -> str:
 class OcclusionOrder(Metric):
     name = "occlusion_order"
     summary = "fraction of overlapping subject pairs whose overlap looks more like the front subject (DINO); n_occlusion_pairs counts them"
+    headline = True
     needs = frozenset({ROLE, "references"})
     identity = True
 
@@ -61,7 +62,7 @@ class OcclusionOrder(Metric):
 
     def item(self, features: Features, subjects: Sequence[Mapping[str, float | None]]) -> Mapping[str, float | None]:
         pairs = overlapping_pairs(features.sample)
-        if not features.identity or not pairs:
+        if not features.uses_references or not pairs:
             return {self.name: None, "n_occlusion_pairs": None}
         correct = []
         for front, back, _box in pairs:

@@ -21,7 +21,7 @@ class _Identity(Metric):
     per_subject = True
 
     def subject_value(self, features: Features, subject: int) -> float | None:
-        if not features.identity:
+        if not features.uses_references:
             return None
         if self.crop:
             embedding = features.subject_crops.get((subject, self.role))
@@ -35,12 +35,14 @@ class _Identity(Metric):
 class ClipI(_Identity):
     name, role = "clip_i", "clip"
     summary = "cosine of CLIP image embeddings, generated vs the subject's images (0..1 scale, mean)"
+    headline = True
     needs = frozenset({"clip", "references"})
 
 
 class Dino(_Identity):
     name, role = "dino", "dino"
     summary = "cosine of DINO ViT-S/16 CLS embeddings, generated vs the subject's images"
+    headline = True
     needs = frozenset({"dino", "references"})
 
 
@@ -59,6 +61,7 @@ class DinoCrop(_Identity):
 class ClipT(Metric):
     name = "clip_t"
     summary = "cosine of the generated image's and the prompt's CLIP embeddings (prompt truncated to 77 tokens)"
+    headline = True
     needs = frozenset({"clip", "text"})
 
     def item(self, features: Features, subjects: Sequence[Mapping[str, float | None]]) -> Mapping[str, float | None]:

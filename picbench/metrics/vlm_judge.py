@@ -127,6 +127,7 @@ class VlmJudgeMetric(Metric):
 
     name = "vlm_judge"
     summary = "a VLM's 0-4 identity grade (normalized 0..1) of each subject's box crop vs its reference (Qwen2.5-VL)"
+    headline = True
     needs = frozenset({"image"})
     identity = True
     per_subject = True
@@ -143,9 +144,9 @@ class VlmJudgeMetric(Metric):
 
     def subject_value(self, features: Features, subject: int) -> float | None:
         from picbench.metrics.boxes import to_pixels
-        from picbench.metrics.engine import crop_to_box
+        from picbench.metrics.decoding import crop_to_box
 
-        if not features.identity or features.image is None or self.judge is None:
+        if not features.uses_references or features.image is None or self.judge is None:
             return None
         sub = features.sample.subjects[subject]
         reference = load_rgb(resolve_in_root(features.data_root, sub.references[0]))

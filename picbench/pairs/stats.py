@@ -21,6 +21,9 @@ from picbench.records import BENCH_SCHEMA, PAIRS_KIND, Bench
 
 CANDIDATES_FILE = "candidates.jsonl"
 SCORE_NAMES = ("clip_i", "dino", "vlm", "clip_t")
+"""The BMPDS filter's score names in ``candidates.jsonl`` (reference_impl/bmpds/build.py writes
+them): crop CLIP-I and DINO, the VLM judge's grade, CLIP-T. Filter fields, not metric keys (the
+metric keys are ``clip_i_crop``, ``dino_crop``, ``vlm_judge``), so they are not the registry's."""
 HISTOGRAM_BINS = 10
 SCORE_BOUND = 1e6
 """Scores are similarities and probabilities; one beyond this is damage, not a score to bin."""

@@ -13,6 +13,7 @@ from picbench.testing.attention import check_attention_backend
 from picbench.testing.benches import check_bench, check_buildable_bench
 from picbench.testing.detectors import check_detector
 from picbench.testing.methods import check_method
+from picbench.testing.metric_models import check_metric_model
 from picbench.testing.metrics import check_metric
 from picbench.testing.registries import parametrize, registered
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_detector",
     "check_method",
     "check_metric",
+    "check_metric_model",
     "parametrize",
     "registered",
 ]

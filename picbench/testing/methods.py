@@ -13,10 +13,8 @@ method's folder); a key given there is not checked as a smoke default."""
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from picbench.errors import MissingWeightsError
 from picbench.methods import METHODS, Method
 from picbench.methods.base import same_aspect
 from picbench.records import Sample
+from picbench.testing.offline import offline
 from picbench.testing.registries import require, resolve
 from picbench.testing.samples import conformance_samples, data_root
 
@@ -95,24 +94,6 @@ def check_seeds(generated: Generated) -> None:
     same = np.array_equal(pixels(generated.batch[0]), pixels(generated.other_seed))
     seeded = generated.method.seeded
     require(same is (not seeded), generated.label, f"seeds 0 and 1 give {'the same' if same else 'different'} images, but seeded={seeded}")
-
-
-@contextmanager
-def offline(cache: Path) -> Iterator[None]:
-    """No network and an empty hub cache, restored afterwards."""
-    import huggingface_hub.constants as hub
-
-    before = (os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE, hub.HF_HUB_CACHE)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub.HF_HUB_OFFLINE, hub.HF_HUB_CACHE = True, str(cache)
-    try:
-        yield
-    finally:
-        if before[0] is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = before[0]
-        hub.HF_HUB_OFFLINE, hub.HF_HUB_CACHE = before[1], before[2]
 
 
 def check_offline_error(entry: str | type[Method], tmp: Path, params: Mapping[str, Any] | None = None) -> None:

@@ -12,8 +12,8 @@
 - through the real engine (tiny models, real references pasted by the ``paste`` method, a tiny
   detector where the metric needs one): every score holds exactly the metric's keys, the metric
   neither raises nor returns a bad value on any item, ``Unscorable`` leaves its keys None, identity
-  metrics give None for a method given no references, the aggregate and the bootstrap intervals
-  cover the outputs and the engine reports a direction for each."""
+  metrics give None for a method given no references, the aggregate covers the outputs, the engine
+  reports a direction for each, and bootstrap intervals are of outputs only, low <= high."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def bare_features(sample: Sample, root: Path, image: Any = None) -> Features:
     return Features(
         sample=sample,
         seed=0,
-        identity=False,
+        uses_references=False,
         size=(sample.width, sample.height),
         data_root=root,
         detections=DetectorOutput((), None, ("conformance: the detector failed",), failed=True),
@@ -160,7 +160,8 @@ def check_aggregate_keys(label: str, metric: Metric, out: Mapping[str, Any], pre
 def check_in_engine(entry: str, root: Path | None = None, detector: str = DETECTOR) -> None:
     """The metric run by the real engine with tiny models on the conformance samples (see the module docstring)."""
     from picbench.methods.paste import PasteMethod
-    from picbench.metrics.engine import MetricEngine, ScoreItem
+    from picbench.metrics.decoding import ScoreItem
+    from picbench.metrics.engine import MetricEngine
 
     name, cls, label = metric_class(entry)
     require(isinstance(entry, str), label, "the engine runs registered metrics only: pass its registered name")
@@ -170,11 +171,11 @@ def check_in_engine(entry: str, root: Path | None = None, detector: str = DETECT
     wants_detector = bool({"detector", "crops"} & set(cls.needs))
     engine = MetricEngine(models="tiny", metrics=[name], detector=detector if wants_detector else None, batch_size=4)
     items = [ScoreItem(s, 0, None, image=im) for s, im in zip(samples, images)]
-    items += [ScoreItem(s, 1, None, identity=False, image=im) for s, im in zip(samples, images)]
+    items += [ScoreItem(s, 1, None, uses_references=False, image=im) for s, im in zip(samples, images)]
     scores = list(engine.score(items, root))
     require(len(scores) == len(items), label, f"the engine gave {len(scores)} scores for {len(items)} items")
     own = [m for m in engine.metrics if m.name == name][0]
-    keys = set(engine.item_keys()) if len(engine.metrics) == 1 else set(own.keys())
+    keys = set(engine.item_keys())
     for item, score in zip(items, scores):
         where = f"sample {item.sample.id} seed {item.seed}"
         require(keys <= set(score.metrics), label, f"{where}: the score lacks keys {sorted(keys - set(score.metrics))}")
@@ -183,7 +184,7 @@ def check_in_engine(entry: str, root: Path | None = None, detector: str = DETECT
         if any(f.startswith(f"metric {name}:") for f in score.failures):
             left = {k: score.metrics[k] for k in own.keys() if score.metrics[k] is not None}
             require(not left, label, f"{where}: raised Unscorable but kept values {left}")
-        if cls.identity and not item.identity:
+        if cls.identity and not item.uses_references:
             left = {k: score.metrics[k] for k in own.keys() if score.metrics[k] is not None}
             require(not left, label, f"{where}: scored identity {left} for a method given no references")
     by_id = {s.id: s for s in samples}

@@ -233,9 +233,9 @@ class BuildOutcome:
 
 
 def plan(config: BmpdsConfig) -> dict[str, list[Unit]]:
-    identity = config.identity()
+    fingerprint = config.fingerprint()
     counts = {"single": config.stages.single, "forward": config.stages.forward, "backward": config.stages.backward}
-    return {stage: [Unit(stage, i, unit_key(stage, i, identity)) for i in range(counts[stage])] for stage in STAGES}
+    return {stage: [Unit(stage, i, unit_key(stage, i, fingerprint)) for i in range(counts[stage])] for stage in STAGES}
 
 
 def _ranks(device: str) -> tuple[int, int, Any]:
@@ -355,8 +355,9 @@ def _engine_metrics(config: BmpdsConfig) -> list[str]:
 
 
 def _score(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig, device: str, rank: int, world: int, out: Path) -> str:
-    """Score this rank's pairs the store has no score for; the scorer key is the engine's identity."""
-    from picbench.metrics.engine import MetricEngine, ScoreItem
+    """Score this rank's pairs the store has no score for; the scorer key is the engine's fingerprint."""
+    from picbench.metrics.decoding import ScoreItem
+    from picbench.metrics.engine import MetricEngine
 
     engine = MetricEngine(
         models=config.models,
@@ -366,7 +367,7 @@ def _score(store: BmpdsStore, units: dict[str, list[Unit]], config: BmpdsConfig,
         weights={k: v for k, v in config.weights.items() if k in ("clip", "dino", VLM_METRIC)},
         weights_dir=config.weights_dir or None,
     )
-    scorer = hashlib.sha256(canonical_json({"engine": engine.identity(), "metrics": _engine_metrics(config)}).encode()).hexdigest()
+    scorer = hashlib.sha256(canonical_json({"engine": engine.fingerprint(), "metrics": _engine_metrics(config)}).encode()).hexdigest()
     mine = [u for stage in STAGES for u in units[stage]][rank::world]
     records = store.get_units(u.key for u in mine)
     have = store.get_scores(scorer, records)

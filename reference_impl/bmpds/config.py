@@ -93,7 +93,7 @@ class BmpdsConfig:
     filter: FilterCfg = FilterCfg()
     weights: Mapping[str, str] = field(default_factory=dict)
 
-    def identity(self) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         """What decides a candidate's content (device excluded): part of every unit's store key."""
         return {
             "seed": self.seed,

@@ -86,8 +86,8 @@ class StageContext:
     copy_source: Callable[[str], str]
 
 
-def unit_key(stage: str, index: int, identity: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": identity}).encode()).hexdigest()
+def unit_key(stage: str, index: int, fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json({"bmpds": 1, "stage": stage, "index": index, "config": fingerprint}).encode()).hexdigest()
 
 
 def checked_image(array: np.ndarray, size: int, what: str) -> Image.Image:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from picbench.errors import ConfigError
+from picbench.reference_impl.vaa import VAASettings
 from picbench.toml_config import build, read_toml
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "train"
@@ -49,6 +50,11 @@ class ModelConfig:
     delta: float = 1.0
     gradient_checkpointing: bool = True
     """Per block, as UNO's `gradient_checkpoint=True` (diffusers' `enable_gradient_checkpointing`)."""
+
+    @property
+    def vaa_settings(self) -> VAASettings:
+        """`vaa`, `sigma`, `delta` and `attention_backend` as the one record training and evaluation pass on."""
+        return VAASettings(self.vaa, self.sigma, self.delta, self.attention_backend)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class Validator:
 
     @torch.no_grad()
     def __call__(self, pipe: Any, step: int, out: Path) -> dict[str, Any]:
-        from picbench.metrics.engine import ScoreItem
+        from picbench.metrics.decoding import ScoreItem
 
         ev, m = self.config.eval, self.config.model
         folder = out / "eval" / f"step-{step:07d}"
@@ -64,10 +64,7 @@ class Validator:
                     num_inference_steps=ev.steps,
                     guidance_scale=ev.guidance,
                     generator=torch.Generator().manual_seed(ev.seed),
-                    vaa=m.vaa,
-                    sigma=m.sigma,
-                    delta=m.delta,
-                    attention_backend=m.attention_backend,
+                    vaa=m.vaa_settings,
                 ).images[0]
                 path = folder / f"{safe_file_stem(sample.id)}.png"
                 image.save(path)

@@ -403,11 +403,8 @@ class Trainer:
                         torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
                         caption_dropout=cfg.data.caption_dropout,
                         guidance=cfg.train.guidance,
-                        vaa=cfg.model.vaa,
+                        vaa=cfg.model.vaa_settings,
                         logit_normal=cfg.train.timesteps == "logit_normal",
-                        sigma=cfg.model.sigma,
-                        delta=cfg.model.delta,
-                        attention_backend=cfg.model.attention_backend,
                     )
                     loss = flow_matching_loss(self.model, inputs)
                 else:  # every pair of this micro-batch was unreadable: a zero gradient keeps the ranks in step

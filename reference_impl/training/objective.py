@@ -9,7 +9,8 @@ gives `x_t = (1 - t) x0 + t n` and the target `v = n - x0` (UNO: `x_t = (1 - t) 
 loss `mse(pred, x_0 - x_1)` with its x_0 the noise). The transformer sees `[text, x_t, refs]`:
 clean reference tokens in the same sequence, so they share the target's timestep modulation;
 FLUX's guidance embedding is fixed at `guidance` (UNO: 1). The loss is the mean squared error on
-target tokens only. With VAA the conditioning (layout, UnoPE ids, VWR weights, backend plan) is
+target tokens only. The transformer call is `conditioning.transformer_step`, the one inference
+makes. With VAA the conditioning (layout, UnoPE ids, VWR weights, backend plan) is
 `conditioning.build_conditioning`, the function inference uses. Captions are dropped to "" with
 probability `caption_dropout` (UNO's `text_dropout`). All randomness comes from the generator
 passed in, so a micro-batch gets the same noise, times and dropout wherever and whenever it runs.
@@ -29,9 +30,11 @@ from picbench.reference_impl.conditioning import (
     Conditioning,
     build_conditioning,
     encode_posterior,
+    transformer_step,
 )
 from picbench.reference_impl.schedule import training_times
 from picbench.reference_impl.training.data import LoadedPair
+from picbench.reference_impl.vaa import VAASettings
 
 
 @dataclass
@@ -114,11 +117,8 @@ def prepare_inputs(
     *,
     caption_dropout: float,
     guidance: float,
-    vaa: bool,
+    vaa: VAASettings,
     logit_normal: bool = False,
-    sigma: float = 3.0,
-    delta: float = 1.0,
-    attention_backend: str = "auto",
     max_sequence_length: int = 512,
 ) -> ModelInputs:
     """Pairs of one bucket and reference shape -> transformer inputs, all randomness from `generator`."""
@@ -138,15 +138,12 @@ def prepare_inputs(
     t = times.to(device)[:, None, None]
     noise = noise.to(device)
     noisy = (1 - t) * x0 + t * noise
-    layouts = [(pair.boxes, pair.depths) for pair in batch] if vaa else None
     cond = build_conditioning(
         prompt_embeds.shape[1],
         target_hw,
         ref_hws,
-        layouts,
-        sigma=sigma,
-        delta=delta,
-        attention_backend=attention_backend,
+        [(pair.boxes, pair.depths) for pair in batch],
+        vaa=vaa,
         device=device,
         dtype=dtype,
     )
@@ -157,20 +154,17 @@ def prepare_inputs(
 def predict(transformer: torch.nn.Module, inputs: ModelInputs, references: torch.Tensor | None = None) -> torch.Tensor:
     """The velocity the transformer predicts on the target tokens (`references` overrides the
     reference tokens, e.g. with a tensor that requires grad)."""
-    refs = inputs.references if references is None else references
-    n_target = inputs.noisy.shape[1]
-    out = transformer(
-        hidden_states=torch.cat([inputs.noisy, refs.to(inputs.noisy.dtype)], dim=1),
-        timestep=inputs.times.to(inputs.noisy.dtype),
+    return transformer_step(
+        transformer,
+        inputs.noisy,
+        inputs.references if references is None else references,
+        inputs.times,
+        inputs.conditioning,
+        prompt_embeds=inputs.prompt_embeds,
+        pooled=inputs.pooled,
+        text_ids=inputs.text_ids,
         guidance=inputs.guidance,
-        pooled_projections=inputs.pooled,
-        encoder_hidden_states=inputs.prompt_embeds,
-        txt_ids=inputs.text_ids,
-        img_ids=inputs.conditioning.img_ids,
-        joint_attention_kwargs=inputs.conditioning.joint_attention_kwargs,
-        return_dict=False,
-    )[0]
-    return out[:, :n_target]
+    )
 
 
 def flow_matching_loss(transformer: torch.nn.Module, inputs: ModelInputs) -> torch.Tensor:
