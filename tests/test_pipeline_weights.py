@@ -11,7 +11,7 @@ from picbench.errors import MissingWeightsError
 from picbench.reference_impl.pipeline_weights import LoraSource, PipelineWeights, WeightsSettings
 
 RUN = WeightsSettings("the 'lora' parameter", "--weights-dir DIR")
-TRAIN = WeightsSettings("model.init_lora", "model.weights_dir = DIR (in the config)")
+TRAIN = WeightsSettings("model.init_lora", "weights_dir = DIR (in the config)")
 
 
 @pytest.fixture

@@ -38,7 +38,11 @@ class Validator:
         for sample in self.samples:  # a bad layout fails before training starts, naming the sample
             sample_layout(sample)
         self.engine = MetricEngine(
-            models=ev.models, device=str(device), detector=None if ev.detector in ("", "none") else ev.detector, batch_size=8
+            models=config.models,
+            device=str(device),
+            detector=None if ev.detector in ("", "none") else ev.detector,
+            batch_size=8,
+            weights_dir=config.resolve(config.weights_dir) if config.weights_dir else None,
         )
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ EMA, checkpoints, evaluation by the benchmark, logging, Ctrl-C and SIGTERM.
 
 Run it as `picbench train CONFIG` (one process), `accelerate launch $(which picbench) train CONFIG`
 or `torchrun --nproc-per-node N $(which picbench) train CONFIG`; accelerate picks DDP, FSDP or
-DeepSpeed from its launch config (`configs/accelerate/`). Per optimizer step each of the W
+DeepSpeed from its launch config (`reference_impl/configs/train/accelerate/`). Per optimizer step each of the W
 processes runs `global_batch / (W * micro_batch)` micro-batches; process r takes micro-batches
 `s * global_batch/micro_batch + r * A + a` of the stage's fixed order, with gradients synced on
 the last, so W processes see the batches and the mean gradient one process sees. Every collective
@@ -219,22 +219,20 @@ class Trainer:
     @property
     def _weights_dir(self) -> Path | None:
         """The weights folder (DIR/<hub id>): the config's, else $PICBENCH_WEIGHTS_DIR."""
-        wd = self.config.model.weights_dir
+        wd = self.config.weights_dir
         return weights_root(self.config.resolve(wd) if wd else None)
 
     @property
     def _weights(self) -> PipelineWeights:
         """Where the base and the initial LoRA come from (`reference_impl/pipeline_weights.py`, shared with `picbench run`)."""
-        settings = WeightsSettings("model.init_lora", "model.weights_dir = DIR (in the config)")
-        return PipelineWeights(
-            "positionic (picbench train)", self._weights_dir, self.config.model.base == "tiny", settings, self.config.resolve
-        )
+        settings = WeightsSettings("model.init_lora", "weights_dir = DIR (in the config)")
+        return PipelineWeights("positionic (picbench train)", self._weights_dir, self.config.smoke, settings, self.config.resolve)
 
     def _pipeline(self, dtype: torch.dtype) -> Any:
         from picbench.reference_impl.pipeline import PositionICPipeline
 
         base = self.config.model.base
-        if base == "tiny":
+        if self.config.smoke:
             from picbench.tiny.flux import tiny_components
 
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
@@ -370,8 +368,8 @@ class Trainer:
 
     @property
     def smoke(self) -> bool:
-        """Random-weight models (a tiny base or tiny metric models): its losses and scores mean nothing."""
-        return self.config.model.base == "tiny" or self.config.eval.models == "tiny"
+        """Random-weight models (`models = "tiny"`): its losses and scores mean nothing."""
+        return self.config.smoke
 
     def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
