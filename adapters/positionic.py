@@ -173,9 +173,8 @@ class PositionICMethod(Method):
         from picbench.reference_impl.lora import load_lora, load_uno_lora, random_uno_lora
         from picbench.reference_impl.pipeline import PositionICPipeline
 
-        weights = self._weights()
-        pipe = self._base_pipeline(PositionICPipeline, weights)
-        lora, scale = weights.lora(str(self.params["lora"])), float(self.params["lora_scale"])
+        pipe = self._base_pipeline(PositionICPipeline)
+        lora, scale = self._weights().lora(str(self.params["lora"])), float(self.params["lora_scale"])
         if lora.random_uno:
             load_uno_lora(pipe, random_uno_lora(pipe.transformer, rank=4), scale=scale)
         elif lora.file is not None and _is_uno_layout(lora.file):
@@ -198,7 +197,7 @@ class PositionICMethod(Method):
         wanted = [hub_files(str(self.params["base"])), HubFiles(repo, (file,)) if self.params["lora"] == UNO_LORA else None]
         return tuple(w for w in wanted if w is not None)
 
-    def _base_pipeline(self, cls: Any, weights: PipelineWeights) -> Any:
+    def _base_pipeline(self, cls: Any) -> Any:
         if self.smoke:
             from picbench.tiny.flux import tiny_components
 
@@ -209,7 +208,7 @@ class PositionICMethod(Method):
         # (UNO loads ae.safetensors as stored; a bf16 round trip moved its references by 0.05 and its
         # images by 2 grey levels on a tiny model: tests/parity/test_parity_uno.py)
         dtypes = {"default": self.dtype, "vae": torch.float32}
-        return weights.load_base(str(self.params["base"]), lambda path: cls.from_pretrained(path, dtype=dtypes)).to(self.device)
+        return self._weights().load_base(str(self.params["base"]), lambda path: cls.from_pretrained(path, dtype=dtypes)).to(self.device)
 
 
 def _is_uno_layout(file: Path) -> bool:
