@@ -1,13 +1,11 @@
 """``positionic``: the reference PositionIC (FLUX.1-dev + UnoPE + VWR + VAA) behind the method interface.
 
-How a Sample becomes pipeline inputs:
-- each subject gives its first reference image (loaded with `load_rgb` from the data root) and its
-  box; reference k is paired with box k;
-- depth ranks come from the subjects; a sample with no ranks uses the listing order (first = front);
-- a sample without boxes (DreamBench) runs with VAA off: references in context with UnoPE only;
-- the output is exactly the Sample's width x height.
-Every sample's layout is checked (and its references read) before the pipeline is built, so bad
-input fails fast and names the sample.
+A Sample becomes pipeline inputs by `reference_impl/sample_inputs.py` (the rule the trainer's
+validation uses too): the first reference image and the box of each subject, reference k paired with
+box k, depth ranks from the subjects (none given: the listing order, first = front). A sample
+without boxes (DreamBench) runs with VAA off: references in context with UnoPE only. The output is
+exactly the Sample's width x height. Every sample's layout is checked (and its references read)
+before the pipeline is built, so bad input fails fast and names the sample.
 
 Defaults: 25 steps and guidance 4.0 (UNO's published defaults; PositionIC builds on UNO and its
 paper gives none), UNO's sampling time shift (`reference_impl/schedule.py`: mu 0.46 at 512 px;
@@ -40,17 +38,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from picbench.checkpoints import HubFiles, hub_files
-from picbench.errors import BenchFormatError, MissingWeightsError
-from picbench.imaging import load_rgb
+from picbench.errors import MissingWeightsError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, MAX_RESOLUTION, STEPS, Param
-from picbench.paths import resolve_in_root
 from picbench.records import Sample
+
+if TYPE_CHECKING:
+    from picbench.reference_impl.vaa import VAASettings
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 UNO_LORA = "uno"
@@ -115,9 +114,13 @@ class PositionICMethod(Method):
         return f"{lora} (trained PositionIC LoRA)" if self.uses_vaa else lora
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        from dataclasses import replace
 
-        prepared = [self._inputs(sample, data_root) for sample in samples]
+        from picbench.reference_impl.sample_inputs import sample_inputs
+
+        prepared = [sample_inputs(sample, data_root, with_layout=self.uses_vaa) for sample in samples]
         pipe = self.load()
+        vaa = self._vaa_settings()
         return [
             pipe(
                 sample.prompt,
@@ -126,12 +129,19 @@ class PositionICMethod(Method):
                 depths,
                 width=sample.width,
                 height=sample.height,
-                vaa=boxes is not None,
+                vaa=vaa if boxes is not None else replace(vaa, vaa=False),
                 generator=self._generator(seed),
                 **self._call_params(),
             ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
+
+    def _vaa_settings(self) -> VAASettings:
+        """The VAA parameters as the pipeline's record (a sample without boxes runs with VAA off)."""
+        from picbench.reference_impl.vaa import VAASettings
+
+        p = self.params
+        return VAASettings(True, p["sigma"], float(p["delta"]), str(p["attention_backend"]))
 
     def _generator(self, seed: int) -> Any:
         """UNO's generator on the device (``noise=uno``), or picbench's earlier CPU generator (``noise=float32``)."""
@@ -147,28 +157,7 @@ class PositionICMethod(Method):
             "ref_long_side": p["ref_long_side"],
             "schedule": str(p["schedule"]),
             "noise": str(p["noise"]),
-            "sigma": p["sigma"],
-            "delta": float(p["delta"]),
-            "attention_backend": str(p["attention_backend"]),
         }
-
-    def _inputs(self, sample: Sample, data_root: Path) -> tuple[list[Image.Image], list[tuple[float, ...]] | None, list[int] | None]:
-        """References, boxes and depth ranks of one sample, validated before any model runs."""
-        from picbench.reference_impl.layout import validate_layout
-
-        boxes = [s.box for s in sample.subjects] if self.uses_vaa and sample.has_layout else None
-        depths = None
-        if boxes is not None:
-            ranks = [s.depth for s in sample.subjects]
-            depths = list(range(len(boxes))) if all(d is None for d in ranks) else ranks
-            if any(d is None for d in depths):
-                raise BenchFormatError("some subjects have a depth rank and some do not", sample_id=sample.id, field="subjects.depth")
-            try:
-                validate_layout(boxes, depths, len(sample.subjects), sample.width, sample.height)
-            except ValueError as exc:
-                raise BenchFormatError(str(exc), sample_id=sample.id, field="subjects") from exc
-        refs = [load_rgb(resolve_in_root(data_root, s.references[0])) for s in sample.subjects]
-        return refs, boxes, depths
 
     def _load(self) -> Any:
         """The pipeline (tiny: random weights; default: FLUX.1-dev + LoRA), its VAE in float32 as UNO's

@@ -19,7 +19,7 @@ from holding import cli_holding_after, wait_until_held
 from PIL import Image
 
 from picbench.atomic import _HOST
-from picbench.errors import BenchFormatError
+from picbench.errors import ConfigError
 from picbench.pairs import read_pairs, reference_paths, target_path, validate_pairs
 from picbench.reference_impl.bmpds import build, load_config, plan, subject_pool
 from picbench.reference_impl.bmpds.config import FilterCfg
@@ -152,7 +152,7 @@ def test_filter_without_vlm_ignores_vlm_and_keeps_at_least_one() -> None:
 def test_config_errors_name_file_and_key(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(BenchFormatError) as err:
+    with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.field == field and str(path) in str(err.value)
 

@@ -112,7 +112,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 def test_train_reads_flux_and_the_uno_lora_from_the_weights_dir(weights: Path, offline: None, tmp_path: Path, pairs: Path) -> None:
     def train(folder: Path, name: str):
         (tmp_path / name).mkdir()
-        config = tiny_config(tmp_path / name, pairs, model={"base": FLUX_DEV, "weights_dir": str(folder)})
+        config = tiny_config(tmp_path / name, pairs, top={"models": "default", "weights_dir": str(folder)}, model={"base": FLUX_DEV})
         return CliRunner().invoke(app, ["train", str(config), "--no-progress"])
 
     done = train(weights, "a")

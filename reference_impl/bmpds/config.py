@@ -1,5 +1,6 @@
-"""The BMPDS build config: a TOML file, typed, every key checked, unknown keys refused (the error
-names the file and the key). Sections and defaults::
+"""The BMPDS build config: a TOML file read by ``picbench.toml_config`` (typed, every key checked,
+unknown keys refused; a :class:`~picbench.errors.ConfigError` names the file and the key). Shipped:
+``reference_impl/configs/bmpds/`` (``CONFIG_DIR``). Sections and defaults::
 
     name = "bmpds"            # the pair set's name
     seed = 0                  # every random choice of every stage derives from it
@@ -26,16 +27,16 @@ ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import tomllib
+from picbench.errors import ConfigError
+from picbench.toml_config import load_toml
 
-from picbench.errors import BenchFormatError
-
+CONFIG_DIR = Path(__file__).parents[1] / "configs" / "bmpds"
+"""The shipped build configs: paper.toml (paper scale, GPUs), tiny.toml (a CPU smoke build)."""
 SUBJECT_SOURCES = ("dreambench", "msbench")
 MAX_CANDIDATES = 10**6
 """Bound on each stage's candidates (the paper's PIC-400K is 4e5 in all)."""
@@ -83,7 +84,7 @@ class BmpdsConfig:
     name: str = "bmpds"
     seed: int = 0
     size: int = 512
-    models: str = "default"
+    models: Literal["default", "tiny"] = "default"
     device: str = "cpu"
     weights_dir: str = ""
     sources: Sources = Sources()
@@ -104,73 +105,19 @@ class BmpdsConfig:
         }
 
 
-_SECTIONS = {"sources": Sources, "stages": Stages, "models_cfg": ModelsCfg, "filter": FilterCfg}
-
-
-def _typed(value: Any, expected: Any, file: Path, key: str) -> Any:
-    """``value`` as the type of the default ``expected``; anything else is an error naming the key."""
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-        tuple: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        dict: lambda v: isinstance(v, dict),
-    }[type(expected) if not isinstance(expected, Mapping) else dict]
-    if not ok(value):
-        raise BenchFormatError(f"must be a {type(expected).__name__}, got {value!r}", file=file, field=key)
-    if isinstance(expected, float) and not math.isfinite(value):
-        raise BenchFormatError(f"must be a finite number, got {value!r}", file=file, field=key)
-    return tuple(value) if isinstance(expected, tuple) else float(value) if isinstance(expected, float) else value
-
-
-def _section(cls: type, data: Any, file: Path, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise BenchFormatError("must be a table", file=file, field=prefix)
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in known:
-            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=f"{prefix}.{key}")
-    return cls(**{k: _typed(v, getattr(defaults, k), file, f"{prefix}.{k}") for k, v in data.items()})
-
-
 def load_config(path: str | Path) -> BmpdsConfig:
     """Read and check a BMPDS config file (TOML)."""
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchFormatError(f"cannot read: {exc.strerror}", file=file) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchFormatError(f"malformed TOML: {exc}", file=file) from None
-    defaults = BmpdsConfig()
-    known = {f.name for f in fields(BmpdsConfig)}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=key)
-        if key in _SECTIONS:
-            values[key] = _section(_SECTIONS[key], value, file, key)
-        elif key == "weights":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise BenchFormatError('must be a table of ROLE = "DIR"', file=file, field="weights")
-            values[key] = dict(value)
-        else:
-            values[key] = _typed(value, getattr(defaults, key), file, key)
-    config = BmpdsConfig(**values)
-    _check(config, file)
+    config = load_toml(path, BmpdsConfig)
+    _check(config, Path(path))
     return config
 
 
 def _check(c: BmpdsConfig, file: Path) -> None:
     """Values no stage can use, refused before any model loads."""
 
-    def bad(key: str, why: str) -> BenchFormatError:
-        return BenchFormatError(why, file=file, field=key)
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(why, file=file, field=key)
 
-    if c.models not in ("default", "tiny"):
-        raise bad("models", f"must be 'default' or 'tiny', got {c.models!r}")
     if c.size < 64 or c.size % 16:
         raise bad("size", f"must be a multiple of 16, at least 64 (FLUX packs 2x2 latents of an 8x VAE), got {c.size}")
     from picbench.environment import check_device

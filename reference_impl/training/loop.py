@@ -3,7 +3,7 @@ EMA, checkpoints, evaluation by the benchmark, logging, Ctrl-C and SIGTERM.
 
 Run it as `picbench train CONFIG` (one process), `accelerate launch $(which picbench) train CONFIG`
 or `torchrun --nproc-per-node N $(which picbench) train CONFIG`; accelerate picks DDP, FSDP or
-DeepSpeed from its launch config (`configs/accelerate/`). Per optimizer step each of the W
+DeepSpeed from its launch config (`reference_impl/configs/train/accelerate/`). Per optimizer step each of the W
 processes runs `global_batch / (W * micro_batch)` micro-batches; process r takes micro-batches
 `s * global_batch/micro_batch + r * A + a` of the stage's fixed order, with gradients synced on
 the last, so W processes see the batches and the mean gradient one process sees. Every collective
@@ -220,7 +220,7 @@ class Trainer:
     @property
     def _weights_dir(self) -> Path | None:
         """The weights folder (DIR/<hub id>): the config's, else $PICBENCH_WEIGHTS_DIR."""
-        wd = self.config.model.weights_dir
+        wd = self.config.weights_dir
         return weights_root(self.config.resolve(wd) if wd else None)
 
     def _local(self, ref: str) -> Path | None:
@@ -230,7 +230,7 @@ class Trainer:
         from picbench.reference_impl.pipeline import PositionICPipeline
 
         base = self.config.model.base
-        if base == "tiny":
+        if self.config.smoke:
             from picbench.tiny.flux import tiny_components
 
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
@@ -254,14 +254,14 @@ class Trainer:
             if not file.is_file():
                 raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
             return file
-        if self.config.model.base == "tiny" and self._local(UNO_LORA_REPO) is None:
+        if self.config.smoke and self._local(UNO_LORA_REPO) is None:
             return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
         return download_file(
             "positionic (model.init_lora = 'uno')",
             UNO_LORA_REPO,
             UNO_LORA_FILE,
             self._weights_dir,
-            remedy="put it in DIR/UNO/ and set model.weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
+            remedy="put it in DIR/bytedance-research/UNO/ and set weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
         )
 
     # -- resume -------------------------------------------------------------------------------
@@ -380,8 +380,8 @@ class Trainer:
 
     @property
     def smoke(self) -> bool:
-        """Random-weight models (a tiny base or tiny metric models): its losses and scores mean nothing."""
-        return self.config.model.base == "tiny" or self.config.eval.models == "tiny"
+        """Random-weight models (`models = "tiny"`): its losses and scores mean nothing."""
+        return self.config.smoke
 
     def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
@@ -403,11 +403,8 @@ class Trainer:
                         torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
                         caption_dropout=cfg.data.caption_dropout,
                         guidance=cfg.train.guidance,
-                        vaa=cfg.model.vaa,
+                        vaa=cfg.model.vaa_settings,
                         logit_normal=cfg.train.timesteps == "logit_normal",
-                        sigma=cfg.model.sigma,
-                        delta=cfg.model.delta,
-                        attention_backend=cfg.model.attention_backend,
                     )
                     loss = flow_matching_loss(self.model, inputs)
                 else:  # every pair of this micro-batch was unreadable: a zero gradient keeps the ranks in step

@@ -40,6 +40,7 @@ import types
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 from side_io import finish, start
 
@@ -113,7 +114,10 @@ def build() -> None:
         for name, param in model.named_parameters():
             if not param.any():
                 param.normal_(std=settings["gate_std"] if name.endswith(("alpha_attn", "alpha_dense")) else settings["zero_std"])
-    torch.save({"model": model.state_dict(), "diffusion": diffusion.state_dict(), "config_dict": vars(config)}, settings["out"])
+    config.autoencoder.params.ddconfig.update(settings["ddconfig"])
+    autoencoder = instantiate_from_config(config.autoencoder)
+    container = {"model": model.state_dict(), "autoencoder": autoencoder.state_dict(), "diffusion": diffusion.state_dict()}
+    torch.save(container | {"config_dict": vars(config)}, settings["out"])
     torch.save(model.input_blocks[0][0].state_dict(), settings["sd_conv_in_out"])
     if settings["variant"] == "text-image":
         torch.save(torch.randn(TEXT_DIM, TEXT_DIM) / TEXT_DIM**0.5, settings["projection_matrix_out"])
@@ -191,6 +195,8 @@ def run() -> None:
     model.load_state_dict(saved["model"])
     diffusion = instantiate_from_config(config["diffusion"])
     diffusion.load_state_dict(saved["diffusion"])
+    autoencoder = instantiate_from_config(config["autoencoder"]).eval()
+    autoencoder.load_state_dict(saved["autoencoder"])
     grounding_tokenizer_input = instantiate_from_config(config["grounding_tokenizer_input"])
     model.grounding_tokenizer_input = grounding_tokenizer_input
 
@@ -232,6 +238,12 @@ def run() -> None:
     )
 
     out = {"latents": latents, **{f"grounding_{k}": v for k, v in recorder.grounding.items()}}
+    with torch.no_grad():  # gligen_inference.py:431,443-445: decode, then 8 bits
+        sample = autoencoder.decode(latents)[0]
+    sample = torch.clamp(sample, min=-1, max=1) * 0.5 + 0.5
+    sample = sample.cpu().numpy().transpose(1, 2, 0) * 255
+    out["image"] = torch.from_numpy(sample.astype(np.uint8))
+    out["image_mean"] = out["image"].double().mean()
     out["timesteps"] = torch.cat([e["t"] for e in recorder.evals]).double()
     out["step_inputs"] = torch.cat([e["x"] for e in recorder.evals])
     out["predictions"] = torch.stack([torch.cat([e["cond"], e["uncond"]]) for e in recorder.evals])

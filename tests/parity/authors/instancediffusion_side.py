@@ -122,7 +122,10 @@ def build() -> None:
                 param.normal_(
                     std=settings["gate_std"] if name.endswith(("alpha_attn", "alpha_dense")) or "scaleu_" in name else settings["zero_std"]
                 )
-    torch.save({"model": model.state_dict(), "diffusion": diffusion.state_dict(), "config_dict": vars(config)}, settings["out"])
+    config.autoencoder.params.ddconfig.update(settings["ddconfig"])
+    autoencoder = instantiate_from_config(config.autoencoder)
+    container = {"model": model.state_dict(), "autoencoder": autoencoder.state_dict(), "diffusion": diffusion.state_dict()}
+    torch.save(container | {"config_dict": vars(config)}, settings["out"])
     finish(work, {})
 
 
@@ -177,6 +180,8 @@ def run() -> None:
     model.load_state_dict(saved["ema"] if "ema" in saved else saved["model"])
     diffusion = instantiate_from_config(config["diffusion"])
     diffusion.load_state_dict(saved["diffusion"])
+    autoencoder = instantiate_from_config(config["autoencoder"]).eval()
+    autoencoder.load_state_dict(saved["autoencoder"])
     grounding_tokenizer_input = instantiate_from_config(config["grounding_tokenizer_input"])
     model.grounding_tokenizer_input = grounding_tokenizer_input
 
@@ -234,6 +239,12 @@ def run() -> None:
     )
 
     out = {"noise": starting_noise, "latents": latents}
+    with torch.no_grad():  # inference.py:96,123-125: decode, then 8 bits
+        sample = autoencoder.decode(latents)[0]
+    sample = torch.clamp(sample, min=-1, max=1) * 0.5 + 0.5
+    sample = sample.cpu().numpy().transpose(1, 2, 0) * 255
+    out["image"] = torch.from_numpy(sample.astype(np.uint8))
+    out["image_mean"] = out["image"].double().mean()
     for kind in ("cond", "null"):
         for name in ("boxes", "masks", "embeddings", "tokens"):
             out[f"grounding_{name}_{kind}"] = torch.cat([g[f"{name}_{kind}"] for g in recorder.grounding])
