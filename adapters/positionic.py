@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from picbench.checkpoints import HubFiles, hub_files
-from picbench.errors import MissingWeightsError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, MAX_RESOLUTION, STEPS, Param
 from picbench.records import Sample
 
 if TYPE_CHECKING:
+    from picbench.reference_impl.pipeline_weights import PipelineWeights
     from picbench.reference_impl.vaa import VAASettings
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
@@ -173,23 +173,23 @@ class PositionICMethod(Method):
         from picbench.reference_impl.lora import load_lora, load_uno_lora, random_uno_lora
         from picbench.reference_impl.pipeline import PositionICPipeline
 
-        pipe = self._base_pipeline(PositionICPipeline)
-        lora, scale = str(self.params["lora"]), float(self.params["lora_scale"])
-        if lora.lower() == UNO_LORA:
-            uno = self._uno_lora_file()
-            load_uno_lora(pipe, uno if uno is not None else random_uno_lora(pipe.transformer, rank=4), scale=scale)
-        elif lora.lower() != NO_LORA:
-            file = Path(self._local(lora))
-            if not file.is_file():
-                raise MissingWeightsError(
-                    f"method {self.name}: LoRA file {file} does not exist (parameter 'lora'; 'uno' or 'none' name the built-in choices)"
-                )
-            if _is_uno_layout(file):
-                load_uno_lora(pipe, file, scale=scale)
-            else:
-                load_lora(pipe, file, scale=scale)
+        weights = self._weights()
+        pipe = self._base_pipeline(PositionICPipeline, weights)
+        lora, scale = weights.lora(str(self.params["lora"])), float(self.params["lora_scale"])
+        if lora.random_uno:
+            load_uno_lora(pipe, random_uno_lora(pipe.transformer, rank=4), scale=scale)
+        elif lora.file is not None and _is_uno_layout(lora.file):
+            load_uno_lora(pipe, lora.file, scale=scale)
+        elif lora.file is not None:
+            load_lora(pipe, lora.file, scale=scale)
         pipe.vaa_default = self.uses_vaa
         return pipe
+
+    def _weights(self) -> PipelineWeights:
+        """Where this run's base and LoRA come from (`reference_impl/pipeline_weights.py`, shared with the trainer)."""
+        from picbench.reference_impl.pipeline_weights import PipelineWeights, WeightsSettings
+
+        return PipelineWeights(self.name, self.weights_dir, self.smoke, WeightsSettings("the 'lora' parameter", "--weights-dir DIR"))
 
     def downloads(self) -> tuple[HubFiles, ...]:
         """FLUX.1-dev's diffusers folder (or the 'base' parameter's repository) and, with lora=uno,
@@ -198,23 +198,7 @@ class PositionICMethod(Method):
         wanted = [hub_files(str(self.params["base"])), HubFiles(repo, (file,)) if self.params["lora"] == UNO_LORA else None]
         return tuple(w for w in wanted if w is not None)
 
-    def _uno_lora_file(self) -> Path | None:
-        """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache
-        (None in a tiny run without a local copy: the caller uses a random LoRA in UNO's layout)."""
-        from picbench.checkpoints import download_file, local_checkpoint
-        from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO
-
-        if self.smoke and local_checkpoint(UNO_LORA_REPO, self.weights_dir) is None:
-            return None
-        return download_file(
-            self.name,
-            UNO_LORA_REPO,
-            UNO_LORA_FILE,
-            self.weights_dir,
-            remedy=f"put it under --weights-dir DIR as DIR/UNO/{UNO_LORA_FILE}, or set the 'lora' parameter to a LoRA file (or 'none')",
-        )
-
-    def _base_pipeline(self, cls: Any) -> Any:
+    def _base_pipeline(self, cls: Any, weights: PipelineWeights) -> Any:
         if self.smoke:
             from picbench.tiny.flux import tiny_components
 
@@ -225,13 +209,7 @@ class PositionICMethod(Method):
         # (UNO loads ae.safetensors as stored; a bf16 round trip moved its references by 0.05 and its
         # images by 2 grey levels on a tiny model: tests/parity/test_parity_uno.py)
         dtypes = {"default": self.dtype, "vae": torch.float32}
-        return cls.from_pretrained(self._local(str(self.params["base"])), dtype=dtypes).to(self.device)
-
-    def _local(self, ref: str) -> str:
-        """`ref` as an existing path, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>), else the hub id."""
-        from picbench.checkpoints import local_checkpoint
-
-        return str(local_checkpoint(ref, self.weights_dir) or ref)
+        return weights.load_base(str(self.params["base"]), lambda path: cls.from_pretrained(path, dtype=dtypes)).to(self.device)
 
 
 def _is_uno_layout(file: Path) -> bool:

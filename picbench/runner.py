@@ -409,9 +409,9 @@ def _rank_device(device: str, dist_state: Any) -> str:
 
 def _check_weight_roles(weights: Mapping[str, str]) -> None:
     """``--weights ROLE=DIR`` names a metric model role the engine knows, or the run stops here."""
-    from picbench.metrics.weights import MODELS
+    from picbench.metrics.weights import METRIC_MODELS
 
-    known = {*MODELS.names(), "detector"}
+    known = {*METRIC_MODELS.names(), "detector"}
     unknown = sorted(set(weights) - known)
     if unknown:
         raise PicbenchError(f"--weights: unknown role(s) {unknown}; the metric engine's roles are {sorted(known)}")

@@ -121,3 +121,13 @@ def test_weights_keys_are_spelled_alike(tmp_path: Path) -> None:
     assert (run["weights_dir"], run["weights"]) == ("/w", ["clip=/c"])
     train = load_train(tiny_config(tmp_path, tmp_path / "pairs", top={"weights_dir": "/w"}))
     assert train.weights_dir == "/w"
+
+
+def test_bmpds_role_settings_are_the_roles_table_and_the_old_name_warns(tmp_path: Path) -> None:
+    (tmp_path / "old.toml").write_text("[models_cfg]\nsteps = 3\n")
+    with pytest.warns(FutureWarning, match=r"\[models_cfg\] is deprecated; write \[roles\]"):
+        old = load_bmpds(tmp_path / "old.toml")
+    (tmp_path / "new.toml").write_text("[roles]\nsteps = 3\n")
+    new = load_bmpds(tmp_path / "new.toml")
+    assert old == new and new.roles.steps == 3
+    assert new.fingerprint()["models_cfg"]["steps"] == 3  # the store keys of finished units are unchanged by the rename

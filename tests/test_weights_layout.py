@@ -44,7 +44,7 @@ def _fill(root: Path) -> None:
 
     from picbench.metrics.detectors import DETECTORS
     from picbench.metrics.weights import hub_id
-    from picbench.reference_impl.bmpds.models import HUB_IDS
+    from picbench.reference_impl.bmpds.roles import HUB_IDS
     from picbench.reference_impl.lora import random_uno_lora
     from picbench.tiny.data_models import tiny_data_weights
     from picbench.tiny.flux import tiny_components
@@ -134,7 +134,7 @@ subjects = ["dreambench"]
 single = 1
 forward = 0
 backward = 1
-[models_cfg]
+[roles]
 steps = 2
 fill_steps = 2
 detector_threshold = 0.0
@@ -146,7 +146,7 @@ keep_top = 1.0
 
 
 def test_data_build_bmpds_reads_flux_from_the_weights_dir(weights: Path, offline: None, tmp_path: Path, data_dir: Path) -> None:
-    from picbench.reference_impl.bmpds.models import folder_hash
+    from picbench.reference_impl.bmpds.roles import folder_hash
 
     def build(folder: Path, name: str):
         config = tmp_path / f"{name}.toml"

@@ -11,7 +11,7 @@ unknown keys refused; a :class:`~picbench.errors.ConfigError` names the file and
 
     [sources]   subjects = ["dreambench", "msbench"]     # real subjects: DreamBench's 30, MS-Bench's living + object
     [stages]    single = 8, forward = 4, backward = 4     # candidates per stage
-    [models_cfg]                                           # see reference_impl/bmpds/models.py
+    [roles]                                                # see reference_impl/bmpds/roles.py
                 subject_method = "uno", subject_params = {}, detector = "grounding-dino",
                 detector_threshold = 0.35, caption_lm = false, steps = 28, fill_steps = 50,
                 fill_guidance = 30.0, render_guidance = 3.5, max_sequence_length = 512
@@ -27,13 +27,14 @@ ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from picbench.errors import ConfigError
-from picbench.toml_config import load_toml
+from picbench.toml_config import build, read_toml
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs" / "bmpds"
 """The shipped build configs: paper.toml (paper scale, GPUs), tiny.toml (a CPU smoke build)."""
@@ -57,7 +58,7 @@ class Stages:
 
 
 @dataclass(frozen=True)
-class ModelsCfg:
+class RoleSettings:
     subject_method: str = "uno"
     subject_params: Mapping[str, Any] = field(default_factory=dict)
     detector: str = "grounding-dino"
@@ -89,7 +90,7 @@ class BmpdsConfig:
     weights_dir: str = ""
     sources: Sources = Sources()
     stages: Stages = Stages()
-    models_cfg: ModelsCfg = ModelsCfg()
+    roles: RoleSettings = RoleSettings()
     filter: FilterCfg = FilterCfg()
     weights: Mapping[str, str] = field(default_factory=dict)
 
@@ -100,15 +101,21 @@ class BmpdsConfig:
             "size": self.size,
             "models": self.models,
             "sources": list(self.sources.subjects),
-            "models_cfg": {f.name: getattr(self.models_cfg, f.name) for f in fields(ModelsCfg)},
+            "models_cfg": {f.name: getattr(self.roles, f.name) for f in fields(RoleSettings)},  # the key before [roles]: store keys stay
             "weights": dict(self.weights),
         }
 
 
 def load_config(path: str | Path) -> BmpdsConfig:
-    """Read and check a BMPDS config file (TOML)."""
-    config = load_toml(path, BmpdsConfig)
-    _check(config, Path(path))
+    """Read and check a BMPDS config file (TOML); ``[models_cfg]``, the table's name before
+    ``[roles]``, is read with a FutureWarning."""
+    path = Path(path)
+    raw = read_toml(path)
+    if "models_cfg" in raw and "roles" not in raw:
+        warnings.warn(f"{path}: [models_cfg] is deprecated; write [roles]", FutureWarning, stacklevel=2)
+        raw["roles"] = raw.pop("models_cfg")
+    config = build(BmpdsConfig, raw, path, "")
+    _check(config, path)
     return config
 
 
@@ -140,12 +147,12 @@ def _check(c: BmpdsConfig, file: Path) -> None:
     if not 0.0 < c.filter.keep_top <= 1.0:
         raise bad("filter.keep_top", f"must be in (0, 1], got {c.filter.keep_top}")
     for key in ("steps", "fill_steps"):
-        if not 1 <= getattr(c.models_cfg, key) <= MAX_STEPS:
-            raise bad(f"models_cfg.{key}", f"must be in [1, {MAX_STEPS}]")
+        if not 1 <= getattr(c.roles, key) <= MAX_STEPS:
+            raise bad(f"roles.{key}", f"must be in [1, {MAX_STEPS}]")
     for key in ("fill_guidance", "render_guidance"):
-        if not 0.0 <= getattr(c.models_cfg, key) <= MAX_GUIDANCE:
-            raise bad(f"models_cfg.{key}", f"must be in [0, {MAX_GUIDANCE:g}]")
-    if not 0.0 <= c.models_cfg.detector_threshold <= 1.0:
-        raise bad("models_cfg.detector_threshold", "must be in [0, 1]")
-    if not 1 <= c.models_cfg.max_sequence_length <= 512:
-        raise bad("models_cfg.max_sequence_length", "must be in [1, 512] (T5's length in FLUX)")
+        if not 0.0 <= getattr(c.roles, key) <= MAX_GUIDANCE:
+            raise bad(f"roles.{key}", f"must be in [0, {MAX_GUIDANCE:g}]")
+    if not 0.0 <= c.roles.detector_threshold <= 1.0:
+        raise bad("roles.detector_threshold", "must be in [0, 1]")
+    if not 1 <= c.roles.max_sequence_length <= 512:
+        raise bad("roles.max_sequence_length", "must be in [1, 512] (T5's length in FLUX)")

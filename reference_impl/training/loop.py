@@ -36,18 +36,17 @@ from typing import Any
 import torch
 
 from picbench.atomic import atomic_write
-from picbench.checkpoints import download_file, load_pretrained, local_checkpoint, weights_root
-from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.checkpoints import weights_root
+from picbench.errors import PicbenchError
 from picbench.interrupts import StopRequest, stop_requests
 from picbench.locks import FolderLock, FolderLockedError
 from picbench.reference_impl.lora import (
-    UNO_LORA_FILE,
-    UNO_LORA_REPO,
     add_trainable_lora,
     lora_state_dict,
     random_uno_lora,
     to_uno_layout,
 )
+from picbench.reference_impl.pipeline_weights import PipelineWeights, WeightsSettings
 from picbench.reference_impl.training import checkpoint as ckpt
 from picbench.reference_impl.training.config import Config
 from picbench.reference_impl.training.data import MicroBatchOrder, PairEntry, PairSource
@@ -223,8 +222,11 @@ class Trainer:
         wd = self.config.weights_dir
         return weights_root(self.config.resolve(wd) if wd else None)
 
-    def _local(self, ref: str) -> Path | None:
-        return local_checkpoint(ref, self._weights_dir)
+    @property
+    def _weights(self) -> PipelineWeights:
+        """Where the base and the initial LoRA come from (`reference_impl/pipeline_weights.py`, shared with `picbench run`)."""
+        settings = WeightsSettings("model.init_lora", "weights_dir = DIR (in the config)")
+        return PipelineWeights("positionic (picbench train)", self._weights_dir, self.config.smoke, settings, self.config.resolve)
 
     def _pipeline(self, dtype: torch.dtype) -> Any:
         from picbench.reference_impl.pipeline import PositionICPipeline
@@ -235,9 +237,7 @@ class Trainer:
 
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
         else:
-            pipe = load_pretrained(
-                "positionic (model.base)", base, self._weights_dir, lambda path: PositionICPipeline.from_pretrained(path, dtype=dtype)
-            )
+            pipe = self._weights.load_base(base, lambda path: PositionICPipeline.from_pretrained(path, dtype=dtype))
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.accelerator.device)
         pipe.vae.to(torch.float32)  # UNO encodes in float32 (train.py:364-365 @ d305981)
@@ -246,23 +246,11 @@ class Trainer:
         return pipe
 
     def _init_lora(self) -> Any:
-        init = self.config.model.init_lora
-        if init == "none":
-            return None
-        if init != "uno":
-            file = self._local(init) or self.config.resolve(init)
-            if not file.is_file():
-                raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
-            return file
-        if self.config.smoke and self._local(UNO_LORA_REPO) is None:
+        """The LoRA training starts from: a file, a random one in UNO's layout (a tiny run without UNO's file), or None."""
+        lora = self._weights.lora(self.config.model.init_lora)
+        if lora.random_uno:
             return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
-        return download_file(
-            "positionic (model.init_lora = 'uno')",
-            UNO_LORA_REPO,
-            UNO_LORA_FILE,
-            self._weights_dir,
-            remedy="put it in DIR/bytedance-research/UNO/ and set weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
-        )
+        return lora.file
 
     # -- resume -------------------------------------------------------------------------------
 
