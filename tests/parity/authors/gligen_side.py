@@ -33,16 +33,14 @@ Runtime patches (the authors' files are not edited; each replaces one hard-coded
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
-import textwrap
 import types
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from side_io import finish, start
+from side_io import FixedTextEncoder, finish, patched, start
 
 checkout, work, settings, inputs = start()
 
@@ -60,19 +58,6 @@ from ldm.util import instantiate_from_config  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 TEXT_DIM = settings["text_dim"]
-
-
-def patched(obj: Any, replacements: dict[str, tuple[str, int]]) -> Any:
-    """``obj`` (a class or function of the authors) recompiled from its own source with each
-    ``old`` -> ``new`` made (``old`` must occur exactly ``count`` times), in its module's namespace."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    for old, (new, count) in replacements.items():
-        if source.count(old) != count:
-            raise RuntimeError(f"patch for {obj.__qualname__}: {old!r} occurs {source.count(old)} times, not {count}")
-        source = source.replace(old, new)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, inspect.getsourcefile(obj), "exec"), vars(sys.modules[obj.__module__]), namespace)
-    return namespace[obj.__name__]
 
 
 gligen_inference.device = "cpu"
@@ -122,16 +107,6 @@ def build() -> None:
     if settings["variant"] == "text-image":
         torch.save(torch.randn(TEXT_DIM, TEXT_DIM) / TEXT_DIM**0.5, settings["projection_matrix_out"])
     finish(work, {})
-
-
-class FixedTextEncoder:
-    """FrozenCLIPEmbedder's ``encode`` answering with picbench's embedding of each prompt."""
-
-    def __init__(self, table: dict[str, torch.Tensor]) -> None:
-        self.table = table
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        return torch.cat([self.table[p] for p in prompts])
 
 
 class ImageEmbedsOnly:
