@@ -26,6 +26,8 @@ grounded objects, and per variant the authors' ``alpha_type`` (scheduled samplin
 (``alpha_generator``), and PNDM's first PLMS step takes two timestep entries (:func:`~picbench.methods.sd_grounding.plms_step`). The default negative prompt is the authors' argparse default
 (:data:`AUTHORS_NEGATIVE_PROMPT`); ``negative_prompt=""`` gives the empty unconditional prompt.
 Seeding: a CPU ``torch.Generator`` seeded per sample, so an image depends only on (sample, seed).
+The decoded image is written in 8 bits as ``gligen_inference.py:443-445`` writes it, truncated, not
+rounded as diffusers' pipelines do (:func:`~picbench.methods.sd_grounding.ldm_image`).
 diffusers' text-image pipeline computes the beta cut-off but never applies it, and the text-box
 pipeline counts it in scheduler entries; we apply it in both (a UNet pre-hook switches the gated
 fusers off after the authors' ``int(beta * steps)`` PLMS steps), as the authors' code does.
@@ -47,7 +49,7 @@ from picbench.checkpoints import HubFiles, hub_files, load_pretrained
 from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
-from picbench.methods.sd_grounding import generation_size, grounded_boxes, plms_step
+from picbench.methods.sd_grounding import generation_size, grounded_boxes, ldm_image, plms_step
 from picbench.paths import picbench_home, resolve_in_root
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
@@ -198,7 +200,7 @@ def _tiny_gligen_pipeline(variant: str) -> Any:
 
 class GligenMethod(Method):
     name = "gligen"
-    version = "2"  # 2: PLMS whatever the checkpoint's scheduler (1 sampled with the folder's DDIM)
+    version = "3"  # 3: 8-bit image truncated as the authors' (ldm_image); 2: PLMS whatever the checkpoint's scheduler
     capabilities = Capabilities(references=True, boxes=True, multi_subject=True, depth_order=False)
     default_params = {
         "variant": "text-image",
@@ -280,7 +282,9 @@ class GligenMethod(Method):
         if text_image:
             kwargs["gligen_images"] = [load_rgb(resolve_in_root(data_root, p)) for p in call.reference_paths]
         with _scheduled_sampling(pipe, steps, self.params["scheduled_sampling_beta"], calls_per_step=2 if text_image else 1):
-            image = pipe(**kwargs).images[0]
+            latents = pipe(**kwargs, output_type="latent").images
+        with torch.no_grad():  # the pipeline's own decode, then the authors' 8 bits
+            image = ldm_image(pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0])
         if image.size != (sample.width, sample.height):
             image = image.resize((sample.width, sample.height), Image.Resampling.LANCZOS)
         return image

@@ -29,9 +29,11 @@ mask branch never contributes and is not built), efficient attention (no fuser a
 50 PLMS steps (diffusers' PNDM in PLMS mode, SD 1.5's sampler), guidance 7.5, SD 1.5's own first
 convolution once grounding is off (``restore_first_conv_from_SD``), the multi-instance sampler
 for the first ``mis`` of the steps (``PLMSSamplerInst``: per-instance branches averaged), noise
-from ``torch.manual_seed(seed)`` on the CPU, 512x512. Left out: the optional SDXL-refiner cascade
-(``--cascade_strength``, a second model that post-processes the image; the authors' README says
-it was not used for their quantitative evaluation).
+from ``torch.manual_seed(seed)`` on the CPU, 512x512, the image written in 8 bits as
+``inference.py:123-125`` writes it (truncated: :func:`~picbench.methods.sd_grounding.ldm_image`).
+Left out: the optional SDXL-refiner cascade (``--cascade_strength``, a second model that
+post-processes the image; the authors' README says it was not used for their quantitative
+evaluation).
 
 Defaults are the authors' quantitative evaluation, not ``inference.py``'s argparse defaults
 (frank-xwang/InstanceDiffusion @ 722900e, README "Model Quantitative Evaluation on MSCOCO":
@@ -64,7 +66,7 @@ from picbench.checkpoints import HubFiles, download_file, hub_files, load_pretra
 from picbench.errors import PicbenchError
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, RESOLUTION, STEPS, Param
-from picbench.methods.sd_grounding import generation_size, grounded_boxes, plms_step
+from picbench.methods.sd_grounding import generation_size, grounded_boxes, ldm_image, plms_step
 from picbench.paths import picbench_home
 from picbench.records import Sample
 from picbench.tiny.publish import publish_folder
@@ -481,9 +483,7 @@ class InstanceDiffusionModel:
                     self._step(branch, t, guidance_scale)
         finally:
             self.set_grounding(True)
-        image = self.vae.decode(branches[0].latents / self.vae.config.scaling_factor).sample
-        array = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(array)
+        return ldm_image(self.vae.decode(branches[0].latents / self.vae.config.scaling_factor).sample)
 
 
 def read_sd_conv_in(base: str | Path) -> dict[str, torch.Tensor]:
@@ -638,7 +638,7 @@ def _write_tiny_instancediffusion(staging: Path) -> None:
 
 class InstanceDiffusionMethod(Method):
     name = "instancediffusion"
-    version = "2"  # 2: bare category names as instance captions (1 captioned "a {class_word}")
+    version = "3"  # 3: 8-bit image truncated as the authors' (ldm_image); 2: bare category names as instance captions
     capabilities = Capabilities(references=False, boxes=True, multi_subject=True, depth_order=False)
     default_params = {
         "checkpoint": INSTANCEDIFFUSION_CHECKPOINT,

@@ -1,13 +1,11 @@
 """``positionic``: the reference PositionIC (FLUX.1-dev + UnoPE + VWR + VAA) behind the method interface.
 
-How a Sample becomes pipeline inputs:
-- each subject gives its first reference image (loaded with `load_rgb` from the data root) and its
-  box; reference k is paired with box k;
-- depth ranks come from the subjects; a sample with no ranks uses the listing order (first = front);
-- a sample without boxes (DreamBench) runs with VAA off: references in context with UnoPE only;
-- the output is exactly the Sample's width x height.
-Every sample's layout is checked (and its references read) before the pipeline is built, so bad
-input fails fast and names the sample.
+A Sample becomes pipeline inputs by `reference_impl/sample_inputs.py` (the rule the trainer's
+validation uses too): the first reference image and the box of each subject, reference k paired with
+box k, depth ranks from the subjects (none given: the listing order, first = front). A sample
+without boxes (DreamBench) runs with VAA off: references in context with UnoPE only. The output is
+exactly the Sample's width x height. Every sample's layout is checked (and its references read)
+before the pipeline is built, so bad input fails fast and names the sample.
 
 Defaults: 25 steps and guidance 4.0 (UNO's published defaults; PositionIC builds on UNO and its
 paper gives none), UNO's sampling time shift (`reference_impl/schedule.py`: mu 0.46 at 512 px;
@@ -40,17 +38,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from picbench.checkpoints import HubFiles, hub_files
-from picbench.errors import BenchFormatError, MissingWeightsError
-from picbench.imaging import load_rgb
 from picbench.methods.base import Capabilities, Method
 from picbench.methods.params import GUIDANCE, MAX_RESOLUTION, STEPS, Param
-from picbench.paths import resolve_in_root
 from picbench.records import Sample
+
+if TYPE_CHECKING:
+    from picbench.reference_impl.pipeline_weights import PipelineWeights
+    from picbench.reference_impl.vaa import VAASettings
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 UNO_LORA = "uno"
@@ -115,9 +114,13 @@ class PositionICMethod(Method):
         return f"{lora} (trained PositionIC LoRA)" if self.uses_vaa else lora
 
     def generate(self, samples: Sequence[Sample], seed: int, data_root: Path) -> list[Image.Image]:
+        from dataclasses import replace
 
-        prepared = [self._inputs(sample, data_root) for sample in samples]
+        from picbench.reference_impl.sample_inputs import sample_inputs
+
+        prepared = [sample_inputs(sample, data_root, with_layout=self.uses_vaa) for sample in samples]
         pipe = self.load()
+        vaa = self._vaa_settings()
         return [
             pipe(
                 sample.prompt,
@@ -126,12 +129,19 @@ class PositionICMethod(Method):
                 depths,
                 width=sample.width,
                 height=sample.height,
-                vaa=boxes is not None,
+                vaa=vaa if boxes is not None else replace(vaa, vaa=False),
                 generator=self._generator(seed),
                 **self._call_params(),
             ).images[0]
             for sample, (refs, boxes, depths) in zip(samples, prepared)
         ]
+
+    def _vaa_settings(self) -> VAASettings:
+        """The VAA parameters as the pipeline's record (a sample without boxes runs with VAA off)."""
+        from picbench.reference_impl.vaa import VAASettings
+
+        p = self.params
+        return VAASettings(True, p["sigma"], float(p["delta"]), str(p["attention_backend"]))
 
     def _generator(self, seed: int) -> Any:
         """UNO's generator on the device (``noise=uno``), or picbench's earlier CPU generator (``noise=float32``)."""
@@ -147,28 +157,7 @@ class PositionICMethod(Method):
             "ref_long_side": p["ref_long_side"],
             "schedule": str(p["schedule"]),
             "noise": str(p["noise"]),
-            "sigma": p["sigma"],
-            "delta": float(p["delta"]),
-            "attention_backend": str(p["attention_backend"]),
         }
-
-    def _inputs(self, sample: Sample, data_root: Path) -> tuple[list[Image.Image], list[tuple[float, ...]] | None, list[int] | None]:
-        """References, boxes and depth ranks of one sample, validated before any model runs."""
-        from picbench.reference_impl.layout import validate_layout
-
-        boxes = [s.box for s in sample.subjects] if self.uses_vaa and sample.has_layout else None
-        depths = None
-        if boxes is not None:
-            ranks = [s.depth for s in sample.subjects]
-            depths = list(range(len(boxes))) if all(d is None for d in ranks) else ranks
-            if any(d is None for d in depths):
-                raise BenchFormatError("some subjects have a depth rank and some do not", sample_id=sample.id, field="subjects.depth")
-            try:
-                validate_layout(boxes, depths, len(sample.subjects), sample.width, sample.height)
-            except ValueError as exc:
-                raise BenchFormatError(str(exc), sample_id=sample.id, field="subjects") from exc
-        refs = [load_rgb(resolve_in_root(data_root, s.references[0])) for s in sample.subjects]
-        return refs, boxes, depths
 
     def _load(self) -> Any:
         """The pipeline (tiny: random weights; default: FLUX.1-dev + LoRA), its VAE in float32 as UNO's
@@ -184,23 +173,23 @@ class PositionICMethod(Method):
         from picbench.reference_impl.lora import load_lora, load_uno_lora, random_uno_lora
         from picbench.reference_impl.pipeline import PositionICPipeline
 
-        pipe = self._base_pipeline(PositionICPipeline)
-        lora, scale = str(self.params["lora"]), float(self.params["lora_scale"])
-        if lora.lower() == UNO_LORA:
-            uno = self._uno_lora_file()
-            load_uno_lora(pipe, uno if uno is not None else random_uno_lora(pipe.transformer, rank=4), scale=scale)
-        elif lora.lower() != NO_LORA:
-            file = Path(self._local(lora))
-            if not file.is_file():
-                raise MissingWeightsError(
-                    f"method {self.name}: LoRA file {file} does not exist (parameter 'lora'; 'uno' or 'none' name the built-in choices)"
-                )
-            if _is_uno_layout(file):
-                load_uno_lora(pipe, file, scale=scale)
-            else:
-                load_lora(pipe, file, scale=scale)
+        weights = self._weights()
+        pipe = self._base_pipeline(PositionICPipeline, weights)
+        lora, scale = weights.lora(str(self.params["lora"])), float(self.params["lora_scale"])
+        if lora.random_uno:
+            load_uno_lora(pipe, random_uno_lora(pipe.transformer, rank=4), scale=scale)
+        elif lora.file is not None and _is_uno_layout(lora.file):
+            load_uno_lora(pipe, lora.file, scale=scale)
+        elif lora.file is not None:
+            load_lora(pipe, lora.file, scale=scale)
         pipe.vaa_default = self.uses_vaa
         return pipe
+
+    def _weights(self) -> PipelineWeights:
+        """Where this run's base and LoRA come from (`reference_impl/pipeline_weights.py`, shared with the trainer)."""
+        from picbench.reference_impl.pipeline_weights import PipelineWeights, WeightsSettings
+
+        return PipelineWeights(self.name, self.weights_dir, self.smoke, WeightsSettings("the 'lora' parameter", "--weights-dir DIR"))
 
     def downloads(self) -> tuple[HubFiles, ...]:
         """FLUX.1-dev's diffusers folder (or the 'base' parameter's repository) and, with lora=uno,
@@ -209,23 +198,7 @@ class PositionICMethod(Method):
         wanted = [hub_files(str(self.params["base"])), HubFiles(repo, (file,)) if self.params["lora"] == UNO_LORA else None]
         return tuple(w for w in wanted if w is not None)
 
-    def _uno_lora_file(self) -> Path | None:
-        """UNO's released LoRA: DIR/UNO/dit_lora.safetensors under weights_dir, else the hub cache
-        (None in a tiny run without a local copy: the caller uses a random LoRA in UNO's layout)."""
-        from picbench.checkpoints import download_file, local_checkpoint
-        from picbench.reference_impl.lora import UNO_LORA_FILE, UNO_LORA_REPO
-
-        if self.smoke and local_checkpoint(UNO_LORA_REPO, self.weights_dir) is None:
-            return None
-        return download_file(
-            self.name,
-            UNO_LORA_REPO,
-            UNO_LORA_FILE,
-            self.weights_dir,
-            remedy=f"put it under --weights-dir DIR as DIR/UNO/{UNO_LORA_FILE}, or set the 'lora' parameter to a LoRA file (or 'none')",
-        )
-
-    def _base_pipeline(self, cls: Any) -> Any:
+    def _base_pipeline(self, cls: Any, weights: PipelineWeights) -> Any:
         if self.smoke:
             from picbench.tiny.flux import tiny_components
 
@@ -236,13 +209,7 @@ class PositionICMethod(Method):
         # (UNO loads ae.safetensors as stored; a bf16 round trip moved its references by 0.05 and its
         # images by 2 grey levels on a tiny model: tests/parity/test_parity_uno.py)
         dtypes = {"default": self.dtype, "vae": torch.float32}
-        return cls.from_pretrained(self._local(str(self.params["base"])), dtype=dtypes).to(self.device)
-
-    def _local(self, ref: str) -> str:
-        """`ref` as an existing path, or its copy under ``weights_dir`` (as DIR/<hub id> or DIR/<last part>), else the hub id."""
-        from picbench.checkpoints import local_checkpoint
-
-        return str(local_checkpoint(ref, self.weights_dir) or ref)
+        return weights.load_base(str(self.params["base"]), lambda path: cls.from_pretrained(path, dtype=dtypes)).to(self.device)
 
 
 def _is_uno_layout(file: Path) -> bool:

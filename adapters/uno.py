@@ -29,10 +29,13 @@ the real weights.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picbench.adapters.positionic import FLUX_DEV, UNO_LORA, UNO_LORA_CHECKPOINT, PositionICMethod
 from picbench.methods.base import Capabilities
+
+if TYPE_CHECKING:
+    from picbench.reference_impl.vaa import VAASettings
 
 
 class UnoMethod(PositionICMethod):
@@ -62,3 +65,9 @@ class UnoMethod(PositionICMethod):
             "noise": str(p["noise"]),
             "to_8bit": "truncate",
         }
+
+    def _vaa_settings(self) -> VAASettings:
+        """VAA off (UNO's plain attention)."""
+        from picbench.reference_impl.vaa import VAASettings
+
+        return VAASettings(vaa=False)

@@ -369,6 +369,7 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
     try:
         from picbench.reference_impl.conditioning import build_conditioning
         from picbench.reference_impl.training.objective import ModelInputs, flow_matching_loss
+        from picbench.reference_impl.vaa import VAASettings
     except ImportError as exc:
         return {"status": "not available", "reason": f"{type(exc).__name__}: {exc}"}
     import torch
@@ -400,7 +401,9 @@ def check_trainer(device: Any, heads: int = 24) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     target_hw, ref_hws = (32, 32), ((16, 16), (16, 16))  # 512 px, references of 256 px
     layout = ([(0.05, 0.05, 0.55, 0.6), (0.4, 0.35, 0.95, 0.95)], [0, 1])
-    cond = build_conditioning(512, target_hw, ref_hws, [layout], attention_backend="auto", device=device, dtype=torch.bfloat16)
+    cond = build_conditioning(
+        512, target_hw, ref_hws, [layout], vaa=VAASettings(attention_backend="auto"), device=device, dtype=torch.bfloat16
+    )
     n_target, n_refs = target_hw[0] * target_hw[1], sum(h * w for h, w in ref_hws)
 
     def inputs() -> ModelInputs:

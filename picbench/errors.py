@@ -35,6 +35,15 @@ class FormatError(PicbenchError, ValueError):
         super().__init__((", ".join(where) + ": " if where else "") + message)
 
 
+class ConfigError(FormatError):
+    """A config file (TOML) that cannot be used; ``field`` is the table and key (``stages[1].lr``,
+    ``filter.keep_top``), which also starts the reason: ``FILE, field 'stages[1].lr': stages[1].lr
+    must be float, got 'x'`` reads whole when quoted alone."""
+
+    def __init__(self, message: str, *, file: str | Path | None = None, field: str | None = None) -> None:
+        super().__init__(f"{field} {message}" if field else message, file=file, field=field)
+
+
 class BenchFormatError(FormatError):
     """A bench file or a record inside it is malformed."""
 

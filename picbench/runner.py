@@ -48,6 +48,7 @@ from picbench.records import (
     generation_key,
 )
 from picbench.results import SAMPLES_FILE, RunResult, save_result
+from picbench.run_file import write_run_file
 from picbench.selection import LIMIT_SEED, select_samples
 from picbench.store import RunLock, RunStore
 
@@ -159,6 +160,30 @@ class RunConfig:
                     value = tuple(value) if value is not None else None
                 values[f.name] = value
         return cls(out=Path(out), **{**values, **overrides})
+
+    def run_file_options(self) -> dict[str, Any]:
+        """This run as ``picbench run --config`` reads it (:mod:`picbench.run_file`: the CLI's
+        option names), without the options of one invocation (``shard``, ``retry_failed``)."""
+        return {
+            "method": self.method,
+            "bench": self.bench,
+            "out": str(self.out),
+            "seeds": list(self.seeds),
+            "limit": self.limit,
+            "split": self.split,
+            "samples": list(self.samples) if self.samples is not None else None,
+            "device": self.device,
+            "models": self.models,
+            "data_dir": str(self.data_dir) if self.data_dir is not None else None,
+            "detector": "none" if self.detector is None else self.detector,
+            "protocols": list(self.identity_sets),
+            "precision": self.precision,
+            "metrics": list(self.metrics) if self.metrics is not None else None,
+            "param": dict(self.params),
+            "weights": dict(self.weights),
+            "weights_dir": str(self.weights_dir) if self.weights_dir is not None else None,
+            "batch_size": self.batch_size,
+        }
 
 
 def default_out(method: str, bench: str) -> Path:
@@ -301,6 +326,7 @@ def _run_locked(
         mine = items[shard.index :: shard.count]
         run_cfg = _config_record(config, bench, method, cache_params)
         store.put_part(str(shard), run_cfg, "running")
+        write_run_file(config.out, config.run_file_options())  # the store took the run: `picbench run --config OUT/run.toml` reruns it
         outcome = RunOutcome(out=Path(config.out), result=None, part=str(shard), items=len(mine))
         fresh = FreshImages()
         _generate(store, method, mine, bench.data_root, config, outcome, progress, fresh)
@@ -383,9 +409,9 @@ def _rank_device(device: str, dist_state: Any) -> str:
 
 def _check_weight_roles(weights: Mapping[str, str]) -> None:
     """``--weights ROLE=DIR`` names a metric model role the engine knows, or the run stops here."""
-    from picbench.metrics.weights import MODELS
+    from picbench.metrics.weights import METRIC_MODELS
 
-    known = {*MODELS.names(), "detector"}
+    known = {*METRIC_MODELS.names(), "detector"}
     unknown = sorted(set(weights) - known)
     if unknown:
         raise PicbenchError(f"--weights: unknown role(s) {unknown}; the metric engine's roles are {sorted(known)}")

@@ -33,7 +33,8 @@ from picbench.reference_impl.attention import get_backend
 from picbench.reference_impl.layout import TokenLayout
 from picbench.reference_impl.processors import VAA_KWARG, JointMask
 from picbench.reference_impl.unope import unope_image_ids
-from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA, volume_weights
+from picbench.reference_impl.vaa import VAASettings
+from picbench.reference_impl.vwr import volume_weights
 
 PATCH = 16
 """Pixels per transformer token: the VAE's 8x downsampling times FLUX's 2x2 latent packing."""
@@ -110,24 +111,25 @@ def build_conditioning(
     ref_hws: Sequence[tuple[int, int]],
     layouts: Sequence[tuple[Sequence[Box], Sequence[int]]] | None,
     *,
-    sigma: float | Sequence[float] = DEFAULT_SIGMA,
-    delta: float = DEFAULT_DELTA,
-    attention_backend: str = "auto",
+    vaa: VAASettings = VAASettings(),
     device: torch.device | str,
     dtype: torch.dtype,
 ) -> Conditioning:
-    """`layouts` holds (boxes, depth ranks) per batch element, reference k paired with box k; None = VAA off.
+    """`layouts` holds (boxes, depth ranks) per batch element, reference k paired with box k (needed
+    only with VAA on); `vaa.vaa` false: plain attention.
 
     One backend plan serves the whole batch when every element has the same boxes; otherwise each
     element gets its own plan (the VAA mask is per sample)."""
     layout = TokenLayout(n_text, tuple(target_hw), tuple(tuple(hw) for hw in ref_hws))
     img_ids = unope_image_ids(layout.target_hw, layout.ref_hws, device=device, dtype=dtype)
-    if layouts is None:
+    if not vaa.vaa:
         return Conditioning(layout, img_ids, None)
-    backend = get_backend(attention_backend, device)
+    if layouts is None:
+        raise ValueError("build_conditioning: VAA is on but no layouts (boxes and depth ranks) were given")
+    backend = get_backend(vaa.attention_backend, device)
     plans: list[Any] = []
     for boxes, depths in _distinct(layouts):
-        weights = volume_weights(boxes, depths, layout.target_hw, sigma=sigma, delta=delta).to(device)
+        weights = volume_weights(boxes, depths, layout.target_hw, sigma=vaa.sigma, delta=vaa.delta).to(device)
         plans.append(backend.prepare(layout, weights, device=device, dtype=dtype))
     if len(plans) == 1:
         mask = JointMask(backend, plans[0])

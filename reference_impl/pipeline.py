@@ -9,7 +9,8 @@ generator=torch.Generator().manual_seed(0)).images[0]`. What it adds:
   the target and appended after the target tokens with UnoPE position ids;
 - every step runs the transformer on `[target, ref_1 .. ref_K]` and keeps only the target's
   prediction; the clean reference tokens are the same at every step;
-- with `vaa=True` the prepared VAA mask (VWR weights from boxes and depth ranks) goes to the
+- with VAA on (`vaa=True`, or a `VAASettings` record: sigma, delta, attention backend) the prepared
+  VAA mask (VWR weights from boxes and depth ranks) goes to the
   attention processors through `joint_attention_kwargs`; with `vaa=False` attention is plain,
   which with UNO's LoRA (`reference_impl.lora.load_uno_lora`) is the UNO method (`adapters/uno.py`).
 Layout, ids and mask come from :func:`~picbench.reference_impl.conditioning.build_conditioning`,
@@ -62,7 +63,7 @@ from picbench.reference_impl.conditioning import (
 from picbench.reference_impl.layout import validate_layout
 from picbench.reference_impl.processors import set_positionic_processors
 from picbench.reference_impl.schedule import Schedule, sampling_mu, sampling_times
-from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA
+from picbench.reference_impl.vaa import VAASettings
 
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 
@@ -156,10 +157,7 @@ class PositionICPipeline(FluxPipeline):
         generator: torch.Generator | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        vaa: bool | None = None,
-        sigma: float | Sequence[float] = DEFAULT_SIGMA,
-        delta: float = DEFAULT_DELTA,
-        attention_backend: str = "auto",
+        vaa: VAASettings | bool | None = None,
         ref_long_side: int | None = None,
         schedule: Schedule = "uno",
         noise: Noise = "uno",
@@ -169,9 +167,10 @@ class PositionICPipeline(FluxPipeline):
         """One image of exactly `width` x `height` (`output_type="pil"`), or the packed target
         latents (`"latent"`), in a `FluxPipelineOutput` (`.images`). `boxes` are normalized xyxy,
         one per reference (required when VAA is on); `depths` their ranks, 0 = front (default:
-        the order given)."""
-        vaa = self.vaa_default if vaa is None else vaa
-        self._check_inputs(references, prompt, boxes, depths, num_inference_steps, width, height, vaa, output_type, noise, to_8bit)
+        the order given). `vaa`: the VAA settings, or True / False for the default settings with
+        VAA on / off (None: on unless `vaa_default` says otherwise)."""
+        settings = vaa if isinstance(vaa, VAASettings) else VAASettings(vaa=self.vaa_default if vaa is None else vaa)
+        self._check_inputs(references, prompt, boxes, depths, num_inference_steps, width, height, settings.vaa, output_type, noise, to_8bit)
         if boxes is not None and depths is None:
             depths = list(range(len(boxes)))
         device, dtype = self._execution_device, self.transformer.dtype
@@ -191,10 +190,8 @@ class PositionICPipeline(FluxPipeline):
             prompt_embeds.shape[1],
             target_hw,
             [hw for _, hw in encoded],
-            [(boxes, depths)] if vaa else None,
-            sigma=sigma,
-            delta=delta,
-            attention_backend=attention_backend,
+            None if boxes is None else [(boxes, depths)],
+            vaa=settings,
             device=device,
             dtype=dtype,
         )

@@ -8,14 +8,31 @@ Rules (docs/reference_impl.md), for the sequence `[text, target, ref_0 .. ref_{K
   for a visibility weight to apply to.
 
 This dense version is the semantics every faster backend is tested against; it costs L x L
-memory, which is why the FlexAttention backend never builds it.
+memory, which is why the FlexAttention backend never builds it. :class:`VAASettings` holds the
+four settings that decide VAA for a call, carried as one record from a method's parameters or a
+training config to `conditioning.build_conditioning`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 
 from picbench.reference_impl.layout import TokenLayout
+from picbench.reference_impl.vwr import DEFAULT_DELTA, DEFAULT_SIGMA
+
+
+@dataclass(frozen=True)
+class VAASettings:
+    """Whether VAA is on, VWR's `sigma` (one, or one per subject) and `delta`, and the attention
+    backend that applies the mask (`auto`: chosen by device); off means plain attention."""
+
+    vaa: bool = True
+    sigma: float | Sequence[float] = DEFAULT_SIGMA
+    delta: float = DEFAULT_DELTA
+    attention_backend: str = "auto"
 
 
 def check_weights(layout: TokenLayout, weights: torch.Tensor) -> None:

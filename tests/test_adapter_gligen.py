@@ -115,7 +115,7 @@ def test_sampler_is_the_authors_plms_whatever_scheduler_the_folder_ships(tmp_pat
     method = GligenMethod(params={"variant": "text-box"}, weights_dir=tmp_path / "weights")
     scheduler = method.load().scheduler
     assert isinstance(scheduler, PNDMScheduler) and scheduler.config.skip_prk_steps
-    assert method.default_params["steps"] == 50 and method.version == "2"  # version 1 sampled with the folder's DDIM
+    assert method.default_params["steps"] == 50 and method.version == "3"  # version 1 sampled with the folder's DDIM
     scheduler.set_timesteps(50)
     authors = (np.arange(0, 1000, 1000 // 50) + 1)[::-1].tolist()  # time_range = np.flip(ddim_timesteps)
     entries = scheduler.timesteps.tolist()

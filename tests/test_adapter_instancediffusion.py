@@ -82,9 +82,9 @@ def test_alpha_schedule_and_seeded_noise() -> None:
 def test_instance_captions_are_the_bare_category_names() -> None:
     """frank-xwang/InstanceDiffusion @ 722900e, eval_local.py:248 cat_names = [cat["name"] ...] and
     :254 test_info['phrases'] = cat_names[:max_objs]; utils/input.py:140 each instance's prompt in
-    the multi-instance sampler is its phrase. Version 2: images captioned "a {class}" are not reused."""
+    the multi-instance sampler is its phrase. Since version 2: images captioned "a {class}" are not reused."""
     method = InstanceDiffusionMethod()
-    assert method.params["instance_caption"] == "{class_word}" and method.version == "2"
+    assert method.params["instance_caption"] == "{class_word}" and method.version == "3"
     sample = Sample(
         "s",
         "a dog and a cat",

@@ -56,7 +56,7 @@ def test_lora_file_in_unos_layout_loads_from_weights_dir(tmp_path: Path) -> None
     file = tmp_path / "UNO" / "dit_lora.safetensors"
     weights = random_uno_lora(tiny_components()["transformer"], rank=4, seed=9)
     save_file(weights, str(file))
-    assert UnoMethod(weights_dir=tmp_path, params=FAST)._uno_lora_file() == file
+    assert UnoMethod(weights_dir=tmp_path, params=FAST)._weights().uno_lora_file() == file
     pipe = UnoMethod(models="tiny", params={**FAST, "lora": str(file)}).load()
     to_q = pipe.transformer.transformer_blocks[0].attn.to_q
     assert np.array_equal(to_q.lora_A["uno"].weight.detach().numpy(), weights["double_blocks.0.processor.qkv_lora1.down.weight"].numpy())

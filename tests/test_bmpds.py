@@ -19,7 +19,7 @@ from holding import cli_holding_after, wait_until_held
 from PIL import Image
 
 from picbench.atomic import _HOST
-from picbench.errors import BenchFormatError
+from picbench.errors import ConfigError
 from picbench.pairs import read_pairs, reference_paths, target_path, validate_pairs
 from picbench.reference_impl.bmpds import build, load_config, plan, subject_pool
 from picbench.reference_impl.bmpds.config import FilterCfg
@@ -39,7 +39,7 @@ subjects = {sources}
 single = {single}
 forward = {forward}
 backward = {backward}
-[models_cfg]
+[roles]
 steps = 2
 fill_steps = 2
 detector_threshold = 0.0
@@ -152,7 +152,7 @@ def test_filter_without_vlm_ignores_vlm_and_keeps_at_least_one() -> None:
 def test_config_errors_name_file_and_key(tmp_path: Path, text: str, field: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(BenchFormatError) as err:
+    with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.field == field and str(path) in str(err.value)
 
@@ -162,10 +162,10 @@ def test_model_defaults_are_the_diffusers_pipelines_defaults() -> None:
 
     from diffusers import FluxFillPipeline, FluxPipeline
 
-    from picbench.reference_impl.bmpds.config import ModelsCfg
+    from picbench.reference_impl.bmpds.config import RoleSettings
 
     fill, flux = (inspect.signature(p.__call__).parameters for p in (FluxFillPipeline, FluxPipeline))
-    m = ModelsCfg()
+    m = RoleSettings()
     assert (m.fill_steps, m.fill_guidance) == (fill["num_inference_steps"].default, fill["guidance_scale"].default) == (50, 30.0)
     assert (m.steps, m.render_guidance) == (flux["num_inference_steps"].default, flux["guidance_scale"].default) == (28, 3.5)
     assert m.max_sequence_length == fill["max_sequence_length"].default == flux["max_sequence_length"].default == 512
@@ -258,9 +258,9 @@ def test_every_stage_end_to_end_on_msbench_subjects(
         assert meta["filter"]["status"] == "kept" and set(meta["scores"]) >= {"clip_i", "dino", "clip_t"}
         assert all(v["weights_sha256"] for k, v in meta["models"].items() if isinstance(v, dict) and "weights_sha256" in v)
     # a rerun computes nothing and loads no generative model
-    from picbench.reference_impl.bmpds import models
+    from picbench.reference_impl.bmpds import roles
 
-    for cls in (models.Segmenter, models.Outpainter, models.Renderer):
+    for cls in (roles.Segmenter, roles.Outpainter, roles.Renderer):
         monkeypatch.setattr(cls, "__init__", lambda *a, **k: pytest.fail("a finished build loaded a model"))
     before = (out / "pairs.jsonl").read_bytes()
     again = build(config, out, data_dir)
@@ -395,7 +395,7 @@ def test_missing_weights_fail_before_any_unit_naming_the_model(tmp_path: Path, d
         assert store.unit_writes() == {}, "nothing ran"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("PICBENCH_WEIGHTS_DIR", raising=False)
-    from picbench.reference_impl.bmpds.models import model_folder
+    from picbench.reference_impl.bmpds.roles import model_folder
 
     with pytest.raises(MissingWeightsError, match="outpainter model 'black-forest-labs/FLUX.1-Fill-dev'.*HF_HUB_OFFLINE"):
         model_folder("outpainter", "default", {})
@@ -405,7 +405,7 @@ def test_a_subject_the_segmenter_cannot_find_is_recorded_and_the_build_goes_on(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from picbench.pairs.stats import pair_stats
-    from picbench.reference_impl.bmpds import models
+    from picbench.reference_impl.bmpds import roles
 
     calls = []
 
@@ -413,7 +413,7 @@ def test_a_subject_the_segmenter_cannot_find_is_recorded_and_the_build_goes_on(
         calls.append(box)
         return np.zeros((image.height, image.width), bool) if len(calls) == 1 else np.ones((image.height, image.width), bool)
 
-    monkeypatch.setattr(models.Segmenter, "segment", first_finds_nothing)
+    monkeypatch.setattr(roles.Segmenter, "segment", first_finds_nothing)
     config = _config(tmp_path, sources='["dreambench"]', single=2, forward=1, backward=0)
     outcome = build(load_config(config), tmp_path / "b", data_dir)
     failed = {k: v for k, v in outcome.verdicts.items() if v.status == "failed"}

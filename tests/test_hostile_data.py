@@ -188,10 +188,10 @@ def test_report_on_a_training_folder_skips_a_torn_last_line_and_huge_numbers(tmp
     ("text", "field", "message"),
     [
         ('device = "gpu7"', "device", "is not a device picbench runs on"),
-        ("[models_cfg]\nrender_guidance = nan", "models_cfg.render_guidance", "must be a finite number"),
+        ("[roles]\nrender_guidance = nan", "roles.render_guidance", "must be a finite number"),
         ("[filter]\nclip_i = inf", "filter.clip_i", "must be a finite number"),
         ("[stages]\nsingle = 1000000000", "stages.single", "must be in [0, 1000000]"),
-        ("[models_cfg]\nsteps = 100000", "models_cfg.steps", "must be in [1, 1000]"),
+        ("[roles]\nsteps = 100000", "roles.steps", "must be in [1, 1000]"),
     ],
     ids=["device", "guidance-nan", "threshold-inf", "stage-1e9", "steps"],
 )

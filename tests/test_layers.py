@@ -58,10 +58,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "picbench.locks",
             "picbench.trainlog",
             "picbench.database",
+            "picbench.run_file",
         ),
     ),
     ("records", ("picbench.records",)),
-    ("basics", ("picbench.paths", "picbench.limits", "picbench.problems", "picbench.atomic", "picbench.interrupts")),
+    (
+        "basics",
+        ("picbench.paths", "picbench.limits", "picbench.problems", "picbench.atomic", "picbench.interrupts", "picbench.toml_config"),
+    ),
     ("errors", ("picbench.errors",)),
 )
 """Top to bottom. A module belongs to the longest name here that is it or a package above it

@@ -96,14 +96,14 @@ def test_uno_lora_missing_offline_names_the_file_and_the_lora_parameter(tmp_path
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     method = PositionICMethod(models="default", params=FAST, weights_dir=tmp_path)
     with pytest.raises(MissingWeightsError) as err:
-        method._uno_lora_file()
+        method._weights().uno_lora_file()
     message = str(err.value)
     assert "bytedance-research/UNO/dit_lora.safetensors" in message and str(tmp_path / "UNO") in message
     assert "'lora' parameter" in message and "hf download bytedance-research/UNO dit_lora.safetensors" in message
     (tmp_path / "UNO").mkdir()
     with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
-        method._uno_lora_file()
-    assert PositionICMethod(models="tiny", params=FAST, weights_dir=tmp_path / "elsewhere")._uno_lora_file() is None
+        method._weights().uno_lora_file()
+    assert PositionICMethod(models="tiny", params=FAST, weights_dir=tmp_path / "elsewhere")._weights().uno_lora_file() is None
 
 
 def test_default_weights_are_unos_lora_with_vaa(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_default_weights_are_unos_lora_with_vaa(tmp_path: Path) -> None:
     weights = _uno_file(tmp_path, seed=5)
     method = PositionICMethod(models="tiny", params=FAST, weights_dir=tmp_path)
     assert method.params["lora"] == "uno"
-    assert method._uno_lora_file() == tmp_path / "UNO" / "dit_lora.safetensors"
+    assert method._weights().uno_lora_file() == tmp_path / "UNO" / "dit_lora.safetensors"
     pipe = method.load()
     to_q = pipe.transformer.transformer_blocks[0].attn.to_q
     assert np.array_equal(to_q.lora_A["uno"].weight.detach().numpy(), weights["double_blocks.0.processor.qkv_lora1.down.weight"].numpy())

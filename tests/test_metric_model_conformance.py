@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from picbench.errors import MissingWeightsError
-from picbench.metrics.weights import MODELS, MetricModel, resolve
+from picbench.metrics.weights import METRIC_MODELS, MetricModel, resolve
 from picbench.testing import check_metric_model, parametrize
 from picbench.testing.offline import offline
 
 
-@parametrize(MODELS)
+@parametrize(METRIC_MODELS)
 def test_every_registered_metric_model_conforms(name: str) -> None:
     check_metric_model(name)
 

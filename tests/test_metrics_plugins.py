@@ -107,7 +107,7 @@ def test_plugin_metric_and_detector_from_a_distribution_run_and_regress(tmp_path
 def test_hub_ids_of_the_metric_models_and_detectors_are_pinned():
     """Sources: DreamBooth's protocol (CLIP ViT-B/32 OpenAI, DINO ViT-S/16), the paper's detector (Vision-R1)."""
     from picbench.metrics.detectors import DETECTORS
-    from picbench.metrics.weights import MODELS, hub_id
+    from picbench.metrics.weights import METRIC_MODELS, hub_id
 
     assert hub_id("clip") == "timm/vit_base_patch32_clip_224.openai"
     assert hub_id("dino") == "timm/vit_small_patch16_224.dino"
@@ -117,7 +117,7 @@ def test_hub_ids_of_the_metric_models_and_detectors_are_pinned():
         "owlv2": "google/owlv2-base-patch16-ensemble",
         "vision-r1": "JefferyZhan/Qwen2.5-VL-7B-Instruct-Vision-R1",
     }
-    assert MODELS.group == "picbench.metric_models" and DETECTORS.group == "picbench.detectors"
+    assert METRIC_MODELS.group == "picbench.metric_models" and DETECTORS.group == "picbench.detectors"
     DETECTORS.register("not-a-detector", "metrics_plugin:GrayFraction")
     with pytest.raises(PicbenchError, match="is not a Detector subclass"):
         MetricEngine(models="tiny", metrics=["iou"], detector="not-a-detector")

@@ -115,6 +115,26 @@ def test_vaa_mask_changes_the_result(pipe: PositionICPipeline, refs: list) -> No
     assert not np.array_equal(_pixels(with_vaa), _pixels(swapped))  # depth order reaches the mask
 
 
+def test_vaa_settings_record_carries_all_four_settings(pipe: PositionICPipeline, refs: list) -> None:
+    """`vaa=True/False` is the default record on/off; sigma, delta and the backend each reach the mask;
+    the method's and the trainer's defaults are the record's."""
+    from picbench.adapters.positionic import PositionICMethod
+    from picbench.reference_impl.training.config import ModelConfig
+    from picbench.reference_impl.vaa import VAASettings
+
+    def latents(vaa: VAASettings | bool) -> torch.Tensor:
+        return pipe("a dog and a backpack", refs, BOXES, DEPTHS, generator=_seed(5), vaa=vaa, output_type="latent", **FAST).images
+
+    default = latents(VAASettings())
+    assert torch.equal(default, latents(True)) and torch.equal(latents(VAASettings(vaa=False)), latents(False))
+    assert not torch.equal(default, latents(False))
+    with pytest.raises(ValueError, match="'sdpaa'"):
+        latents(VAASettings(attention_backend="sdpaa"))
+    for changed in (VAASettings(sigma=0.3), VAASettings(delta=0.2)):
+        assert not torch.equal(default, latents(changed)), changed
+    assert ModelConfig().vaa_settings == VAASettings() == PositionICMethod(models="tiny")._vaa_settings()
+
+
 @pytest.mark.parametrize(
     ("boxes", "depths", "n_refs", "match"),
     [
@@ -271,11 +291,15 @@ def test_reference_resize_floors_the_short_side_as_uno() -> None:
 def test_per_sample_masks_equal_one_call_per_sample() -> None:
     """A training batch mixes boxes: each element gets its own plan, as if run alone."""
     from picbench.reference_impl.conditioning import build_conditioning
+    from picbench.reference_impl.vaa import VAASettings
 
     layouts = [([(0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 1.0, 1.0)], [0, 1]), ([(0.2, 0.2, 0.9, 0.9), (0.0, 0.0, 0.4, 0.4)], [1, 0])]
-    batch = build_conditioning(3, (4, 4), [(2, 2), (2, 2)], layouts, attention_backend="sdpa_lowrank", device="cpu", dtype=torch.float32)
+    batch = build_conditioning(
+        3, (4, 4), [(2, 2), (2, 2)], layouts, vaa=VAASettings(attention_backend="sdpa_lowrank"), device="cpu", dtype=torch.float32
+    )
     alone = [
-        build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [x], attention_backend="sdpa", device="cpu", dtype=torch.float32) for x in layouts
+        build_conditioning(3, (4, 4), [(2, 2), (2, 2)], [x], vaa=VAASettings(attention_backend="sdpa"), device="cpu", dtype=torch.float32)
+        for x in layouts
     ]
     q, k, v = torch.randn(3, 2, 2, 27, 8).unbind(0)
     mask = batch.joint_attention_kwargs["vaa"]

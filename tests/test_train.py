@@ -173,7 +173,7 @@ def test_unwritable_output_is_refused_before_training(tmp_path: Path, pairs: Pat
 
 
 def test_released_layout_in_weights_dir_is_found_offline(tmp_path: Path, pairs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """model.weights_dir = DIR with DIR/FLUX.1-dev (a diffusers folder) and DIR/UNO/dit_lora.safetensors."""
+    """weights_dir = DIR with DIR/FLUX.1-dev (a diffusers folder) and DIR/UNO/dit_lora.safetensors (the aliases of DIR/<hub id>)."""
     from huggingface_hub import constants
     from safetensors.torch import save_file
 
@@ -189,13 +189,16 @@ def test_released_layout_in_weights_dir_is_found_offline(tmp_path: Path, pairs: 
     uno = random_uno_lora(pipe.transformer, rank=4, seed=3)
     (weights / "UNO").mkdir()
     save_file(uno, str(weights / "UNO" / "dit_lora.safetensors"))
-    model = {"base": "black-forest-labs/FLUX.1-dev", "weights_dir": str(weights)}
-    trainer = Trainer(load_config(tiny_config(tmp_path, pairs, model=model, checkpoint={"out": str(tmp_path / "a")})), progress=False)
+    model = {"base": "black-forest-labs/FLUX.1-dev"}
+    top = {"models": "default", "weights_dir": str(weights)}
+    trainer = Trainer(
+        load_config(tiny_config(tmp_path, pairs, top=top, model=model, checkpoint={"out": str(tmp_path / "a")})), progress=False
+    )
     to_q = trainer.pipe.transformer.transformer_blocks[0].attn.to_q
     assert torch.equal(to_q.lora_A["positionic"].weight, uno["double_blocks.0.processor.qkv_lora1.down.weight"])
     (weights / "UNO" / "dit_lora.safetensors").unlink()
     with pytest.raises(MissingWeightsError, match="dit_lora.safetensors"):
-        Trainer(load_config(tiny_config(tmp_path, pairs, model=model, checkpoint={"out": str(tmp_path / "b")})), progress=False)
+        Trainer(load_config(tiny_config(tmp_path, pairs, top=top, model=model, checkpoint={"out": str(tmp_path / "b")})), progress=False)
 
 
 def test_existing_checkpoints_need_resume(tmp_path: Path, pairs: Path) -> None:
@@ -216,6 +219,7 @@ def test_tiny_training_overfits_a_few_pairs(tmp_path: Path, pairs: Path) -> None
         flow_matching_loss,
         prepare_inputs,
     )
+    from picbench.reference_impl.vaa import VAASettings
 
     config = load_config(
         tiny_config(
@@ -247,8 +251,7 @@ def test_tiny_training_overfits_a_few_pairs(tmp_path: Path, pairs: Path) -> None
                                 torch.Generator().manual_seed(100 + s),
                                 caption_dropout=0.0,
                                 guidance=1.0,
-                                vaa=True,
-                                attention_backend="sdpa_lowrank",
+                                vaa=VAASettings(attention_backend="sdpa_lowrank"),
                             ),
                         ).item()
                         for s in range(4)
@@ -327,6 +330,7 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
         predict,
         prepare_inputs,
     )
+    from picbench.reference_impl.vaa import VAASettings
     from picbench.reference_impl.vwr import volume_weights
     from picbench.tiny.flux import tiny_components
 
@@ -343,7 +347,12 @@ def test_vaa_locality_holds_in_the_training_gradient() -> None:
 
     def grads(vaa: bool) -> tuple[torch.Tensor, torch.Tensor]:
         inputs = prepare_inputs(
-            pipe, [pair], torch.Generator().manual_seed(1), caption_dropout=0.0, guidance=1.0, vaa=vaa, attention_backend="sdpa_lowrank"
+            pipe,
+            [pair],
+            torch.Generator().manual_seed(1),
+            caption_dropout=0.0,
+            guidance=1.0,
+            vaa=VAASettings(vaa=vaa, attention_backend="sdpa_lowrank"),
         )
         out = []
         for region in (~inside, inside):

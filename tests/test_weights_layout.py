@@ -44,7 +44,7 @@ def _fill(root: Path) -> None:
 
     from picbench.metrics.detectors import DETECTORS
     from picbench.metrics.weights import hub_id
-    from picbench.reference_impl.bmpds.models import HUB_IDS
+    from picbench.reference_impl.bmpds.roles import HUB_IDS
     from picbench.reference_impl.lora import random_uno_lora
     from picbench.tiny.data_models import tiny_data_weights
     from picbench.tiny.flux import tiny_components
@@ -112,7 +112,7 @@ def pairs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 def test_train_reads_flux_and_the_uno_lora_from_the_weights_dir(weights: Path, offline: None, tmp_path: Path, pairs: Path) -> None:
     def train(folder: Path, name: str):
         (tmp_path / name).mkdir()
-        config = tiny_config(tmp_path / name, pairs, model={"base": FLUX_DEV, "weights_dir": str(folder)})
+        config = tiny_config(tmp_path / name, pairs, top={"models": "default", "weights_dir": str(folder)}, model={"base": FLUX_DEV})
         return CliRunner().invoke(app, ["train", str(config), "--no-progress"])
 
     done = train(weights, "a")
@@ -134,7 +134,7 @@ subjects = ["dreambench"]
 single = 1
 forward = 0
 backward = 1
-[models_cfg]
+[roles]
 steps = 2
 fill_steps = 2
 detector_threshold = 0.0
@@ -146,7 +146,7 @@ keep_top = 1.0
 
 
 def test_data_build_bmpds_reads_flux_from_the_weights_dir(weights: Path, offline: None, tmp_path: Path, data_dir: Path) -> None:
-    from picbench.reference_impl.bmpds.models import folder_hash
+    from picbench.reference_impl.bmpds.roles import folder_hash
 
     def build(folder: Path, name: str):
         config = tmp_path / f"{name}.toml"

@@ -8,12 +8,16 @@ from pathlib import Path
 from picbench.reference_impl.training import CONFIG_DIR
 
 
-def tiny_config(folder: Path, pairs: Path, **tables: dict) -> Path:
-    """The shipped tiny config with its paths pointed at `pairs` and `folder`, tables overridden."""
+def tiny_config(folder: Path, pairs: Path, top: dict | None = None, **tables: dict) -> Path:
+    """The shipped tiny config with its paths pointed at `pairs` and `folder`, the keys at its top
+    replaced by `top`, tables overridden."""
     text = (CONFIG_DIR / "tiny.toml").read_text()
     text = text.replace('"../../../pairs/paste-pairs"', json.dumps(str(pairs))).replace(
         '"../../../runs/train/tiny"', json.dumps(str(folder / "run"))
     )
+    header = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (top or {}).items())
+    text = "\n".join(line for line in text.split("\n") if not any(line.startswith(f"{k} = ") for k in top or {}))
+    text = header + "\n" + text
     for table, values in tables.items():
         header = f"[{table}]\n"
         assert header in text, table

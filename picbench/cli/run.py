@@ -107,8 +107,21 @@ class RichProgress:
 
 @app.command("run")
 def run_command(
-    method: Annotated[str, typer.Option("--method", "-m", help="method name (picbench ls methods)")],
-    bench: Annotated[str, typer.Option("--bench", "-b", help="bench name or bench .jsonl path")],
+    ctx: typer.Context,
+    method: Annotated[
+        str | None, typer.Option("--method", "-m", help="method name (picbench ls methods); required, here or in --config")
+    ] = None,
+    bench: Annotated[
+        str | None, typer.Option("--bench", "-b", help="bench name or bench .jsonl path; required, here or in --config")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="a run file (TOML) with these options as keys, e.g. a run folder's run.toml (every run writes one): "
+            "rerun it as is; options given here win (docs/cli.md)",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default runs/METHOD__BENCH); rerunning resumes")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="N samples: an even, seeded share of each split (same N, same samples)")] = None,  # noqa: UP007
     split: Annotated[str | None, typer.Option("--split", help="only the single- or only the multi-subject samples")] = None,  # noqa: UP007
@@ -166,15 +179,76 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="print results.json on stdout; the human output goes to stderr")] = False,
 ) -> None:
     """Generate, score and write results; finished work is stored in OUT/store.sqlite and never redone.
-    Ends with "scored k of n"; exit 1 when k < n unless --allow-partial."""
+    Ends with "scored k of n"; exit 1 when k < n unless --allow-partial. The run's options are
+    written to OUT/run.toml: `picbench run --config OUT/run.toml` reruns it as is."""
+    options = {
+        "method": method, "bench": bench, "out": out, "limit": limit, "split": split, "samples": samples, "seeds": seeds,
+        "device": device, "models": models, "shard": shard, "data_dir": data_dir, "detector": detector, "protocols": protocols,
+        "precision": precision, "metrics": metrics, "param": param, "weights": weights, "weights_dir": weights_dir,
+        "batch_size": batch_size, "retry_failed": retry_failed, "allow_partial": allow_partial,
+    }  # fmt: skip
+    if config_file is not None:
+        from picbench.run_file import read_run_file
+
+        try:
+            from_file = read_run_file(config_file)
+        except PicbenchError as exc:
+            fail(exc)
+        for name, value in from_file.items():
+            source = ctx.get_parameter_source(name)  # click's ParameterSource (typer ships its own click: compare by name)
+            if source is None or source.name != "COMMANDLINE":  # the command line wins
+                options[name] = Path(value) if name in ("out", "data_dir", "weights_dir") else value
+    allow_partial = options.pop("allow_partial")
+    config = _run_config(**options)
+    with human_output_to_stderr(as_json):
+        result = _execute(config, allow_partial=allow_partial)
+    if result is None:  # a shard: the results come with the merge
+        if as_json:
+            emit_json({"out": str(config.out), "shard": str(config.shard), "results": None, "merge": f"picbench merge {config.out}"})
+        return
+    if as_json:
+        emit_json(result.to_dict())
+    if result.partial and not allow_partial:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _run_config(
+    *,
+    method: str | None,
+    bench: str | None,
+    out: Path | None,
+    limit: int | None,
+    split: str | None,
+    samples: str | None,
+    seeds: str,
+    device: str,
+    models: str,
+    shard: str | None,
+    data_dir: Path | None,
+    detector: str,
+    protocols: str,
+    precision: str,
+    metrics: str | None,
+    param: list[str],
+    weights: list[str],
+    weights_dir: Path | None,
+    batch_size: int,
+    retry_failed: bool,
+) -> RunConfig:
+    """The run the options describe (from the command line or a run file), every value checked."""
     from picbench.protocols import check_precision, parse_identity_sets
     from picbench.runner import RunConfig, Shard, default_out
     from picbench.selection import parse_sample_ids
 
+    if method is None or bench is None:
+        fail(f"{'--method' if method is None else '--bench'} is required (on the command line or in the --config file)")
     if models not in ("default", "tiny"):
         fail(f"--models must be 'default' or 'tiny', got {models!r}")
+    for name, value in (("--limit", limit), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            fail(f"{name} must be at least 1, got {value}")
     try:
-        config = RunConfig(
+        return RunConfig(
             method=method,
             bench=bench,
             out=out or default_out(method, bench),
@@ -183,7 +257,7 @@ def run_command(
             split=split,
             samples=parse_sample_ids(samples) if samples is not None else None,
             device=device,
-            models=models,
+            models=models,  # type: ignore[arg-type]
             shard=Shard.parse(shard) if shard else None,  # type: ignore[arg-type]
             data_dir=data_dir,
             detector=None if detector.lower() == "none" else detector,
@@ -198,16 +272,6 @@ def run_command(
         )
     except PicbenchError as exc:
         fail(exc)
-    with human_output_to_stderr(as_json):
-        result = _execute(config, allow_partial=allow_partial)
-    if result is None:  # a shard: the results come with the merge
-        if as_json:
-            emit_json({"out": str(config.out), "shard": str(config.shard), "results": None, "merge": f"picbench merge {config.out}"})
-        return
-    if as_json:
-        emit_json(result.to_dict())
-    if result.partial and not allow_partial:
-        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 def _execute(config: RunConfig, *, allow_partial: bool) -> RunResult | None:

@@ -19,7 +19,7 @@ from picbench.errors import PicbenchError
 
 @app.command("train")
 def train(
-    config: Annotated[Path, typer.Argument(help="a trainer config (TOML): see reference_impl/training/configs/")],
+    config: Annotated[Path, typer.Argument(help="a trainer config (TOML): see reference_impl/configs/train/")],
     resume: Annotated[bool, typer.Option("--resume", help="continue from the newest checkpoint in checkpoint.out")] = False,
     allow_data_change: Annotated[
         bool,

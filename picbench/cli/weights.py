@@ -50,7 +50,7 @@ def download(
         if metrics:
             sources.extend(metric_downloads(None if detector.lower() == "none" else detector))
         if data:
-            from picbench.reference_impl.bmpds.models import downloads as data_downloads
+            from picbench.reference_impl.bmpds.roles import downloads as data_downloads
 
             sources.extend(data_downloads())
         files = plan(sources, folder)

@@ -29,16 +29,16 @@ CLIP = MetricModel("clip", "timm/vit_base_patch32_clip_224.openai")  # open_clip
 DINO = MetricModel("dino", "timm/vit_small_patch16_224.dino")  # DINO ViT-S/16 (DreamBooth's protocol)
 VLM_JUDGE = MetricModel("vlm_judge", "Qwen/Qwen2.5-VL-7B-Instruct")  # DreamBench++ judges with a VLM; Qwen2.5-VL is the open one
 
-MODELS: Registry[MetricModel] = Registry("metric model", entry_point_group="picbench.metric_models")
+METRIC_MODELS: Registry[MetricModel] = Registry("metric model", entry_point_group="picbench.metric_models")
 """Role -> :class:`MetricModel`; a package can repoint a role (e.g. DINOv2) through its entry point."""
-MODELS.register("clip", "picbench.metrics.weights:CLIP", CLIP.hub_id)
-MODELS.register("dino", "picbench.metrics.weights:DINO", DINO.hub_id)
-MODELS.register("vlm_judge", "picbench.metrics.weights:VLM_JUDGE", VLM_JUDGE.hub_id)
+METRIC_MODELS.register("clip", "picbench.metrics.weights:CLIP", CLIP.hub_id)
+METRIC_MODELS.register("dino", "picbench.metrics.weights:DINO", DINO.hub_id)
+METRIC_MODELS.register("vlm_judge", "picbench.metrics.weights:VLM_JUDGE", VLM_JUDGE.hub_id)
 
 
 def hub_id(role: str) -> str:
     """The hub id of the metric model registered for ``role``."""
-    model = MODELS.get(role)
+    model = METRIC_MODELS.get(role)
     if not isinstance(model, MetricModel):
         raise PicbenchError(f"metric model {role!r} is registered as a {type(model).__name__}, not a MetricModel")
     return model.hub_id

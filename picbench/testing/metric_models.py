@@ -1,4 +1,4 @@
-"""The metric-model suite: an entry of ``MODELS`` (entry-point group ``picbench.metric_models``)
+"""The metric-model suite: an entry of ``METRIC_MODELS`` (entry-point group ``picbench.metric_models``)
 is a MetricModel whose role is its registered name and whose hub id is ``owner/name``; offline,
 with no weights stored for it, the engine's lookup fails with a MissingWeightsError naming that
 hub id (a model the machine already holds resolves, and that part is left unchecked)."""
@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from picbench.errors import MissingWeightsError
-from picbench.metrics.weights import MODELS, MetricModel, resolve
+from picbench.metrics.weights import METRIC_MODELS, MetricModel, resolve
 from picbench.testing.offline import offline
 from picbench.testing.registries import require
 from picbench.testing.registries import resolve as resolve_entry
@@ -21,7 +21,7 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 def check_metric_model(entry: str | MetricModel) -> None:
     """Every check of the metric-model suite on a registered role or a MetricModel."""
     if isinstance(entry, str):
-        name, model, label = resolve_entry(MODELS, entry)
+        name, model, label = resolve_entry(METRIC_MODELS, entry)
     else:
         name, model, label = entry.role, entry, f"metric model {entry.role!r} ({entry.hub_id})"
     require(isinstance(model, MetricModel), label, f"is a {type(model).__name__}, not a MetricModel")

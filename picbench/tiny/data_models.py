@@ -2,7 +2,7 @@
 (outpainter), FLUX (text to image) and a Qwen2 causal LM (caption writer).
 
 Each is saved in the layout its real loader reads (transformers / diffusers ``save_pretrained``), so
-``reference_impl.bmpds.models`` loads them through the same code as the released checkpoints.
+``reference_impl.bmpds.roles`` loads them through the same code as the released checkpoints.
 Images and captions made with these weights mean nothing: callers mark such builds as smoke builds.
 """
 

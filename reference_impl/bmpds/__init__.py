@@ -3,7 +3,7 @@
 ``config`` (the TOML build config) -> ``build.plan`` (every unit, seeded) -> ``stages`` (single,
 forward, backward: one unit -> one pair or a failure reason) through ``store`` (resumable) ->
 ``filter`` (s_v, s_vlm, caption ranking; keep the top fraction) -> a pair set (``picbench.pairs``)
-that the trainer reads unchanged. ``models`` loads the pluggable models from local folders.
+that the trainer reads unchanged. ``roles`` loads the pluggable models of its roles from local folders.
 ``picbench data build bmpds CONFIG`` is the command.
 """
 

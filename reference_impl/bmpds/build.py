@@ -42,7 +42,7 @@ from picbench.pairs.stats import CANDIDATES_FILE
 from picbench.records import PAIRS_KIND, Bench, Sample, Subject, canonical_json
 from picbench.reference_impl.bmpds.config import BmpdsConfig
 from picbench.reference_impl.bmpds.filter import ENGINE_METRICS, VLM_METRIC, Candidate, Verdict, candidate_from_score, decide
-from picbench.reference_impl.bmpds.models import (
+from picbench.reference_impl.bmpds.roles import (
     HUB_IDS,
     CaptionWriter,
     Outpainter,
@@ -68,7 +68,7 @@ from picbench.reference_impl.bmpds.stages import (
 from picbench.reference_impl.bmpds.store import BmpdsStore, UnitRecord
 
 VERSION = "1"
-_STAGE_MODELS = {
+_STAGE_ROLES = {
     "single": ("subject", "detector", "segmenter", "outpainter"),
     "forward": ("outpainter",),
     "backward": ("caption_lm", "renderer", "detector", "subject"),
@@ -100,7 +100,7 @@ def subject_pool(data_root: Path, sources: tuple[str, ...]) -> list[SubjectSourc
 
 
 @dataclass
-class Models:
+class Roles:
     """Every model of the build, each loaded on first use (a resumed build with nothing left to
     do loads none); ``provenance(stage)`` names the models a stage used and their weights' hashes."""
 
@@ -119,8 +119,8 @@ class Models:
         """Find every model folder the stages need before any unit runs, so that missing weights
         fail at once with the model's name, not hours into a build."""
         for stage in stages:
-            for role in _STAGE_MODELS[stage]:
-                if role in HUB_IDS and (role != "caption_lm" or self.config.models_cfg.caption_lm):
+            for role in _STAGE_ROLES[stage]:
+                if role in HUB_IDS and (role != "caption_lm" or self.config.roles.caption_lm):
                     model_folder(role, self.config.models, self.config.weights, self.config.weights_dir or None)
 
     def release(self, keep: set[str]) -> None:
@@ -143,7 +143,7 @@ class Models:
 
     @property
     def outpainter(self) -> Outpainter:
-        m = self.config.models_cfg
+        m = self.config.roles
         return self._get(
             "outpainter",
             lambda: Outpainter(
@@ -153,7 +153,7 @@ class Models:
 
     @property
     def renderer(self) -> Renderer:
-        m = self.config.models_cfg
+        m = self.config.roles
         return self._get(
             "renderer",
             lambda: Renderer(
@@ -163,12 +163,12 @@ class Models:
 
     @property
     def captioner(self) -> CaptionWriter:
-        use = self.config.models_cfg.caption_lm
+        use = self.config.roles.caption_lm
         return self._get("caption_lm", lambda: CaptionWriter(self._folder("caption_lm") if use else None, self.device))
 
     @property
     def detector(self) -> Any:
-        m = self.config.models_cfg
+        m = self.config.roles
 
         def build() -> Any:
             det = load_detector(
@@ -183,7 +183,7 @@ class Models:
     def subject_method(self) -> Any:
         from picbench.methods import METHODS
 
-        m = self.config.models_cfg
+        m = self.config.roles
         return self._get(
             "subject",
             lambda: METHODS.get(m.subject_method)(
@@ -205,15 +205,15 @@ class Models:
         return self.subject_method.generate([sample], seed, self.out)[0].convert("RGB")
 
     def _max_len(self) -> int:
-        return 16 if self.config.models == "tiny" else self.config.models_cfg.max_sequence_length
+        return 16 if self.config.models == "tiny" else self.config.roles.max_sequence_length
 
     def provenance(self, stage: str) -> dict[str, Any]:
         prov: dict[str, Any] = {"models": self.config.models}
-        for role in _STAGE_MODELS[stage]:
+        for role in _STAGE_ROLES[stage]:
             if role == "subject":
                 method = self.subject_method
                 prov["subject"] = {"method": method.name, "version": method.version, "params": method.cache_params()}
-            elif role == "caption_lm" and not self.config.models_cfg.caption_lm:
+            elif role == "caption_lm" and not self.config.roles.caption_lm:
                 prov["caption_lm"] = None
             else:
                 getattr(self, {"caption_lm": "captioner"}.get(role, role))
@@ -269,7 +269,7 @@ def build(
     )
     with lock, BmpdsStore(out) as store:
         remove_stale_tmp(out, recursive=True)  # what a killed build left half-written, in any folder below
-        models = Models(config, device, out)
+        roles = Roles(config, device, out)
         smoke = config.models == "tiny"
 
         def copy_source(rel: str) -> str:
@@ -280,13 +280,13 @@ def build(
         ctx = StageContext(
             out,
             data_root,
-            models,
+            roles,
             config.size,
             save_image=lambda image, rel: store.save_image(image, rel, smoke=smoke),
             copy_source=copy_source,
         )
         finished = store.get_units(u.key for stage in STAGES for u in units[stage][rank::world])
-        models.check_available([stage for stage in STAGES if any(u.key not in finished for u in units[stage][rank::world])])
+        roles.check_available([stage for stage in STAGES if any(u.key not in finished for u in units[stage][rank::world])])
         for stage in STAGES:
             mine = units[stage][rank::world]
             done = store.get_units(u.key for u in mine)
@@ -301,7 +301,7 @@ def build(
                 if on_unit is not None:
                     on_unit(stage, len(done) + outcome.ran[stage], len(mine))
             later = STAGES[STAGES.index(stage) + 1 :]
-            models.release({role for s in later if units[s] for role in _STAGE_MODELS[s]})
+            roles.release({role for s in later if units[s] for role in _STAGE_ROLES[s]})
             if state is not None:
                 state.wait_for_everyone()
         scorer = _score(store, units, config, device, rank, world, out)

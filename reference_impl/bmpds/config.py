@@ -1,5 +1,6 @@
-"""The BMPDS build config: a TOML file, typed, every key checked, unknown keys refused (the error
-names the file and the key). Sections and defaults::
+"""The BMPDS build config: a TOML file read by ``picbench.toml_config`` (typed, every key checked,
+unknown keys refused; a :class:`~picbench.errors.ConfigError` names the file and the key). Shipped:
+``reference_impl/configs/bmpds/`` (``CONFIG_DIR``). Sections and defaults::
 
     name = "bmpds"            # the pair set's name
     seed = 0                  # every random choice of every stage derives from it
@@ -10,7 +11,7 @@ names the file and the key). Sections and defaults::
 
     [sources]   subjects = ["dreambench", "msbench"]     # real subjects: DreamBench's 30, MS-Bench's living + object
     [stages]    single = 8, forward = 4, backward = 4     # candidates per stage
-    [models_cfg]                                           # see reference_impl/bmpds/models.py
+    [roles]                                                # see reference_impl/bmpds/roles.py
                 subject_method = "uno", subject_params = {}, detector = "grounding-dino",
                 detector_threshold = 0.35, caption_lm = false, steps = 28, fill_steps = 50,
                 fill_guidance = 30.0, render_guidance = 3.5, max_sequence_length = 512
@@ -26,16 +27,17 @@ ranking (the paper's filtered PIC-98K kept about a quarter of PIC-400K, hence 0.
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import tomllib
+from picbench.errors import ConfigError
+from picbench.toml_config import build, read_toml
 
-from picbench.errors import BenchFormatError
-
+CONFIG_DIR = Path(__file__).parents[1] / "configs" / "bmpds"
+"""The shipped build configs: paper.toml (paper scale, GPUs), tiny.toml (a CPU smoke build)."""
 SUBJECT_SOURCES = ("dreambench", "msbench")
 MAX_CANDIDATES = 10**6
 """Bound on each stage's candidates (the paper's PIC-400K is 4e5 in all)."""
@@ -56,7 +58,7 @@ class Stages:
 
 
 @dataclass(frozen=True)
-class ModelsCfg:
+class RoleSettings:
     subject_method: str = "uno"
     subject_params: Mapping[str, Any] = field(default_factory=dict)
     detector: str = "grounding-dino"
@@ -83,12 +85,12 @@ class BmpdsConfig:
     name: str = "bmpds"
     seed: int = 0
     size: int = 512
-    models: str = "default"
+    models: Literal["default", "tiny"] = "default"
     device: str = "cpu"
     weights_dir: str = ""
     sources: Sources = Sources()
     stages: Stages = Stages()
-    models_cfg: ModelsCfg = ModelsCfg()
+    roles: RoleSettings = RoleSettings()
     filter: FilterCfg = FilterCfg()
     weights: Mapping[str, str] = field(default_factory=dict)
 
@@ -99,78 +101,30 @@ class BmpdsConfig:
             "size": self.size,
             "models": self.models,
             "sources": list(self.sources.subjects),
-            "models_cfg": {f.name: getattr(self.models_cfg, f.name) for f in fields(ModelsCfg)},
+            "models_cfg": {f.name: getattr(self.roles, f.name) for f in fields(RoleSettings)},  # the key before [roles]: store keys stay
             "weights": dict(self.weights),
         }
 
 
-_SECTIONS = {"sources": Sources, "stages": Stages, "models_cfg": ModelsCfg, "filter": FilterCfg}
-
-
-def _typed(value: Any, expected: Any, file: Path, key: str) -> Any:
-    """``value`` as the type of the default ``expected``; anything else is an error naming the key."""
-    ok = {
-        bool: lambda v: isinstance(v, bool),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        str: lambda v: isinstance(v, str),
-        tuple: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        dict: lambda v: isinstance(v, dict),
-    }[type(expected) if not isinstance(expected, Mapping) else dict]
-    if not ok(value):
-        raise BenchFormatError(f"must be a {type(expected).__name__}, got {value!r}", file=file, field=key)
-    if isinstance(expected, float) and not math.isfinite(value):
-        raise BenchFormatError(f"must be a finite number, got {value!r}", file=file, field=key)
-    return tuple(value) if isinstance(expected, tuple) else float(value) if isinstance(expected, float) else value
-
-
-def _section(cls: type, data: Any, file: Path, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise BenchFormatError("must be a table", file=file, field=prefix)
-    defaults = cls()
-    known = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in known:
-            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=f"{prefix}.{key}")
-    return cls(**{k: _typed(v, getattr(defaults, k), file, f"{prefix}.{k}") for k, v in data.items()})
-
-
 def load_config(path: str | Path) -> BmpdsConfig:
-    """Read and check a BMPDS config file (TOML)."""
-    file = Path(path)
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchFormatError(f"cannot read: {exc.strerror}", file=file) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise BenchFormatError(f"malformed TOML: {exc}", file=file) from None
-    defaults = BmpdsConfig()
-    known = {f.name for f in fields(BmpdsConfig)}
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            raise BenchFormatError(f"unknown key (known: {', '.join(sorted(known))})", file=file, field=key)
-        if key in _SECTIONS:
-            values[key] = _section(_SECTIONS[key], value, file, key)
-        elif key == "weights":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise BenchFormatError('must be a table of ROLE = "DIR"', file=file, field="weights")
-            values[key] = dict(value)
-        else:
-            values[key] = _typed(value, getattr(defaults, key), file, key)
-    config = BmpdsConfig(**values)
-    _check(config, file)
+    """Read and check a BMPDS config file (TOML); ``[models_cfg]``, the table's name before
+    ``[roles]``, is read with a FutureWarning."""
+    path = Path(path)
+    raw = read_toml(path)
+    if "models_cfg" in raw and "roles" not in raw:
+        warnings.warn(f"{path}: [models_cfg] is deprecated; write [roles]", FutureWarning, stacklevel=2)
+        raw["roles"] = raw.pop("models_cfg")
+    config = build(BmpdsConfig, raw, path, "")
+    _check(config, path)
     return config
 
 
 def _check(c: BmpdsConfig, file: Path) -> None:
     """Values no stage can use, refused before any model loads."""
 
-    def bad(key: str, why: str) -> BenchFormatError:
-        return BenchFormatError(why, file=file, field=key)
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(why, file=file, field=key)
 
-    if c.models not in ("default", "tiny"):
-        raise bad("models", f"must be 'default' or 'tiny', got {c.models!r}")
     if c.size < 64 or c.size % 16:
         raise bad("size", f"must be a multiple of 16, at least 64 (FLUX packs 2x2 latents of an 8x VAE), got {c.size}")
     from picbench.environment import check_device
@@ -193,12 +147,12 @@ def _check(c: BmpdsConfig, file: Path) -> None:
     if not 0.0 < c.filter.keep_top <= 1.0:
         raise bad("filter.keep_top", f"must be in (0, 1], got {c.filter.keep_top}")
     for key in ("steps", "fill_steps"):
-        if not 1 <= getattr(c.models_cfg, key) <= MAX_STEPS:
-            raise bad(f"models_cfg.{key}", f"must be in [1, {MAX_STEPS}]")
+        if not 1 <= getattr(c.roles, key) <= MAX_STEPS:
+            raise bad(f"roles.{key}", f"must be in [1, {MAX_STEPS}]")
     for key in ("fill_guidance", "render_guidance"):
-        if not 0.0 <= getattr(c.models_cfg, key) <= MAX_GUIDANCE:
-            raise bad(f"models_cfg.{key}", f"must be in [0, {MAX_GUIDANCE:g}]")
-    if not 0.0 <= c.models_cfg.detector_threshold <= 1.0:
-        raise bad("models_cfg.detector_threshold", "must be in [0, 1]")
-    if not 1 <= c.models_cfg.max_sequence_length <= 512:
-        raise bad("models_cfg.max_sequence_length", "must be in [1, 512] (T5's length in FLUX)")
+        if not 0.0 <= getattr(c.roles, key) <= MAX_GUIDANCE:
+            raise bad(f"roles.{key}", f"must be in [0, {MAX_GUIDANCE:g}]")
+    if not 0.0 <= c.roles.detector_threshold <= 1.0:
+        raise bad("roles.detector_threshold", "must be in [0, 1]")
+    if not 1 <= c.roles.max_sequence_length <= 512:
+        raise bad("roles.max_sequence_length", "must be in [1, 512] (T5's length in FLUX)")

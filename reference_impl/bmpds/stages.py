@@ -75,12 +75,12 @@ class Unit:
 
 @dataclass
 class StageContext:
-    """What a stage needs: the folder, where source images live, the models (built on first use),
+    """What a stage needs: the folder, where source images live, the roles' models (built on first use),
     the build's size, and how images are saved (atomically, smoke-marked in tiny builds)."""
 
     out: Path
     data_root: Path
-    models: Any  # reference_impl.bmpds.build.Models
+    roles: Any  # reference_impl.bmpds.build.Roles
     size: int
     save_image: Callable[[Image.Image, str], str]
     copy_source: Callable[[str], str]
@@ -153,7 +153,7 @@ def place(
 
 
 def provenance(ctx: StageContext, unit: Unit, stage_meta: dict[str, Any]) -> dict[str, Any]:
-    return {"bmpds": {"stage": unit.stage, "unit": unit.name, "key": unit.key, "models": ctx.models.provenance(unit.stage), **stage_meta}}
+    return {"bmpds": {"stage": unit.stage, "unit": unit.name, "key": unit.key, "models": ctx.roles.provenance(unit.stage), **stage_meta}}
 
 
 def run_single(unit: Unit, subject: SubjectSource, ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
@@ -164,14 +164,14 @@ def run_single(unit: Unit, subject: SubjectSource, ctx: StageContext) -> tuple[S
     context = rng.choice(subject.contexts)
     caption = f"{noun} {context}"
     render_seed = unit.torch_seed(0)
-    rendered = ctx.models.render_subject(reference, subject, render_seed)
+    rendered = ctx.roles.render_subject(reference, subject, render_seed)
     ctx.save_image(rendered, f"{folder}/render.png")
-    box_px = best_detection(ctx.models.detector.detect(rendered, [subject.class_word]), subject.class_word, "rendered subject")
-    cutout = cut_out(rendered, ctx.models.segmenter.segment(rendered, box_px))
+    box_px = best_detection(ctx.roles.detector.detect(rendered, [subject.class_word]), subject.class_word, "rendered subject")
+    cutout = cut_out(rendered, ctx.roles.segmenter.segment(rendered, box_px))
     cutout_rel = ctx.save_image(cutout, f"{folder}/cutout.png")
     canvas, mask, (box,) = place([cutout], [random_box(rng, SINGLE_AREA)], [0], ctx.size)
     fill_seed = unit.torch_seed(1)
-    target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
+    target = checked_image(ctx.roles.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
     meta = provenance(
         ctx,
@@ -217,7 +217,7 @@ def run_forward(
     contexts = [str(s.meta["bmpds"]["context"]) for s, _ in sources]
     caption = f"{listed([noun_phrase(s.class_word) for s in subjects])} {rng.choice(contexts)}"
     fill_seed = unit.torch_seed(1)
-    target = checked_image(ctx.models.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
+    target = checked_image(ctx.roles.outpainter.outpaint(caption, canvas, mask, fill_seed), ctx.size, "the outpainter")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
     meta = provenance(
         ctx, unit, {"source": {"single_units": [s.id for s, _ in sources]}, "seeds": {"outpaint": fill_seed}, "overlap": overlap}
@@ -248,11 +248,11 @@ def plan_backward(rng: random.Random, pool: Sequence[SubjectSource]) -> list[Sub
 def run_backward(unit: Unit, rng: random.Random, chosen: Sequence[SubjectSource], ctx: StageContext) -> tuple[Sample, dict[str, Any]]:
     folder = f"images/{unit.name}"
     words = [s.class_word for s in chosen]
-    caption = ctx.models.captioner.write([noun_phrase(w) for w in words], words, [c for s in chosen for c in s.contexts], rng)
+    caption = ctx.roles.captioner.write([noun_phrase(w) for w in words], words, [c for s in chosen for c in s.contexts], rng)
     render_seed = unit.torch_seed(0)
-    target = checked_image(ctx.models.renderer.render(caption.text, ctx.size, ctx.size, render_seed), ctx.size, "the renderer")
+    target = checked_image(ctx.roles.renderer.render(caption.text, ctx.size, ctx.size, render_seed), ctx.size, "the renderer")
     target_rel = ctx.save_image(target, f"{folder}/target.png")
-    detections = ctx.models.detector.detect(target, words)
+    detections = ctx.roles.detector.detect(target, words)
     subjects = []
     boxes: list[BoxXYXY] = []
     for j, word in enumerate(words):
@@ -260,7 +260,7 @@ def run_backward(unit: Unit, rng: random.Random, chosen: Sequence[SubjectSource]
         crop_rel = ctx.save_image(target.crop((math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))), f"{folder}/crop-{j}.png")
         name = f"{word.replace(' ', '_')}-{j}"
         source = SubjectSource(name, word, crop_rel, "backward-crop", ())
-        reference = ctx.models.render_subject(crop_rel, source, unit.torch_seed(10 + j))
+        reference = ctx.roles.render_subject(crop_rel, source, unit.torch_seed(10 + j))
         ref_rel = ctx.save_image(reference, f"{folder}/reference-{j}.png")
         box = (max(0.0, x0 / ctx.size), max(0.0, y0 / ctx.size), min(1.0, x1 / ctx.size), min(1.0, y1 / ctx.size))
         if not (box[0] < box[2] and box[1] < box[3]):

@@ -1,28 +1,30 @@
-"""The trainer's typed configuration, read from TOML with every key checked.
+"""The trainer's typed configuration, read from TOML with every key checked (`picbench.toml_config`).
 
-A config file has the tables `[model]`, `[data]`, `[train]`, `[optim]`, `[checkpoint]`, `[eval]`
-and one `[[stages]]` table per curriculum stage. Unknown keys and impossible values are refused
-with the file and the key (`stages[1].lr`) before any model is built: every number is finite and
+A config file has the keys `models` and `weights_dir` at its top, the tables `[model]`, `[data]`,
+`[train]`, `[optim]`, `[checkpoint]`, `[eval]` and one `[[stages]]` table per curriculum stage.
+Unknown keys and impossible values are refused with the file and the key (`stages[1].lr`) before
+any model is built: every number is finite and
 within bounds no sane run leaves (`MAX_STEPS`, `MAX_LR`, `MAX_GUIDANCE`, ...), so a typo such as
 `lr = 1e30` or `guidance = nan` never reaches the loop; defaults are the paper's
-recipe (`configs/paper.toml` spells them out) and where they come from is said per field.
+recipe (`configs/train/paper.toml` spells them out) and where they come from is said per field.
+The spellings from before one smoke switch and one weights key (`[model] base = "tiny"`,
+`[model] weights_dir`, `[eval] models`) are read with a FutureWarning saying what to write instead.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
-import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
+from picbench.errors import ConfigError
+from picbench.reference_impl.vaa import VAASettings
+from picbench.toml_config import build, read_toml
 
-from picbench.errors import PicbenchError
-
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs" / "train"
+"""The shipped configs: paper.toml (the paper's recipe), tiny.toml (CPU, minutes), accelerate/."""
 MAX_STEPS = 10**8
 """Bound on step counts and intervals (the paper trains 18k steps)."""
 MAX_LR = 1.0
@@ -32,17 +34,11 @@ MAX_RANK = 4096
 MAX_BATCH = 2**16
 
 
-class ConfigError(PicbenchError, ValueError):
-    """A config file that cannot be used; the message names the file and the key."""
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     base: str = "black-forest-labs/FLUX.1-dev"
-    """A local diffusers FLUX folder, a hub id (from the local cache offline), or "tiny" (random weights, CPU)."""
-    weights_dir: str = ""
-    """The weights folder (DIR/black-forest-labs/FLUX.1-dev, DIR/bytedance-research/UNO/dit_lora.safetensors), as
-    `picbench run --weights-dir`; "": $PICBENCH_WEIGHTS_DIR (docs/weights.md)."""
+    """A local diffusers FLUX folder or a hub id (DIR/<hub id> under `weights_dir`, else the hub cache);
+    unused when `models = "tiny"`."""
     init_lora: str = "uno"
     """"uno": UNO's released LoRA (PositionIC is initialized from UNO); "none": fresh; or a LoRA file."""
     rank: int = 512
@@ -54,6 +50,11 @@ class ModelConfig:
     delta: float = 1.0
     gradient_checkpointing: bool = True
     """Per block, as UNO's `gradient_checkpoint=True` (diffusers' `enable_gradient_checkpointing`)."""
+
+    @property
+    def vaa_settings(self) -> VAASettings:
+        """`vaa`, `sigma`, `delta` and `attention_backend` as the one record training and evaluation pass on."""
+        return VAASettings(self.vaa, self.sigma, self.delta, self.attention_backend)
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,17 @@ class EvalConfig:
     guidance: float = 4.0
     seed: int = 0
     detector: str = "grounding-dino"
-    models: Literal["default", "tiny"] = "default"
-    """Metric models: "tiny" random-weight encoders for smoke runs."""
     data_dir: str = ""
 
 
 @dataclass(frozen=True)
 class Config:
+    models: Literal["default", "tiny"] = "default"
+    """"tiny": random-weight models throughout (the FLUX base and the metric models), a smoke run on a
+    CPU whose losses and scores mean nothing; picbench's one smoke switch (`picbench run --models`)."""
+    weights_dir: str = ""
+    """The weights folder (DIR/black-forest-labs/FLUX.1-dev, DIR/bytedance-research/UNO/dit_lora.safetensors),
+    relative to the config file's folder or absolute, as `picbench run --weights-dir`; "": $PICBENCH_WEIGHTS_DIR."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -150,6 +155,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     source: Path | None = None
     """The file this came from (relative paths resolve against its folder)."""
+
+    @property
+    def smoke(self) -> bool:
+        return self.models == "tiny"
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -163,86 +172,56 @@ class Config:
         per_step = world_size * self.train.micro_batch
         if self.train.global_batch % per_step:
             raise ConfigError(
-                f"{self.source}: train.global_batch {self.train.global_batch} is not divisible by "
-                f"world size {world_size} x train.micro_batch {self.train.micro_batch}"
+                f"{self.train.global_batch} is not divisible by world size {world_size} x train.micro_batch {self.train.micro_batch}",
+                file=self.source,
+                field="train.global_batch",
             )
-
-
-_TABLES = {
-    "model": ModelConfig,
-    "data": DataConfig,
-    "train": TrainConfig,
-    "optim": OptimConfig,
-    "checkpoint": CheckpointConfig,
-    "eval": EvalConfig,
-}
 
 
 def load_config(path: str | Path) -> Config:
     """Read and check a TOML config; raises :class:`ConfigError` naming the file and key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no config file at {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(raw) - set(_TABLES) - {"stages"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {unknown}; known: {sorted([*_TABLES, 'stages'])}")
-    parts: dict[str, Any] = {name: _build(cls, raw.get(name, {}), path, name) for name, cls in _TABLES.items()}
-    stages = raw.get("stages")
-    if not isinstance(stages, list) or not stages:
-        raise ConfigError(f"{path}: at least one [[stages]] table is required (name, steps, lr, split)")
-    parts["stages"] = tuple(_build(StageConfig, s, path, f"stages[{i}]") for i, s in enumerate(stages))
-    config = Config(**parts, source=path.resolve())
+    raw = _upgrade(read_toml(path), path)
+    config = build(Config, raw, path, "", source=path.resolve())
+    if not config.stages:
+        raise ConfigError("at least one [[stages]] table is required (name, steps, lr, split)", file=path)
     _check_values(config, path)
     return config
 
 
-def _build(cls: type, table: Any, path: Path, where: str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {where} must be a table")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {[f'{where}.{k}' for k in unknown]}; known: {sorted(fields)}")
-    missing = [
-        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in table
-    ]
-    if missing:
-        raise ConfigError(f"{path}: {where} lacks required key(s) {missing}")
-    return cls(**{k: _coerce(v, hints[k], path, f"{where}.{k}") for k, v in table.items()})
+def _upgrade(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The spellings from before one smoke switch and one weights key, moved to today's with a
+    FutureWarning; `[eval] models = "tiny"` alone (tiny metric models beside a real base) has no
+    equivalent and is refused."""
+    model, ev = raw.get("model"), raw.get("eval")
+    if isinstance(model, dict) and model.get("base") == "tiny":
+        _deprecated(path, '[model] base = "tiny"', 'models = "tiny" at the top of the file')
+        del model["base"]
+        raw.setdefault("models", "tiny")
+    if isinstance(model, dict) and "weights_dir" in model:
+        _deprecated(path, "[model] weights_dir", "weights_dir at the top of the file")
+        raw.setdefault("weights_dir", model.pop("weights_dir"))
+    if isinstance(ev, dict) and "models" in ev:
+        if ev["models"] == "tiny" and raw.get("models") != "tiny":
+            raise ConfigError(
+                'is gone: models = "tiny" at the top of the file makes every model tiny (the base and the metric models); '
+                "without it, evaluation scores with the real metric models",
+                file=path,
+                field="eval.models",
+            )
+        _deprecated(path, "[eval] models", "models at the top of the file (one smoke switch for every model)")
+        del ev["models"]
+    return raw
 
 
-def _coerce(value: Any, hint: Any, path: Path, key: str) -> Any:
-    """Check `value` against the field's type (TOML gives ints for floats and lists for tuples)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{path}: {key} is {value!r}, expected one of {list(args)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: {key} must be a list, got {value!r}")
-        items = args[:1] * len(value) if len(args) == 2 and args[1] is Ellipsis else args
-        if len(items) != len(value):
-            raise ConfigError(f"{path}: {key} must have {len(items)} entries, got {value!r}")
-        return tuple(_coerce(v, h, path, f"{key}[{i}]") for i, (v, h) in enumerate(zip(value, items)))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if hint is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{path}: {key} must be a finite number, got {value!r}")
-    if hint in (int, float, str, bool) and (type(value) is not hint):
-        raise ConfigError(f"{path}: {key} must be {hint.__name__}, got {value!r}")
-    return value
+def _deprecated(path: Path, old: str, new: str) -> None:
+    warnings.warn(f"{path}: {old} is deprecated; write {new}", FutureWarning, stacklevel=4)
 
 
 def _check_values(c: Config, path: Path) -> None:
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise ConfigError(f"{path}: {key} {what}")
+            raise ConfigError(what, file=path, field=key)
 
     need(1 <= c.model.rank <= MAX_RANK, "model.rank", f"must be in [1, {MAX_RANK}]")
     need(0 < c.model.sigma <= MAX_SIGMA_DELTA, "model.sigma", f"must be in (0, {MAX_SIGMA_DELTA:g}] (VWR's sigma)")

@@ -4,7 +4,9 @@ scored by the metric engine (`picbench.metrics`), the same numbers `picbench run
 The subset is the first `n_single` single-subject and `n_multi` multi-subject samples (bench order)
 of `eval.bench` (default positionic-open, built with `picbench bench build positionic-open`; a
 `.jsonl` path also works), generated at one fixed seed with VAA on, through the training
-pipeline itself (same transformer, LoRA active), so nothing is reloaded. Images land in
+pipeline itself (same transformer, LoRA active), so nothing is reloaded. A sample becomes
+pipeline inputs as in `picbench run` (`reference_impl.sample_inputs`); every selected sample's
+layout is checked when the validator is built, before training starts. Images land in
 `OUT/eval/step-NNNNNNN/`, named by the sample id made safe the way `picbench run` names its
 images (`picbench.paths.safe_file_stem`), so no id can write outside that folder.
 """
@@ -17,9 +19,9 @@ from typing import Any
 import torch
 
 from picbench.benches import load_bench
-from picbench.imaging import load_rgb
-from picbench.paths import resolve_in_root, safe_file_stem
+from picbench.paths import safe_file_stem
 from picbench.records import Sample
+from picbench.reference_impl.sample_inputs import sample_inputs, sample_layout
 from picbench.reference_impl.training.config import Config
 
 
@@ -33,8 +35,14 @@ class Validator:
         singles = [s for s in self.bench.samples if s.split == "single" and s.has_layout][: ev.n_single]
         multis = [s for s in self.bench.samples if s.split == "multi" and s.has_layout][: ev.n_multi]
         self.samples: list[Sample] = singles + multis
+        for sample in self.samples:  # a bad layout fails before training starts, naming the sample
+            sample_layout(sample)
         self.engine = MetricEngine(
-            models=ev.models, device=str(device), detector=None if ev.detector in ("", "none") else ev.detector, batch_size=8
+            models=config.models,
+            device=str(device),
+            detector=None if ev.detector in ("", "none") else ev.detector,
+            batch_size=8,
+            weights_dir=config.resolve(config.weights_dir) if config.weights_dir else None,
         )
 
     @torch.no_grad()
@@ -49,21 +57,18 @@ class Validator:
         pipe.transformer.eval()
         try:
             for sample in self.samples:
-                refs = [load_rgb(resolve_in_root(self.bench.data_root, s.references[0])) for s in sample.subjects]
+                refs, boxes, depths = sample_inputs(sample, self.bench.data_root)
                 image = pipe(
                     sample.prompt,
                     refs,
-                    [s.box for s in sample.subjects],
-                    [i if s.depth is None else s.depth for i, s in enumerate(sample.subjects)],
+                    boxes,
+                    depths,
                     width=sample.width,
                     height=sample.height,
                     num_inference_steps=ev.steps,
                     guidance_scale=ev.guidance,
                     generator=torch.Generator().manual_seed(ev.seed),
-                    vaa=m.vaa,
-                    sigma=m.sigma,
-                    delta=m.delta,
-                    attention_backend=m.attention_backend,
+                    vaa=m.vaa_settings,
                 ).images[0]
                 path = folder / f"{safe_file_stem(sample.id)}.png"
                 image.save(path)

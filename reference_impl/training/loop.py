@@ -3,7 +3,7 @@ EMA, checkpoints, evaluation by the benchmark, logging, Ctrl-C and SIGTERM.
 
 Run it as `picbench train CONFIG` (one process), `accelerate launch $(which picbench) train CONFIG`
 or `torchrun --nproc-per-node N $(which picbench) train CONFIG`; accelerate picks DDP, FSDP or
-DeepSpeed from its launch config (`configs/accelerate/`). Per optimizer step each of the W
+DeepSpeed from its launch config (`reference_impl/configs/train/accelerate/`). Per optimizer step each of the W
 processes runs `global_batch / (W * micro_batch)` micro-batches; process r takes micro-batches
 `s * global_batch/micro_batch + r * A + a` of the stage's fixed order, with gradients synced on
 the last, so W processes see the batches and the mean gradient one process sees. Every collective
@@ -36,18 +36,17 @@ from typing import Any
 import torch
 
 from picbench.atomic import atomic_write
-from picbench.checkpoints import download_file, load_pretrained, local_checkpoint, weights_root
-from picbench.errors import MissingWeightsError, PicbenchError
+from picbench.checkpoints import weights_root
+from picbench.errors import PicbenchError
 from picbench.interrupts import StopRequest, stop_requests
 from picbench.locks import FolderLock, FolderLockedError
 from picbench.reference_impl.lora import (
-    UNO_LORA_FILE,
-    UNO_LORA_REPO,
     add_trainable_lora,
     lora_state_dict,
     random_uno_lora,
     to_uno_layout,
 )
+from picbench.reference_impl.pipeline_weights import PipelineWeights, WeightsSettings
 from picbench.reference_impl.training import checkpoint as ckpt
 from picbench.reference_impl.training.config import Config
 from picbench.reference_impl.training.data import MicroBatchOrder, PairEntry, PairSource
@@ -220,24 +219,25 @@ class Trainer:
     @property
     def _weights_dir(self) -> Path | None:
         """The weights folder (DIR/<hub id>): the config's, else $PICBENCH_WEIGHTS_DIR."""
-        wd = self.config.model.weights_dir
+        wd = self.config.weights_dir
         return weights_root(self.config.resolve(wd) if wd else None)
 
-    def _local(self, ref: str) -> Path | None:
-        return local_checkpoint(ref, self._weights_dir)
+    @property
+    def _weights(self) -> PipelineWeights:
+        """Where the base and the initial LoRA come from (`reference_impl/pipeline_weights.py`, shared with `picbench run`)."""
+        settings = WeightsSettings("model.init_lora", "weights_dir = DIR (in the config)")
+        return PipelineWeights("positionic (picbench train)", self._weights_dir, self.config.smoke, settings, self.config.resolve)
 
     def _pipeline(self, dtype: torch.dtype) -> Any:
         from picbench.reference_impl.pipeline import PositionICPipeline
 
         base = self.config.model.base
-        if base == "tiny":
+        if self.config.smoke:
             from picbench.tiny.flux import tiny_components
 
             pipe = PositionICPipeline(**tiny_components(seed=self.config.train.seed)).to(dtype=dtype)
         else:
-            pipe = load_pretrained(
-                "positionic (model.base)", base, self._weights_dir, lambda path: PositionICPipeline.from_pretrained(path, dtype=dtype)
-            )
+            pipe = self._weights.load_base(base, lambda path: PositionICPipeline.from_pretrained(path, dtype=dtype))
         pipe.set_progress_bar_config(disable=True)
         pipe.to(self.accelerator.device)
         pipe.vae.to(torch.float32)  # UNO encodes in float32 (train.py:364-365 @ d305981)
@@ -246,23 +246,11 @@ class Trainer:
         return pipe
 
     def _init_lora(self) -> Any:
-        init = self.config.model.init_lora
-        if init == "none":
-            return None
-        if init != "uno":
-            file = self._local(init) or self.config.resolve(init)
-            if not file.is_file():
-                raise MissingWeightsError(f"model.init_lora: LoRA file {file} does not exist")
-            return file
-        if self.config.model.base == "tiny" and self._local(UNO_LORA_REPO) is None:
+        """The LoRA training starts from: a file, a random one in UNO's layout (a tiny run without UNO's file), or None."""
+        lora = self._weights.lora(self.config.model.init_lora)
+        if lora.random_uno:
             return random_uno_lora(self.pipe.transformer, rank=self.config.model.rank, seed=self.config.train.seed)
-        return download_file(
-            "positionic (model.init_lora = 'uno')",
-            UNO_LORA_REPO,
-            UNO_LORA_FILE,
-            self._weights_dir,
-            remedy="put it in DIR/UNO/ and set model.weights_dir = DIR in the config, or set model.init_lora to a LoRA file or 'none'",
-        )
+        return lora.file
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -380,8 +368,8 @@ class Trainer:
 
     @property
     def smoke(self) -> bool:
-        """Random-weight models (a tiny base or tiny metric models): its losses and scores mean nothing."""
-        return self.config.model.base == "tiny" or self.config.eval.models == "tiny"
+        """Random-weight models (`models = "tiny"`): its losses and scores mean nothing."""
+        return self.config.smoke
 
     def _step(self, stage: Any, order: MicroBatchOrder) -> dict[str, Any]:
         acc, cfg = self.accelerator, self.config
@@ -403,11 +391,8 @@ class Trainer:
                         torch.Generator().manual_seed(micro_batch_seed(cfg.train.seed, stage.name, m)),
                         caption_dropout=cfg.data.caption_dropout,
                         guidance=cfg.train.guidance,
-                        vaa=cfg.model.vaa,
+                        vaa=cfg.model.vaa_settings,
                         logit_normal=cfg.train.timesteps == "logit_normal",
-                        sigma=cfg.model.sigma,
-                        delta=cfg.model.delta,
-                        attention_backend=cfg.model.attention_backend,
                     )
                     loss = flow_matching_loss(self.model, inputs)
                 else:  # every pair of this micro-batch was unreadable: a zero gradient keeps the ranks in step

@@ -34,6 +34,7 @@ from picbench.reference_impl.conditioning import (
 )
 from picbench.reference_impl.schedule import training_times
 from picbench.reference_impl.training.data import LoadedPair
+from picbench.reference_impl.vaa import VAASettings
 
 
 @dataclass
@@ -116,11 +117,8 @@ def prepare_inputs(
     *,
     caption_dropout: float,
     guidance: float,
-    vaa: bool,
+    vaa: VAASettings,
     logit_normal: bool = False,
-    sigma: float = 3.0,
-    delta: float = 1.0,
-    attention_backend: str = "auto",
     max_sequence_length: int = 512,
 ) -> ModelInputs:
     """Pairs of one bucket and reference shape -> transformer inputs, all randomness from `generator`."""
@@ -140,15 +138,12 @@ def prepare_inputs(
     t = times.to(device)[:, None, None]
     noise = noise.to(device)
     noisy = (1 - t) * x0 + t * noise
-    layouts = [(pair.boxes, pair.depths) for pair in batch] if vaa else None
     cond = build_conditioning(
         prompt_embeds.shape[1],
         target_hw,
         ref_hws,
-        layouts,
-        sigma=sigma,
-        delta=delta,
-        attention_backend=attention_backend,
+        [(pair.boxes, pair.depths) for pair in batch],
+        vaa=vaa,
         device=device,
         dtype=dtype,
     )

@@ -12,8 +12,10 @@ same text embeddings (picbench's tiny CLIP), phrase embeddings, CLIP image embed
 references, boxes and initial noise (the authors' script passes none: it draws from the unseeded
 global RNG). Stages: the grounding input and tokens (conditional; the null half's masks and tokens:
 diffusers keeps boxes and embeddings there and masks them, the authors zero them), the PLMS
-schedule, every UNet evaluation's input, time and both CFG predictions, the final latents. fp32,
-within 1e-4 of the largest final latent.
+schedule, every UNet evaluation's input, time and both CFG predictions, the final latents, the
+8-bit image (the authors decode with their LDM autoencoder, picbench with diffusers' conversion of
+it). fp32, within 1e-4 of the largest final latent; the image within one grey level, its mean
+within 0.02.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 import torch
+from ldm_vae import IMAGE_STAGES, IMAGE_TOLERANCE, TINY_DDCONFIG, image_stages, sd_folder_with_authors_vae
 from parity_harness import assert_parity, checkout, compare_stages, run_side
 
 from picbench.records import Sample, Subject
@@ -62,7 +65,7 @@ def stages(variant: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         grounding.append("grounding_image_embeddings_cond")  # computed: CLIP image embeds projected and normalized
     grounding += ["grounding_tokens_cond", "grounding_masks_null", "grounding_tokens_null"]
     exact = (*(f"grounding_{g}_cond" for g in given), "grounding_masks_null", "timesteps")
-    return (*grounding, "schedule", "timesteps", "step_inputs", "predictions", "latents"), exact
+    return (*grounding, "schedule", "timesteps", "step_inputs", "predictions", "latents", *IMAGE_STAGES), exact
 
 
 @pytest.fixture(scope="module", params=["text-box", "text-image"])
@@ -80,16 +83,15 @@ def weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     base = build_tiny_gligen(root / "base", variant)  # tokenizer, encoders, VAE, scheduler; UNet and projection replaced
     authors = root / "checkpoint.pth"
     settings = {"mode": "build", "variant": variant, "unet": UNET, "position_net": POSITION_NET, "text_dim": POSITION_NET["in_dim"]}
-    settings |= {"seed": 0, "gate_std": 0.5, "zero_std": 0.05, "out": str(authors)}
+    settings |= {"ddconfig": TINY_DDCONFIG, "seed": 0, "gate_std": 0.5, "zero_std": 0.05, "out": str(authors)}
     settings |= {"sd_conv_in_out": str(root / "SD_input_conv_weight_bias.pth"), "projection_matrix_out": str(root / "projection_matrix")}
     run_side("GLIGEN", "gligen_side.py", root / "build", settings)
 
-    folder = root / "weights" / VARIANTS[variant]["checkpoint"]
-    folder.mkdir(parents=True)
-    for part in base.iterdir():
-        if part.name not in ("unet", "image_project"):
-            (folder / part.name).symlink_to(part, target_is_directory=part.is_dir())
-    model = torch.load(authors, map_location="cpu", weights_only=False)["model"]
+    saved = torch.load(authors, map_location="cpu", weights_only=False)
+    folder = sd_folder_with_authors_vae(base, saved["autoencoder"], root / "weights" / VARIANTS[variant]["checkpoint"])
+    for part in ("unet", "image_project"):  # replaced below
+        (folder / part).unlink(missing_ok=True)
+    model = saved["model"]
     unet = UNet2DConditionModel.from_pretrained(base / "unet")
     ldm = {LDM_UNET_KEY + k: v for k, v in model.items() if not k.startswith("position_net.")}
     converted = convert_ldm_unet_checkpoint(ldm, dict(unet.config))
@@ -188,8 +190,8 @@ def test_gligen_matches_the_authors_in_fp32(weights: tuple[str, Path], tmp_path:
     method = GligenMethod(weights_dir=folder, params={"variant": variant, "steps": STEPS, "resolution": SIZE, "guidance_scale": GUIDANCE})
     pipe = method.load()
     recorder = PicbenchRecorder(pipe, calls_per_step=2 if variant == "text-image" else 1)
-    method.generate([sample], SEED, data_dir)
-    ours = recorder.stages(pipe.scheduler)
+    image = method.generate([sample], SEED, data_dir)[0]
+    ours = recorder.stages(pipe.scheduler) | image_stages(image)
     n = len(sample.subjects)
     tensors = {
         "context": recorder.text[1:],
@@ -219,5 +221,6 @@ def test_gligen_matches_the_authors_in_fp32(weights: tuple[str, Path], tmp_path:
     theirs = run_side("GLIGEN", "gligen_side.py", tmp_path / "authors", settings, tensors)
     names, exact = stages(variant)
     tolerance = {**dict.fromkeys(names, 1e-4 * float(theirs["latents"].abs().max())), **dict.fromkeys(exact, 0.0), "schedule": 1e-6}
+    tolerance |= IMAGE_TOLERANCE
     mode = f"{variant}, fp32, {n} boxes, {STEPS} steps, beta {VARIANT_BETA[variant]}"
     assert_parity("gligen", mode, compare_stages(ours, theirs, names, tolerance))

@@ -33,15 +33,14 @@ Runtime patches (the authors' files are not edited; each replaces one hard-coded
 from __future__ import annotations
 
 import importlib
-import inspect
 import sys
-import textwrap
 import types
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
-from side_io import finish, start
+from side_io import FixedTextEncoder, finish, patched, start
 
 checkout, work, settings, inputs = start()
 
@@ -59,19 +58,6 @@ from ldm.util import instantiate_from_config  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 TEXT_DIM = settings["text_dim"]
-
-
-def patched(obj: Any, replacements: dict[str, tuple[str, int]]) -> Any:
-    """``obj`` (a class or function of the authors) recompiled from its own source with each
-    ``old`` -> ``new`` made (``old`` must occur exactly ``count`` times), in its module's namespace."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    for old, (new, count) in replacements.items():
-        if source.count(old) != count:
-            raise RuntimeError(f"patch for {obj.__qualname__}: {old!r} occurs {source.count(old)} times, not {count}")
-        source = source.replace(old, new)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, inspect.getsourcefile(obj), "exec"), vars(sys.modules[obj.__module__]), namespace)
-    return namespace[obj.__name__]
 
 
 gligen_inference.device = "cpu"
@@ -113,21 +99,14 @@ def build() -> None:
         for name, param in model.named_parameters():
             if not param.any():
                 param.normal_(std=settings["gate_std"] if name.endswith(("alpha_attn", "alpha_dense")) else settings["zero_std"])
-    torch.save({"model": model.state_dict(), "diffusion": diffusion.state_dict(), "config_dict": vars(config)}, settings["out"])
+    config.autoencoder.params.ddconfig.update(settings["ddconfig"])
+    autoencoder = instantiate_from_config(config.autoencoder)
+    container = {"model": model.state_dict(), "autoencoder": autoencoder.state_dict(), "diffusion": diffusion.state_dict()}
+    torch.save(container | {"config_dict": vars(config)}, settings["out"])
     torch.save(model.input_blocks[0][0].state_dict(), settings["sd_conv_in_out"])
     if settings["variant"] == "text-image":
         torch.save(torch.randn(TEXT_DIM, TEXT_DIM) / TEXT_DIM**0.5, settings["projection_matrix_out"])
     finish(work, {})
-
-
-class FixedTextEncoder:
-    """FrozenCLIPEmbedder's ``encode`` answering with picbench's embedding of each prompt."""
-
-    def __init__(self, table: dict[str, torch.Tensor]) -> None:
-        self.table = table
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        return torch.cat([self.table[p] for p in prompts])
 
 
 class ImageEmbedsOnly:
@@ -191,6 +170,8 @@ def run() -> None:
     model.load_state_dict(saved["model"])
     diffusion = instantiate_from_config(config["diffusion"])
     diffusion.load_state_dict(saved["diffusion"])
+    autoencoder = instantiate_from_config(config["autoencoder"]).eval()
+    autoencoder.load_state_dict(saved["autoencoder"])
     grounding_tokenizer_input = instantiate_from_config(config["grounding_tokenizer_input"])
     model.grounding_tokenizer_input = grounding_tokenizer_input
 
@@ -232,6 +213,12 @@ def run() -> None:
     )
 
     out = {"latents": latents, **{f"grounding_{k}": v for k, v in recorder.grounding.items()}}
+    with torch.no_grad():  # gligen_inference.py:431,443-445: decode, then 8 bits
+        sample = autoencoder.decode(latents)[0]
+    sample = torch.clamp(sample, min=-1, max=1) * 0.5 + 0.5
+    sample = sample.cpu().numpy().transpose(1, 2, 0) * 255
+    out["image"] = torch.from_numpy(sample.astype(np.uint8))
+    out["image_mean"] = out["image"].double().mean()
     out["timesteps"] = torch.cat([e["t"] for e in recorder.evals]).double()
     out["step_inputs"] = torch.cat([e["x"] for e in recorder.evals])
     out["predictions"] = torch.stack([torch.cat([e["cond"], e["uncond"]]) for e in recorder.evals])

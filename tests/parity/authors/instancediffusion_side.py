@@ -34,16 +34,14 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import inspect
 import sys
-import textwrap
 import types
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from side_io import finish, start
+from side_io import FixedTextEncoder, finish, patched, start
 
 checkout, work, settings, inputs = start()
 
@@ -68,19 +66,6 @@ from utils.model import alpha_generator, set_alpha_scale  # noqa: E402
 SEG_DIM, TEXT_DIM = settings["seg_feature_dim"], settings["text_dim"]
 
 
-def patched(obj: Any, replacements: dict[str, str]) -> Any:
-    """``obj`` (a class or function of the authors) recompiled from its own source with each
-    ``old`` -> ``new`` made (each must occur exactly once), in its module's namespace."""
-    source = textwrap.dedent(inspect.getsource(obj))
-    for old, new in replacements.items():
-        if source.count(old) != 1:
-            raise RuntimeError(f"patch for {obj.__qualname__}: {old!r} occurs {source.count(old)} times, not once")
-        source = source.replace(old, new)
-    namespace: dict[str, Any] = {}
-    exec(compile(source, inspect.getsourcefile(obj), "exec"), vars(sys.modules[obj.__module__]), namespace)
-    return namespace[obj.__name__]
-
-
 def tiny_convnext(pretrained: bool = False) -> torch.nn.Module:
     """Stands in for convnext_tiny: 512 px -> an 8 x 8 grid of SEG_DIM features (the 64 tokens)."""
     return torch.nn.Conv2d(3, SEG_DIM, kernel_size=64, stride=64)
@@ -88,17 +73,17 @@ def tiny_convnext(pretrained: bool = False) -> torch.nn.Module:
 
 text_grounding_net.convnext_tiny = tiny_convnext
 text_grounding_net.UniFusion = patched(
-    text_grounding_net.UniFusion, {"self.convnext_feature_dim = 3072": f"self.convnext_feature_dim = {SEG_DIM}"}
+    text_grounding_net.UniFusion, {"self.convnext_feature_dim = 3072": (f"self.convnext_feature_dim = {SEG_DIM}", 1)}
 )
 authors_input.create_zero_input_tensors = patched(
-    authors_input.create_zero_input_tensors, {"torch.zeros(max_objs, 768)": f"torch.zeros(max_objs, {TEXT_DIM})"}
+    authors_input.create_zero_input_tensors, {"torch.zeros(max_objs, 768)": (f"torch.zeros(max_objs, {TEXT_DIM})", 1)}
 )
 openaimodel.SD_CONV_IN_FILE = settings.get("sd_conv_in")
 openaimodel.UNetModel.restore_first_conv_from_SD = patched(
     openaimodel.UNetModel.restore_first_conv_from_SD,
     {
-        'th.load("pretrained/SD_v1_5_input_conv_weight_bias.pth")': "th.load(SD_CONV_IN_FILE)",
-        "conv_nd(2, 4, 320, 3, padding=1)": "conv_nd(2, 4, self.model_channels, 3, padding=1)",
+        'th.load("pretrained/SD_v1_5_input_conv_weight_bias.pth")': ("th.load(SD_CONV_IN_FILE)", 1),
+        "conv_nd(2, 4, 320, 3, padding=1)": ("conv_nd(2, 4, self.model_channels, 3, padding=1)", 1),
     },
 )
 
@@ -122,18 +107,11 @@ def build() -> None:
                 param.normal_(
                     std=settings["gate_std"] if name.endswith(("alpha_attn", "alpha_dense")) or "scaleu_" in name else settings["zero_std"]
                 )
-    torch.save({"model": model.state_dict(), "diffusion": diffusion.state_dict(), "config_dict": vars(config)}, settings["out"])
+    config.autoencoder.params.ddconfig.update(settings["ddconfig"])
+    autoencoder = instantiate_from_config(config.autoencoder)
+    container = {"model": model.state_dict(), "autoencoder": autoencoder.state_dict(), "diffusion": diffusion.state_dict()}
+    torch.save(container | {"config_dict": vars(config)}, settings["out"])
     finish(work, {})
-
-
-class FixedTextEncoder:
-    """FrozenCLIPEmbedder's ``encode`` answering with picbench's embedding of each prompt."""
-
-    def __init__(self, table: dict[str, torch.Tensor]) -> None:
-        self.table = table
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        return torch.cat([self.table[p] for p in prompts])
 
 
 class Recorder:
@@ -177,6 +155,8 @@ def run() -> None:
     model.load_state_dict(saved["ema"] if "ema" in saved else saved["model"])
     diffusion = instantiate_from_config(config["diffusion"])
     diffusion.load_state_dict(saved["diffusion"])
+    autoencoder = instantiate_from_config(config["autoencoder"]).eval()
+    autoencoder.load_state_dict(saved["autoencoder"])
     grounding_tokenizer_input = instantiate_from_config(config["grounding_tokenizer_input"])
     model.grounding_tokenizer_input = grounding_tokenizer_input
 
@@ -234,6 +214,12 @@ def run() -> None:
     )
 
     out = {"noise": starting_noise, "latents": latents}
+    with torch.no_grad():  # inference.py:96,123-125: decode, then 8 bits
+        sample = autoencoder.decode(latents)[0]
+    sample = torch.clamp(sample, min=-1, max=1) * 0.5 + 0.5
+    sample = sample.cpu().numpy().transpose(1, 2, 0) * 255
+    out["image"] = torch.from_numpy(sample.astype(np.uint8))
+    out["image_mean"] = out["image"].double().mean()
     for kind in ("cond", "null"):
         for name in ("boxes", "masks", "embeddings", "tokens"):
             out[f"grounding_{name}_{kind}"] = torch.cat([g[f"{name}_{kind}"] for g in recorder.grounding])

@@ -3,8 +3,10 @@ Runs under the authors' interpreter, so it imports only torch, safetensors and t
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +47,27 @@ class DtypeProxy:
 
     def __getattr__(self, name: str) -> Any:
         return self._by if name == self._replace else getattr(torch, name)
+
+
+class FixedTextEncoder:
+    """Stands in for an LDM ``FrozenCLIPEmbedder``: ``encode`` answers with picbench's embedding of each prompt."""
+
+    def __init__(self, table: dict[str, torch.Tensor]) -> None:
+        self.table = table
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        return torch.cat([self.table[p] for p in prompts])
+
+
+def patched(obj: Any, replacements: dict[str, tuple[str, int]]) -> Any:
+    """``obj`` (a class or function of the authors) recompiled from its own source with each
+    ``old`` -> ``(new, count)`` made, ``old`` occurring exactly ``count`` times, in its module's
+    namespace: one hard-coded value or call replaced, the rest of the authors' code as written."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    for old, (new, count) in replacements.items():
+        if source.count(old) != count:
+            raise RuntimeError(f"patch for {obj.__qualname__}: {old!r} occurs {source.count(old)} times, not {count}")
+        source = source.replace(old, new)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, inspect.getsourcefile(obj), "exec"), vars(sys.modules[obj.__module__]), namespace)
+    return namespace[obj.__name__]

@@ -1,4 +1,5 @@
-"""The pluggable models of BMPDS, each loaded from a local folder on first use.
+"""The roles of BMPDS (segmenter, outpainter, renderer, caption writer, subject model, detector): their
+models, each loaded from a local folder on first use.
 
 Roles and their default checkpoints (hub ids of the released models; a folder is found by
 ``picbench.metrics.weights.resolve``: ``[weights] ROLE = DIR`` in the config, else the weights
