@@ -15,6 +15,8 @@ Inputs and arithmetic as UNO's own inference (bytedance/UNO @ d305981: `inferenc
   the Euler update `img + (t_prev - t_curr) * pred` in the model dtype (`uno/flux/sampling.py:226-239`),
   the LoRA branch in the LoRA file's dtype (`reference_impl/lora.py`), the image decoded in
   float32 and truncated to 8 bits (`uno/flux/pipeline.py:297-303`);
+- the VAE computing as BFL's `AutoEncoder` that UNO runs (`uno/flux/modules/autoencoder.py:36-67`:
+  `x * sigmoid(x)`, the mid-block attention through 1x1 convolutions; `reference_impl/bfl_vae.py`);
 - the initial noise drawn in the model dtype from a generator on the device seeded with the seed
   (`uno/flux/sampling.py:28-45` via `uno/flux/pipeline.py:255-258`), so on CUDA a seed gives the
   image UNO's `inference.py` gives for it (``noise=float32``: picbench's earlier CPU draw);

@@ -18,9 +18,10 @@ the function the trainer uses too; the time shift from :mod:`~picbench.reference
 (UNO's sampling rule by default, `schedule="flux"` for diffusers').
 
 The arithmetic is UNO's `UNOPipeline.forward` and `denoise` (bytedance/UNO @ d305981,
-`uno/flux/pipeline.py:243-304`, `uno/flux/sampling.py:210-241`), so in bfloat16 a step rounds as
-UNO's does: the time is handed over as a model-dtype tensor of t in [0, 1] (the transformer
-multiplies by 1000 after the cast, as UNO's `timestep_embedding`), and the Euler update is
+`uno/flux/pipeline.py:243-304`, `uno/flux/sampling.py:210-241`) and its VAE computes as UNO's
+(BFL's `AutoEncoder`, :func:`~picbench.reference_impl.bfl_vae.use_bfl_arithmetic`), so in bfloat16
+references, steps and images round as UNO's do: the time is handed over as a model-dtype tensor
+of t in [0, 1] (the transformer multiplies by 1000 after the cast, as UNO's `timestep_embedding`), and the Euler update is
 `latents + (t_prev - t_curr) * prediction` in the model dtype with UNO's float32 time grid
 (`schedule.sampling_times`), not the scheduler's float32 step (the `scheduler` component stays
 for diffusers' folder layout: `from_pretrained`, `save_pretrained`). The latents are decoded in the
@@ -52,6 +53,7 @@ from PIL import Image
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection, T5EncoderModel, T5TokenizerFast
 
 from picbench.errors import MissingWeightsError
+from picbench.reference_impl.bfl_vae import use_bfl_arithmetic
 from picbench.reference_impl.conditioning import (
     PATCH,
     build_conditioning,
@@ -117,6 +119,7 @@ class PositionICPipeline(FluxPipeline):
             scheduler, vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2, transformer, image_encoder, feature_extractor
         )
         set_positionic_processors(self.transformer)
+        use_bfl_arithmetic(self.vae)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs: Any) -> PositionICPipeline:

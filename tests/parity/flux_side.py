@@ -56,12 +56,12 @@ STAGES = (
     "noise",
     "ref_pixels",
     "ref_tokens",
-    "ref_tokens_fed",
     "guidance",
     "timesteps",
     "step_inputs",
     "predictions",
     "latents",
+    "decoded",
     "image",
 )
 """The stages both sides record, in pipeline order (the first one over tolerance is named)."""
@@ -70,18 +70,18 @@ POSTERIOR_DRAW_SITES = ("diffusers.models.autoencoders.vae", "picbench.reference
 """Modules whose ``randn_tensor`` draws a reference's VAE posterior noise (diffusers' own sampler,
 picbench's UNO-style sample): recorded there and handed to the authors' side."""
 
-LATENT_STAGES = ("noise", "ref_tokens", "step_inputs", "predictions", "latents")
+LATENT_STAGES = ("noise", "ref_tokens", "step_inputs", "predictions", "latents", "decoded")
 
 
-def parity_tolerance(final_latents: torch.Tensor, exact: bool, ref_tokens: torch.Tensor | None = None) -> dict[str, float]:
-    """Per stage. ``exact`` (bf16): 0 for everything the transformer and sampler compute (they get
-    the same reference tokens); the reference encoding within one bf16 rounding step of its largest
-    value and the 8-bit image within one grey level (BFL's VAE and diffusers' conversion of it differ
-    by fp32 round-off). fp32: latent-space stages within 1e-4 of the largest final latent, pixels,
-    times and guidance to fp32 round-off, ids exactly, the image within one level."""
+def parity_tolerance(final_latents: torch.Tensor, exact: bool, image_levels: float = 0.0) -> dict[str, float]:
+    """Per stage. ``exact`` (bf16): every stage bit for bit, the reference encoding and the decoder's
+    output (``decoded``) included (picbench's VAE computes as BFL's, ``reference_impl/bfl_vae.py``), the
+    8-bit image within ``image_levels`` grey levels (0 for ``uno``, which converts as UNO). fp32:
+    latent-space stages and the decoder's output within 1e-4 of the largest final latent, pixels, times
+    and guidance to fp32 round-off, ids exactly, the image within one level (fp32 round-off in the
+    transformer can cross a truncation)."""
     if exact:
-        step = float(ref_tokens.double().abs().max()) * 2.0**-7 if ref_tokens is not None else 0.0
-        return {**dict.fromkeys(STAGES, 0.0), "ref_tokens": step, "ref_tokens_fed": 0.0, "image": 1.0}
+        return {**dict.fromkeys(STAGES, 0.0), "image": image_levels}
     latent = 1e-4 * float(final_latents.double().abs().max())
     return {
         **dict.fromkeys(STAGES, 1e-6),
@@ -213,6 +213,13 @@ def run_picbench(method: Any, sample: Sample, seed: int, data_root: Path) -> tup
         pixels.append(x.flatten())
         return encode(x, *args, **kwargs)
 
+    decode: Callable[..., Any] = pipe.vae.decode
+
+    def decode_recorded(z: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = decode(z, *args, **kwargs)
+        seen["decoded"] = out[0]
+        return out
+
     unpack: Callable[..., torch.Tensor] = pipe._unpack_latents
 
     def unpack_recorded(latents: torch.Tensor, *args: Any) -> torch.Tensor:
@@ -225,12 +232,12 @@ def run_picbench(method: Any, sample: Sample, seed: int, data_root: Path) -> tup
             patch.setattr(importlib.import_module(module), "randn_tensor", recorded_randn)
         patch.setattr(pipe, "_unpack_latents", unpack_recorded)
         patch.setattr(pipe.vae, "encode", encode_recorded)
+        patch.setattr(pipe.vae, "decode", decode_recorded)
         image = method.generate([sample], seed, data_root)[0]
     handle.remove()
     import numpy as np
 
     ours = {k: v for k, v in seen.items() if k not in ("txt", "vec")}  # attention_kwargs: how many the transformer got (VAA: 1)
-    ours["ref_tokens_fed"] = ours["ref_tokens"]
     ours.update({k: torch.stack(v) for k, v in steps.items()})
     ours["ref_pixels"] = torch.cat(pixels)
     ours["image"] = torch.from_numpy(np.asarray(image).copy())
@@ -258,9 +265,11 @@ def compare_with_uno(
     data_dir: Path,
     dtype: torch.dtype,
     lora_dtype: torch.dtype,
+    image_levels: float = 0.0,
 ) -> tuple[list[Any], dict[str, torch.Tensor]]:
     """Run ``method_cls`` (loaded from the --weights-dir made of ``files``) and UNO's UNOPipeline on
-    ``sample``: the per-stage differences, in pipeline order, and picbench's stages."""
+    ``sample``: the per-stage differences, in pipeline order, and picbench's stages. ``image_levels``:
+    the 8-bit image's tolerance in bf16 (a method that rounds where UNO truncates: 1)."""
     from parity_harness import compare_stages, run_side
 
     suffix = ".bf16" if lora_dtype == torch.bfloat16 else ""
@@ -284,15 +293,8 @@ def compare_with_uno(
         "seed": SEED,
         "refs": [str(data_dir / s.references[0]) for s in sample.subjects],
     }
-    exact = dtype != torch.float32
-    if exact:
-        inputs["picbench_ref_tokens"] = ours["ref_tokens"]
-    else:
-        ours = {k: v for k, v in ours.items() if k != "ref_tokens_fed"}
     theirs = run_side("UNO", "uno_side.py", work / "uno_run", settings, inputs)
-    if not exact:
-        theirs = {k: v for k, v in theirs.items() if k != "ref_tokens_fed"}
-    tolerance = parity_tolerance(theirs["latents"], exact, theirs["ref_tokens"])
+    tolerance = parity_tolerance(theirs["latents"], dtype != torch.float32, image_levels)
     return compare_stages(ours, theirs, [s for s in STAGES if s in ours or s in theirs], tolerance), ours
 
 

@@ -7,9 +7,9 @@ through ``UNOPipeline(only_lora=True)``. Both get the same text embeddings (picb
 reference files (UNO sized by ``inference.py``'s rule, picbench by its own), the same seed and the
 same posterior draw for the references. fp32: every latent-space stage within 1e-4 of the largest
 final latent, times and ids to round-off, the 8-bit image within one grey level. bf16 (UNO's GPU
-dtype, here on the CPU): the transformer and sampler bit for bit (given the same reference tokens);
-the reference encoding within one bf16 rounding step (BFL's VAE against diffusers' conversion of
-it: fp32 round-off before the cast) and the image within one grey level.
+dtype, here on the CPU): every stage bit for bit, from the reference encoding (picbench's VAE
+computes as BFL's ``AutoEncoder``: ``reference_impl/bfl_vae.py``) through the transformer and
+sampler to the 8-bit image.
 """
 
 from __future__ import annotations

@@ -13,12 +13,7 @@ Runtime patches (UNO's files are not edited):
 - ``UNOPipeline.forward`` hard-codes bf16 for the noise and the references; the fp32 comparison
   runs it with ``torch.bfloat16`` read as float32 inside ``uno/flux/pipeline.py`` only;
 - the VAE posterior's ``torch.randn_like`` returns the draw picbench made (UNO draws from the
-  unseeded global RNG);
-- given ``picbench_ref_tokens`` (the bf16 check), UNO's encoding is recorded as ``ref_tokens`` and
-  then replaced by picbench's tokens, so that the transformer and sampler are compared bit for
-  bit on equal inputs: BFL's encoder and diffusers' conversion of it differ by fp32 round-off
-  (x * sigmoid(x) against SiLU, ~1e-5), which one bf16 cast turns into one rounding step on a
-  few values.
+  unseeded global RNG).
 """
 
 from __future__ import annotations
@@ -28,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 from side_io import DtypeProxy, FixedEmbedder, finish, start
 
 checkout, work, settings, inputs = start()
@@ -98,27 +92,24 @@ def run() -> None:
     encode = pipeline.ae.encode
     pixels: list[torch.Tensor] = []
 
-    own_tokens: list[torch.Tensor] = []
-    fed = inputs.get("picbench_ref_tokens")  # given: downstream of the VAE both sides use picbench's reference tokens
-
     def encode_with_picbench_draw(x: torch.Tensor) -> torch.Tensor:
         drawn = eps.pop(0)
         pixels.append(x.flatten())
         randn_like = torch.randn_like
         torch.randn_like = lambda t, **kw: drawn.to(t.dtype)
         try:
-            latent = encode(x)
+            return encode(x)
         finally:
             torch.randn_like = randn_like
-        h, w = latent.shape[2] // 2, latent.shape[3] // 2
-        own_tokens.append(rearrange(latent, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2))
-        if fed is None:
-            return latent
-        start = sum(t.shape[1] for t in own_tokens[:-1])
-        tokens = fed[:, start : start + h * w].float()
-        return rearrange(tokens, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=h, w=w, ph=2, pw=2)
 
     pipeline.ae.encode = encode_with_picbench_draw
+    decode = pipeline.ae.decode
+
+    def decode_captured(z: torch.Tensor) -> torch.Tensor:
+        out["decoded"] = decode(z)
+        return out["decoded"]
+
+    pipeline.ae.decode = decode_captured
     prepare = uno_pipeline.prepare_multi_ip
 
     def prepare_captured(**kw):
@@ -163,8 +154,6 @@ def run() -> None:
     )
     out.update({k: torch.stack(v) for k, v in steps.items()})
     out["ref_pixels"] = torch.cat(pixels)
-    out["ref_tokens_fed"] = out["ref_tokens"]
-    out["ref_tokens"] = torch.cat(own_tokens, dim=1).to(out["ref_tokens_fed"].dtype)  # UNO's own encoding, as it casts it
     out["image"] = torch.from_numpy(np.asarray(image).copy())
     finish(work, out)
 
