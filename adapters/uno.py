@@ -58,15 +58,8 @@ class UnoMethod(PositionICMethod):
     uses_vaa = False
 
     def _call_params(self) -> dict[str, Any]:
-        p = self.params
-        return {
-            "num_inference_steps": int(p["steps"]),
-            "guidance_scale": float(p["guidance"]),
-            "ref_long_side": p["ref_long_side"],
-            "schedule": str(p["schedule"]),
-            "noise": str(p["noise"]),
-            "to_8bit": "truncate",
-        }
+        """positionic's sampler, with the 8-bit image truncated as UNO's `.byte()` writes it."""
+        return {**super()._call_params(), "to_8bit": "truncate"}
 
     def _vaa_settings(self) -> VAASettings:
         """VAA off (UNO's plain attention)."""
