@@ -26,6 +26,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from picbench.records import Sample, Subject
+
 PARITY_DIR_ENV = "PICBENCH_PARITY_DIR"
 SIDES = Path(__file__).resolve().parent / "authors"
 """The scripts that run inside the authors' checkouts (one per repository)."""
@@ -159,3 +161,13 @@ def assert_parity(method: str, mode: str, diffs: Sequence[StageDiff]) -> None:
             f"{method} [{mode}]: first diverging stage is {first.stage!r} (max abs diff {first.max_abs:.4g} > {first.tolerance:.3g}"
             f"{'; ' + first.note if first.note else ''})\n{text}"
         )
+
+
+def dog_and_cat(sample_id: str, size: int) -> Sample:
+    """The two-subject sample the box-grounded SD parity modules (gligen, instancediffusion) share:
+    DreamBench's dog and cat in side-by-side boxes of a square image."""
+    subjects = (
+        Subject("dog", "dog", ("dreambench/dataset/dog/00.jpg",), box=(0.05, 0.3, 0.5, 0.9)),
+        Subject("cat", "cat", ("dreambench/dataset/cat/00.jpg",), box=(0.5, 0.15, 0.95, 0.75)),
+    )
+    return Sample(sample_id, "a dog and a cat in a garden", size, size, "multi", subjects)

@@ -26,9 +26,7 @@ from typing import Any
 import pytest
 import torch
 from ldm_vae import IMAGE_STAGES, IMAGE_TOLERANCE, TINY_DDCONFIG, image_stages, sd_folder_with_authors_vae
-from parity_harness import assert_parity, checkout, compare_stages, run_side
-
-from picbench.records import Sample, Subject
+from parity_harness import assert_parity, checkout, compare_stages, dog_and_cat, run_side
 
 UNET = {
     "image_size": 32,
@@ -105,14 +103,6 @@ def weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return variant, root / "weights"
 
 
-def _sample() -> Sample:
-    subjects = (
-        Subject("dog", "dog", ("dreambench/dataset/dog/00.jpg",), box=(0.05, 0.3, 0.5, 0.9)),
-        Subject("cat", "cat", ("dreambench/dataset/cat/00.jpg",), box=(0.5, 0.15, 0.95, 0.75)),
-    )
-    return Sample("parity-gligen", "a dog and a cat in a garden", SIZE, SIZE, "multi", subjects)
-
-
 class PicbenchRecorder:
     """The authors' side's records from hooks on picbench's pipeline. Rows 0/1 of each UNet call
     are diffusers' unconditional and conditional halves; the text-image pipeline calls the UNet
@@ -186,7 +176,7 @@ def test_gligen_matches_the_authors_in_fp32(weights: tuple[str, Path], tmp_path:
 
     variant, folder = weights
     assert SCHEDULED_SAMPLING_BETA[variant] == VARIANT_BETA[variant]
-    sample = _sample()
+    sample = dog_and_cat("parity-gligen", SIZE)
     method = GligenMethod(weights_dir=folder, params={"variant": variant, "steps": STEPS, "resolution": SIZE, "guidance_scale": GUIDANCE})
     pipe = method.load()
     recorder = PicbenchRecorder(pipe, calls_per_step=2 if variant == "text-image" else 1)

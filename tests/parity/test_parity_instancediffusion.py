@@ -23,9 +23,7 @@ from typing import Any
 import pytest
 import torch
 from ldm_vae import IMAGE_STAGES, IMAGE_TOLERANCE, TINY_DDCONFIG, image_stages, sd_folder_with_authors_vae
-from parity_harness import assert_parity, checkout, compare_stages, run_side
-
-from picbench.records import Sample, Subject
+from parity_harness import assert_parity, checkout, compare_stages, dog_and_cat, run_side
 
 UNET = {
     "image_size": 32,
@@ -68,14 +66,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     autoencoder = torch.load(checkpoint, map_location="cpu", weights_only=False)["autoencoder"]
     sd_folder_with_authors_vae(base, autoencoder, weights / SD15_CHECKPOINT)  # the SD 1.5 folder, the authors' VAE in it
     return weights
-
-
-def _sample() -> Sample:
-    subjects = (
-        Subject("dog", "dog", ("dreambench/dataset/dog/00.jpg",), box=(0.05, 0.3, 0.5, 0.9)),
-        Subject("cat", "cat", ("dreambench/dataset/cat/00.jpg",), box=(0.5, 0.15, 0.95, 0.75)),
-    )
-    return Sample("parity-instancediffusion", "a dog and a cat in a garden", SIZE, SIZE, "multi", subjects)
 
 
 class PicbenchRecorder:
@@ -161,7 +151,7 @@ def _check(weights: Path, tmp_path: Path, steps: int, alpha: float, mis: float) 
         read_sd_conv_in,
     )
 
-    sample = _sample()
+    sample = dog_and_cat("parity-instancediffusion", SIZE)
     method = InstanceDiffusionMethod(
         weights_dir=weights, params={"resolution": SIZE, "guidance_scale": GUIDANCE, "steps": steps, "alpha": alpha, "mis": mis}
     )
